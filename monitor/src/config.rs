@@ -1,0 +1,133 @@
+//! Configuration shared by every stage: which ports are watched (and their service names) and the
+//! limits that bound memory on the packet path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+/// CloudCore's TLS ports and their service names.
+pub const DEFAULT_SERVICES: [(u16, &str); 4] =
+    [(10000, "cloudhub"), (10002, "certsvc"), (10003, "stream"), (10004, "tunnel")];
+
+/// Which server ports are analyzed, and how they are named in reports and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Services {
+    ports: BTreeMap<u16, String>,
+    /// Also pick up TLS on any other port, recognised by content.
+    pub any_port: bool,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            ports: DEFAULT_SERVICES.iter().map(|&(p, n)| (p, n.to_string())).collect(),
+            any_port: false,
+        }
+    }
+}
+
+impl Services {
+    /// Service name of a watched server port.
+    pub fn name(&self, port: u16) -> Option<&str> {
+        self.ports.get(&port).map(String::as_str)
+    }
+    pub fn is_watched(&self, port: u16) -> bool {
+        self.ports.contains_key(&port)
+    }
+    pub fn ports(&self) -> impl Iterator<Item = (u16, &str)> {
+        self.ports.iter().map(|(p, n)| (*p, n.as_str()))
+    }
+    /// Name used for a port: its service name, else `tcp/<port>`.
+    pub fn label(&self, port: u16) -> String {
+        self.name(port).map_or_else(|| format!("tcp/{port}"), str::to_string)
+    }
+}
+
+/// Error in a `--ports` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortsError(pub String);
+
+impl fmt::Display for PortsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for PortsError {}
+
+impl FromStr for Services {
+    type Err = PortsError;
+
+    /// Parses `443,10000=cloudhub`: a port alone keeps CloudCore's name for it (or `tcp/<port>`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut ports = BTreeMap::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (port, name) = match item.split_once('=') {
+                Some((p, n)) => (p.trim(), Some(n.trim())),
+                None => (item, None),
+            };
+            let port: u16 = port
+                .parse()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| PortsError(format!("invalid port '{port}' in --ports")))?;
+            let name = match name {
+                Some("") => return Err(PortsError(format!("empty service name for port {port}"))),
+                Some(n) => n.to_string(),
+                None => DEFAULT_SERVICES
+                    .iter()
+                    .find(|(p, _)| *p == port)
+                    .map_or_else(|| format!("tcp/{port}"), |(_, n)| n.to_string()),
+            };
+            ports.insert(port, name);
+        }
+        if ports.is_empty() {
+            return Err(PortsError("--ports needs at least one port".into()));
+        }
+        Ok(Services { ports, any_port: false })
+    }
+}
+
+/// Bounds on the packet path; every one is a flag and every drop it causes is counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes buffered per direction until the handshake is decided (out-of-order data included).
+    pub handshake_window: usize,
+    /// Concurrent flows; beyond it the least recently active flow is evicted.
+    pub max_flows: usize,
+    /// A flow with no packet for this long (packet time) is closed.
+    pub idle_timeout_us: i64,
+    /// Distinct certificates kept parsed (cache by DER).
+    pub cert_cache: usize,
+    /// Certificates kept per chain in a connection record.
+    pub max_chain_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_window: 64 * 1024,
+            max_flows: 100_000,
+            idle_timeout_us: 120 * 1_000_000,
+            cert_cache: 10_000,
+            max_chain_len: 16,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ports_with_and_without_names() {
+        let s: Services = "443, 10000=hub,10002".parse().unwrap();
+        assert_eq!(s.name(443), Some("tcp/443"));
+        assert_eq!(s.name(10000), Some("hub"));
+        assert_eq!(s.name(10002), Some("certsvc"));
+        assert!(!s.is_watched(10003));
+        assert!("0".parse::<Services>().is_err());
+        assert!("x".parse::<Services>().is_err());
+        assert!("".parse::<Services>().is_err());
+        assert!("80=".parse::<Services>().is_err());
+    }
+}

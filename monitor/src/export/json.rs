@@ -1,0 +1,1 @@
+//! JSON Lines output, one object per connection, nested keys in Elastic Common Schema form.

@@ -1,0 +1,4 @@
+//! Export: connection records and events as JSON Lines (ECS field names) and the human report.
+
+pub mod json;
+pub mod report;

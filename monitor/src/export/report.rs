@@ -1,0 +1,1 @@
+//! The human-readable summary printed by `trustwatch analyze`.

@@ -1,0 +1,92 @@
+//! Flow: connection tracking and TCP reassembly.
+//!
+//! Consumes [`TcpSegment`]s; produces, per connection and per direction, the payload bytes in order
+//! (gaps marked), delivered to a [`StreamHandler`] the caller supplies when the flow opens. The flow
+//! table is bounded (`Limits::max_flows`, eviction of the least recently active flow) and each
+//! direction buffers at most `Limits::handshake_window` bytes; every drop is counted in [`Stats`].
+//! Nothing here knows about TLS.
+
+pub mod reassembly;
+pub mod table;
+
+use std::net::SocketAddr;
+
+pub use table::FlowTable;
+
+use crate::capture::Timestamp;
+use crate::decode::TcpSegment;
+
+/// Which end of a connection sent something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Server,
+            Side::Server => Side::Client,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// The two ends of a connection, oriented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoints {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+/// How a flow ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both directions sent FIN (or one FIN and the flow then went idle).
+    Fin,
+    /// A RST from this side.
+    Rst(Side),
+    /// No packet for `Limits::idle_timeout_us`.
+    IdleTimeout,
+    /// Evicted because the flow table was full.
+    Evicted,
+    /// The capture ended (file end, or live shutdown) with the flow still open.
+    CaptureEnd,
+}
+
+/// What a flow's consumer sees: in-order bytes per direction and the TCP lifecycle.
+pub trait StreamHandler {
+    /// In-order payload bytes from `side`.
+    fn on_data(&mut self, side: Side, ts: Timestamp, data: &[u8]);
+    /// `bytes` of `side`'s stream were lost and skipped; the next `on_data` continues after the hole.
+    fn on_gap(&mut self, side: Side, bytes: u64);
+    /// `side` sent FIN (after all its data was delivered) or RST.
+    fn on_close_from(&mut self, side: Side, ts: Timestamp, rst: bool);
+    /// False once the handler needs no more payload: the table then skips reassembly for the flow
+    /// (the fast path for bulk application data) but still tracks FIN/RST and idleness.
+    fn wants_data(&self) -> bool;
+}
+
+/// Decides whether a segment that matches no flow opens one, and with which handler.
+pub trait FlowFactory {
+    type Handler: StreamHandler;
+    /// `sender` is the side that sent `seg`, as the table inferred it (SYN, SYN-ACK, or
+    /// `server_port_hint`). Return `None` to ignore the segment (counted as `segments_ignored`).
+    fn open(&mut self, seg: &TcpSegment, sender: Side, endpoints: Endpoints) -> Option<Self::Handler>;
+    /// For a segment without SYN: is `port` a server port? Used to orient mid-stream flows.
+    fn is_server_port(&self, port: u16) -> bool;
+}
+
+/// A flow that left the table, with its handler, for the caller to finalize.
+pub struct ClosedFlow<H> {
+    pub endpoints: Endpoints,
+    pub reason: CloseReason,
+    pub last_ts: Timestamp,
+    pub handler: H,
+}

@@ -1,0 +1,103 @@
+//! Handshake summary: one [`Connection`] per TCP connection that carried TLS.
+//!
+//! Consumes the [`TlsEvent`](crate::tls::TlsEvent)s of both directions plus the TCP lifecycle;
+//! produces a `Connection` with the hellos, both certificate chains, the alerts and the outcome
+//! with the evidence that decided it (exact from a plaintext alert, inferred from record sizes and
+//! the close for TLS 1.3).
+
+pub mod outcome;
+pub mod tracker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::capture::Timestamp;
+use crate::cert::Presented;
+use crate::flow::Side;
+use crate::tls::{ClientHello, ServerHello, Version};
+
+pub use outcome::Outcome;
+pub use tracker::Tracker;
+
+/// An alert, seen in plaintext or inferred from an encrypted record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alert {
+    /// A plaintext alert: code and level are exact.
+    Plain { from: Side, level: u8, code: u8, ts: Timestamp },
+    /// An encrypted record that, by its size and place, is an alert; the code is unknown.
+    Encrypted { from: Side, ts: Timestamp },
+}
+
+impl Alert {
+    pub fn from(&self) -> Side {
+        match *self {
+            Alert::Plain { from, .. } | Alert::Encrypted { from, .. } => from,
+        }
+    }
+    pub fn code(&self) -> Option<u8> {
+        match *self {
+            Alert::Plain { code, .. } => Some(code),
+            Alert::Encrypted { .. } => None,
+        }
+    }
+    pub fn is_fatal(&self) -> bool {
+        match *self {
+            Alert::Plain { level, .. } => level == 2,
+            Alert::Encrypted { .. } => true,
+        }
+    }
+    pub fn ts(&self) -> Timestamp {
+        match *self {
+            Alert::Plain { ts, .. } | Alert::Encrypted { ts, .. } => ts,
+        }
+    }
+}
+
+/// A presented certificate chain, in wire order (leaf first).
+pub type Chain = Vec<Presented>;
+
+/// Everything trustwatch knows about one TLS connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// First packet of the connection.
+    pub start: Timestamp,
+    /// When the outcome was decided (or the flow ended).
+    pub end: Timestamp,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    /// Service name of the server port (`cloudhub`, ..., or `tcp/<port>`).
+    pub service: Arc<str>,
+    pub vlan: Option<u16>,
+    pub client_hello: Option<Box<ClientHello>>,
+    /// The ServerHello that completed negotiation (the second one after a HelloRetryRequest).
+    pub server_hello: Option<Box<ServerHello>>,
+    pub hello_retry: bool,
+    /// The negotiated version (ServerHello supported_versions, else its legacy version).
+    pub version: Option<Version>,
+    pub server_chain: Chain,
+    pub client_chain: Chain,
+    /// The server asked for a client certificate (CertificateRequest, or inferred for TLS 1.3).
+    pub client_auth_requested: bool,
+    /// TLS 1.2 abbreviated handshake or TLS 1.3 PSK.
+    pub resumed: bool,
+    /// Every alert in order (plaintext ones exact, inferred ones marked).
+    pub alerts: Vec<Alert>,
+    pub outcome: Outcome,
+    /// Human-readable reason for the outcome, e.g. "client sent fatal bad_certificate(42)".
+    pub evidence: String,
+    /// The key of the CA that issued the server leaf (see [`crate::cert::ca_key_id`]).
+    pub ca_key_id: Option<String>,
+    /// The key of the CA that issued the client leaf.
+    pub client_ca_key_id: Option<String>,
+    /// Application data records seen per direction (client, server).
+    pub app_records: (u32, u32),
+    /// Stream bytes lost to gaps during the handshake (client, server).
+    pub gap_bytes: (u64, u64),
+}
+
+impl Connection {
+    /// The alert that decided the outcome: the first fatal one, else the last one.
+    pub fn deciding_alert(&self) -> Option<&Alert> {
+        self.alerts.iter().find(|a| a.is_fatal()).or(self.alerts.last())
+    }
+}

@@ -1,0 +1,23 @@
+//! trustwatch: passive TLS handshake monitor for KubeEdge CloudCore.
+//!
+//! The data path, one module per stage:
+//!
+//! ```text
+//! capture ──Packet──▶ decode ──TcpSegment──▶ flow (reassembly) ──bytes per direction──▶ tls
+//!   ──TlsEvent──▶ handshake (one Connection per TCP connection) ──▶ detect ──▶ export
+//! ```
+//!
+//! [`pipeline::Pipeline`] wires the stages; every source (pcap file, live libpcap, eBPF) produces the
+//! same [`capture::Packet`], and nothing downstream knows which one did.
+
+pub mod capture;
+pub mod cert;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod export;
+pub mod flow;
+pub mod handshake;
+pub mod pipeline;
+pub mod stats;
+pub mod tls;

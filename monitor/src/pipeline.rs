@@ -1,0 +1,1 @@
+//! The pipeline: Packet → decode → flow → handshake tracker → Connection.
