@@ -11,13 +11,17 @@
 //! same [`capture::Packet`], and nothing downstream knows which one did.
 
 pub mod capture;
+pub mod cli;
 pub mod cert;
 pub mod config;
 pub mod decode;
+pub mod detect;
 pub mod error;
 pub mod export;
 pub mod flow;
 pub mod handshake;
 pub mod pipeline;
+pub mod serve;
 pub mod stats;
 pub mod tls;
+pub mod trust;

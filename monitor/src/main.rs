@@ -1,1 +1,5 @@
-fn main() {}
+//! The `trustwatch` binary: see [`trustwatch::cli`].
+
+fn main() {
+    std::process::exit(trustwatch::cli::main());
+}

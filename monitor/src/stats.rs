@@ -41,3 +41,9 @@ pub struct Stats {
     // connections
     pub connections: u64,
 }
+
+impl AsMut<Stats> for Stats {
+    fn as_mut(&mut self) -> &mut Stats {
+        self
+    }
+}

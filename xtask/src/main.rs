@@ -1,1 +1,63 @@
-fn main() {}
+//! Project tasks: `cargo xtask <task>`.
+//!
+//! - `setup`: installs what the build and tests need on a fresh Debian 12 machine (apt packages,
+//!   Go for the test peers); idempotent and quiet when everything is present.
+//! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
+//! - `demo`: setup, build, and run the incident demo.
+//! - `bench`: the throughput/memory benchmarks (figures go in the README).
+
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+fn usage() -> ExitCode {
+    eprintln!("usage: cargo xtask <setup|test|demo|bench> [args]");
+    ExitCode::from(2)
+}
+
+/// Runs a command inheriting stdio; Err names it when it fails.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("{shown} failed ({s})")),
+        Err(e) => Err(format!("{shown} could not start: {e}")),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    setup::ensure()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        return usage();
+    };
+    let result = match task.as_str() {
+        "setup" => setup::ensure(),
+        "test" => test(rest),
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {task}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,406 @@
 //! pcap and pcapng files, read through libpcap.
+//!
+//! Consumes a path; produces [`Packet`]s in file order. Problems with the file itself (missing,
+//! a directory, empty, not a capture, a link type we cannot decode) are [`Error`]s with a one-line
+//! reason. A file cut short inside its last record (a capture copied while still being written, a
+//! partial download) is not an error: the read ends there and [`FileSource::truncated`] says so,
+//! for the caller to report.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pcap::{Capture, Linktype, Offline, Precision};
+
+use super::{LinkType, Packet, Timestamp};
+use crate::error::{Error, Result};
+
+/// Bytes of a pcap file header (pcapng section/interface blocks are larger; positions are estimates).
+const FILE_HEADER_LEN: u64 = 24;
+/// Per-record overhead added to the captured length when estimating the read position:
+/// 16 bytes in pcap, at least 32 in pcapng (Enhanced Packet Block).
+const PCAP_RECORD_OVERHEAD: u64 = 16;
+const PCAPNG_RECORD_OVERHEAD: u64 = 32;
+/// First four bytes of a pcapng file (Section Header Block type).
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+/// An open capture file.
+pub struct FileSource {
+    path: PathBuf,
+    capture: Capture<Offline>,
+    linktype: LinkType,
+    raw_linktype: i32,
+    file_size: u64,
+    record_overhead: u64,
+    position: u64,
+    packets: u64,
+    truncated: bool,
+    finished: bool,
+}
+
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource")
+            .field("path", &self.path)
+            .field("linktype", &self.linktype)
+            .field("packets", &self.packets)
+            .field("truncated", &self.truncated)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSource {
+    /// Opens `path` (pcap with micro- or nanosecond timestamps, or pcapng).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let fail = |reason: String| Error::File { path: path.to_path_buf(), reason };
+
+        // Check the things libpcap reports poorly (or not at all) before handing it the path.
+        let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
+        if meta.is_dir() {
+            return Err(fail("is a directory, not a capture file".into()));
+        }
+        let mut magic = [0u8; 4];
+        {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| fail(io_reason(&e)))?;
+            let n = f.read(&mut magic).map_err(|e| fail(io_reason(&e)))?;
+            if n == 0 {
+                return Err(fail("empty file, not a capture".into()));
+            }
+        }
+        if path.to_str().is_none() {
+            return Err(fail("path is not valid UTF-8 (libpcap cannot open it)".into()));
+        }
+
+        // Nanosecond precision: libpcap scales every file (pcap µs/ns, pcapng any if_tsresol) to it.
+        let capture = Capture::from_file_with_precision(path, Precision::Nano)
+            .map_err(|e| fail(open_reason(&e)))?;
+        let raw_linktype = capture.get_datalink().0;
+        let linktype = LinkType::from_linktype(raw_linktype).ok_or_else(|| Error::LinkType {
+            path: path.to_path_buf(),
+            linktype: raw_linktype,
+            name: Linktype(raw_linktype).get_name().unwrap_or_else(|_| "unknown".into()),
+        })?;
+        let record_overhead =
+            if magic == PCAPNG_MAGIC { PCAPNG_RECORD_OVERHEAD } else { PCAP_RECORD_OVERHEAD };
+        Ok(FileSource {
+            path: path.to_path_buf(),
+            capture,
+            linktype,
+            raw_linktype,
+            file_size: meta.len(),
+            record_overhead,
+            position: FILE_HEADER_LEN.min(meta.len()),
+            packets: 0,
+            truncated: false,
+            finished: false,
+        })
+    }
+
+    /// The next packet, `None` at the end of the file (or where a truncated file stops).
+    pub fn next_packet(&mut self) -> Result<Option<Packet>> {
+        if self.finished {
+            return Ok(None);
+        }
+        match self.capture.next_packet() {
+            Ok(p) => {
+                let ts = timestamp_from_nanos(p.header.ts.tv_sec, p.header.ts.tv_usec);
+                self.packets += 1;
+                self.position = self
+                    .position
+                    .saturating_add(u64::from(p.header.caplen) + self.record_overhead)
+                    .min(self.file_size);
+                Ok(Some(Packet { ts, linktype: self.linktype, data: Bytes::copy_from_slice(p.data) }))
+            }
+            Err(pcap::Error::NoMorePackets) => {
+                self.finish();
+                Ok(None)
+            }
+            Err(pcap::Error::PcapError(msg)) if msg.contains("truncated") => {
+                // The last record is cut short: end here, flagged, with every complete record read.
+                self.truncated = true;
+                self.finish();
+                Ok(None)
+            }
+            Err(e) => {
+                self.finished = true;
+                Err(Error::File {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "unreadable record after {} packets: {}",
+                        self.packets,
+                        one_line(&e.to_string())
+                    ),
+                })
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.position = self.file_size;
+    }
+
+    /// The decodable link type of the file's packets.
+    pub fn linktype(&self) -> LinkType {
+        self.linktype
+    }
+
+    /// libpcap's LINKTYPE_* number for the file.
+    pub fn raw_linktype(&self) -> i32 {
+        self.raw_linktype
+    }
+
+    /// Estimated bytes of the file consumed so far (exact at the end), for a progress bar.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    /// Packets read so far.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    /// True when the read ended at a record cut short (the file is truncated).
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Iterator for FileSource {
+    type Item = Result<Packet>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_packet().transpose()
+    }
+}
+
+/// `tv_usec` holds nanoseconds because the file is opened with [`Precision::Nano`].
+fn timestamp_from_nanos(sec: i64, nsec: i64) -> Timestamp {
+    Timestamp::from_micros(sec.saturating_mul(1_000_000).saturating_add(nsec.div_euclid(1_000)))
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::IsADirectory => "is a directory, not a capture file".into(),
+        _ => one_line(&e.to_string()),
+    }
+}
+
+/// A clean reason for libpcap's open errors.
+fn open_reason(e: &pcap::Error) -> String {
+    let msg = match e {
+        pcap::Error::PcapError(m) => m.as_str(),
+        other => return one_line(&other.to_string()),
+    };
+    if msg.contains("unknown file format") {
+        "not a pcap or pcapng capture (unknown file format)".into()
+    } else if msg.contains("truncated") {
+        format!("truncated capture header ({})", one_line(msg))
+    } else {
+        one_line(msg)
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    const PCAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/validation/pcaps");
+
+    fn pcaps() -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(PCAPS)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn tshark_count(p: &Path) -> Option<u64> {
+        let out = std::process::Command::new("capinfos").args(["-c", "-M", "-T", "-r"]).arg(p).output().ok()?;
+        let s = String::from_utf8(out.stdout).ok()?;
+        s.lines().last()?.split('\t').nth(1)?.trim().parse().ok()
+    }
+
+    fn tmpdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tw-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn reason(e: Error) -> String {
+        match e {
+            Error::File { reason, .. } => reason,
+            other => panic!("expected Error::File, got {other}"),
+        }
+    }
+
+    #[test]
+    fn opens_every_validation_pcap_and_counts_packets() {
+        let files = pcaps();
+        assert_eq!(files.len(), 60, "validation corpus at {PCAPS}");
+        let have_capinfos = tshark_count(&files[0]).is_some();
+        for f in &files {
+            let mut src = FileSource::open(f).unwrap_or_else(|e| panic!("{e}"));
+            let mut n = 0u64;
+            while let Some(p) = src.next_packet().unwrap() {
+                assert!(!p.data.is_empty());
+                assert!(p.ts.micros() > 0, "{}: ts {}", f.display(), p.ts.micros());
+                n += 1;
+            }
+            assert!(n > 0, "{}", f.display());
+            assert!(!src.truncated(), "{}", f.display());
+            assert_eq!(src.position(), src.file_size());
+            assert_eq!(src.packets(), n);
+            if have_capinfos {
+                assert_eq!(Some(n), tshark_count(f), "{}", f.display());
+            }
+        }
+    }
+
+    #[test]
+    fn link_types_of_the_corpus() {
+        let lt = |name: &str| FileSource::open(Path::new(PCAPS).join(name)).unwrap().linktype();
+        assert_eq!(lt("sv-tls-store-02-tls-client-auth.pcap"), LinkType::Null);
+        assert_eq!(lt("sv-tls-pre-1970.pcap"), LinkType::Raw);
+        assert_eq!(lt("zeek-pppoe-over-qinq.pcap"), LinkType::Ethernet);
+        assert_eq!(lt("ndpi-whois.pcapng"), LinkType::Ethernet);
+    }
+
+    #[test]
+    fn timestamps_are_microseconds() {
+        // First packet of sv-ja4-tls.pcap, as tshark prints it (epoch seconds with µs).
+        let mut src = FileSource::open(Path::new(PCAPS).join("sv-ja4-tls.pcap")).unwrap();
+        let p = src.next_packet().unwrap().unwrap();
+        let out = std::process::Command::new("tshark")
+            .args(["-r"])
+            .arg(Path::new(PCAPS).join("sv-ja4-tls.pcap"))
+            .args(["-c", "1", "-T", "fields", "-e", "frame.time_epoch"])
+            .output();
+        if let Ok(out) = out
+            && let Ok(s) = String::from_utf8(out.stdout)
+            && let Ok(t) = s.trim().parse::<f64>()
+        {
+            assert!((p.ts.secs_f64() - t).abs() < 1e-5, "{} vs {t}", p.ts.secs_f64());
+        }
+        assert!(p.ts.micros() > 1_000_000_000_000_000);
+    }
+
+    #[test]
+    fn missing_file_and_directory() {
+        let e = FileSource::open("/nonexistent/x.pcap").unwrap_err();
+        assert_eq!(e.to_string(), "/nonexistent/x.pcap: no such file");
+        let d = tmpdir();
+        let r = reason(FileSource::open(&d).unwrap_err());
+        assert!(r.contains("directory"), "{r}");
+    }
+
+    #[test]
+    fn empty_and_garbage_files() {
+        let d = tmpdir();
+        let empty = d.join("empty.pcap");
+        std::fs::File::create(&empty).unwrap();
+        assert!(reason(FileSource::open(&empty).unwrap_err()).contains("empty"));
+
+        let garbage = d.join("garbage.pcap");
+        std::fs::write(&garbage, b"this is not a capture file at all, just text\n".repeat(10)).unwrap();
+        let r = reason(FileSource::open(&garbage).unwrap_err());
+        assert!(r.contains("not a pcap"), "{r}");
+        assert!(!r.contains('\n'));
+
+        // Three bytes of a pcap magic: too short to be a header.
+        let short = d.join("short.pcap");
+        std::fs::write(&short, [0xd4, 0xc3, 0xb2]).unwrap();
+        let r = reason(FileSource::open(&short).unwrap_err());
+        assert!(!r.is_empty() && !r.contains('\n'), "{r}");
+    }
+
+    #[test]
+    fn truncated_copy_ends_with_flag() {
+        let d = tmpdir();
+        for name in ["zeek-tls1.2.pcap", "ndpi-whois.pcapng"] {
+            let orig = Path::new(PCAPS).join(name);
+            let full: Vec<Packet> = FileSource::open(&orig).unwrap().map(|p| p.unwrap()).collect();
+            let bytes = std::fs::read(&orig).unwrap();
+            let cut = d.join(format!("cut-{name}"));
+            let mut f = std::fs::File::create(&cut).unwrap();
+            f.write_all(&bytes[..bytes.len() * 2 / 3]).unwrap();
+            drop(f);
+            let mut src = FileSource::open(&cut).unwrap();
+            let mut n = 0;
+            while let Some(p) = src.next_packet().unwrap() {
+                assert_eq!(p.data, full[n].data);
+                n += 1;
+            }
+            assert!(src.truncated(), "{name}");
+            assert!(n > 0 && n < full.len(), "{name}: {n}");
+            // Further calls stay at the end.
+            assert!(src.next_packet().unwrap().is_none());
+        }
+    }
+
+    #[test]
+    fn unsupported_link_type() {
+        // A pcap header with LINKTYPE_IEEE802_11 (105) and no records.
+        let d = tmpdir();
+        let p = d.join("wifi.pcap");
+        let mut h = Vec::new();
+        h.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&105u32.to_le_bytes());
+        std::fs::write(&p, h).unwrap();
+        match FileSource::open(&p).unwrap_err() {
+            Error::LinkType { linktype, name, .. } => {
+                assert_eq!(linktype, 105);
+                assert_eq!(name, "IEEE802_11");
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn nanosecond_pcap_keeps_microseconds() {
+        // A nanosecond-magic pcap with one raw-IP record at 1.000123456 s.
+        let d = tmpdir();
+        let p = d.join("nano.pcap");
+        let mut h = Vec::new();
+        h.extend_from_slice(&0xa1b23c4du32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&101u32.to_le_bytes());
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h.extend_from_slice(&123_456u32.to_le_bytes());
+        h.extend_from_slice(&4u32.to_le_bytes());
+        h.extend_from_slice(&4u32.to_le_bytes());
+        h.extend_from_slice(&[0x45, 0, 0, 4]);
+        std::fs::write(&p, h).unwrap();
+        let mut src = FileSource::open(&p).unwrap();
+        assert_eq!(src.linktype(), LinkType::Raw);
+        let pkt = src.next_packet().unwrap().unwrap();
+        assert_eq!(pkt.ts, Timestamp::from_micros(1_000_123));
+        assert!(src.next_packet().unwrap().is_none());
+        assert!(!src.truncated());
+    }
+}

@@ -4,6 +4,7 @@
 //! type, so decode and everything after it never know where a packet came from.
 
 pub mod file;
+pub mod live;
 
 use bytes::Bytes;
 

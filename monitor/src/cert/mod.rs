@@ -2,8 +2,15 @@
 //!
 //! Consumes DER bytes; produces shared [`CertInfo`]s. Each distinct DER is parsed once (cache keyed
 //! by a fast hash of the bytes, confirmed by comparing them), bounded by `Limits::cert_cache`.
+//! [`ca_key_id`] names the CA that issued a chain's leaf by its key, never by name or serial.
+
+mod cache;
+mod parse;
 
 use std::sync::Arc;
+
+pub use cache::{CertCache, CertCounters};
+pub use parse::parse;
 
 /// One parsed certificate. Hex strings are lower-case unless noted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,4 +52,44 @@ pub enum Presented {
     Parsed(Arc<CertInfo>),
     /// Unparseable DER; its hashes are still known.
     Malformed { sha256: String, sha1: String },
+}
+
+impl Presented {
+    /// The parsed certificate, unless its DER was malformed.
+    pub fn info(&self) -> Option<&CertInfo> {
+        match self {
+            Presented::Parsed(info) => Some(info),
+            Presented::Malformed { .. } => None,
+        }
+    }
+    /// SHA-256 of the DER (lower-case hex), known even for malformed DER.
+    pub fn sha256(&self) -> &str {
+        match self {
+            Presented::Parsed(info) => &info.sha256,
+            Presented::Malformed { sha256, .. } => sha256,
+        }
+    }
+}
+
+/// The key identifier (lower-case hex) of the CA that issued the chain's leaf (`chain[0]`):
+///
+/// 1. the leaf's Authority Key Identifier;
+/// 2. else the issuer certificate found in the chain (its subject equals the leaf's issuer; the
+///    leaf itself when self-signed, since a self-signed certificate is its own CA): its Subject Key
+///    Identifier, else the SHA-1 of its public key (RFC 5280 §4.2.1.2 method 1, the value a
+///    conforming CA would have put in the SKI);
+/// 3. else `None` (issuer not presented, leaf malformed or chain empty).
+///
+/// Two CAs with the same name and serial but different keys always get different ids.
+pub fn ca_key_id(chain: &[Presented]) -> Option<String> {
+    let leaf = chain.first()?.info()?;
+    if let Some(aki) = &leaf.aki {
+        return Some(aki.clone());
+    }
+    let issuer = if leaf.self_signed {
+        leaf
+    } else {
+        chain.iter().skip(1).filter_map(Presented::info).find(|c| c.subject == leaf.issuer)?
+    };
+    Some(issuer.ski.clone().unwrap_or_else(|| issuer.key_sha1.clone()))
 }

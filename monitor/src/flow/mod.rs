@@ -15,6 +15,7 @@ pub use table::FlowTable;
 
 use crate::capture::Timestamp;
 use crate::decode::TcpSegment;
+use crate::stats::Stats;
 
 /// Which end of a connection sent something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,12 +63,15 @@ pub enum CloseReason {
 
 /// What a flow's consumer sees: in-order bytes per direction and the TCP lifecycle.
 pub trait StreamHandler {
+    /// Shared state handlers need while consuming data (e.g. a certificate cache and the
+    /// counters); the table passes it through and uses its [`Stats`] for its own counters.
+    type Ctx: AsMut<Stats>;
     /// In-order payload bytes from `side`.
-    fn on_data(&mut self, side: Side, ts: Timestamp, data: &[u8]);
+    fn on_data(&mut self, ctx: &mut Self::Ctx, side: Side, ts: Timestamp, data: &[u8]);
     /// `bytes` of `side`'s stream were lost and skipped; the next `on_data` continues after the hole.
-    fn on_gap(&mut self, side: Side, bytes: u64);
+    fn on_gap(&mut self, ctx: &mut Self::Ctx, side: Side, bytes: u64);
     /// `side` sent FIN (after all its data was delivered) or RST.
-    fn on_close_from(&mut self, side: Side, ts: Timestamp, rst: bool);
+    fn on_close_from(&mut self, ctx: &mut Self::Ctx, side: Side, ts: Timestamp, rst: bool);
     /// False once the handler needs no more payload: the table then skips reassembly for the flow
     /// (the fast path for bulk application data) but still tracks FIN/RST and idleness.
     fn wants_data(&self) -> bool;

@@ -1,6 +1,24 @@
 //! Outcome of a handshake and the rules that decide it.
+//!
+//! Consumes [`Facts`] (what the tracker saw of both directions); produces a [`Verdict`]. A plaintext
+//! fatal alert decides exactly. TLS 1.3 hides alerts and most of the handshake, so there the
+//! outcome is inferred from encrypted record sizes, their order and the close (the behaviour of
+//! Go's crypto/tls, rustls and OpenSSL):
+//!
+//! * an encrypted alert is 19 bytes (2 + inner content type + 16-byte AEAD tag), a Finished 53 or
+//!   69 (SHA-256 / SHA-384), an empty client Certificate 25;
+//! * client rejects the server's chain: after the server's flight the client sends one short
+//!   record and no Finished;
+//! * server rejects the client: after the client's Finished the server sends one short record and
+//!   closes, with no other record (no session tickets, no application data).
 
 use serde::Serialize;
+
+use crate::capture::Timestamp;
+use crate::flow::Side;
+use crate::tls::{Version, alert};
+
+use super::Alert;
 
 /// How a TLS handshake ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -13,7 +31,7 @@ pub enum Outcome {
     RejectedByServer,
     /// Aborted; which side is unknown.
     Failed,
-    /// No ServerHello before the capture or the connection ended.
+    /// The capture ended (or the connection closed before a ServerHello) before anything was decided.
     Incomplete,
 }
 
@@ -34,5 +52,434 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Incomplete => "incomplete",
         }
+    }
+
+    /// The side that aborted, when known.
+    pub fn rejecting_side(self) -> Option<Side> {
+        match self {
+            Outcome::RejectedByClient => Some(Side::Client),
+            Outcome::RejectedByServer => Some(Side::Server),
+            _ => None,
+        }
+    }
+
+    fn rejected_by(side: Side) -> Outcome {
+        match side {
+            Side::Client => Outcome::RejectedByClient,
+            Side::Server => Outcome::RejectedByServer,
+        }
+    }
+}
+
+/// AEAD-encrypted alert: 2 bytes + content type + 16-byte tag (8-byte tag with CCM_8: 11).
+pub const ENCRYPTED_ALERT_LEN: u16 = 19;
+/// Longest record still read as an alert (allows a little record padding; an empty Certificate,
+/// the shortest handshake record that can take its place, is 25).
+pub const ENCRYPTED_ALERT_MAX: u16 = 24;
+/// Encrypted Finished: 4-byte header + 32/48-byte verify data + content type + tag (16 or 8).
+pub const FINISHED_LENS: [u16; 4] = [53, 69, 45, 61];
+/// Encrypted empty client Certificate (no certificate offered).
+pub const EMPTY_CERTIFICATE_LEN: u16 = 25;
+
+/// An encrypted record of TLS 1.3 (outer type application_data) after the ServerHello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealedRecord {
+    pub from: Side,
+    pub len: u16,
+    pub ts: Timestamp,
+}
+
+impl SealedRecord {
+    fn is_alert_sized(&self) -> bool {
+        self.len <= ENCRYPTED_ALERT_MAX
+    }
+    fn is_finished_sized(&self) -> bool {
+        FINISHED_LENS.contains(&self.len)
+    }
+}
+
+/// How one side stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Close {
+    pub rst: bool,
+    pub ts: Timestamp,
+}
+
+/// Per-side facts of a TLS ≤ 1.2 handshake and of the TCP lifecycle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideFacts {
+    /// ChangeCipherSpec sent.
+    pub ccs: bool,
+    /// An encrypted handshake record after ChangeCipherSpec (the TLS ≤ 1.2 Finished).
+    pub finished: bool,
+    /// Encrypted alert records after ChangeCipherSpec (TLS ≤ 1.2).
+    pub sealed_alert: Option<Timestamp>,
+    /// Application data records (TLS ≤ 1.2; in TLS 1.3 they are in the sealed log).
+    pub app_records: u32,
+    pub close: Option<Close>,
+}
+
+/// Everything the rules look at.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub server_hello: bool,
+    pub version: Option<Version>,
+    pub alerts: &'a [Alert],
+    pub client: SideFacts,
+    pub server: SideFacts,
+    /// TLS 1.3: encrypted records after the (final) ServerHello, in arrival order.
+    pub sealed: &'a [SealedRecord],
+    /// No more data will come (flow closed, evicted, timed out, or the capture ended).
+    pub ended: bool,
+}
+
+impl Facts<'_> {
+    fn side(&self, side: Side) -> &SideFacts {
+        match side {
+            Side::Client => &self.client,
+            Side::Server => &self.server,
+        }
+    }
+    fn closed(&self) -> bool {
+        self.client.close.is_some() || self.server.close.is_some()
+    }
+    fn first_closer(&self) -> Option<Side> {
+        match (self.client.close, self.server.close) {
+            (Some(c), Some(s)) => Some(if s.ts < c.ts { Side::Server } else { Side::Client }),
+            (Some(_), None) => Some(Side::Client),
+            (None, Some(_)) => Some(Side::Server),
+            (None, None) => None,
+        }
+    }
+    fn close_text(&self) -> String {
+        match self.first_closer() {
+            Some(side) => {
+                let kind = if self.side(side).close.is_some_and(|c| c.rst) { "RST" } else { "FIN" };
+                format!("{kind} from {}", side.as_str())
+            }
+            None => "capture end".to_string(),
+        }
+    }
+}
+
+/// The rules' answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not decided yet: more packets are needed.
+    Pending,
+    Decided {
+        outcome: Outcome,
+        evidence: String,
+        /// An alert inferred from an encrypted record (TLS 1.3), to add to the connection's alerts.
+        inferred: Option<Alert>,
+    },
+}
+
+fn decided(outcome: Outcome, evidence: String) -> Verdict {
+    Verdict::Decided { outcome, evidence, inferred: None }
+}
+
+fn describe(a: &Alert) -> String {
+    match *a {
+        Alert::Plain { from, level, code, .. } => format!(
+            "{} sent {} alert {}({code}) in plaintext",
+            from.as_str(),
+            if level == 2 { "fatal" } else { "warning" },
+            alert::name(code)
+        ),
+        Alert::Encrypted { from, .. } => format!("{} sent an encrypted alert", from.as_str()),
+    }
+}
+
+/// Applies the rules. With `facts.ended` the verdict is final (never `Pending`).
+pub fn decide(facts: &Facts<'_>) -> Verdict {
+    // A plaintext fatal alert decides exactly, in any version (OpenSSL sends its rejection in
+    // plaintext even in TLS 1.3). Warnings (e.g. unrecognized_name) do not.
+    if let Some(a) = facts.alerts.iter().find(|a| matches!(a, Alert::Plain { level: 2, .. })) {
+        return decided(Outcome::rejected_by(a.from()), describe(a));
+    }
+    if !facts.server_hello {
+        if facts.ended || facts.closed() {
+            return decided(
+                Outcome::Incomplete,
+                format!("no ServerHello before the connection ended ({})", facts.close_text()),
+            );
+        }
+        return Verdict::Pending;
+    }
+    match facts.version {
+        Some(v) if v.is_tls13() => decide_tls13(facts),
+        _ => decide_tls12(facts),
+    }
+}
+
+fn decide_tls12(f: &Facts<'_>) -> Verdict {
+    let (c, s) = (&f.client, &f.server);
+    if c.finished && s.finished {
+        return decided(
+            Outcome::Established,
+            "ChangeCipherSpec and encrypted Finished from both sides".into(),
+        );
+    }
+    if c.app_records > 0 && s.app_records > 0 {
+        return decided(Outcome::Established, "application data in both directions".into());
+    }
+    // An encrypted alert during the handshake (after that side's ChangeCipherSpec).
+    for side in [Side::Client, Side::Server] {
+        if let Some(ts) = f.side(side).sealed_alert {
+            if !(c.finished && s.finished) {
+                return Verdict::Decided {
+                    outcome: Outcome::rejected_by(side),
+                    evidence: format!(
+                        "{} sent an encrypted alert before the handshake completed",
+                        side.as_str()
+                    ),
+                    inferred: Some(Alert::Encrypted { from: side, ts }),
+                };
+            }
+        }
+    }
+    if f.closed() || f.ended {
+        if !f.closed() {
+            return decided(
+                Outcome::Incomplete,
+                "capture ended before the handshake completed".into(),
+            );
+        }
+        // A warning alert with a close, or a bare close, before Finished.
+        if let Some(a) = f.alerts.last() {
+            return decided(
+                Outcome::rejected_by(a.from()),
+                format!("{} and the connection closed ({})", describe(a), f.close_text()),
+            );
+        }
+        return decided(
+            Outcome::Failed,
+            format!("connection closed before the handshake completed ({})", f.close_text()),
+        );
+    }
+    Verdict::Pending
+}
+
+fn decide_tls13(f: &Facts<'_>) -> Verdict {
+    let first_client = f.sealed.iter().position(|r| r.from == Side::Client);
+    let server_flight = first_client.unwrap_or(f.sealed.len());
+    let finished = f.sealed.iter().position(|r| r.from == Side::Client && r.is_finished_sized());
+
+    match finished {
+        None => {
+            // The client's first sealed record being short means it aborted with an alert.
+            if let Some(rec) = f.sealed.iter().find(|r| r.from == Side::Client) {
+                if rec.is_alert_sized() {
+                    return Verdict::Decided {
+                        outcome: Outcome::RejectedByClient,
+                        evidence: format!(
+                            "TLS 1.3: after the server's flight ({server_flight} records) the client sent \
+                             one {}-byte encrypted record (an alert) and no Finished",
+                            rec.len
+                        ),
+                        inferred: Some(Alert::Encrypted { from: Side::Client, ts: rec.ts }),
+                    };
+                }
+            }
+            if f.closed() || f.ended {
+                if !f.closed() {
+                    return decided(
+                        Outcome::Incomplete,
+                        "TLS 1.3: capture ended before the client's Finished".into(),
+                    );
+                }
+                let outcome = match f.first_closer() {
+                    Some(Side::Client) if server_flight > 0 && first_client.is_none() => {
+                        Outcome::RejectedByClient
+                    }
+                    _ => Outcome::Failed,
+                };
+                return decided(
+                    outcome,
+                    format!(
+                        "TLS 1.3: connection closed ({}) without a client Finished",
+                        f.close_text()
+                    ),
+                );
+            }
+            Verdict::Pending
+        }
+        Some(fin) => {
+            let fin_rec = f.sealed[fin];
+            let client_before = f.sealed[..fin].iter().filter(|r| r.from == Side::Client).count();
+            let server_after: Vec<&SealedRecord> =
+                f.sealed[fin + 1..].iter().filter(|r| r.from == Side::Server).collect();
+            if let Some(big) = server_after.iter().find(|r| !r.is_alert_sized()) {
+                return decided(
+                    Outcome::Established,
+                    format!(
+                        "TLS 1.3: client Finished ({} bytes{}) answered by a {}-byte server record \
+                         (session ticket or application data)",
+                        fin_rec.len,
+                        if client_before > 0 { ", after its certificate" } else { "" },
+                        big.len
+                    ),
+                );
+            }
+            if server_after.len() >= 2 {
+                return decided(
+                    Outcome::Established,
+                    "TLS 1.3: several server records after the client's Finished".into(),
+                );
+            }
+            let closed = f.closed();
+            if let [short] = server_after.as_slice() {
+                if closed {
+                    return Verdict::Decided {
+                        outcome: Outcome::RejectedByServer,
+                        evidence: format!(
+                            "TLS 1.3: the server answered the client's Finished with one {}-byte \
+                             encrypted record (an alert) and the connection closed ({})",
+                            short.len,
+                            f.close_text()
+                        ),
+                        inferred: Some(Alert::Encrypted { from: Side::Server, ts: short.ts }),
+                    };
+                }
+                if f.ended {
+                    return decided(
+                        Outcome::Established,
+                        "TLS 1.3: client Finished; one short server record, no close seen".into(),
+                    );
+                }
+                return Verdict::Pending;
+            }
+            // No server record after the client's Finished.
+            if closed {
+                return decided(
+                    Outcome::Failed,
+                    format!(
+                        "TLS 1.3: connection closed ({}) after the client's Finished with no \
+                         server record",
+                        f.close_text()
+                    ),
+                );
+            }
+            if f.ended {
+                return decided(
+                    Outcome::Established,
+                    "TLS 1.3: client Finished seen; the capture ended before any server reply"
+                        .into(),
+                );
+            }
+            Verdict::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: Side = Side::Client;
+    const S: Side = Side::Server;
+
+    fn rec(from: Side, len: u16, t: i64) -> SealedRecord {
+        SealedRecord { from, len, ts: Timestamp(t) }
+    }
+
+    fn closed(t: i64) -> SideFacts {
+        SideFacts { close: Some(Close { rst: false, ts: Timestamp(t) }), ..Default::default() }
+    }
+
+    fn tls13<'a>(sealed: &'a [SealedRecord], client: SideFacts, server: SideFacts) -> Facts<'a> {
+        Facts {
+            server_hello: true,
+            version: Some(Version::TLS13),
+            alerts: &[],
+            client,
+            server,
+            sealed,
+            ended: false,
+        }
+    }
+
+    fn outcome(v: &Verdict) -> Option<Outcome> {
+        match v {
+            Verdict::Decided { outcome, .. } => Some(*outcome),
+            Verdict::Pending => None,
+        }
+    }
+
+    // Go server flight (EE, CR, Cert, CV, Fin) then Go client's alert for an unknown CA.
+    #[test]
+    fn tls13_client_rejects_server_chain() {
+        let sealed = [rec(S, 23, 1), rec(S, 60, 1), rec(S, 600, 1), rec(S, 95, 1), rec(S, 53, 1), rec(C, 19, 2)];
+        let v = decide(&tls13(&sealed, SideFacts::default(), SideFacts::default()));
+        match v {
+            Verdict::Decided { outcome, inferred, .. } => {
+                assert_eq!(outcome, Outcome::RejectedByClient);
+                assert_eq!(inferred, Some(Alert::Encrypted { from: C, ts: Timestamp(2) }));
+            }
+            Verdict::Pending => panic!("must decide at the client's alert record"),
+        }
+    }
+
+    // Client sends Certificate, CertificateVerify, Finished; server answers with an alert and closes.
+    #[test]
+    fn tls13_server_rejects_client_certificate_only_after_close() {
+        let sealed = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 700, 2), rec(C, 97, 2), rec(C, 53, 2), rec(S, 19, 3)];
+        let open = decide(&tls13(&sealed, SideFacts::default(), SideFacts::default()));
+        assert_eq!(open, Verdict::Pending, "a short record alone could be a KeyUpdate");
+        let v = decide(&tls13(&sealed, SideFacts::default(), closed(4)));
+        assert_eq!(outcome(&v), Some(Outcome::RejectedByServer));
+        assert!(matches!(v, Verdict::Decided { inferred: Some(Alert::Encrypted { from: S, .. }), .. }));
+    }
+
+    #[test]
+    fn tls13_established_by_session_ticket_after_client_finished() {
+        let sealed = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 25, 2), rec(C, 53, 2), rec(S, 200, 3)];
+        assert_eq!(
+            outcome(&decide(&tls13(&sealed, SideFacts::default(), SideFacts::default()))),
+            Some(Outcome::Established)
+        );
+    }
+
+    #[test]
+    fn tls13_pending_until_something_decides() {
+        let sealed = [rec(S, 600, 1), rec(S, 53, 1)];
+        assert_eq!(decide(&tls13(&sealed, SideFacts::default(), SideFacts::default())), Verdict::Pending);
+        let mut f = tls13(&sealed, SideFacts::default(), SideFacts::default());
+        f.ended = true;
+        assert_eq!(outcome(&decide(&f)), Some(Outcome::Incomplete));
+        // A client that just closes after the server's flight aborted the handshake.
+        assert_eq!(
+            outcome(&decide(&tls13(&sealed, closed(5), SideFacts::default()))),
+            Some(Outcome::RejectedByClient)
+        );
+    }
+
+    #[test]
+    fn plaintext_fatal_alert_decides_exactly() {
+        let alerts = [Alert::Plain { from: C, level: 2, code: 42, ts: Timestamp(1) }];
+        let mut f = tls13(&[], SideFacts::default(), SideFacts::default());
+        f.version = Some(Version::TLS12);
+        f.alerts = &alerts;
+        let v = decide(&f);
+        assert_eq!(outcome(&v), Some(Outcome::RejectedByClient));
+        assert!(matches!(&v, Verdict::Decided { evidence, .. } if evidence.contains("bad_certificate(42)")));
+        // A warning does not decide.
+        let warn = [Alert::Plain { from: S, level: 1, code: 112, ts: Timestamp(1) }];
+        f.alerts = &warn;
+        assert_eq!(decide(&f), Verdict::Pending);
+    }
+
+    #[test]
+    fn tls12_established_and_incomplete() {
+        let done = SideFacts { ccs: true, finished: true, ..Default::default() };
+        let mut f = tls13(&[], done, done);
+        f.version = Some(Version::TLS12);
+        assert_eq!(outcome(&decide(&f)), Some(Outcome::Established));
+        let mut f = tls13(&[], SideFacts::default(), SideFacts::default());
+        f.server_hello = false;
+        assert_eq!(decide(&f), Verdict::Pending);
+        f.ended = true;
+        assert_eq!(outcome(&decide(&f)), Some(Outcome::Incomplete));
     }
 }

@@ -1,4 +1,340 @@
-//! The per-connection state machine that turns TLS events of both directions into a [`Connection`].
+//! The per-connection state machine: feeds both directions' bytes to their [`RecordStream`]s,
+//! collects hellos, chains, alerts and record facts, and asks [`outcome::decide`] for a verdict.
+//!
+//! Consumes stream bytes (as a [`StreamHandler`]); produces one [`Connection`], either as soon as
+//! the outcome is decided ([`Tracker::take_decided`], after which the flow stops wanting payload)
+//! or when the flow ends ([`Tracker::finish`]).
+
+use std::sync::Arc;
+
+use crate::capture::Timestamp;
+use crate::cert::{self, CertCache};
+use crate::config::Limits;
+use crate::flow::{CloseReason, Endpoints, Side, StreamHandler};
+use crate::stats::Stats;
+use crate::tls::{ClientHello, ContentType, RecordStream, ServerHello, TlsEvent, Version};
+
+use super::outcome::{self, Close, Facts, SealedRecord, SideFacts, Verdict};
+use super::{Alert, Chain, Connection, Outcome};
+
+/// Alerts kept per connection (a peer could send thousands; the first ones decide).
+const MAX_ALERTS: usize = 16;
+/// Sealed TLS 1.3 records remembered; the handshake is always decided well within this.
+const MAX_SEALED: usize = 64;
+
+/// What the handshake tracker needs besides the bytes: the shared certificate cache and counters.
+pub struct TrackerCtx {
+    pub certs: CertCache,
+    pub stats: Stats,
+}
+
+impl AsMut<Stats> for TrackerCtx {
+    fn as_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+}
+
+/// Per-side state.
+#[derive(Default)]
+struct SideState {
+    facts: SideFacts,
+    chain: Chain,
+    gap_bytes: u64,
+}
 
 /// Follows one connection's handshake.
-pub struct Tracker {}
+pub struct Tracker {
+    start: Timestamp,
+    last: Timestamp,
+    endpoints: Endpoints,
+    service: Arc<str>,
+    vlan: Option<u16>,
+    max_chain: usize,
+    streams: [RecordStream; 2],
+    sides: [SideState; 2],
+    client_hello: Option<Box<ClientHello>>,
+    server_hello: Option<Box<ServerHello>>,
+    hello_retry: bool,
+    version: Option<Version>,
+    client_auth_requested: bool,
+    resumed: bool,
+    /// The server sent a Certificate (a TLS ≤ 1.2 full handshake).
+    server_certificate_seen: bool,
+    alerts: Vec<Alert>,
+    sealed: Vec<SealedRecord>,
+    /// Some TLS was seen (a hello or a valid record); flows that never carry TLS yield nothing.
+    saw_tls: bool,
+    verdict: Option<(Outcome, String)>,
+    reported: bool,
+}
+
+const fn idx(side: Side) -> usize {
+    match side {
+        Side::Client => 0,
+        Side::Server => 1,
+    }
+}
+
+impl Tracker {
+    pub fn new(
+        endpoints: Endpoints,
+        service: Arc<str>,
+        start: Timestamp,
+        vlan: Option<u16>,
+        limits: &Limits,
+    ) -> Self {
+        let stream = || RecordStream::new(limits.handshake_window);
+        Tracker {
+            start,
+            last: start,
+            endpoints,
+            service,
+            vlan,
+            max_chain: limits.max_chain_len,
+            streams: [stream(), stream()],
+            sides: Default::default(),
+            client_hello: None,
+            server_hello: None,
+            hello_retry: false,
+            version: None,
+            client_auth_requested: false,
+            resumed: false,
+            server_certificate_seen: false,
+            alerts: Vec::new(),
+            sealed: Vec::new(),
+            saw_tls: false,
+            verdict: None,
+            reported: false,
+        }
+    }
+
+    /// The connection record, once, as soon as the outcome is decided.
+    pub fn take_decided(&mut self) -> Option<Connection> {
+        if self.reported || self.verdict.is_none() {
+            return None;
+        }
+        self.reported = true;
+        Some(self.build())
+    }
+
+    /// Final record when the flow ends; `None` if it was already reported or never carried TLS.
+    pub fn finish(mut self, reason: CloseReason, last: Timestamp) -> Option<Connection> {
+        if self.reported || !self.saw_tls {
+            return None;
+        }
+        self.last = self.last.max(last);
+        if self.verdict.is_none() {
+            self.evaluate(true);
+        }
+        if let (Some((outcome, evidence)), CloseReason::Evicted | CloseReason::IdleTimeout) =
+            (self.verdict.as_mut(), reason)
+        {
+            if *outcome == Outcome::Incomplete {
+                let why = if reason == CloseReason::Evicted { "evicted" } else { "idle timeout" };
+                evidence.push_str(&format!(" [flow {why}]"));
+            }
+        }
+        self.reported = true;
+        Some(self.build())
+    }
+
+    fn build(&mut self) -> Connection {
+        let (outcome, evidence) =
+            self.verdict.clone().unwrap_or((Outcome::Incomplete, "undecided".into()));
+        let [client, server] = &mut self.sides;
+        let server_chain = std::mem::take(&mut server.chain);
+        let client_chain = std::mem::take(&mut client.chain);
+        Connection {
+            start: self.start,
+            end: self.last,
+            client: self.endpoints.client,
+            server: self.endpoints.server,
+            service: self.service.clone(),
+            vlan: self.vlan,
+            client_hello: self.client_hello.take(),
+            server_hello: self.server_hello.take(),
+            hello_retry: self.hello_retry,
+            version: self.version,
+            ca_key_id: cert::ca_key_id(&server_chain),
+            client_ca_key_id: cert::ca_key_id(&client_chain),
+            server_chain,
+            client_chain,
+            client_auth_requested: self.client_auth_requested,
+            resumed: self.resumed,
+            alerts: std::mem::take(&mut self.alerts),
+            outcome,
+            evidence,
+            app_records: (client.facts.app_records, server.facts.app_records),
+            gap_bytes: (client.gap_bytes, server.gap_bytes),
+        }
+    }
+
+    fn is_tls13(&self) -> bool {
+        self.version.is_some_and(Version::is_tls13)
+    }
+
+    fn push_alert(&mut self, alert: Alert) {
+        if self.alerts.len() < MAX_ALERTS {
+            self.alerts.push(alert);
+        }
+    }
+
+    fn evaluate(&mut self, ended: bool) {
+        if self.verdict.is_some() {
+            return;
+        }
+        let facts = Facts {
+            server_hello: self.server_hello.is_some(),
+            version: self.version,
+            alerts: &self.alerts,
+            client: self.sides[0].facts,
+            server: self.sides[1].facts,
+            sealed: &self.sealed,
+            ended,
+        };
+        if let Verdict::Decided { outcome, evidence, inferred } = outcome::decide(&facts) {
+            if let Some(alert) = inferred {
+                self.push_alert(alert);
+            }
+            if self.is_tls13() && outcome == Outcome::Established {
+                self.infer_tls13_client_auth();
+            }
+            self.verdict = Some((outcome, evidence));
+        }
+    }
+
+    /// TLS 1.3 hides CertificateRequest; a client that sends records before its Finished (its
+    /// Certificate and CertificateVerify, or an empty Certificate) was asked for a certificate.
+    fn infer_tls13_client_auth(&mut self) {
+        let before_finished = self
+            .sealed
+            .iter()
+            .filter(|r| r.from == Side::Client)
+            .take_while(|r| !outcome::FINISHED_LENS.contains(&r.len))
+            .count();
+        if before_finished > 0 {
+            self.client_auth_requested = true;
+        }
+    }
+
+    fn on_event(&mut self, certs: &mut CertCache, side: Side, ts: Timestamp, event: TlsEvent<'_>) {
+        let me = idx(side);
+        match event {
+            TlsEvent::Record { .. } => self.saw_tls = true,
+            TlsEvent::ClientHello(ch) if side == Side::Client => {
+                self.saw_tls = true;
+                // After a HelloRetryRequest the second ClientHello replaces the first for
+                // fingerprints of the completed negotiation; keep the first (JA3/JA4 convention).
+                if self.client_hello.is_none() {
+                    self.client_hello = Some(ch);
+                }
+            }
+            TlsEvent::ServerHello(sh) if side == Side::Server => {
+                self.saw_tls = true;
+                if sh.selected_version.is_tls13() {
+                    // The client's later records are TLS 1.3 too (its second ClientHello after a
+                    // HelloRetryRequest stays plaintext despite a compatibility CCS).
+                    self.streams[idx(Side::Client)].set_tls13(true);
+                }
+                if sh.hello_retry {
+                    self.hello_retry = true;
+                    return;
+                }
+                let version = sh.selected_version;
+                self.version = Some(version);
+                if version.is_tls13() {
+                    self.resumed = sh.psk;
+                } else if let Some(ch) = &self.client_hello {
+                    // TLS ≤ 1.2 abbreviated handshake: the server echoes the offered session id.
+                    self.resumed = !sh.session_id.is_empty() && sh.session_id == ch.session_id;
+                }
+                self.server_hello = Some(sh);
+            }
+            TlsEvent::Certificate { certs: ders, .. } => {
+                if side == Side::Server {
+                    self.server_certificate_seen = true;
+                }
+                let chain: Chain =
+                    ders.iter().take(self.max_chain).map(|der| certs.get(der)).collect();
+                if !chain.is_empty() || self.sides[me].chain.is_empty() {
+                    self.sides[me].chain = chain;
+                }
+            }
+            TlsEvent::CertificateRequest if side == Side::Server => self.client_auth_requested = true,
+            TlsEvent::Alert { level, code } => {
+                self.push_alert(Alert::Plain { from: side, level, code, ts })
+            }
+            TlsEvent::ChangeCipherSpec => {
+                if !self.is_tls13() && self.server_hello.is_some() {
+                    self.sides[me].facts.ccs = true;
+                    // A server that goes straight to ChangeCipherSpec resumed a session (ticket).
+                    if side == Side::Server && !self.server_certificate_seen {
+                        self.resumed = true;
+                    }
+                }
+            }
+            TlsEvent::Opaque { content_type, len } => self.on_opaque(side, ts, content_type, len),
+            TlsEvent::NotTls | TlsEvent::Malformed => {}
+            _ => {}
+        }
+    }
+
+    fn on_opaque(&mut self, side: Side, ts: Timestamp, content_type: ContentType, len: u16) {
+        let me = idx(side);
+        if self.is_tls13() {
+            if content_type == ContentType::ApplicationData && self.sealed.len() < MAX_SEALED {
+                self.sealed.push(SealedRecord { from: side, len, ts });
+            }
+            return;
+        }
+        let facts = &mut self.sides[me].facts;
+        match content_type {
+            ContentType::Handshake if facts.ccs => facts.finished = true,
+            ContentType::Alert if facts.ccs && facts.sealed_alert.is_none() => {
+                facts.sealed_alert = Some(ts)
+            }
+            ContentType::ApplicationData => facts.app_records = facts.app_records.saturating_add(1),
+            _ => {}
+        }
+    }
+}
+
+impl StreamHandler for Tracker {
+    type Ctx = TrackerCtx;
+
+    fn on_data(&mut self, ctx: &mut TrackerCtx, side: Side, ts: Timestamp, data: &[u8]) {
+        self.last = ts;
+        if self.verdict.is_some() {
+            return;
+        }
+        // The stream is moved out while it parses so its events can update the rest of the
+        // tracker; a stream reacts to its own ServerHello and ChangeCipherSpec by itself.
+        let i = idx(side);
+        let mut stream = std::mem::take(&mut self.streams[i]);
+        let TrackerCtx { certs, stats } = ctx;
+        stream.feed(data, stats, &mut |event| self.on_event(certs, side, ts, event));
+        self.streams[i] = stream;
+        self.evaluate(false);
+    }
+
+    fn on_gap(&mut self, _ctx: &mut TrackerCtx, side: Side, bytes: u64) {
+        let s = &mut self.sides[idx(side)];
+        s.gap_bytes = s.gap_bytes.saturating_add(bytes);
+        self.streams[idx(side)].gap();
+    }
+
+    fn on_close_from(&mut self, _ctx: &mut TrackerCtx, side: Side, ts: Timestamp, rst: bool) {
+        self.last = ts;
+        let facts = &mut self.sides[idx(side)].facts;
+        if facts.close.is_none() {
+            facts.close = Some(Close { rst, ts });
+        }
+        if self.saw_tls {
+            self.evaluate(false);
+        }
+    }
+
+    fn wants_data(&self) -> bool {
+        self.verdict.is_none()
+    }
+}

@@ -1,1 +1,164 @@
-//! Client fingerprints: JA3 (string + MD5) and JA4 (client only; BSD-licensed part of JA4+).
+//! Client fingerprints: JA3 (string + MD5) and JA4 (client only; BSD-licensed part of JA4+), and
+//! the server's JA3S.
+//!
+//! Consumes a parsed [`ClientHello`] / [`ServerHello`]; produces fingerprint strings. GREASE values
+//! are already removed by the hello parser.
+
+use std::fmt::Write;
+
+use md5::{Digest, Md5};
+use sha2::Sha256;
+
+use super::hello::{ClientHello, ServerHello, is_grease};
+
+const EXT_SNI: u16 = 0x0000;
+const EXT_ALPN: u16 = 0x0010;
+
+/// Fills `ja3`, `ja3_md5` and `ja4` of a freshly parsed hello. `first_alpn` is the first ALPN
+/// value as raw bytes (ALPN values need not be UTF-8).
+pub(crate) fn fill(ch: &mut ClientHello, first_alpn: Option<&[u8]>) {
+    ch.ja3 = ja3_string(ch);
+    ch.ja3_md5 = md5_hex(&ch.ja3);
+    ch.ja4 = ja4_with_alpn(ch, first_alpn);
+}
+
+fn join<T: std::fmt::Display>(out: &mut String, items: impl IntoIterator<Item = T>, sep: char) {
+    for (i, v) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn md5_hex(s: &str) -> String {
+    hex::encode(Md5::digest(s.as_bytes()))
+}
+
+/// JA3 string: `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`, decimal
+/// values joined by `-`, the version being the legacy ClientHello version.
+pub fn ja3_string(ch: &ClientHello) -> String {
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "{},", ch.legacy_version.0);
+    join(&mut s, &ch.ciphers, '-');
+    s.push(',');
+    join(&mut s, ch.extensions.iter().filter(|&&e| !is_grease(e)), '-');
+    s.push(',');
+    join(&mut s, &ch.groups, '-');
+    s.push(',');
+    join(&mut s, &ch.ec_point_formats, '-');
+    s
+}
+
+/// JA3S string (`SSLVersion,Cipher,Extensions`) and its MD5.
+pub fn ja3s(sh: &ServerHello) -> (String, String) {
+    let mut s = format!("{},{},", sh.legacy_version.0, sh.cipher);
+    join(&mut s, sh.extensions.iter().filter(|&&e| !is_grease(e)), '-');
+    let md5 = md5_hex(&s);
+    (s, md5)
+}
+
+/// JA4 of a ClientHello over TCP, taking the first ALPN value from `ch.alpn`.
+pub fn ja4(ch: &ClientHello) -> String {
+    ja4_with_alpn(ch, ch.alpn.first().map(String::as_bytes))
+}
+
+fn ja4_version(ch: &ClientHello) -> &'static str {
+    let v = ch.supported_versions.iter().map(|v| v.0).max().unwrap_or(ch.legacy_version.0);
+    let v = if ch.sslv2 && ch.supported_versions.is_empty() { 0x0002 } else { v };
+    match v {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        0x0002 | 0x0200 => "s2",
+        0x0100 => "s1",
+        _ => "00",
+    }
+}
+
+/// The two ALPN characters of JA4_a: first and last character of the first ALPN value when both
+/// are ASCII alphanumeric, else the first and last hex digit of the value; `00` without ALPN.
+fn ja4_alpn(first: Option<&[u8]>) -> [char; 2] {
+    let Some(alpn) = first.filter(|a| !a.is_empty()) else { return ['0', '0'] };
+    let (a, z) = (alpn[0], alpn[alpn.len() - 1]);
+    if a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric() {
+        [char::from(a), char::from(z)]
+    } else {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        [char::from(HEX[usize::from(a >> 4)]), char::from(HEX[usize::from(z & 0xf)])]
+    }
+}
+
+fn sha256_12(s: &str) -> String {
+    if s.is_empty() {
+        return "000000000000".into();
+    }
+    let mut h = hex::encode(Sha256::digest(s.as_bytes()));
+    h.truncate(12);
+    h
+}
+
+fn hex4_list(items: impl IntoIterator<Item = u16>) -> String {
+    let mut s = String::new();
+    for (i, v) in items.into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{v:04x}");
+    }
+    s
+}
+
+/// JA4 (FoxIO JA4 spec, client part) with an explicit first ALPN value.
+pub fn ja4_with_alpn(ch: &ClientHello, first_alpn: Option<&[u8]>) -> String {
+    let exts: Vec<u16> = ch.extensions.iter().copied().filter(|&e| !is_grease(e)).collect();
+    let sni = if exts.contains(&EXT_SNI) { 'd' } else { 'i' };
+    let [a0, a1] = ja4_alpn(first_alpn);
+    let mut ciphers = ch.ciphers.clone();
+    ciphers.sort_unstable();
+    let mut sorted_exts: Vec<u16> =
+        exts.iter().copied().filter(|&e| e != EXT_SNI && e != EXT_ALPN).collect();
+    sorted_exts.sort_unstable();
+    let mut c = hex4_list(sorted_exts);
+    if !ch.signature_algorithms.is_empty() {
+        c.push('_');
+        c.push_str(&hex4_list(ch.signature_algorithms.iter().copied()));
+    }
+    format!(
+        "t{}{}{:02}{:02}{}{}_{}_{}",
+        ja4_version(ch),
+        sni,
+        ch.ciphers.len().min(99),
+        exts.len().min(99),
+        a0,
+        a1,
+        sha256_12(&hex4_list(ciphers)),
+        sha256_12(&c),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::Version;
+
+    #[test]
+    fn alpn_characters() {
+        assert_eq!(ja4_alpn(None), ['0', '0']);
+        assert_eq!(ja4_alpn(Some(b"")), ['0', '0']);
+        assert_eq!(ja4_alpn(Some(b"h2")), ['h', '2']);
+        assert_eq!(ja4_alpn(Some(b"http/1.1")), ['h', '1']);
+        assert_eq!(ja4_alpn(Some(b"x")), ['x', 'x']);
+        assert_eq!(ja4_alpn(Some(&[0xab, 0xcd])), ['a', 'd']);
+        assert_eq!(ja4_alpn(Some(b"h/")), ['6', 'f']);
+    }
+
+    #[test]
+    fn empty_hello_hashes_are_zero() {
+        let ch = ClientHello { legacy_version: Version::SSL3, ..ClientHello::default() };
+        assert_eq!(ja4(&ch), "ts3i000000_000000000000_000000000000");
+        assert_eq!(ja3_string(&ch), "768,,,,");
+    }
+}

@@ -10,6 +10,7 @@ pub mod fingerprint;
 pub mod hello;
 pub mod record;
 
+pub use alert::cipher_name;
 pub use hello::{ClientHello, ServerHello};
 pub use record::RecordStream;
 

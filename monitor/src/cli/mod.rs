@@ -1,0 +1,129 @@
+//! Command line: `trustwatch analyze FILE...` (offline) and `trustwatch live` (DaemonSet).
+//!
+//! Parses flags with clap, runs a command, maps errors to exit codes: 0 ok, 2 bad input
+//! (one line on stderr, no backtrace), 3 `analyze` found a trust problem.
+
+mod analyze;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Limits, Services};
+use crate::error::Error;
+
+#[derive(Parser, Debug)]
+#[command(name = "trustwatch", version, about = "Watches TLS handshakes on KubeEdge CloudCore ports and detects CA trust collapse")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Analyze pcap/pcapng files: one record per TLS connection, a summary and the trust timeline.
+    Analyze(AnalyzeArgs),
+}
+
+/// Which traffic is analyzed.
+#[derive(Args, Debug, Clone)]
+pub struct TrafficArgs {
+    /// Server ports to watch, with optional service names: `443,10000=cloudhub`.
+    /// Default: CloudCore's 10000=cloudhub,10002=certsvc,10003=stream,10004=tunnel.
+    #[arg(long, value_name = "LIST")]
+    pub ports: Option<Services>,
+    /// Also find TLS on any other port, by content (a TLS record or ClientHello at the start).
+    #[arg(long)]
+    pub any_port: bool,
+}
+
+impl TrafficArgs {
+    pub fn services(&self) -> Services {
+        let mut s = self.ports.clone().unwrap_or_default();
+        s.any_port = self.any_port;
+        s
+    }
+}
+
+/// Bounds on the packet path (every drop they cause is counted).
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Bytes buffered per direction until a handshake is decided.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().handshake_window)]
+    pub handshake_window: usize,
+    /// Concurrent flows tracked; beyond it the least recently active one is evicted.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
+    pub max_flows: usize,
+    /// Seconds without a packet after which a flow is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub idle_timeout: u32,
+    /// Distinct certificates kept parsed.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().cert_cache)]
+    pub cert_cache: usize,
+    /// Certificates kept per presented chain.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_chain_len)]
+    pub max_chain: usize,
+}
+
+impl LimitArgs {
+    pub fn limits(&self) -> Result<Limits, Error> {
+        let positive = |v: usize, flag: &str| {
+            if v == 0 { Err(Error::Usage(format!("--{flag} must be at least 1"))) } else { Ok(v) }
+        };
+        Ok(Limits {
+            handshake_window: positive(self.handshake_window, "handshake-window")?,
+            max_flows: positive(self.max_flows, "max-flows")?,
+            idle_timeout_us: i64::from(positive(self.idle_timeout as usize, "idle-timeout")? as u32)
+                * 1_000_000,
+            cert_cache: positive(self.cert_cache, "cert-cache")?,
+            max_chain_len: positive(self.max_chain, "max-chain")?,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap or pcapng).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Write JSON Lines (one object per connection, ECS field names) to stdout; the summary goes
+    /// to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// No summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    // A panic is a bug, never bad input: one line, no backtrace dump.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("trustwatch: internal error: {info}");
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.command {
+        Command::Analyze(args) => analyze::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = e.exit_code();
+            if code != 0 {
+                eprintln!("trustwatch: {e}");
+            }
+            code
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! What one [`Connection`] says about trust: a success, a certificate-related rejection (and by
+//! which side), another failure, or nothing (incomplete).
+
+use serde::Serialize;
+
+use crate::flow::Side;
+use crate::handshake::{Alert, Connection, Outcome};
+use crate::tls::alert::is_certificate_related;
+
+/// Which side refused the other's certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectingSide {
+    /// The clients (edges) do not trust the server's CA.
+    Client,
+    /// The server rejects the clients' certificates.
+    Server,
+    /// Both kinds of rejection are in the window.
+    Both,
+    Unknown,
+}
+
+impl RejectingSide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectingSide::Client => "client",
+            RejectingSide::Server => "server",
+            RejectingSide::Both => "both",
+            RejectingSide::Unknown => "unknown",
+        }
+    }
+    pub(crate) fn index(self) -> usize {
+        match self {
+            RejectingSide::Client => 0,
+            RejectingSide::Server => 1,
+            RejectingSide::Both | RejectingSide::Unknown => 2,
+        }
+    }
+    /// Summary of per-side counts `[client, server, unknown]`.
+    pub(crate) fn from_counts(c: [u32; 3]) -> RejectingSide {
+        match (c[0] > 0, c[1] > 0) {
+            (true, true) => RejectingSide::Both,
+            (true, false) => RejectingSide::Client,
+            (false, true) => RejectingSide::Server,
+            (false, false) => RejectingSide::Unknown,
+        }
+    }
+}
+
+/// A connection as the detector counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    /// Rejected with a certificate alert (42–46, 48, 116) or an inferred encrypted TLS 1.3 alert.
+    CertFailure(RejectingSide),
+    /// Aborted for another reason (handshake_failure, protocol_version, a reset without alert).
+    OtherFailure,
+}
+
+/// `None` for connections that say nothing about trust (no ServerHello seen).
+pub fn classify(conn: &Connection) -> Option<Class> {
+    let side_of = |from: Side| match from {
+        Side::Client => RejectingSide::Client,
+        Side::Server => RejectingSide::Server,
+    };
+    match conn.outcome {
+        Outcome::Established => Some(Class::Success),
+        Outcome::Incomplete => None,
+        Outcome::RejectedByClient | Outcome::RejectedByServer | Outcome::Failed => {
+            let certificate = match conn.deciding_alert() {
+                Some(Alert::Plain { code, .. }) => is_certificate_related(*code),
+                Some(Alert::Encrypted { .. }) => true,
+                None => false,
+            };
+            if !certificate {
+                return Some(Class::OtherFailure);
+            }
+            let side = match conn.outcome {
+                Outcome::RejectedByClient => RejectingSide::Client,
+                Outcome::RejectedByServer => RejectingSide::Server,
+                _ => conn.deciding_alert().map_or(RejectingSide::Unknown, |a| side_of(a.from())),
+            };
+            Some(Class::CertFailure(side))
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Trust-collapse detection: the stage after the analyzer.
+//!
+//! Consumes [`Connection`] records (time = `conn.end`, packet time, so files and live capture give
+//! the same answers), probe results ([`crate::trust::probe`]) and the trusted-CA reference
+//! ([`crate::trust`]); produces [`Event`]s (`trust_collapse`, `trust_recovered`, `ca_changed`,
+//! `ca_divergence`, `ca_inconsistent`) and a [`Snapshot`] of every service's trust state. State is
+//! kept per service (server port name) over a sliding window; every map is bounded by
+//! [`DetectLimits`] and every drop is counted in [`DetectStats`].
+
+pub mod classify;
+pub mod event;
+mod service;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use classify::{Class, RejectingSide, classify};
+pub use event::{
+    CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent, Recovered, Replica,
+    exit_worthy, render_timeline_line, rfc3339,
+};
+pub use service::{CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState};
+
+use crate::capture::Timestamp;
+use crate::cert::Presented;
+use crate::config::Services;
+use crate::error::Error;
+use crate::handshake::Connection;
+use crate::trust::probe::{ProbeKind, ProbeResult};
+use crate::trust::{CaIdentity, PresentedCa, TrustedReference, normalize_hex};
+use service::{Obs, ServiceState};
+
+/// Service name of events about the stored CA itself (the mounted Secret).
+pub const SECRET_SERVICE: &str = "kubeedge/casecret";
+
+/// Bounds on detector memory; each drop is counted in [`DetectStats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetectLimits {
+    /// Services tracked (beyond it, connections of new services are dropped).
+    pub max_services: usize,
+    /// Distinct client addresses per service in the window.
+    pub max_clients: usize,
+    /// Server addresses per service.
+    pub max_servers: usize,
+    /// CA key ids per service in the window.
+    pub max_ca_keys: usize,
+    /// Connections kept per service in the window.
+    pub max_window_entries: usize,
+    /// Events kept for the snapshot.
+    pub max_recent_events: usize,
+    /// Clients listed by name in an event or snapshot.
+    pub max_listed_clients: usize,
+}
+
+impl Default for DetectLimits {
+    fn default() -> Self {
+        DetectLimits {
+            max_services: 64,
+            max_clients: 65_536,
+            max_servers: 64,
+            max_ca_keys: 64,
+            max_window_entries: 262_144,
+            max_recent_events: 256,
+            max_listed_clients: 16,
+        }
+    }
+}
+
+/// Detector rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectConfig {
+    /// Sliding window, microseconds of packet time.
+    pub window_us: i64,
+    /// K: distinct clients whose latest handshake failed on certificate grounds.
+    pub min_failing_clients: usize,
+    /// R: failing clients / (failing + succeeding clients) in the window.
+    pub min_failure_share: f64,
+    /// Recovery: at least this many distinct clients succeeded since the collapse, and the share
+    /// fell below R.
+    pub recover_min_clients: usize,
+    /// Outcome-split divergence: clients that succeed on one replica and are rejected by another.
+    pub split_min_clients: usize,
+    /// How often `tick` stats the Secret's `cadata` (wall time; zero = every tick).
+    pub secret_check_interval: Duration,
+    /// Names probe targets by port, as the analyzer names connections.
+    pub services: Services,
+    pub limits: DetectLimits,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            window_us: 60 * 1_000_000,
+            min_failing_clients: 3,
+            min_failure_share: 0.5,
+            recover_min_clients: 1,
+            split_min_clients: 2,
+            secret_check_interval: Duration::from_secs(2),
+            services: Services::default(),
+            limits: DetectLimits::default(),
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Checks values taken from flags.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.window_us <= 0 {
+            return Err(Error::Usage("--trust-window must be positive".into()));
+        }
+        if self.min_failing_clients == 0 {
+            return Err(Error::Usage("--collapse-clients must be at least 1".into()));
+        }
+        if !(self.min_failure_share > 0.0 && self.min_failure_share <= 1.0) {
+            return Err(Error::Usage("--collapse-share must be in (0, 1]".into()));
+        }
+        if self.split_min_clients == 0 || self.recover_min_clients == 0 {
+            return Err(Error::Usage("split/recovery client counts must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Detector counters (drops included), for metrics and the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DetectStats {
+    pub connections: u64,
+    /// Connections with no outcome (incomplete) that say nothing about trust.
+    pub connections_ignored: u64,
+    /// The monitor's own probe connections, seen in a live capture.
+    pub probe_connections_excluded: u64,
+    pub probes: u64,
+    pub probe_failures: u64,
+    pub services_dropped: u64,
+    pub clients_dropped: u64,
+    pub servers_dropped: u64,
+    pub ca_keys_dropped: u64,
+    pub window_entries_dropped: u64,
+    pub inconsistencies_unreported: u64,
+    pub secret_reloads: u64,
+    pub secret_reload_errors: u64,
+    pub events: u64,
+}
+
+/// Everything the HTTP API, metrics and report need.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub services: Vec<ServiceSnapshot>,
+    pub recent_events: Vec<Event>,
+    pub stats: DetectStats,
+    /// Configured reference sources (never a token).
+    pub reference: Vec<String>,
+    pub reference_cas: Vec<CaIdentity>,
+}
+
+/// Probe connections are excluded for this long after they were announced.
+const PROBE_EXCLUSION_US: i64 = 120 * 1_000_000;
+const MAX_PROBE_EXCLUSIONS: usize = 256;
+
+/// The detector: feed it connections in capture order, tick it with packet time.
+#[derive(Debug)]
+pub struct Detector {
+    cfg: DetectConfig,
+    reference: TrustedReference,
+    services: BTreeMap<Arc<str>, ServiceState>,
+    stats: DetectStats,
+    recent: VecDeque<Event>,
+    probe_clients: VecDeque<(SocketAddr, Timestamp)>,
+    last_secret_check: Option<Instant>,
+    exit_worthy_seen: bool,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig, reference: TrustedReference) -> Self {
+        Detector {
+            cfg,
+            reference,
+            services: BTreeMap::new(),
+            stats: DetectStats::default(),
+            recent: VecDeque::new(),
+            probe_clients: VecDeque::new(),
+            last_secret_check: None,
+            exit_worthy_seen: false,
+        }
+    }
+
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
+    }
+    pub fn reference(&self) -> &TrustedReference {
+        &self.reference
+    }
+    pub fn stats(&self) -> &DetectStats {
+        &self.stats
+    }
+    /// Whether any event so far makes `analyze` exit 3.
+    pub fn exit_worthy_seen(&self) -> bool {
+        self.exit_worthy_seen
+    }
+
+    /// One finished connection; its time is `conn.end` (packet time).
+    pub fn observe(&mut self, conn: &Connection, out: &mut Vec<Event>) {
+        self.stats.connections += 1;
+        let now = conn.end;
+        if self.is_probe_client(conn.client, now) {
+            self.stats.probe_connections_excluded += 1;
+            return;
+        }
+        let Some(class) = classify(conn) else {
+            self.stats.connections_ignored += 1;
+            return;
+        };
+        let start = out.len();
+        let Some(svc) = service_entry(&mut self.services, &self.cfg.limits, &conn.service) else {
+            self.stats.services_dropped += 1;
+            return;
+        };
+        let ca_key = conn.ca_key_id.as_deref().map(normalize_hex).filter(|k| !k.is_empty());
+        if let Some(key) = &ca_key {
+            let ca = PresentedCa { key_ids: vec![key.clone()], der_sha256: chain_ca_sha256(conn, key) };
+            svc.present(conn.server, ca, CaSource::Passive, now, &self.cfg, &self.reference, &mut self.stats, out);
+        }
+        let obs = Obs { t: now, client: conn.client.ip(), server: conn.server, class, ca: ca_key.map(Arc::from) };
+        svc.observe(obs, &self.cfg, &mut self.stats, out);
+        self.record(out, start);
+    }
+
+    /// Window expiry at packet time `now` (call at least once per second of packet time, and at
+    /// the end of a file); also re-reads the Secret when it changed.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+        let start = out.len();
+        self.refresh_reference(now, out);
+        while self.probe_clients.front().is_some_and(|(_, t)| now.since(*t) > PROBE_EXCLUSION_US) {
+            self.probe_clients.pop_front();
+        }
+        for svc in self.services.values_mut() {
+            svc.tick(now, &self.cfg, out);
+        }
+        self.record(out, start);
+    }
+
+    /// A probe finished (excluded from the passive figures: it only reports what a replica presents).
+    pub fn observe_probe(&mut self, r: &ProbeResult, now: Timestamp, out: &mut Vec<Event>) {
+        self.stats.probes += 1;
+        if let Some(local) = r.local {
+            self.exclude_probe_client(local, now);
+        }
+        let (Ok(finding), Some(addr)) = (&r.outcome, r.addr) else {
+            self.stats.probe_failures += 1;
+            return;
+        };
+        let Some(ca) = finding.presented() else {
+            self.stats.probe_failures += 1;
+            return;
+        };
+        let source = match r.target.kind {
+            ProbeKind::CaEndpoint => CaSource::ProbeCa,
+            ProbeKind::Chain => CaSource::ProbeChain,
+        };
+        let start = out.len();
+        let name: Arc<str> = Arc::from(self.cfg.services.label(addr.port()));
+        let Some(svc) = service_entry(&mut self.services, &self.cfg.limits, &name) else {
+            self.stats.services_dropped += 1;
+            return;
+        };
+        svc.present(addr, ca, source, now, &self.cfg, &self.reference, &mut self.stats, out);
+        self.record(out, start);
+    }
+
+    /// The local address of one of our own probes: its connection is skipped when it shows up in a
+    /// live capture (call it from the probe's `on_connect`, before the handshake).
+    pub fn exclude_probe_client(&mut self, local: SocketAddr, now: Timestamp) {
+        if self.probe_clients.len() >= MAX_PROBE_EXCLUSIONS {
+            self.probe_clients.pop_front();
+        }
+        self.probe_clients.push_back((local, now));
+    }
+
+    /// True once after certificate failures start on any service: trigger the probes.
+    pub fn take_probe_request(&mut self) -> bool {
+        let mut any = false;
+        for s in self.services.values_mut() {
+            any |= s.take_probe_request();
+        }
+        any
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.values().map(|s| s.snapshot(&self.cfg)).collect(),
+            recent_events: self.recent.iter().cloned().collect(),
+            stats: self.stats.clone(),
+            reference: self.reference.describe(),
+            reference_cas: self.reference.cas().into_iter().cloned().collect(),
+        }
+    }
+
+    /// Trust state of one service, if seen.
+    pub fn state(&self, service: &str) -> Option<TrustState> {
+        self.services.get(service).map(ServiceState::state)
+    }
+
+    fn is_probe_client(&self, client: SocketAddr, now: Timestamp) -> bool {
+        self.probe_clients.iter().any(|(a, t)| *a == client && now.since(*t).abs() <= PROBE_EXCLUSION_US)
+    }
+
+    fn refresh_reference(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+        let due = self.last_secret_check.is_none_or(|t| t.elapsed() >= self.cfg.secret_check_interval);
+        if !due || self.reference.secret_ca().is_none() {
+            return;
+        }
+        self.last_secret_check = Some(Instant::now());
+        let errors = self.reference.reload_errors;
+        let change = self.reference.refresh();
+        self.stats.secret_reload_errors += self.reference.reload_errors.saturating_sub(errors);
+        let Some(change) = change else { return };
+        self.stats.secret_reloads += 1;
+        out.push(Event {
+            at: now,
+            service: Arc::from(SECRET_SERVICE),
+            detail: EventDetail::CaChanged(CaChange {
+                server: None,
+                previous_ca_key_id: change.previous.key_id,
+                current_ca_key_id: change.current.key_id,
+                source: CaSource::Secret,
+            }),
+        });
+        for svc in self.services.values_mut() {
+            svc.recheck_reference(now, &self.cfg, &self.reference, &mut self.stats, out);
+        }
+    }
+
+    fn record(&mut self, out: &[Event], start: usize) {
+        for e in out.get(start..).unwrap_or_default() {
+            self.stats.events += 1;
+            self.exit_worthy_seen |= exit_worthy(e);
+            if self.recent.len() >= self.cfg.limits.max_recent_events {
+                self.recent.pop_front();
+            }
+            if self.cfg.limits.max_recent_events > 0 {
+                self.recent.push_back(e.clone());
+            }
+        }
+    }
+}
+
+/// The state of service `name`, created if there is room.
+fn service_entry<'a>(
+    services: &'a mut BTreeMap<Arc<str>, ServiceState>,
+    limits: &DetectLimits,
+    name: &Arc<str>,
+) -> Option<&'a mut ServiceState> {
+    if !services.contains_key(name) {
+        if services.len() >= limits.max_services {
+            return None;
+        }
+        services.insert(name.clone(), ServiceState::new(name.clone()));
+    }
+    services.get_mut(name)
+}
+
+/// sha256 of the issuing CA's DER when the server chain carries the CA itself.
+fn chain_ca_sha256(conn: &Connection, key: &str) -> Option<String> {
+    conn.server_chain.iter().skip(1).find_map(|p| match p {
+        Presented::Parsed(c)
+            if c.ski.as_deref().map(normalize_hex).as_deref() == Some(key) || normalize_hex(&c.key_sha1) == key =>
+        {
+            Some(c.sha256.clone())
+        }
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,430 @@
+//! Prometheus metrics of the live monitor.
+//!
+//! Consumes connection records, detector events and snapshots, pipeline [`Stats`] and capture
+//! counters (all on the pipeline thread); produces a [`prometheus::Registry`] that the HTTP server
+//! encodes on `/metrics` (prometheus types are thread-safe, so scrapes never block the packet path).
+//!
+//! Every label is bounded: no client address is ever a label; services are capped
+//! ([`MetricsLimits::max_services`], the rest is `other`); alert names come from the IANA registry;
+//! CA key ids are kept for the N most recently seen keys and every series of an older key is removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::detect::{Snapshot, TrustState, classify, Class, RejectingSide};
+use crate::handshake::{Alert, Connection};
+use crate::stats::Stats;
+use crate::tls::alert;
+
+/// Label value for a CA key that is not visible (TLS 1.3 encrypts the chains).
+pub const UNKNOWN: &str = "unknown";
+/// Service label once [`MetricsLimits::max_services`] services have been seen.
+pub const OTHER_SERVICE: &str = "other";
+
+/// Bounds on label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsLimits {
+    /// CA key ids with series (the most recently seen ones).
+    pub max_ca_keys: usize,
+    /// Distinct service labels.
+    pub max_services: usize,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        MetricsLimits { max_ca_keys: 16, max_services: 64 }
+    }
+}
+
+/// The value of `trustwatch_trust_state`.
+pub fn trust_state_value(s: TrustState) -> i64 {
+    match s {
+        TrustState::Healthy | TrustState::Recovered => 0,
+        TrustState::Degraded => 1,
+        TrustState::Collapsed => 2,
+    }
+}
+
+/// Metric families whose series carry a `ca_key_id` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum KeyedFamily {
+    CertFailures,
+    PresentedCa,
+    CertNotAfter,
+}
+
+/// The N most recently seen CA key ids and the series each one owns.
+#[derive(Debug, Default)]
+struct KeyedSeries {
+    order: VecDeque<String>,
+    series: HashMap<String, BTreeSet<(KeyedFamily, Vec<String>)>>,
+}
+
+/// Every trustwatch metric.
+pub struct Metrics {
+    registry: Registry,
+    limits: MetricsLimits,
+    handshakes: IntCounterVec,
+    alerts: IntCounterVec,
+    cert_failures: IntCounterVec,
+    trust_events: IntCounterVec,
+    packets: IntCounterVec,
+    dropped: IntCounterVec,
+    reassembly_gaps: IntCounter,
+    flows_evicted: IntCounter,
+    probe_errors: IntCounterVec,
+    trust_state: IntGaugeVec,
+    failing_clients: IntGaugeVec,
+    presented_ca: IntGaugeVec,
+    trusted_ca: IntGaugeVec,
+    ca_consistent: IntGauge,
+    ca_divergence: IntGaugeVec,
+    flows_active: IntGauge,
+    cert_not_after: IntGaugeVec,
+    keys: KeyedSeries,
+    services: BTreeSet<String>,
+    /// Issuer (subject DN of the CA) per key id, learned from chains and probes.
+    issuers: HashMap<String, String>,
+    /// Presented-CA series currently set, per service (to remove the ones no longer presented).
+    presented: BTreeMap<String, BTreeSet<(String, String)>>,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+/// Raises a counter to a cumulative total kept elsewhere (never lowers it).
+fn advance(c: &IntCounter, total: u64) {
+    let cur = c.get();
+    if total > cur {
+        c.inc_by(total - cur);
+    }
+}
+
+impl Metrics {
+    pub fn new(limits: MetricsLimits) -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let reassembly_gaps =
+            IntCounter::new("trustwatch_reassembly_gaps_total", "Holes in TCP streams that were skipped (lost segments, window exceeded).")?;
+        r.register(Box::new(reassembly_gaps.clone()))?;
+        let flows_evicted =
+            IntCounter::new("trustwatch_flows_evicted_total", "Flows evicted because the flow table was full (--max-flows).")?;
+        r.register(Box::new(flows_evicted.clone()))?;
+        let ca_consistent = IntGauge::new(
+            "trustwatch_ca_consistent",
+            "1 while every presented CA agrees with the trusted reference and the replicas agree with each other, else 0.",
+        )?;
+        r.register(Box::new(ca_consistent.clone()))?;
+        ca_consistent.set(1);
+        let flows_active = IntGauge::new("trustwatch_flows_active", "TCP flows currently tracked.")?;
+        r.register(Box::new(flows_active.clone()))?;
+        let build_info = gauge_vec(&r, "trustwatch_build_info", "Always 1; the trustwatch version as a label.", &["version"])?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(Metrics {
+            handshakes: counter_vec(
+                &r,
+                "trustwatch_handshakes_total",
+                "TLS handshakes seen, by service, server port, negotiated version and outcome.",
+                &["service", "port", "version", "outcome"],
+            )?,
+            alerts: counter_vec(
+                &r,
+                "trustwatch_alerts_total",
+                "TLS alerts seen, by sending side; encrypted alerts (TLS 1.3) have alert=\"unknown\".",
+                &["service", "from", "alert", "encrypted"],
+            )?,
+            cert_failures: counter_vec(
+                &r,
+                "trustwatch_cert_failures_total",
+                "Handshakes rejected on certificate grounds, by the key id of the CA of the rejected certificate (\"unknown\" when encrypted).",
+                &["service", "ca_key_id"],
+            )?,
+            trust_events: counter_vec(
+                &r,
+                "trustwatch_trust_events_total",
+                "Detector events: trust_collapse, trust_recovered, ca_changed, ca_divergence, ca_inconsistent.",
+                &["service", "event"],
+            )?,
+            packets: counter_vec(&r, "trustwatch_packets_total", "Packets handed to the pipeline, by capture source.", &["source"])?,
+            dropped: counter_vec(
+                &r,
+                "trustwatch_capture_dropped_packets_total",
+                "Packets lost before analysis: queue_full (pipeline queue), kernel (capture buffer), interface (driver).",
+                &["source", "reason"],
+            )?,
+            reassembly_gaps,
+            flows_evicted,
+            probe_errors: counter_vec(&r, "trustwatch_probe_errors_total", "Failed trust probes, by target.", &["target"])?,
+            trust_state: gauge_vec(
+                &r,
+                "trustwatch_trust_state",
+                "Trust state of a service: 0 healthy, 1 degraded, 2 collapsed.",
+                &["service"],
+            )?,
+            failing_clients: gauge_vec(
+                &r,
+                "trustwatch_failing_clients",
+                "Distinct clients whose latest handshake in the window failed on certificate grounds.",
+                &["service"],
+            )?,
+            presented_ca: gauge_vec(
+                &r,
+                "trustwatch_presented_ca_info",
+                "Always 1: a CA key currently presented by the service (chains, probes), with its issuer name.",
+                &["service", "ca_key_id", "issuer"],
+            )?,
+            trusted_ca: gauge_vec(
+                &r,
+                "trustwatch_trusted_ca_info",
+                "Always 1: a CA of the trusted reference (--trusted-ca file, casecret), by source.",
+                &["source", "ca_key_id"],
+            )?,
+            ca_consistent,
+            ca_divergence: gauge_vec(
+                &r,
+                "trustwatch_ca_divergence",
+                "Distinct CA keys presented by the replicas of a service (above 1: they diverge).",
+                &["service"],
+            )?,
+            flows_active,
+            cert_not_after: gauge_vec(
+                &r,
+                "trustwatch_cert_not_after_timestamp_seconds",
+                "Expiry (Unix time) of the latest presented leaf certificate, by role and issuing CA key.",
+                &["service", "role", "ca_key_id"],
+            )?,
+            registry: r,
+            limits,
+            keys: KeyedSeries::default(),
+            services: BTreeSet::new(),
+            issuers: HashMap::new(),
+            presented: BTreeMap::new(),
+        })
+    }
+
+    /// The registry to encode (shared with the HTTP server).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// A bounded service label.
+    fn service<'a>(&mut self, name: &'a str) -> &'a str {
+        if self.services.contains(name) {
+            return name;
+        }
+        if self.services.len() < self.limits.max_services {
+            self.services.insert(name.to_string());
+            return name;
+        }
+        OTHER_SERVICE
+    }
+
+    /// Marks `key` as most recently seen; removes every series of the key that falls out.
+    fn touch_key(&mut self, key: &str) {
+        if key == UNKNOWN {
+            return;
+        }
+        if let Some(pos) = self.keys.order.iter().position(|k| k == key) {
+            if let Some(k) = self.keys.order.remove(pos) {
+                self.keys.order.push_back(k);
+            }
+            return;
+        }
+        self.keys.order.push_back(key.to_string());
+        while self.keys.order.len() > self.limits.max_ca_keys.max(1) {
+            let Some(old) = self.keys.order.pop_front() else { break };
+            for (family, labels) in self.keys.series.remove(&old).unwrap_or_default() {
+                let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+                let _ = match family {
+                    KeyedFamily::CertFailures => self.cert_failures.remove_label_values(&refs),
+                    KeyedFamily::PresentedCa => self.presented_ca.remove_label_values(&refs),
+                    KeyedFamily::CertNotAfter => self.cert_not_after.remove_label_values(&refs),
+                };
+            }
+            self.issuers.remove(&old);
+            for set in self.presented.values_mut() {
+                set.retain(|(k, _)| *k != old);
+            }
+        }
+    }
+
+    /// Records that the series `labels` of `family` belongs to `key` (removed with it).
+    fn own(&mut self, key: &str, family: KeyedFamily, labels: &[&str]) {
+        if key == UNKNOWN {
+            return;
+        }
+        self.keys
+            .series
+            .entry(key.to_string())
+            .or_default()
+            .insert((family, labels.iter().map(|l| (*l).to_string()).collect()));
+    }
+
+    /// One connection record from the pipeline.
+    pub fn connection(&mut self, conn: &Connection) {
+        let service = self.service(&conn.service).to_string();
+        let port = conn.server.port().to_string();
+        let version = conn.version.and_then(|v| v.ecs_version()).unwrap_or(UNKNOWN);
+        self.handshakes.with_label_values(&[&service, &port, version, conn.outcome.as_str()]).inc();
+        for a in &conn.alerts {
+            let (name, encrypted) = match a {
+                Alert::Plain { code, .. } => (alert::name(*code), "false"),
+                Alert::Encrypted { .. } => (UNKNOWN, "true"),
+            };
+            self.alerts.with_label_values(&[&service, a.from().as_str(), name, encrypted]).inc();
+        }
+        if let Some(Class::CertFailure(side)) = classify(conn) {
+            // The key of the CA behind the certificate that was refused.
+            let key = match side {
+                RejectingSide::Server => conn.client_ca_key_id.as_ref(),
+                RejectingSide::Client => conn.ca_key_id.as_ref(),
+                RejectingSide::Both | RejectingSide::Unknown => conn.ca_key_id.as_ref().or(conn.client_ca_key_id.as_ref()),
+            };
+            let key = key.map_or(UNKNOWN, String::as_str).to_string();
+            self.touch_key(&key);
+            let labels = [service.as_str(), key.as_str()];
+            self.cert_failures.with_label_values(&labels).inc();
+            self.own(&key, KeyedFamily::CertFailures, &labels);
+        }
+        for (role, chain, key) in
+            [("server", &conn.server_chain, &conn.ca_key_id), ("client", &conn.client_chain, &conn.client_ca_key_id)]
+        {
+            let Some(leaf) = chain.first().and_then(|c| c.info()) else { continue };
+            let Some(key) = key else { continue };
+            self.touch_key(key);
+            if role == "server" {
+                self.issuers.insert(key.clone(), leaf.issuer.clone());
+            }
+            let labels = [service.as_str(), role, key.as_str()];
+            self.cert_not_after.with_label_values(&labels).set(leaf.not_after_unix);
+            self.own(key, KeyedFamily::CertNotAfter, &labels);
+        }
+    }
+
+    /// One detector event (by its `trustwatch.event` name).
+    pub fn event(&mut self, service: &str, name: &str) {
+        let service = self.service(service).to_string();
+        self.trust_events.with_label_values(&[&service, name]).inc();
+    }
+
+    /// Pipeline counters (cumulative).
+    pub fn stats(&self, stats: &Stats, flows_active: usize) {
+        advance(&self.reassembly_gaps, stats.reassembly_gaps);
+        advance(&self.flows_evicted, stats.flows_evicted);
+        self.flows_active.set(i64::try_from(flows_active).unwrap_or(i64::MAX));
+    }
+
+    /// Capture counters of one source (cumulative).
+    pub fn capture(&self, source: &str, packets: u64, queue_full: u64, kernel: u64, interface: u64) {
+        advance(&self.packets.with_label_values(&[source]), packets);
+        for (reason, total) in [("queue_full", queue_full), ("kernel", kernel), ("interface", interface)] {
+            advance(&self.dropped.with_label_values(&[source, reason]), total);
+        }
+    }
+
+    /// A failed probe of `target` (`host:port`, from the configuration: bounded).
+    pub fn probe_error(&self, target: &str) {
+        self.probe_errors.with_label_values(&[target]).inc();
+    }
+
+    /// The CAs of the trusted reference: `(source, key_id, subject)`.
+    pub fn trusted_cas(&mut self, cas: &[(String, String, String)]) {
+        self.trusted_ca.reset();
+        for (source, key, subject) in cas {
+            self.trusted_ca.with_label_values(&[source.as_str(), key.as_str()]).set(1);
+            self.issuers.entry(key.clone()).or_insert_with(|| subject.clone());
+        }
+    }
+
+    /// The detector's state: trust state, failing clients, presented CAs, divergence, consistency.
+    /// `inconsistent` tells whether some presented CA currently disagrees with the reference.
+    pub fn snapshot(&mut self, snap: &Snapshot, inconsistent: bool) {
+        let mut diverging = false;
+        for svc in &snap.services {
+            let service = self.service(&svc.service).to_string();
+            self.trust_state.with_label_values(&[&service]).set(trust_state_value(svc.state));
+            self.failing_clients.with_label_values(&[&service]).set(i64::from(svc.failing_clients));
+            let keys: BTreeSet<String> =
+                svc.servers.iter().filter_map(|s| s.presented_ca_key_id.clone()).collect();
+            diverging |= !svc.divergent_ca_key_ids.is_empty();
+            self.ca_divergence.with_label_values(&[&service]).set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
+            let mut now = BTreeSet::new();
+            for key in keys {
+                self.touch_key(&key);
+                let issuer = self.issuers.get(&key).cloned().unwrap_or_else(|| UNKNOWN.to_string());
+                now.insert((key, issuer));
+            }
+            let before = self.presented.insert(service.clone(), now.clone()).unwrap_or_default();
+            for (key, issuer) in before.difference(&now) {
+                let _ = self.presented_ca.remove_label_values(&[&service, key, issuer]);
+            }
+            for (key, issuer) in &now {
+                let labels = [service.as_str(), key.as_str(), issuer.as_str()];
+                self.presented_ca.with_label_values(&labels).set(1);
+                self.own(key, KeyedFamily::PresentedCa, &labels);
+            }
+        }
+        self.ca_consistent.set(i64::from(!diverging && !inconsistent));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::Encoder as _;
+
+    fn text(m: &Metrics) -> String {
+        let mut buf = Vec::new();
+        prometheus::TextEncoder::new().encode(&m.registry().gather(), &mut buf).unwrap();
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn ca_key_series_are_bounded_to_the_most_recent() {
+        let mut m = Metrics::new(MetricsLimits { max_ca_keys: 2, max_services: 4 }).unwrap();
+        for k in ["k1", "k2", "k3"] {
+            m.touch_key(k);
+            let labels = ["cloudhub", k];
+            m.cert_failures.with_label_values(&labels).inc();
+            m.own(k, KeyedFamily::CertFailures, &labels);
+        }
+        let t = text(&m);
+        assert!(!t.contains("ca_key_id=\"k1\""), "{t}");
+        assert!(t.contains("ca_key_id=\"k2\"") && t.contains("ca_key_id=\"k3\""), "{t}");
+        // Seeing k2 again makes k3 the oldest.
+        m.touch_key("k2");
+        m.touch_key("k4");
+        let t = text(&m);
+        assert!(!t.contains("ca_key_id=\"k3\"") && t.contains("ca_key_id=\"k2\""), "{t}");
+    }
+
+    #[test]
+    fn services_are_capped() {
+        let mut m = Metrics::new(MetricsLimits { max_ca_keys: 2, max_services: 2 }).unwrap();
+        assert_eq!(m.service("a"), "a");
+        assert_eq!(m.service("b"), "b");
+        assert_eq!(m.service("c"), OTHER_SERVICE);
+        assert_eq!(m.service("a"), "a");
+    }
+
+    #[test]
+    fn counters_follow_cumulative_totals() {
+        let m = Metrics::new(MetricsLimits::default()).unwrap();
+        m.capture("lo", 10, 1, 0, 0);
+        m.capture("lo", 7, 3, 2, 0);
+        let t = text(&m);
+        assert!(t.contains("trustwatch_packets_total{source=\"lo\"} 10"), "{t}");
+        assert!(t.contains("trustwatch_capture_dropped_packets_total{reason=\"queue_full\",source=\"lo\"} 3"), "{t}");
+        assert!(t.contains("trustwatch_capture_dropped_packets_total{reason=\"kernel\",source=\"lo\"} 2"), "{t}");
+        assert!(t.contains("trustwatch_build_info{version=\""), "{t}");
+    }
+}

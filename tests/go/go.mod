@@ -1,0 +1,3 @@
+module trustwatch/tests/go
+
+go 1.22

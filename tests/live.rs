@@ -1,0 +1,1 @@
+//! `trustwatch live` end to end (being written).

@@ -1,0 +1,269 @@
+//! rustls server and client (ring provider) in threads over std `TcpStream`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, HandshakeKind, RootCertStore, ServerConfig, SupportedProtocolVersion};
+use socket2::{Domain, Socket, Type};
+
+use super::{ClientOpts, PeerResult, TlsVersion};
+use crate::Result;
+use crate::pki::Leaf;
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn versions(v: Option<TlsVersion>) -> Vec<&'static SupportedProtocolVersion> {
+    match v {
+        Some(TlsVersion::V12) => vec![&rustls::version::TLS12],
+        Some(TlsVersion::V13) => vec![&rustls::version::TLS13],
+        None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+    }
+}
+
+fn version_name(v: Option<rustls::ProtocolVersion>) -> Option<String> {
+    match v? {
+        rustls::ProtocolVersion::TLSv1_2 => Some("1.2".into()),
+        rustls::ProtocolVersion::TLSv1_3 => Some("1.3".into()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn key_of(leaf: &Leaf) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()))
+}
+
+fn chain_of(leaf: &Leaf) -> Vec<CertificateDer<'static>> {
+    leaf.chain_der().into_iter().map(CertificateDer::from).collect()
+}
+
+fn roots(ders: &[&[u8]]) -> Result<RootCertStore> {
+    let mut store = RootCertStore::empty();
+    for d in ders {
+        store.add(CertificateDer::from(d.to_vec()))?;
+    }
+    Ok(store)
+}
+
+/// Server options.
+pub struct ServerOpts<'a> {
+    pub listen: SocketAddr,
+    pub identity: &'a Leaf,
+    /// Trust anchors (DER) for client certificates; `None`: no client authentication.
+    pub client_roots: Option<Vec<Vec<u8>>>,
+    pub version: Option<TlsVersion>,
+    /// Number of connections to accept before the thread ends.
+    pub accept: usize,
+    /// Issue TLS 1.2 session tickets (else 1.2 resumes by session ID).
+    pub tickets: bool,
+    pub mss: Option<u32>,
+}
+
+impl<'a> ServerOpts<'a> {
+    pub fn new(identity: &'a Leaf) -> Self {
+        ServerOpts {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            identity,
+            client_roots: None,
+            version: None,
+            accept: 1,
+            tickets: false,
+            mss: None,
+        }
+    }
+}
+
+/// A rustls server running in a thread; the listener is bound when this exists.
+pub struct RustlsServer {
+    pub addr: SocketAddr,
+    thread: JoinHandle<Vec<PeerResult>>,
+}
+
+impl RustlsServer {
+    /// Waits for all accepted connections to finish.
+    pub fn join(self) -> Vec<PeerResult> {
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn listener(addr: SocketAddr, mss: Option<u32>) -> Result<TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    if let Some(m) = mss {
+        s.set_tcp_mss(m)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(16)?;
+    Ok(s.into())
+}
+
+/// Binds and starts a rustls server that serves `opts.accept` connections: handshake, read a
+/// line, answer `pong`, close.
+pub fn server(opts: ServerOpts<'_>) -> Result<RustlsServer> {
+    let p = provider();
+    let builder = ServerConfig::builder_with_provider(p.clone()).with_protocol_versions(&versions(opts.version))?;
+    let builder = match &opts.client_roots {
+        Some(ders) => {
+            let refs: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&refs)?), p.clone()).build()?;
+            builder.with_client_cert_verifier(v)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_single_cert(chain_of(opts.identity), key_of(opts.identity))?;
+    if opts.tickets {
+        cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    }
+    let cfg = Arc::new(cfg);
+    let l = listener(opts.listen, opts.mss)?;
+    let addr = l.local_addr()?;
+    let accept = opts.accept;
+    let thread = std::thread::spawn(move || {
+        let mut results = Vec::new();
+        for _ in 0..accept {
+            let (tcp, remote) = match l.accept() {
+                Ok(x) => x,
+                Err(e) => {
+                    results.push(PeerResult {
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    });
+                    break;
+                }
+            };
+            let mut r = serve_one(cfg.clone(), tcp);
+            r.remote = Some(remote);
+            results.push(r);
+        }
+        results
+    });
+    Ok(RustlsServer { addr, thread })
+}
+
+fn serve_one(cfg: Arc<ServerConfig>, mut tcp: TcpStream) -> PeerResult {
+    let mut r = PeerResult {
+        local: tcp.local_addr().ok(),
+        ..Default::default()
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut conn = match rustls::ServerConnection::new(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    }
+    r.handshake_ok = true;
+    r.version = version_name(conn.protocol_version());
+    r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+    let mut buf = [0u8; 64];
+    let res = s.read(&mut buf).and_then(|_| s.write_all(b"pong\n")).and_then(|_| s.flush());
+    match res {
+        Ok(()) => r.ok = true,
+        Err(e) => r.error = Some(e.to_string()),
+    }
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut tcp);
+    r
+}
+
+/// Client identity and trust.
+pub struct ClientAuth<'a> {
+    /// Trust anchors (DER) for the server chain.
+    pub roots: Vec<&'a [u8]>,
+    /// The client certificate to present, if any.
+    pub identity: Option<&'a Leaf>,
+}
+
+/// Runs `opts.attempts` client connections: handshake, send `ping`, read the answer, close.
+pub fn client(opts: &ClientOpts, auth: &ClientAuth<'_>) -> Result<Vec<PeerResult>> {
+    let p = provider();
+    let builder = ClientConfig::builder_with_provider(p)
+        .with_protocol_versions(&versions(opts.version))?
+        .with_root_certificates(roots(&auth.roots)?);
+    let mut cfg = match auth.identity {
+        Some(leaf) => builder.with_client_auth_cert(chain_of(leaf), key_of(leaf))?,
+        None => builder.with_no_client_auth(),
+    };
+    if !opts.resume {
+        cfg.resumption = rustls::client::Resumption::disabled();
+    }
+    let cfg = Arc::new(cfg);
+    let name = ServerName::try_from(opts.server_name.clone())?;
+    let mut results = Vec::new();
+    for i in 0..opts.attempts {
+        if i > 0 && !opts.interval.is_zero() {
+            std::thread::sleep(opts.interval);
+        }
+        results.push(client_once(cfg.clone(), name.clone(), opts));
+    }
+    Ok(results)
+}
+
+/// A TCP connection from `local_ip` (if set) with the MSS clamped (if set).
+pub fn connect_tcp(opts: &ClientOpts) -> std::io::Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(opts.connect), Type::STREAM, None)?;
+    if let Some(m) = opts.mss {
+        s.set_tcp_mss(m)?;
+    }
+    if let Some(ip) = opts.local_ip {
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    s.connect_timeout(&opts.connect.into(), Duration::from_secs(5))?;
+    let tcp: TcpStream = s.into();
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(tcp)
+}
+
+fn client_once(cfg: Arc<ClientConfig>, name: ServerName<'static>, opts: &ClientOpts) -> PeerResult {
+    let mut r = PeerResult::default();
+    let mut tcp = match connect_tcp(opts) {
+        Ok(t) => t,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    r.local = tcp.local_addr().ok();
+    r.remote = tcp.peer_addr().ok();
+    let mut conn = match rustls::ClientConnection::new(cfg, name) {
+        Ok(c) => c,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut tcp) {
+            r.error = Some(e.to_string());
+            return r;
+        }
+    }
+    r.handshake_ok = true;
+    r.version = version_name(conn.protocol_version());
+    r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+    let mut buf = [0u8; 64];
+    let res = s.write_all(b"ping\n").and_then(|_| s.flush()).and_then(|_| s.read(&mut buf));
+    match res {
+        Ok(n) if n > 0 => r.ok = true,
+        Ok(_) => r.error = Some("connection closed before the answer".into()),
+        Err(e) => r.error = Some(e.to_string()),
+    }
+    conn.send_close_notify();
+    let _ = conn.complete_io(&mut tcp);
+    r
+}
