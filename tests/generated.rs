@@ -7,13 +7,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
 use trustwatch_testkit::analyzer::{self, get, str_at};
 use trustwatch_testkit::capture::Capture;
 use trustwatch_testkit::peers::{self, ClientOpts, PeerResult, ServerSpec, Stack, TlsVersion};
-use trustwatch_testkit::pki::{Ca, Leaf, Pki};
+use trustwatch_testkit::pki::{Ca, CertTruth, Leaf, Pki};
 use trustwatch_testkit::rewrite::{self, Variant};
 use trustwatch_testkit::tshark::{self, Summary};
 
@@ -38,6 +37,8 @@ struct Run {
     client: Vec<PeerResult>,
     server: Vec<PeerResult>,
     wire: Summary,
+    /// The server chain on the wire (ground truth, wire order).
+    chain: Vec<CertTruth>,
 }
 
 impl Run {
@@ -71,6 +72,7 @@ struct Setup<'a> {
     resume: bool,
     mss: Option<u32>,
     tickets: bool,
+    write_chunk: Option<usize>,
 }
 
 impl<'a> Setup<'a> {
@@ -89,6 +91,7 @@ impl<'a> Setup<'a> {
             resume: false,
             mss: None,
             tickets: false,
+            write_chunk: None,
         }
     }
 
@@ -101,6 +104,8 @@ impl<'a> Setup<'a> {
         spec.version = self.version;
         spec.accept = self.attempts;
         spec.tickets = self.tickets;
+        spec.write_chunk = self.write_chunk;
+        let chain = peers::wire_chain(&spec);
         let server = peers::start_server(&spec).expect("server");
         let mut opts = ClientOpts::new(SocketAddr::from(([127, 0, 0, 1], port))).local_ip(self.ip);
         opts.version = self.version;
@@ -133,6 +138,7 @@ impl<'a> Setup<'a> {
             client,
             server,
             wire,
+            chain,
         }
     }
 }
@@ -167,26 +173,27 @@ fn assert_endpoints(rec: &Value, ip: IpAddr, port: u16, service_port: bool) {
 
 /// The server chain the record reports is exactly the one the generator made, in wire order,
 /// and the CA key id is the issuing CA's SKI.
-fn assert_server_chain(rec: &Value, leaf: &Leaf, issuer: &Ca) {
-    let want256: Vec<String> = leaf.chain.iter().map(|c| c.sha256.clone()).collect();
-    let want1: Vec<String> = leaf.chain.iter().map(|c| c.sha1.clone()).collect();
+fn assert_server_chain(rec: &Value, chain: &[CertTruth], issuer_key_id: &str) {
+    let leaf = &chain[0];
+    let want256: Vec<String> = chain.iter().map(|c| c.sha256.clone()).collect();
+    let want1: Vec<String> = chain.iter().map(|c| c.sha1.clone()).collect();
     assert_eq!(chain_field(rec, "server_chain", "sha256"), want256, "server chain sha256: {rec:#}");
     assert_eq!(chain_field(rec, "server_chain", "sha1"), want1, "server chain sha1: {rec:#}");
-    assert_eq!(str_at(rec, "tls.server.hash.sha256"), Some(leaf.cert.sha256_upper().as_str()), "{rec:#}");
-    assert_eq!(str_at(rec, "tls.server.hash.sha1"), Some(leaf.cert.sha1_upper().as_str()), "{rec:#}");
-    assert_eq!(str_at(rec, "trustwatch.ca_key_id"), Some(issuer.key_id()), "ca_key_id: {rec:#}");
-    let chain = get(rec, "trustwatch.server_chain").as_array().cloned().unwrap_or_default();
-    for (got, want) in chain.iter().zip(&leaf.chain) {
+    assert_eq!(str_at(rec, "tls.server.hash.sha256"), Some(leaf.sha256_upper().as_str()), "{rec:#}");
+    assert_eq!(str_at(rec, "tls.server.hash.sha1"), Some(leaf.sha1_upper().as_str()), "{rec:#}");
+    assert_eq!(str_at(rec, "trustwatch.ca_key_id"), Some(issuer_key_id), "ca_key_id: {rec:#}");
+    let got_chain = get(rec, "trustwatch.server_chain").as_array().cloned().unwrap_or_default();
+    for (got, want) in got_chain.iter().zip(chain) {
         assert_eq!(got["serial"].as_str(), Some(want.serial.as_str()), "serial: {got:#}");
-        assert_eq!(got["ski"].as_str(), Some(want.ski.as_str()), "ski: {got:#}");
+        assert_eq!(got["ski"].as_str(), want.ski.as_deref(), "ski: {got:#}");
         assert_eq!(got["aki"].as_str(), want.aki.as_deref(), "aki: {got:#}");
         assert_eq!(got["spki_sha256"].as_str(), Some(want.spki_sha256.as_str()), "spki: {got:#}");
         assert_eq!(got["is_ca"].as_bool(), Some(want.is_ca), "is_ca: {got:#}");
         assert!(got["subject"].as_str().is_some_and(|s| s.contains(&want.subject_cn)), "subject: {got:#}");
         assert!(got["issuer"].as_str().is_some_and(|s| s.contains(&want.issuer_cn)), "issuer: {got:#}");
     }
-    assert!(str_at(rec, "tls.server.subject").is_some_and(|s| s.contains(&leaf.cert.subject_cn)), "{rec:#}");
-    assert!(str_at(rec, "tls.server.issuer").is_some_and(|s| s.contains(&leaf.cert.issuer_cn)), "{rec:#}");
+    assert!(str_at(rec, "tls.server.subject").is_some_and(|s| s.contains(&leaf.subject_cn)), "{rec:#}");
+    assert!(str_at(rec, "tls.server.issuer").is_some_and(|s| s.contains(&leaf.issuer_cn)), "{rec:#}");
     assert!(str_at(rec, "tls.server.not_before").is_some() && str_at(rec, "tls.server.not_after").is_some());
 }
 
@@ -247,8 +254,8 @@ fn assert_wire_established(run: &Run) {
 }
 
 /// TLS 1.2 plaintext: the server's Certificate message holds exactly the generated chain.
-fn assert_wire_chain_12(run: &Run, leaf: &Leaf) {
-    let want: Vec<String> = leaf.chain.iter().map(|c| hex::encode(&c.der)).collect();
+fn assert_wire_chain_12(run: &Run) {
+    let want: Vec<String> = run.chain.iter().map(|c| hex::encode(&c.der)).collect();
     assert_eq!(run.wire.certificates(true), want, "server Certificate on the wire");
 }
 
@@ -281,7 +288,7 @@ fn mtls_established(stack: Stack, version: TlsVersion, ip: IpAddr) {
     assert!(run.server.iter().all(|r| r.ok), "server: {:?}", run.server);
     match version {
         TlsVersion::V12 => {
-            assert_wire_chain_12(&run, &c.server);
+            assert_wire_chain_12(&run);
             assert!(run.wire.handshake_types(true).contains(&13), "CertificateRequest in plaintext");
             let want: Vec<String> = c.edge.chain.iter().map(|c| hex::encode(&c.der)).collect();
             assert_eq!(run.wire.certificates(false), want, "client Certificate on the wire");
@@ -296,7 +303,7 @@ fn mtls_established(stack: Stack, version: TlsVersion, ip: IpAddr) {
     assert_eq!(get(rec, "trustwatch.resumed").as_bool(), Some(false), "{rec:#}");
     match version {
         TlsVersion::V12 => {
-            assert_server_chain(rec, &c.server, &c.ca);
+            assert_server_chain(rec, &run.chain, c.ca.key_id());
             assert_client_chain(rec, Some(&c.edge));
             assert_eq!(get(rec, "trustwatch.client_auth_requested").as_bool(), Some(true), "{rec:#}");
         }
@@ -344,7 +351,7 @@ fn client_rejects_server(stack: Stack, version: TlsVersion, ip: IpAddr) -> (Run,
     assert!(run.client.iter().all(|r| !r.handshake_ok), "client must fail: {:?}", run.client);
     assert_eq!(run.wire.client_hellos(), 1);
     if version == TlsVersion::V12 {
-        assert_wire_chain_12(&run, &c.server);
+        assert_wire_chain_12(&run);
     }
     let records = run.analyze();
     (run, c, records)
@@ -374,23 +381,441 @@ fn server_rejects_client(stack: Stack, version: TlsVersion, ip: IpAddr, bad: Bad
     assert!(run.client.iter().all(|r| !r.ok), "client must fail: {:?}", run.client);
     assert_eq!(run.wire.client_hellos(), 1);
     if version == TlsVersion::V12 {
-        assert_wire_chain_12(&run, &c.server);
+        assert_wire_chain_12(&run);
     }
     let records = run.analyze();
     (run, c, records)
 }
 
+const DECRYPT_ERROR: u32 = 51;
+const HANDSHAKE_FAILURE: u32 = 40;
+
+/// How a failing side's alert is on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnWire {
+    /// A plaintext fatal alert with this code.
+    Plain(u32),
+    /// One encrypted 19-byte record (2-byte alert + type + 16-byte AEAD tag), no plaintext alert.
+    Encrypted,
+}
+
+/// What each stack sends when it rejects the server's chain from a CA with the same name and
+/// serial but another key (measured; see the report in `tests/testkit/examples/wire.rs`).
+fn client_rejection(stack: Stack, version: TlsVersion) -> OnWire {
+    match (stack, version) {
+        (Stack::Go, TlsVersion::V12) => OnWire::Plain(BAD_CERTIFICATE),
+        (Stack::Openssl, _) => OnWire::Plain(UNKNOWN_CA), // plaintext even in TLS 1.3
+        (Stack::Rustls, TlsVersion::V12) => OnWire::Plain(DECRYPT_ERROR), // same-name issuer: BadSignature
+        (_, TlsVersion::V13) => OnWire::Encrypted,
+    }
+}
+
+fn server_rejection(stack: Stack, version: TlsVersion, bad: BadClient) -> OnWire {
+    if version == TlsVersion::V13 {
+        return OnWire::Encrypted;
+    }
+    OnWire::Plain(match (stack, bad) {
+        (Stack::Rustls, BadClient::Other) => DECRYPT_ERROR,
+        (_, BadClient::Other) => UNKNOWN_CA,
+        (_, BadClient::Expired) => CERTIFICATE_EXPIRED,
+        (Stack::Rustls, BadClient::Missing) => CERTIFICATE_REQUIRED,
+        (_, BadClient::Missing) => HANDSHAKE_FAILURE,
+    })
+}
+
+fn assert_wire_alert(run: &Run, from_server: bool, expect: OnWire) {
+    let other = run.wire.alerts(!from_server);
+    assert!(other.is_empty(), "no alert from the other side: {other:?}");
+    match expect {
+        OnWire::Plain(code) => assert_eq!(run.wire.alerts(from_server), vec![(2, code)], "plaintext fatal alert"),
+        OnWire::Encrypted => {
+            assert!(run.wire.alerts(from_server).is_empty(), "no plaintext alert");
+            assert_eq!(run.wire.app_data_lengths(from_server).last(), Some(&19), "encrypted alert record");
+        }
+    }
+}
+
+fn assert_record_alert(rec: &Value, from: &str, expect: OnWire) {
+    match expect {
+        OnWire::Plain(code) => assert_alert(rec, from, Some(code)),
+        OnWire::Encrypted => assert_alert(rec, from, None),
+    }
+}
+
+fn check_client_rejects(stack: Stack, version: TlsVersion, ip: IpAddr) {
+    let (run, c, records) = client_rejects_server(stack, version, ip);
+    let expect = client_rejection(stack, version);
+    assert_wire_alert(&run, false, expect);
+    let rec = record_from(&records, ip);
+    assert_endpoints(rec, ip, run.port, false);
+    assert_outcome(rec, "rejected_by_client", version);
+    assert_record_alert(rec, "client", expect);
+    match version {
+        TlsVersion::V12 => {
+            // The chain the client refused, and the key of the CA that signed it (not the one
+            // the client trusts).
+            assert_server_chain(rec, &run.chain, c.ca.key_id());
+            assert_client_chain(rec, None);
+        }
+        TlsVersion::V13 => assert_no_chains(rec),
+    }
+}
+
 #[test]
-#[ignore]
-fn explore_wire() {
-    for stack in [Stack::Go, Stack::Openssl, Stack::Rustls] {
-        for v in [TlsVersion::V12, TlsVersion::V13] {
-            eprintln!("===== {stack:?} {v:?} client rejects");
-            let _ = std::panic::catch_unwind(|| client_rejects_server(stack, v, client_ip(200)));
-            for bad in [BadClient::Other, BadClient::Expired, BadClient::Missing] {
-                eprintln!("===== {stack:?} {v:?} server rejects {bad:?}");
-                let _ = std::panic::catch_unwind(|| server_rejects_client(stack, v, client_ip(201), bad));
+fn client_rejects_unknown_ca_go_12() {
+    check_client_rejects(Stack::Go, TlsVersion::V12, client_ip(11));
+}
+#[test]
+fn client_rejects_unknown_ca_go_13() {
+    check_client_rejects(Stack::Go, TlsVersion::V13, client_ip(12));
+}
+#[test]
+fn client_rejects_unknown_ca_openssl_12() {
+    check_client_rejects(Stack::Openssl, TlsVersion::V12, client_ip(13));
+}
+#[test]
+fn client_rejects_unknown_ca_openssl_13() {
+    check_client_rejects(Stack::Openssl, TlsVersion::V13, client_ip(14));
+}
+#[test]
+fn client_rejects_unknown_ca_rustls_12() {
+    check_client_rejects(Stack::Rustls, TlsVersion::V12, client_ip(15));
+}
+#[test]
+fn client_rejects_unknown_ca_rustls_13() {
+    check_client_rejects(Stack::Rustls, TlsVersion::V13, client_ip(16));
+}
+
+fn check_server_rejects(stack: Stack, version: TlsVersion, ip: IpAddr, bad: BadClient) {
+    let (run, c, records) = server_rejects_client(stack, version, ip, bad);
+    let expect = server_rejection(stack, version, bad);
+    assert_wire_alert(&run, true, expect);
+    let rec = record_from(&records, ip);
+    assert_endpoints(rec, ip, run.port, false);
+    assert_outcome(rec, "rejected_by_server", version);
+    assert_record_alert(rec, "server", expect);
+    match version {
+        TlsVersion::V12 => {
+            assert_server_chain(rec, &run.chain, c.ca.key_id());
+            assert_eq!(get(rec, "trustwatch.client_auth_requested").as_bool(), Some(true), "{rec:#}");
+            let sent = chain_field(rec, "client_chain", "sha256");
+            assert_eq!(sent.is_empty(), bad == BadClient::Missing, "client chain: {rec:#}");
+            if let Some(first) = sent.first() {
+                assert_ne!(first, &c.edge.cert.sha256, "not the good edge certificate");
+            }
+        }
+        TlsVersion::V13 => assert_no_chains(rec),
+    }
+}
+
+#[test]
+fn server_rejects_client_other_ca_go_12() {
+    check_server_rejects(Stack::Go, TlsVersion::V12, client_ip(21), BadClient::Other);
+}
+#[test]
+fn server_rejects_client_other_ca_go_13() {
+    check_server_rejects(Stack::Go, TlsVersion::V13, client_ip(22), BadClient::Other);
+}
+#[test]
+fn server_rejects_client_other_ca_openssl_12() {
+    check_server_rejects(Stack::Openssl, TlsVersion::V12, client_ip(23), BadClient::Other);
+}
+#[test]
+fn server_rejects_client_other_ca_openssl_13() {
+    check_server_rejects(Stack::Openssl, TlsVersion::V13, client_ip(24), BadClient::Other);
+}
+#[test]
+fn server_rejects_client_other_ca_rustls_12() {
+    check_server_rejects(Stack::Rustls, TlsVersion::V12, client_ip(25), BadClient::Other);
+}
+#[test]
+fn server_rejects_client_other_ca_rustls_13() {
+    check_server_rejects(Stack::Rustls, TlsVersion::V13, client_ip(26), BadClient::Other);
+}
+#[test]
+fn server_rejects_expired_client_go_12() {
+    check_server_rejects(Stack::Go, TlsVersion::V12, client_ip(27), BadClient::Expired);
+}
+#[test]
+fn server_rejects_expired_client_go_13() {
+    check_server_rejects(Stack::Go, TlsVersion::V13, client_ip(28), BadClient::Expired);
+}
+#[test]
+fn server_requires_client_cert_go_12() {
+    check_server_rejects(Stack::Go, TlsVersion::V12, client_ip(29), BadClient::Missing);
+}
+/// Go answers a missing certificate with certificate_required (116), encrypted in TLS 1.3: the
+/// client's error text is the ground truth for the code the analyzer can only infer.
+#[test]
+fn server_requires_client_cert_go_13() {
+    check_server_rejects(Stack::Go, TlsVersion::V13, client_ip(30), BadClient::Missing);
+}
+#[test]
+fn server_requires_client_cert_rustls_12() {
+    check_server_rejects(Stack::Rustls, TlsVersion::V12, client_ip(31), BadClient::Missing);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resumption
+
+fn resumption(stack: Stack, version: TlsVersion, tickets: bool, ip: IpAddr) {
+    let c = cloud();
+    let mut s = Setup::new("resume", stack, version, &c.server, &c.ca, ip);
+    s.client_ca = Some(&c.ca);
+    s.identity = Some(&c.edge);
+    s.attempts = 2;
+    s.resume = true;
+    s.tickets = tickets;
+    let run = s.run();
+    assert_wire_established(&run);
+    let resumed: Vec<bool> = run.client.iter().map(|r| r.resumed).collect();
+    assert_eq!(resumed, vec![false, true], "the stack resumed the second connection");
+    if version == TlsVersion::V12 {
+        // Only the full handshake carries the chain.
+        assert_eq!(run.wire.certificates(true).len(), run.chain.len());
+        assert_eq!(run.wire.handshake_types(true).iter().filter(|t| **t == 11).count(), 1);
+    }
+    let records = run.analyze();
+    let mine: Vec<&Value> = records.iter().filter(|r| str_at(r, "source.ip") == Some(&ip.to_string())).collect();
+    assert_eq!(mine.len(), 2, "{records:#?}");
+    for (r, truth) in run.client.iter().enumerate() {
+        let port = truth.local.map(|a| a.port()).expect("client port");
+        let rec = mine
+            .iter()
+            .find(|v| get(v, "source.port").as_u64() == Some(u64::from(port)))
+            .unwrap_or_else(|| panic!("no record for client port {port}: {mine:#?}"));
+        assert_outcome(rec, "established", version);
+        assert_eq!(get(rec, "trustwatch.resumed").as_bool(), Some(truth.resumed), "attempt {r}: {rec:#}");
+        if version == TlsVersion::V12 {
+            if truth.resumed {
+                assert_eq!(chain_field(rec, "server_chain", "sha256"), Vec::<String>::new(), "{rec:#}");
+            } else {
+                assert_server_chain(rec, &run.chain, c.ca.key_id());
             }
         }
     }
+}
+
+#[test]
+fn resumption_rustls_12_session_id() {
+    resumption(Stack::Rustls, TlsVersion::V12, false, client_ip(41));
+}
+#[test]
+fn resumption_rustls_12_ticket() {
+    resumption(Stack::Rustls, TlsVersion::V12, true, client_ip(42));
+}
+#[test]
+fn resumption_rustls_13_psk() {
+    resumption(Stack::Rustls, TlsVersion::V13, false, client_ip(43));
+}
+#[test]
+fn resumption_go_12_ticket() {
+    resumption(Stack::Go, TlsVersion::V12, true, client_ip(44));
+}
+#[test]
+fn resumption_go_13_psk() {
+    resumption(Stack::Go, TlsVersion::V13, true, client_ip(45));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chains: intermediates and a chain spanning many TCP segments
+
+fn chain_scenario(stack: Stack, leaf: &Leaf, root: &Ca, ip: IpAddr, mss: Option<u32>) -> Run {
+    let mut s = Setup::new("chain", stack, TlsVersion::V12, leaf, root, ip);
+    s.mss = mss;
+    s.write_chunk = mss.map(|m| m as usize);
+    let run = s.run();
+    assert_wire_established(&run);
+    assert_wire_chain_12(&run);
+    run
+}
+
+fn issuer_key_id(leaf: &Leaf) -> String {
+    leaf.cert.aki.clone().expect("leaf has an AKI")
+}
+
+#[test]
+fn intermediate_chain_openssl_12() {
+    let pki = Pki::new().expect("pki");
+    let (root, ica, leaf) = pki.intermediate_chain().expect("chain");
+    assert_eq!(leaf.chain.len(), 2);
+    let run = chain_scenario(Stack::Openssl, &leaf, &root, client_ip(51), None);
+    let records = run.analyze();
+    let rec = record_from(&records, client_ip(51));
+    assert_outcome(rec, "established", TlsVersion::V12);
+    assert_server_chain(rec, &run.chain, ica.key_id());
+    assert_eq!(get(rec, "trustwatch.client_auth_requested").as_bool(), Some(false), "{rec:#}");
+}
+
+#[test]
+fn big_chain_many_segments() {
+    let pki = Pki::new().expect("pki");
+    let (root, leaf) = pki.big_chain().expect("big chain");
+    assert_eq!(leaf.chain.len(), 4);
+    let total: usize = leaf.chain.iter().map(|c| c.der.len()).sum();
+    assert!(total > 16_384, "chain of {total} bytes spans several TLS records");
+    let ip = client_ip(52);
+    let run = chain_scenario(Stack::Rustls, &leaf, &root, ip, Some(536));
+    let segments = tshark::data_segments(&run.pcap, run.port).expect("tshark");
+    assert!(segments >= 30, "server flight in {segments} segments");
+    let records = run.analyze();
+    let rec = record_from(&records, ip);
+    assert_outcome(rec, "established", TlsVersion::V12);
+    assert_server_chain(rec, &run.chain, &issuer_key_id(&leaf));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capture variants: the same connections, differently packaged
+
+/// A capture with four Go connections on one port: 1.2 and 1.3 established, 1.3 rejected by the
+/// client (other CA), 1.2 rejected by the server (other CA); client MSS 536 so flights span
+/// several segments.
+struct Base {
+    _dir: trustwatch_testkit::tempfile::TempDir,
+    pcap: PathBuf,
+    port: u16,
+    records: Vec<Value>,
+}
+
+fn base() -> &'static Base {
+    static BASE: std::sync::OnceLock<Base> = std::sync::OnceLock::new();
+    BASE.get_or_init(|| {
+        let c = cloud();
+        let other = c.pki.kubeedge_ca().expect("ca B");
+        let bad_edge = c.pki.client_leaf(&other, "node-09").expect("edge B");
+        let dir = trustwatch_testkit::tempfile::tempdir().expect("tempdir");
+        let port = trustwatch_testkit::free_port().expect("port");
+        let cap = Capture::start_port(dir.path(), "base", port).expect("capture");
+        let spec = ServerSpec::new(Stack::Go, port, &c.server).client_ca(&c.ca).accept(4);
+        let server = peers::start_server(&spec).expect("server");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let runs: [(u8, TlsVersion, &Ca, &Leaf, bool); 4] = [
+            (61, TlsVersion::V12, &c.ca, &c.edge, true),
+            (62, TlsVersion::V13, &c.ca, &c.edge, true),
+            (63, TlsVersion::V13, &other, &c.edge, false),
+            (64, TlsVersion::V12, &c.ca, &bad_edge, false),
+        ];
+        for (n, v, trust, id, ok) in runs {
+            let opts = ClientOpts::new(addr).local_ip(client_ip(n)).version(v).mss(536);
+            let r = peers::run_client(Stack::Go, &opts, trust, Some(id)).expect("client");
+            assert_eq!(r.iter().all(|r| r.ok), ok, "{r:?}");
+        }
+        let _ = server.join();
+        let captured = cap.stop().expect("stop");
+        let records = analyze_file(&captured.path, port);
+        Base {
+            _dir: dir,
+            pcap: captured.path,
+            port,
+            records,
+        }
+    })
+}
+
+/// The contract fields of a record, with addresses mapped back for the IPv6 variant.
+fn projection(rec: &Value, ipv6: bool) -> Value {
+    let mut out = serde_json::Map::new();
+    for path in [
+        "@timestamp",
+        "source.ip",
+        "source.port",
+        "destination.ip",
+        "destination.port",
+        "tls.version",
+        "tls.cipher",
+        "tls.established",
+        "tls.client.ja3",
+        "tls.client.ja4",
+        "tls.server.hash.sha256",
+        "tls.client.hash.sha1",
+        "trustwatch.outcome",
+        "trustwatch.alert",
+        "trustwatch.server_chain",
+        "trustwatch.client_chain",
+        "trustwatch.ca_key_id",
+        "trustwatch.client_auth_requested",
+        "trustwatch.resumed",
+    ] {
+        let mut v = get(rec, path).clone();
+        if ipv6 && path.ends_with(".ip") {
+            if let Some(ip) = v.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
+                v = Value::String(rewrite::ipv6_of(ip).to_string());
+            }
+        }
+        out.insert(path.to_string(), v);
+    }
+    Value::Object(out)
+}
+
+fn sorted_projection(records: &[Value], ipv6: bool) -> Vec<Value> {
+    let mut v: Vec<Value> = records.iter().map(|r| projection(r, ipv6)).collect();
+    v.sort_by_key(|r| (r["source.ip"].to_string(), r["source.port"].as_u64()));
+    v
+}
+
+fn check_variant(variant: Variant) {
+    let b = base();
+    assert_eq!(b.records.len(), 4, "base capture: {:#?}", b.records);
+    let outcomes: Vec<String> = sorted_projection(&b.records, false)
+        .iter()
+        .map(|r| r["trustwatch.outcome"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(outcomes, ["established", "established", "rejected_by_client", "rejected_by_server"]);
+    let path = rewrite::write_variant(&b.pcap, variant).expect("rewrite");
+    // tshark agrees the variant holds the same TLS traffic.
+    let orig = Summary::read(&b.pcap, b.port).expect("tshark");
+    let var = Summary::read(&path, b.port).expect("tshark");
+    let factor = if variant == Variant::Duplicated { 2 } else { 1 };
+    assert_eq!(var.client_hellos(), orig.client_hellos() * factor, "{variant:?}");
+    assert_eq!(var.alerts(true).len(), orig.alerts(true).len() * factor, "{variant:?}");
+    let got = analyze_file(&path, b.port);
+    assert_eq!(
+        sorted_projection(&got, false),
+        sorted_projection(&b.records, variant == Variant::Ipv6),
+        "{variant:?} differs from the original"
+    );
+}
+
+#[test]
+fn variant_reordered() {
+    let trace = rewrite::Trace::read(&base().pcap).expect("read");
+    let (_, swaps) = trace.reordered().expect("reorder");
+    assert!(swaps >= 3, "only {swaps} swaps");
+    check_variant(Variant::Reordered);
+}
+#[test]
+fn variant_duplicated() {
+    check_variant(Variant::Duplicated);
+}
+#[test]
+fn variant_vlan() {
+    check_variant(Variant::Vlan);
+}
+#[test]
+fn variant_qinq() {
+    check_variant(Variant::QinQ);
+}
+#[test]
+fn variant_ipv6() {
+    check_variant(Variant::Ipv6);
+}
+#[test]
+fn variant_sll() {
+    check_variant(Variant::Sll);
+}
+#[test]
+fn variant_sll2() {
+    check_variant(Variant::Sll2);
+}
+#[test]
+fn variant_null() {
+    check_variant(Variant::Null);
+}
+#[test]
+fn variant_raw() {
+    check_variant(Variant::Raw);
+}
+#[test]
+fn variant_pcapng() {
+    check_variant(Variant::PcapNg);
 }

@@ -52,7 +52,10 @@ impl FileSource {
     /// Opens `path` (pcap with micro- or nanosecond timestamps, or pcapng).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let fail = |reason: String| Error::File { path: path.to_path_buf(), reason };
+        let fail = |reason: String| Error::File {
+            path: path.to_path_buf(),
+            reason,
+        };
 
         // Check the things libpcap reports poorly (or not at all) before handing it the path.
         let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
@@ -69,7 +72,9 @@ impl FileSource {
             }
         }
         if path.to_str().is_none() {
-            return Err(fail("path is not valid UTF-8 (libpcap cannot open it)".into()));
+            return Err(fail(
+                "path is not valid UTF-8 (libpcap cannot open it)".into(),
+            ));
         }
 
         // Nanosecond precision: libpcap scales every file (pcap µs/ns, pcapng any if_tsresol) to it.
@@ -79,10 +84,15 @@ impl FileSource {
         let linktype = LinkType::from_linktype(raw_linktype).ok_or_else(|| Error::LinkType {
             path: path.to_path_buf(),
             linktype: raw_linktype,
-            name: Linktype(raw_linktype).get_name().unwrap_or_else(|_| "unknown".into()),
+            name: Linktype(raw_linktype)
+                .get_name()
+                .unwrap_or_else(|_| "unknown".into()),
         })?;
-        let record_overhead =
-            if magic == PCAPNG_MAGIC { PCAPNG_RECORD_OVERHEAD } else { PCAP_RECORD_OVERHEAD };
+        let record_overhead = if magic == PCAPNG_MAGIC {
+            PCAPNG_RECORD_OVERHEAD
+        } else {
+            PCAP_RECORD_OVERHEAD
+        };
         Ok(FileSource {
             path: path.to_path_buf(),
             capture,
@@ -110,7 +120,11 @@ impl FileSource {
                     .position
                     .saturating_add(u64::from(p.header.caplen) + self.record_overhead)
                     .min(self.file_size);
-                Ok(Some(Packet { ts, linktype: self.linktype, data: Bytes::copy_from_slice(p.data) }))
+                Ok(Some(Packet {
+                    ts,
+                    linktype: self.linktype,
+                    data: Bytes::copy_from_slice(p.data),
+                }))
             }
             Err(pcap::Error::NoMorePackets) => {
                 self.finish();
@@ -186,7 +200,10 @@ impl Iterator for FileSource {
 
 /// `tv_usec` holds nanoseconds because the file is opened with [`Precision::Nano`].
 fn timestamp_from_nanos(sec: i64, nsec: i64) -> Timestamp {
-    Timestamp::from_micros(sec.saturating_mul(1_000_000).saturating_add(nsec.div_euclid(1_000)))
+    Timestamp::from_micros(
+        sec.saturating_mul(1_000_000)
+            .saturating_add(nsec.div_euclid(1_000)),
+    )
 }
 
 fn io_reason(e: &std::io::Error) -> String {
@@ -234,7 +251,11 @@ mod tests {
     }
 
     fn tshark_count(p: &Path) -> Option<u64> {
-        let out = std::process::Command::new("capinfos").args(["-c", "-M", "-T", "-r"]).arg(p).output().ok()?;
+        let out = std::process::Command::new("capinfos")
+            .args(["-c", "-M", "-T", "-r"])
+            .arg(p)
+            .output()
+            .ok()?;
         let s = String::from_utf8(out.stdout).ok()?;
         s.lines().last()?.split('\t').nth(1)?.trim().parse().ok()
     }
@@ -277,7 +298,11 @@ mod tests {
 
     #[test]
     fn link_types_of_the_corpus() {
-        let lt = |name: &str| FileSource::open(Path::new(PCAPS).join(name)).unwrap().linktype();
+        let lt = |name: &str| {
+            FileSource::open(Path::new(PCAPS).join(name))
+                .unwrap()
+                .linktype()
+        };
         assert_eq!(lt("sv-tls-store-02-tls-client-auth.pcap"), LinkType::Null);
         assert_eq!(lt("sv-tls-pre-1970.pcap"), LinkType::Raw);
         assert_eq!(lt("zeek-pppoe-over-qinq.pcap"), LinkType::Ethernet);
@@ -298,7 +323,11 @@ mod tests {
             && let Ok(s) = String::from_utf8(out.stdout)
             && let Ok(t) = s.trim().parse::<f64>()
         {
-            assert!((p.ts.secs_f64() - t).abs() < 1e-5, "{} vs {t}", p.ts.secs_f64());
+            assert!(
+                (p.ts.secs_f64() - t).abs() < 1e-5,
+                "{} vs {t}",
+                p.ts.secs_f64()
+            );
         }
         assert!(p.ts.micros() > 1_000_000_000_000_000);
     }
@@ -320,7 +349,11 @@ mod tests {
         assert!(reason(FileSource::open(&empty).unwrap_err()).contains("empty"));
 
         let garbage = d.join("garbage.pcap");
-        std::fs::write(&garbage, b"this is not a capture file at all, just text\n".repeat(10)).unwrap();
+        std::fs::write(
+            &garbage,
+            b"this is not a capture file at all, just text\n".repeat(10),
+        )
+        .unwrap();
         let r = reason(FileSource::open(&garbage).unwrap_err());
         assert!(r.contains("not a pcap"), "{r}");
         assert!(!r.contains('\n'));
@@ -337,7 +370,10 @@ mod tests {
         let d = tmpdir();
         for name in ["zeek-tls1.2.pcap", "ndpi-whois.pcapng"] {
             let orig = Path::new(PCAPS).join(name);
-            let full: Vec<Packet> = FileSource::open(&orig).unwrap().map(|p| p.unwrap()).collect();
+            let full: Vec<Packet> = FileSource::open(&orig)
+                .unwrap()
+                .map(|p| p.unwrap())
+                .collect();
             let bytes = std::fs::read(&orig).unwrap();
             let cut = d.join(format!("cut-{name}"));
             let mut f = std::fs::File::create(&cut).unwrap();

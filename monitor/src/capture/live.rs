@@ -39,7 +39,11 @@ pub struct LiveOptions {
 
 impl Default for LiveOptions {
     fn default() -> Self {
-        LiveOptions { snaplen: 262_144, buffer_size: 8 << 20, read_timeout: Duration::from_millis(100) }
+        LiveOptions {
+            snaplen: 262_144,
+            buffer_size: 8 << 20,
+            read_timeout: Duration::from_millis(100),
+        }
     }
 }
 
@@ -49,8 +53,15 @@ pub fn bpf_filter(services: &Services) -> String {
     if services.any_port {
         return "tcp".into();
     }
-    let ports: Vec<String> = services.ports().map(|(p, _)| format!("tcp port {p}")).collect();
-    if ports.is_empty() { "tcp".into() } else { ports.join(" or ") }
+    let ports: Vec<String> = services
+        .ports()
+        .map(|(p, _)| format!("tcp port {p}"))
+        .collect();
+    if ports.is_empty() {
+        "tcp".into()
+    } else {
+        ports.join(" or ")
+    }
 }
 
 /// Counters of one source, shared with the exporter (updated by the capture thread only).
@@ -86,7 +97,9 @@ pub struct LiveCapture {
 
 /// Names of the interfaces libpcap can open (for the "not found" error).
 pub fn interface_names() -> Vec<String> {
-    pcap::Device::list().map(|l| l.into_iter().map(|d| d.name).collect()).unwrap_or_default()
+    pcap::Device::list()
+        .map(|l| l.into_iter().map(|d| d.name).collect())
+        .unwrap_or_default()
 }
 
 /// Maps a libpcap open/activate failure to a one-line error naming the cause.
@@ -109,7 +122,11 @@ fn not_found(iface: &str) -> Error {
     let names = interface_names();
     Error::Capture(format!(
         "interface {iface} not found; available: {}",
-        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
     ))
 }
 
@@ -146,8 +163,15 @@ impl LiveCapture {
             let thread = std::thread::Builder::new()
                 .name(format!("capture-{name}"))
                 .spawn(move || worker.run())
-                .map_err(|e| Error::Capture(format!("cannot start the capture thread for {name}: {e}")))?;
-            sources.push(Source { name, linktype, counters, thread: Some(thread) });
+                .map_err(|e| {
+                    Error::Capture(format!("cannot start the capture thread for {name}: {e}"))
+                })?;
+            sources.push(Source {
+                name,
+                linktype,
+                counters,
+                thread: Some(thread),
+            });
         }
         Ok(LiveCapture { sources, stop })
     }
@@ -158,7 +182,11 @@ impl LiveCapture {
 
     /// Whether every capture thread is still reading.
     pub fn all_running(&self) -> bool {
-        !self.sources.is_empty() && self.sources.iter().all(|s| s.counters.running.load(Ordering::SeqCst))
+        !self.sources.is_empty()
+            && self
+                .sources
+                .iter()
+                .all(|s| s.counters.running.load(Ordering::SeqCst))
     }
 
     /// Asks every thread to stop (they notice within the read timeout).
@@ -189,8 +217,14 @@ impl Drop for LiveCapture {
     }
 }
 
-fn open(iface: &str, filter: &str, opts: &LiveOptions) -> Result<(String, pcap::Capture<pcap::Active>, LinkType), Error> {
-    let timeout_ms = i32::try_from(opts.read_timeout.as_millis()).unwrap_or(i32::MAX).max(1);
+fn open(
+    iface: &str,
+    filter: &str,
+    opts: &LiveOptions,
+) -> Result<(String, pcap::Capture<pcap::Active>, LinkType), Error> {
+    let timeout_ms = i32::try_from(opts.read_timeout.as_millis())
+        .unwrap_or(i32::MAX)
+        .max(1);
     let mut cap = pcap::Capture::from_device(iface)
         .map_err(|e| open_error(iface, &e))?
         .promisc(false)
@@ -212,7 +246,8 @@ fn open(iface: &str, filter: &str, opts: &LiveOptions) -> Result<(String, pcap::
     let with_vlan = format!("({filter}) or (vlan and ({filter}))");
     let applied = linktype == LinkType::Ethernet && cap.filter(&with_vlan, true).is_ok();
     if !applied {
-        cap.filter(filter, true).map_err(|e| Error::Capture(format!("{iface}: BPF filter '{filter}': {e}")))?;
+        cap.filter(filter, true)
+            .map_err(|e| Error::Capture(format!("{iface}: BPF filter '{filter}': {e}")))?;
     }
     Ok((iface.to_string(), cap, linktype))
 }
@@ -230,6 +265,8 @@ struct Worker {
 
 impl Worker {
     /// Reads until stopped or the pipeline is gone; returns the error that ended it early.
+    // `time_t`/`suseconds_t` are i64 here but not on every target.
+    #[allow(clippy::useless_conversion)]
     fn run(mut self) -> Option<String> {
         let mut next_stats = Instant::now() + STATS_EVERY;
         let mut result = None;
@@ -237,9 +274,15 @@ impl Worker {
             match self.cap.next_packet() {
                 Ok(p) => {
                     let ts = Timestamp::from_micros(
-                        i64::from(p.header.ts.tv_sec).saturating_mul(1_000_000).saturating_add(i64::from(p.header.ts.tv_usec)),
+                        i64::from(p.header.ts.tv_sec)
+                            .saturating_mul(1_000_000)
+                            .saturating_add(i64::from(p.header.ts.tv_usec)),
                     );
-                    let pkt = Packet { ts, linktype: self.linktype, data: Bytes::copy_from_slice(p.data) };
+                    let pkt = Packet {
+                        ts,
+                        linktype: self.linktype,
+                        data: Bytes::copy_from_slice(p.data),
+                    };
                     match self.tx.try_send(pkt) {
                         Ok(()) => {
                             self.counters.packets.fetch_add(1, Ordering::Relaxed);
@@ -271,8 +314,14 @@ impl Worker {
     fn poll_stats(&mut self) {
         if let Ok(s) = self.cap.stats() {
             let (dropped, if_dropped) = self.last_stats;
-            self.counters.kernel.fetch_add(u64::from(s.dropped.wrapping_sub(dropped)), Ordering::Relaxed);
-            self.counters.interface.fetch_add(u64::from(s.if_dropped.wrapping_sub(if_dropped)), Ordering::Relaxed);
+            self.counters.kernel.fetch_add(
+                u64::from(s.dropped.wrapping_sub(dropped)),
+                Ordering::Relaxed,
+            );
+            self.counters.interface.fetch_add(
+                u64::from(s.if_dropped.wrapping_sub(if_dropped)),
+                Ordering::Relaxed,
+            );
             self.last_stats = (s.dropped, s.if_dropped);
         }
     }

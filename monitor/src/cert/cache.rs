@@ -32,14 +32,20 @@ pub struct CertCache {
 
 impl std::fmt::Debug for CertCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertCache").field("len", &self.map.len()).field("counters", &self.counters).finish()
+        f.debug_struct("CertCache")
+            .field("len", &self.map.len())
+            .field("counters", &self.counters)
+            .finish()
     }
 }
 
 impl CertCache {
     /// A cache holding at most `capacity` (≥ 1) distinct certificates.
     pub fn new(capacity: usize) -> Self {
-        CertCache { map: LruCache::new(capacity.max(1)), counters: CertCounters::default() }
+        CertCache {
+            map: LruCache::new(capacity.max(1)),
+            counters: CertCounters::default(),
+        }
     }
 
     /// The parsed form of `der`, from the cache or parsed now. Counts into the cache's own

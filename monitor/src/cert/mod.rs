@@ -93,3 +93,6 @@ pub fn ca_key_id(chain: &[Presented]) -> Option<String> {
     };
     Some(issuer.ski.clone().unwrap_or_else(|| issuer.key_sha1.clone()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,9 +7,9 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use ::time::format_description::well_known::Rfc3339;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
-use ::time::format_description::well_known::Rfc3339;
 use x509_parser::prelude::*;
 use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
@@ -28,7 +28,11 @@ pub fn parse(der: &[u8]) -> Presented {
         sha1,
         subject: name(cert.subject()),
         issuer: name(cert.issuer()),
-        subject_cn: cert.subject().iter_common_name().next().map(|a| value(a.attr_value())),
+        subject_cn: cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .map(|a| value(a.attr_value())),
         serial: serial_hex(cert.raw_serial()),
         not_before: rfc3339(&cert.validity().not_before),
         not_after: rfc3339(&cert.validity().not_after),
@@ -94,7 +98,9 @@ fn serial_hex(raw: &[u8]) -> String {
 }
 
 fn rfc3339(t: &ASN1Time) -> String {
-    t.to_datetime().format(&Rfc3339).unwrap_or_else(|_| t.timestamp().to_string())
+    t.to_datetime()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| t.timestamp().to_string())
 }
 
 /// Escapes control characters as `\XX` (RFC 4514 hex pair).
@@ -116,8 +122,15 @@ fn value(v: &x509_parser::asn1_rs::Any<'_>) -> String {
     use x509_parser::asn1_rs::Tag;
     match v.tag() {
         Tag::BmpString => {
-            let units = v.data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
-            escape(&char::decode_utf16(units).map(|c| c.unwrap_or('\u{fffd}')).collect::<String>())
+            let units = v
+                .data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]));
+            escape(
+                &char::decode_utf16(units)
+                    .map(|c| c.unwrap_or('\u{fffd}'))
+                    .collect::<String>(),
+            )
         }
         Tag::UniversalString => {
             let chars = v.data.chunks_exact(4).map(|c| {
@@ -166,7 +179,11 @@ fn key(spki: &SubjectPublicKeyInfo<'_>) -> (String, Option<u32>) {
     let alg = spki.algorithm.algorithm.to_id_string();
     let (kind, bits) = match alg.as_str() {
         "1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.10" => {
-            let kind = if alg.ends_with(".10") { "RSA-PSS" } else { "RSA" };
+            let kind = if alg.ends_with(".10") {
+                "RSA-PSS"
+            } else {
+                "RSA"
+            };
             let bits = match spki.parsed() {
                 Ok(PublicKey::RSA(rsa)) => modulus_bits(rsa.modulus),
                 _ => None,
@@ -174,7 +191,11 @@ fn key(spki: &SubjectPublicKeyInfo<'_>) -> (String, Option<u32>) {
             (kind, bits)
         }
         "1.2.840.10045.2.1" => {
-            let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok());
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
             let bits = match curve.map(|c| c.to_id_string()).as_deref() {
                 Some("1.2.840.10045.3.1.7" | "1.3.132.0.10" | "1.3.36.3.3.2.8.1.1.7") => Some(256),
                 Some("1.3.132.0.34" | "1.3.36.3.3.2.8.1.1.11") => Some(384),

@@ -4,6 +4,7 @@
 //! (one line on stderr, no backtrace), 3 `analyze` found a trust problem.
 
 mod analyze;
+mod live;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Analyze pcap/pcapng files: one record per TLS connection, a summary and the trust timeline.
     Analyze(AnalyzeArgs),
+    /// Capture live (libpcap), detect trust collapse, serve /metrics, /healthz, /readyz, /api/state and a status page.
+    Live(live::LiveArgs),
 }
 
 /// Which traffic is analyzed.
@@ -115,6 +118,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(&args),
+        Command::Live(args) => live::run(&args),
     };
     match result {
         Ok(code) => code,

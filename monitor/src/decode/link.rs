@@ -47,9 +47,16 @@ pub(super) fn linux_sll2(data: &[u8]) -> Result<(EtherType, &[u8]), Skip> {
 /// BSD loopback (NULL: family in the capturing host's byte order; LOOP: big-endian). The family
 /// is a small number, so whichever byte order gives one is the right one.
 pub(super) fn bsd_loopback(data: &[u8]) -> Result<&[u8], Skip> {
-    let head: [u8; NULL_LEN] = data.get(..NULL_LEN).and_then(|h| h.try_into().ok()).ok_or(Skip::Malformed)?;
+    let head: [u8; NULL_LEN] = data
+        .get(..NULL_LEN)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(Skip::Malformed)?;
     let le = u32::from_le_bytes(head);
-    let family = if le <= 0xffff { le } else { u32::from_be_bytes(head) };
+    let family = if le <= 0xffff {
+        le
+    } else {
+        u32::from_be_bytes(head)
+    };
     if family == AF_INET || AF_INET6.contains(&family) {
         data.get(NULL_LEN..).ok_or(Skip::Malformed)
     } else {

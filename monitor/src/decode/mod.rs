@@ -100,15 +100,27 @@ fn pppoe_payload<'a>(sliced: &LaxSlicedPacket<'a>) -> Option<&'a [u8]> {
     (ether.ether_type == link::PPPOE_SESSION).then_some(ether.payload)
 }
 
-fn tcp_segment(pkt: &Packet, sliced: &LaxSlicedPacket<'_>, vlan: Option<u16>) -> Result<TcpSegment, Skip> {
+fn tcp_segment(
+    pkt: &Packet,
+    sliced: &LaxSlicedPacket<'_>,
+    vlan: Option<u16>,
+) -> Result<TcpSegment, Skip> {
     let (src, dst, ip_payload) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(ip)) => {
             let h = ip.header();
-            (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr()), ip.payload())
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                ip.payload(),
+            )
         }
         Some(LaxNetSlice::Ipv6(ip)) => {
             let h = ip.header();
-            (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr()), ip.payload())
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                ip.payload(),
+            )
         }
         Some(LaxNetSlice::Arp(_)) => return Err(Skip::NotTcp),
         None if sliced.stop_err.is_some() => return Err(Skip::Malformed),
@@ -132,7 +144,12 @@ fn tcp_segment(pkt: &Packet, sliced: &LaxSlicedPacket<'_>, vlan: Option<u16>) ->
         dport: tcp.destination_port(),
         seq: tcp.sequence_number(),
         ack: tcp.acknowledgment_number(),
-        flags: TcpFlags { syn: tcp.syn(), ack: tcp.ack(), fin: tcp.fin(), rst: tcp.rst() },
+        flags: TcpFlags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+        },
         // A sub-slice of `pkt.data` by construction: every parser above borrowed from it.
         payload: pkt.data.slice_ref(tcp.payload()),
         vlan,

@@ -12,7 +12,11 @@ const V6_SRC: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 const V6_DST: [u8; 16] = [0x20, 0x01, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 fn pkt(linktype: LinkType, data: Vec<u8>) -> Packet {
-    Packet { ts: Timestamp::from_micros(42), linktype, data: Bytes::from(data) }
+    Packet {
+        ts: Timestamp::from_micros(42),
+        linktype,
+        data: Bytes::from(data),
+    }
 }
 
 /// IPv4 + TCP (seq 1000, ack 2000, PSH/ACK) carrying `payload`.
@@ -29,7 +33,11 @@ fn ip4_tcp(payload: &[u8]) -> Vec<u8> {
 
 fn ip6_tcp(payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ipv6(V6_SRC, V6_DST, 64).tcp(40000, 443, 7, 1024).syn().write_to_vec(&mut v, payload).unwrap();
+    PacketBuilder::ipv6(V6_SRC, V6_DST, 64)
+        .tcp(40000, 443, 7, 1024)
+        .syn()
+        .write_to_vec(&mut v, payload)
+        .unwrap();
     v
 }
 
@@ -62,8 +70,19 @@ fn decode_ok(p: &Packet) -> TcpSegment {
 fn assert_v4(seg: &TcpSegment) {
     assert_eq!(seg.src, IpAddr::V4(Ipv4Addr::from(V4_SRC)));
     assert_eq!(seg.dst, IpAddr::V4(Ipv4Addr::from(V4_DST)));
-    assert_eq!((seg.sport, seg.dport, seg.seq, seg.ack), (40000, 10000, 1000, 2000));
-    assert_eq!(seg.flags, TcpFlags { syn: false, ack: true, fin: false, rst: false });
+    assert_eq!(
+        (seg.sport, seg.dport, seg.seq, seg.ack),
+        (40000, 10000, 1000, 2000)
+    );
+    assert_eq!(
+        seg.flags,
+        TcpFlags {
+            syn: false,
+            ack: true,
+            fin: false,
+            rst: false
+        }
+    );
     assert_eq!(&seg.payload[..], PAYLOAD);
     assert_eq!(seg.ts, Timestamp::from_micros(42));
 }
@@ -81,7 +100,10 @@ fn ethernet_ipv4_and_ipv6() {
     let seg = decode_ok(&pkt(LinkType::Ethernet, ether(0x0800, &ip4_tcp(PAYLOAD))));
     assert_v4(&seg);
     assert_eq!(seg.vlan, None);
-    assert_v6(&decode_ok(&pkt(LinkType::Ethernet, ether(0x86dd, &ip6_tcp(PAYLOAD)))));
+    assert_v6(&decode_ok(&pkt(
+        LinkType::Ethernet,
+        ether(0x86dd, &ip6_tcp(PAYLOAD)),
+    )));
 }
 
 #[test]
@@ -94,7 +116,11 @@ fn ethernet_padding_and_fcs_are_not_payload() {
     // Same for IPv6 (payload length bounds it).
     let mut frame = ether(0x86dd, &ip6_tcp(b""));
     frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
-    assert!(decode_ok(&pkt(LinkType::Ethernet, frame)).payload.is_empty());
+    assert!(
+        decode_ok(&pkt(LinkType::Ethernet, frame))
+            .payload
+            .is_empty()
+    );
 }
 
 #[test]
@@ -103,12 +129,22 @@ fn vlan_tags_record_the_outer_id() {
     let single = ether(0x8100, &vlan_tag(50, 0x0800, &ip));
     assert_eq!(decode_ok(&pkt(LinkType::Ethernet, single)).vlan, Some(50));
     for outer_tpid in [0x88a8, 0x9100, 0x8100] {
-        let qinq = ether(outer_tpid, &vlan_tag(3704, 0x8100, &vlan_tag(2474, 0x0800, &ip)));
+        let qinq = ether(
+            outer_tpid,
+            &vlan_tag(3704, 0x8100, &vlan_tag(2474, 0x0800, &ip)),
+        );
         let seg = decode_ok(&pkt(LinkType::Ethernet, qinq));
         assert_v4(&seg);
         assert_eq!(seg.vlan, Some(3704));
     }
-    let triple = ether(0x88a8, &vlan_tag(7, 0x8100, &vlan_tag(8, 0x8100, &vlan_tag(9, 0x86dd, &ip6_tcp(PAYLOAD)))));
+    let triple = ether(
+        0x88a8,
+        &vlan_tag(
+            7,
+            0x8100,
+            &vlan_tag(8, 0x8100, &vlan_tag(9, 0x86dd, &ip6_tcp(PAYLOAD))),
+        ),
+    );
     let seg = decode_ok(&pkt(LinkType::Ethernet, triple));
     assert_v6(&seg);
     assert_eq!(seg.vlan, Some(7));
@@ -126,7 +162,10 @@ fn pppoe(proto: &[u8], inner: &[u8]) -> Vec<u8> {
 #[test]
 fn pppoe_session_over_qinq() {
     let inner = pppoe(&[0x00, 0x21], &ip4_tcp(PAYLOAD));
-    let frame = ether(0x88a8, &vlan_tag(3704, 0x8100, &vlan_tag(2474, 0x8864, &inner)));
+    let frame = ether(
+        0x88a8,
+        &vlan_tag(3704, 0x8100, &vlan_tag(2474, 0x8864, &inner)),
+    );
     let seg = decode_ok(&pkt(LinkType::Ethernet, frame));
     assert_v4(&seg);
     assert_eq!(seg.vlan, Some(3704));
@@ -135,13 +174,29 @@ fn pppoe_session_over_qinq() {
     frame.extend_from_slice(&[0; 6]);
     assert_v6(&decode_ok(&pkt(LinkType::Ethernet, frame)));
     // PPP protocol-field compression (one-byte 0x21).
-    assert_v4(&decode_ok(&pkt(LinkType::Ethernet, ether(0x8864, &pppoe(&[0x21], &ip4_tcp(PAYLOAD))))));
+    assert_v4(&decode_ok(&pkt(
+        LinkType::Ethernet,
+        ether(0x8864, &pppoe(&[0x21], &ip4_tcp(PAYLOAD))),
+    )));
     // LCP (0xc021) is not IP; a bad version/type is malformed; a cut header too.
-    assert_eq!(decode(&pkt(LinkType::Ethernet, ether(0x8864, &pppoe(&[0xc0, 0x21], &[1, 2, 3])))).unwrap_err(), Skip::NotTcp);
+    assert_eq!(
+        decode(&pkt(
+            LinkType::Ethernet,
+            ether(0x8864, &pppoe(&[0xc0, 0x21], &[1, 2, 3]))
+        ))
+        .unwrap_err(),
+        Skip::NotTcp
+    );
     let mut bad = pppoe(&[0x00, 0x21], &ip4_tcp(PAYLOAD));
     bad[0] = 0x22;
-    assert_eq!(decode(&pkt(LinkType::Ethernet, ether(0x8864, &bad))).unwrap_err(), Skip::Malformed);
-    assert_eq!(decode(&pkt(LinkType::Ethernet, ether(0x8864, &[0x11, 0]))).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        decode(&pkt(LinkType::Ethernet, ether(0x8864, &bad))).unwrap_err(),
+        Skip::Malformed
+    );
+    assert_eq!(
+        decode(&pkt(LinkType::Ethernet, ether(0x8864, &[0x11, 0]))).unwrap_err(),
+        Skip::Malformed
+    );
 }
 
 #[test]
@@ -163,8 +218,14 @@ fn linux_cooked_v1_and_v2() {
     sll2.extend_from_slice(&vlan_tag(12, 0x0800, &ip4_tcp(PAYLOAD)));
     assert_eq!(decode_ok(&pkt(LinkType::LinuxSll2, sll2)).vlan, Some(12));
 
-    assert_eq!(decode(&pkt(LinkType::LinuxSll, vec![0; 15])).unwrap_err(), Skip::Malformed);
-    assert_eq!(decode(&pkt(LinkType::LinuxSll2, vec![0x08, 0, 0])).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        decode(&pkt(LinkType::LinuxSll, vec![0; 15])).unwrap_err(),
+        Skip::Malformed
+    );
+    assert_eq!(
+        decode(&pkt(LinkType::LinuxSll2, vec![0x08, 0, 0])).unwrap_err(),
+        Skip::Malformed
+    );
     // ARP over SLL2 is not TCP.
     let mut arp = 0x0806u16.to_be_bytes().to_vec();
     arp.extend_from_slice(&[0; 18 + 28]);
@@ -178,16 +239,41 @@ fn bsd_loopback_both_byte_orders() {
         v.extend_from_slice(&ip);
         v
     };
-    assert_v4(&decode_ok(&pkt(LinkType::Null, with(2u32.to_le_bytes(), ip4_tcp(PAYLOAD)))));
-    assert_v4(&decode_ok(&pkt(LinkType::Null, with(2u32.to_be_bytes(), ip4_tcp(PAYLOAD)))));
+    assert_v4(&decode_ok(&pkt(
+        LinkType::Null,
+        with(2u32.to_le_bytes(), ip4_tcp(PAYLOAD)),
+    )));
+    assert_v4(&decode_ok(&pkt(
+        LinkType::Null,
+        with(2u32.to_be_bytes(), ip4_tcp(PAYLOAD)),
+    )));
     for fam in [24u32, 28, 30] {
-        assert_v6(&decode_ok(&pkt(LinkType::Null, with(fam.to_le_bytes(), ip6_tcp(PAYLOAD)))));
-        assert_v6(&decode_ok(&pkt(LinkType::Loop, with(fam.to_be_bytes(), ip6_tcp(PAYLOAD)))));
+        assert_v6(&decode_ok(&pkt(
+            LinkType::Null,
+            with(fam.to_le_bytes(), ip6_tcp(PAYLOAD)),
+        )));
+        assert_v6(&decode_ok(&pkt(
+            LinkType::Loop,
+            with(fam.to_be_bytes(), ip6_tcp(PAYLOAD)),
+        )));
     }
-    assert_v4(&decode_ok(&pkt(LinkType::Loop, with(2u32.to_be_bytes(), ip4_tcp(PAYLOAD)))));
+    assert_v4(&decode_ok(&pkt(
+        LinkType::Loop,
+        with(2u32.to_be_bytes(), ip4_tcp(PAYLOAD)),
+    )));
     // AF_APPLETALK (16) is not IP.
-    assert_eq!(decode(&pkt(LinkType::Null, with(16u32.to_le_bytes(), ip4_tcp(PAYLOAD)))).unwrap_err(), Skip::NotTcp);
-    assert_eq!(decode(&pkt(LinkType::Null, vec![2, 0])).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        decode(&pkt(
+            LinkType::Null,
+            with(16u32.to_le_bytes(), ip4_tcp(PAYLOAD))
+        ))
+        .unwrap_err(),
+        Skip::NotTcp
+    );
+    assert_eq!(
+        decode(&pkt(LinkType::Null, vec![2, 0])).unwrap_err(),
+        Skip::Malformed
+    );
 }
 
 #[test]
@@ -198,8 +284,14 @@ fn raw_ip_link_types() {
     for lt in [LinkType::Raw, LinkType::Ipv6] {
         assert_v6(&decode_ok(&pkt(lt, ip6_tcp(PAYLOAD))));
     }
-    assert_eq!(decode(&pkt(LinkType::Raw, vec![0x50; 40])).unwrap_err(), Skip::Malformed);
-    assert_eq!(decode(&pkt(LinkType::Raw, Vec::new())).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        decode(&pkt(LinkType::Raw, vec![0x50; 40])).unwrap_err(),
+        Skip::Malformed
+    );
+    assert_eq!(
+        decode(&pkt(LinkType::Raw, Vec::new())).unwrap_err(),
+        Skip::Malformed
+    );
 }
 
 /// Inserts IPv4 options after the 20-byte header, fixing IHL and total length.
@@ -257,12 +349,21 @@ fn fragments_are_skipped() {
     assert_eq!(decode(&pkt(LinkType::Raw, mf)).unwrap_err(), Skip::Fragment);
     let mut off = ip4_tcp(PAYLOAD);
     off[7] = 0x10;
-    assert_eq!(decode(&pkt(LinkType::Ethernet, ether(0x0800, &off))).unwrap_err(), Skip::Fragment);
+    assert_eq!(
+        decode(&pkt(LinkType::Ethernet, ether(0x0800, &off))).unwrap_err(),
+        Skip::Fragment
+    );
     // IPv6 Fragment header (44): offset 0 with M set; and offset 8 without M.
     let frag = with_ipv6_ext(ip6_tcp(PAYLOAD), 44, &[0x00, 0x01, 0, 0, 0, 9]);
-    assert_eq!(decode(&pkt(LinkType::Raw, frag)).unwrap_err(), Skip::Fragment);
+    assert_eq!(
+        decode(&pkt(LinkType::Raw, frag)).unwrap_err(),
+        Skip::Fragment
+    );
     let frag = with_ipv6_ext(ip6_tcp(PAYLOAD), 44, &[0x00, 0x08, 0, 0, 0, 9]);
-    assert_eq!(decode(&pkt(LinkType::Raw, frag)).unwrap_err(), Skip::Fragment);
+    assert_eq!(
+        decode(&pkt(LinkType::Raw, frag)).unwrap_err(),
+        Skip::Fragment
+    );
     // An atomic fragment (offset 0, no M; RFC 6946) is a whole packet and is decoded.
     let atomic = with_ipv6_ext(ip6_tcp(PAYLOAD), 44, &[0x00, 0x00, 0, 0, 0, 9]);
     assert_v6(&decode_ok(&pkt(LinkType::Raw, atomic)));
@@ -271,16 +372,28 @@ fn fragments_are_skipped() {
 #[test]
 fn other_protocols_are_not_tcp() {
     let mut udp = Vec::new();
-    PacketBuilder::ipv4(V4_SRC, V4_DST, 64).udp(5353, 53).write_to_vec(&mut udp, b"q").unwrap();
+    PacketBuilder::ipv4(V4_SRC, V4_DST, 64)
+        .udp(5353, 53)
+        .write_to_vec(&mut udp, b"q")
+        .unwrap();
     assert_eq!(decode(&pkt(LinkType::Raw, udp)).unwrap_err(), Skip::NotTcp);
     let mut icmp = Vec::new();
-    PacketBuilder::ipv6(V6_SRC, V6_DST, 64).icmpv6_echo_request(1, 2).write_to_vec(&mut icmp, b"").unwrap();
+    PacketBuilder::ipv6(V6_SRC, V6_DST, 64)
+        .icmpv6_echo_request(1, 2)
+        .write_to_vec(&mut icmp, b"")
+        .unwrap();
     assert_eq!(decode(&pkt(LinkType::Raw, icmp)).unwrap_err(), Skip::NotTcp);
     let mut arp = ether(0x0806, &[0, 1, 8, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&[0; 20]);
-    assert_eq!(decode(&pkt(LinkType::Ethernet, arp)).unwrap_err(), Skip::NotTcp);
+    assert_eq!(
+        decode(&pkt(LinkType::Ethernet, arp)).unwrap_err(),
+        Skip::NotTcp
+    );
     // LLDP: an EtherType nobody here decodes.
-    assert_eq!(decode(&pkt(LinkType::Ethernet, ether(0x88cc, &[0; 30]))).unwrap_err(), Skip::NotTcp);
+    assert_eq!(
+        decode(&pkt(LinkType::Ethernet, ether(0x88cc, &[0; 30]))).unwrap_err(),
+        Skip::NotTcp
+    );
 }
 
 #[test]
@@ -293,21 +406,41 @@ fn truncated_packets() {
     // Inside the TCP header, inside the IP header, inside the Ethernet header.
     for len in [14 + 20 + 19, 14 + 20, 14 + 19, 14 + 1, 13, 0] {
         let cut = frame[..len].to_vec();
-        assert_eq!(decode(&pkt(LinkType::Ethernet, cut)).unwrap_err(), Skip::Malformed, "cut at {len}");
+        assert_eq!(
+            decode(&pkt(LinkType::Ethernet, cut)).unwrap_err(),
+            Skip::Malformed,
+            "cut at {len}"
+        );
     }
     // Inside a VLAN tag.
     let tagged = ether(0x8100, &[0, 5]);
-    assert_eq!(decode(&pkt(LinkType::Ethernet, tagged)).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        decode(&pkt(LinkType::Ethernet, tagged)).unwrap_err(),
+        Skip::Malformed
+    );
     // A TCP data offset below 5 is corrupt.
     let mut bad = ip4_tcp(PAYLOAD);
     bad[20 + 12] = 0x40;
-    assert_eq!(decode(&pkt(LinkType::Raw, bad)).unwrap_err(), Skip::Malformed);
+    assert_eq!(
+        decode(&pkt(LinkType::Raw, bad)).unwrap_err(),
+        Skip::Malformed
+    );
 }
 
 #[test]
 fn every_prefix_of_every_link_type_is_safe() {
     let frames = [
-        (LinkType::Ethernet, ether(0x88a8, &vlan_tag(1, 0x8100, &vlan_tag(2, 0x8864, &pppoe(&[0, 0x57], &ip6_tcp(PAYLOAD)))))),
+        (
+            LinkType::Ethernet,
+            ether(
+                0x88a8,
+                &vlan_tag(
+                    1,
+                    0x8100,
+                    &vlan_tag(2, 0x8864, &pppoe(&[0, 0x57], &ip6_tcp(PAYLOAD))),
+                ),
+            ),
+        ),
         (LinkType::LinuxSll2, {
             let mut v = 0x86ddu16.to_be_bytes().to_vec();
             v.extend_from_slice(&[0; 18]);
@@ -347,10 +480,19 @@ mod corpus {
         let out = std::process::Command::new("tshark")
             .arg("-r")
             .arg(path)
-            .args(["-Y", "tcp and ((ip and ip.flags.mf == 0 and ip.frag_offset == 0) or (ipv6 and not ip))", "-T", "fields", "-e", "frame.number"])
+            .args([
+                "-Y",
+                "tcp and ((ip and ip.flags.mf == 0 and ip.frag_offset == 0) or (ipv6 and not ip))",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number",
+            ])
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).lines().count())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
     }
 
     fn decode_file(path: &Path) -> (usize, Vec<TcpSegment>) {
@@ -372,17 +514,25 @@ mod corpus {
         assert!(!segs.is_empty());
         assert!(segs.iter().all(|s| s.vlan == Some(3704)), "outer tag");
         assert!(segs.iter().any(|s| s.sport == 443 || s.dport == 443));
-        assert!(segs.iter().any(|s| s.payload.first() == Some(&0x16)), "a TLS handshake record");
+        assert!(
+            segs.iter().any(|s| s.payload.first() == Some(&0x16)),
+            "a TLS handshake record"
+        );
         let _ = skipped;
     }
 
     #[test]
     fn tcp_segment_counts_match_tshark() {
-        let mut files: Vec<_> = std::fs::read_dir(PCAPS).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(PCAPS)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         for f in files {
             let (_, segs) = decode_file(&f);
-            let Some(expected) = tshark_tcp_count(&f) else { return };
+            let Some(expected) = tshark_tcp_count(&f) else {
+                return;
+            };
             assert_eq!(segs.len(), expected, "{}", f.display());
         }
     }

@@ -78,7 +78,9 @@ pub fn classify(conn: &Connection) -> Option<Class> {
             let side = match conn.outcome {
                 Outcome::RejectedByClient => RejectingSide::Client,
                 Outcome::RejectedByServer => RejectingSide::Server,
-                _ => conn.deciding_alert().map_or(RejectingSide::Unknown, |a| side_of(a.from())),
+                _ => conn
+                    .deciding_alert()
+                    .map_or(RejectingSide::Unknown, |a| side_of(a.from())),
             };
             Some(Class::CertFailure(side))
         }

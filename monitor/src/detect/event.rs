@@ -167,7 +167,10 @@ impl Event {
 
     /// Human-readable evidence, one sentence.
     pub fn evidence(&self) -> String {
-        let key = |k: &Option<String>| k.as_deref().map_or_else(|| "unknown".to_string(), short_key);
+        let key = |k: &Option<String>| {
+            k.as_deref()
+                .map_or_else(|| "unknown".to_string(), short_key)
+        };
         match &self.detail {
             EventDetail::TrustCollapse(c) => format!(
                 "{} distinct clients failed on certificate grounds ({} rejecting) in the window, {:.0}% of active clients; \
@@ -188,15 +191,20 @@ impl Event {
             ),
             EventDetail::CaChanged(c) => format!(
                 "{} now presents CA key {} (was {}), seen by {}",
-                c.server.map_or_else(|| "the stored CA".to_string(), |s| s.to_string()),
+                c.server
+                    .map_or_else(|| "the stored CA".to_string(), |s| s.to_string()),
                 short_key(&c.current_ca_key_id),
                 short_key(&c.previous_ca_key_id),
                 c.source.as_str()
             ),
             EventDetail::CaDivergence(d) => {
                 let mut s = match d.basis {
-                    DivergenceBasis::PresentedKeys => "replicas present different CA keys:".to_string(),
-                    DivergenceBasis::Alternating => "one address alternates between CA keys:".to_string(),
+                    DivergenceBasis::PresentedKeys => {
+                        "replicas present different CA keys:".to_string()
+                    }
+                    DivergenceBasis::Alternating => {
+                        "one address alternates between CA keys:".to_string()
+                    }
                     DivergenceBasis::OutcomeSplit => format!(
                         "{} clients succeed on one replica and are rejected on certificate grounds by another:",
                         d.split_clients
@@ -225,7 +233,8 @@ impl Event {
                 let srcs: Vec<&str> = i.disagreements.iter().map(|d| d.source.as_str()).collect();
                 format!(
                     "{} presents CA {presented} ({}), which differs from {}",
-                    i.server.map_or_else(|| "the service".to_string(), |s| s.to_string()),
+                    i.server
+                        .map_or_else(|| "the service".to_string(), |s| s.to_string()),
                     i.source.as_str(),
                     srcs.join(", ")
                 )
@@ -240,14 +249,22 @@ fn short_key(k: &str) -> String {
 
 /// One line for the trust timeline: `<time> <service> <EVENT> <evidence>`.
 pub fn render_timeline_line(e: &Event) -> String {
-    format!("{}  {:<10} {:<16} {}", rfc3339(e.at), e.service, e.name().to_uppercase(), e.evidence())
+    format!(
+        "{}  {:<10} {:<16} {}",
+        rfc3339(e.at),
+        e.service,
+        e.name().to_uppercase(),
+        e.evidence()
+    )
 }
 
 /// Whether `analyze` exits 3 for this event: a collapse, a divergence or an inconsistency.
 pub fn exit_worthy(e: &Event) -> bool {
     matches!(
         e.detail,
-        EventDetail::TrustCollapse(_) | EventDetail::CaDivergence(_) | EventDetail::CaInconsistent(_)
+        EventDetail::TrustCollapse(_)
+            | EventDetail::CaDivergence(_)
+            | EventDetail::CaInconsistent(_)
     )
 }
 
@@ -262,7 +279,10 @@ impl Serialize for Event {
                 let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
                 if let Some(o) = v.as_object_mut() {
                     o.insert("first_failure".into(), json!(rfc3339(c.first_failure)));
-                    o.insert("detection_latency_us".into(), json!(self.at.since(c.first_failure)));
+                    o.insert(
+                        "detection_latency_us".into(),
+                        json!(self.at.since(c.first_failure)),
+                    );
                 }
                 v
             }

@@ -20,10 +20,12 @@ use serde::Serialize;
 
 pub use classify::{Class, RejectingSide, classify};
 pub use event::{
-    CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent, Recovered, Replica,
-    exit_worthy, render_timeline_line, rfc3339,
+    CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent,
+    Recovered, Replica, exit_worthy, render_timeline_line, rfc3339,
 };
-pub use service::{CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState};
+pub use service::{
+    CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState,
+};
 
 use crate::capture::Timestamp;
 use crate::cert::Presented;
@@ -119,7 +121,9 @@ impl DetectConfig {
             return Err(Error::Usage("--collapse-share must be in (0, 1]".into()));
         }
         if self.split_min_clients == 0 || self.recover_min_clients == 0 {
-            return Err(Error::Usage("split/recovery client counts must be at least 1".into()));
+            return Err(Error::Usage(
+                "split/recovery client counts must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -219,12 +223,34 @@ impl Detector {
             self.stats.services_dropped += 1;
             return;
         };
-        let ca_key = conn.ca_key_id.as_deref().map(normalize_hex).filter(|k| !k.is_empty());
+        let ca_key = conn
+            .ca_key_id
+            .as_deref()
+            .map(normalize_hex)
+            .filter(|k| !k.is_empty());
         if let Some(key) = &ca_key {
-            let ca = PresentedCa { key_ids: vec![key.clone()], der_sha256: chain_ca_sha256(conn, key) };
-            svc.present(conn.server, ca, CaSource::Passive, now, &self.cfg, &self.reference, &mut self.stats, out);
+            let ca = PresentedCa {
+                key_ids: vec![key.clone()],
+                der_sha256: chain_ca_sha256(conn, key),
+            };
+            svc.present(
+                conn.server,
+                ca,
+                CaSource::Passive,
+                now,
+                &self.cfg,
+                &self.reference,
+                &mut self.stats,
+                out,
+            );
         }
-        let obs = Obs { t: now, client: conn.client.ip(), server: conn.server, class, ca: ca_key.map(Arc::from) };
+        let obs = Obs {
+            t: now,
+            client: conn.client.ip(),
+            server: conn.server,
+            class,
+            ca: ca_key.map(Arc::from),
+        };
         svc.observe(obs, &self.cfg, &mut self.stats, out);
         self.record(out, start);
     }
@@ -234,7 +260,11 @@ impl Detector {
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {
         let start = out.len();
         self.refresh_reference(now, out);
-        while self.probe_clients.front().is_some_and(|(_, t)| now.since(*t) > PROBE_EXCLUSION_US) {
+        while self
+            .probe_clients
+            .front()
+            .is_some_and(|(_, t)| now.since(*t) > PROBE_EXCLUSION_US)
+        {
             self.probe_clients.pop_front();
         }
         for svc in self.services.values_mut() {
@@ -267,7 +297,16 @@ impl Detector {
             self.stats.services_dropped += 1;
             return;
         };
-        svc.present(addr, ca, source, now, &self.cfg, &self.reference, &mut self.stats, out);
+        svc.present(
+            addr,
+            ca,
+            source,
+            now,
+            &self.cfg,
+            &self.reference,
+            &mut self.stats,
+            out,
+        );
         self.record(out, start);
     }
 
@@ -291,7 +330,11 @@ impl Detector {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            services: self.services.values().map(|s| s.snapshot(&self.cfg)).collect(),
+            services: self
+                .services
+                .values()
+                .map(|s| s.snapshot(&self.cfg))
+                .collect(),
             recent_events: self.recent.iter().cloned().collect(),
             stats: self.stats.clone(),
             reference: self.reference.describe(),
@@ -305,11 +348,15 @@ impl Detector {
     }
 
     fn is_probe_client(&self, client: SocketAddr, now: Timestamp) -> bool {
-        self.probe_clients.iter().any(|(a, t)| *a == client && now.since(*t).abs() <= PROBE_EXCLUSION_US)
+        self.probe_clients
+            .iter()
+            .any(|(a, t)| *a == client && now.since(*t).abs() <= PROBE_EXCLUSION_US)
     }
 
     fn refresh_reference(&mut self, now: Timestamp, out: &mut Vec<Event>) {
-        let due = self.last_secret_check.is_none_or(|t| t.elapsed() >= self.cfg.secret_check_interval);
+        let due = self
+            .last_secret_check
+            .is_none_or(|t| t.elapsed() >= self.cfg.secret_check_interval);
         if !due || self.reference.secret_ca().is_none() {
             return;
         }
@@ -367,7 +414,8 @@ fn service_entry<'a>(
 fn chain_ca_sha256(conn: &Connection, key: &str) -> Option<String> {
     conn.server_chain.iter().skip(1).find_map(|p| match p {
         Presented::Parsed(c)
-            if c.ski.as_deref().map(normalize_hex).as_deref() == Some(key) || normalize_hex(&c.key_sha1) == key =>
+            if c.ski.as_deref().map(normalize_hex).as_deref() == Some(key)
+                || normalize_hex(&c.key_sha1) == key =>
         {
             Some(c.sha256.clone())
         }

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::classify::{Class, RejectingSide};
 use super::event::{
-    CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent, Recovered, Replica,
-    rfc3339,
+    CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent,
+    Recovered, Replica, rfc3339,
 };
 use super::{DetectConfig, DetectStats};
 use crate::capture::Timestamp;
@@ -53,7 +53,13 @@ pub struct Counts {
 
 impl Counts {
     fn apply(&mut self, class: Class, add: bool) {
-        let step = |v: &mut u32| *v = if add { v.saturating_add(1) } else { v.saturating_sub(1) };
+        let step = |v: &mut u32| {
+            *v = if add {
+                v.saturating_add(1)
+            } else {
+                v.saturating_sub(1)
+            }
+        };
         step(&mut self.handshakes);
         match class {
             Class::Success => step(&mut self.successes),
@@ -195,11 +201,21 @@ impl ServiceState {
     }
 
     fn event(&self, at: Timestamp, detail: EventDetail) -> Event {
-        Event { at, service: self.name.clone(), detail }
+        Event {
+            at,
+            service: self.name.clone(),
+            detail,
+        }
     }
 
     /// Adds one connection, then re-evaluates the rules at its time.
-    pub fn observe(&mut self, obs: Obs, cfg: &DetectConfig, stats: &mut DetectStats, out: &mut Vec<Event>) {
+    pub fn observe(
+        &mut self,
+        obs: Obs,
+        cfg: &DetectConfig,
+        stats: &mut DetectStats,
+        out: &mut Vec<Event>,
+    ) {
         let now = obs.t;
         self.expire(now, cfg);
         if self.window.len() >= cfg.limits.max_window_entries {
@@ -265,8 +281,7 @@ impl ServiceState {
         self.expire(now, cfg);
         self.evaluate(now, cfg, out);
         if self.split_active {
-            self.split_active = false;
-            self.check_split(now, cfg, out);
+            self.split_active = self.split_evidence(cfg).is_some();
         }
         self.check_key_divergence(now, cfg, out);
     }
@@ -276,7 +291,11 @@ impl ServiceState {
             return true;
         }
         // Evict an address with nothing in the window (only its last presented key is lost).
-        let idle = self.servers.iter().filter(|(_, s)| s.counts.is_zero()).min_by_key(|(_, s)| s.presented.as_ref().map(|p| p.last_seen));
+        let idle = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.counts.is_zero())
+            .min_by_key(|(_, s)| s.presented.as_ref().map(|p| p.last_seen));
         match idle.map(|(a, _)| *a) {
             Some(a) => {
                 self.servers.remove(&a);
@@ -301,7 +320,10 @@ impl ServiceState {
             self.servers.insert(obs.server, s);
         }
         if let Some(ca) = &obs.ca {
-            self.ca_keys.entry(ca.clone()).or_default().apply(obs.class, true);
+            self.ca_keys
+                .entry(ca.clone())
+                .or_default()
+                .apply(obs.class, true);
         }
         let class = obs.class;
         let c = self.clients.entry(obs.client).or_insert(ClientStat {
@@ -326,7 +348,11 @@ impl ServiceState {
         let ps = match c.per_server.iter_mut().position(|p| p.server == obs.server) {
             Some(i) => c.per_server.get_mut(i),
             None if c.per_server.len() < 64 => {
-                c.per_server.push(PerServer { server: obs.server, ok: 0, rejected: 0 });
+                c.per_server.push(PerServer {
+                    server: obs.server,
+                    ok: 0,
+                    rejected: 0,
+                });
                 c.per_server.last_mut()
             }
             None => None,
@@ -364,7 +390,9 @@ impl ServiceState {
             if now.since(front.t) <= cfg.window_us {
                 break;
             }
-            let Some(obs) = self.window.pop_front() else { break };
+            let Some(obs) = self.window.pop_front() else {
+                break;
+            };
             self.counts.apply(obs.class, false);
             if let Class::CertFailure(side) = obs.class
                 && let Some(r) = self.rejecters.get_mut(side.index())
@@ -415,7 +443,11 @@ impl ServiceState {
 
     fn share(&self) -> f64 {
         let total = self.n_failing + self.n_succeeding;
-        if total == 0 { 0.0 } else { f64::from(self.n_failing) / f64::from(total) }
+        if total == 0 {
+            0.0
+        } else {
+            f64::from(self.n_failing) / f64::from(total)
+        }
     }
 
     /// The trust state machine.
@@ -423,7 +455,8 @@ impl ServiceState {
         match self.state {
             TrustState::Degraded if self.n_failing == 0 => self.set_state(TrustState::Healthy, now),
             TrustState::Degraded
-                if self.n_failing as usize >= cfg.min_failing_clients && self.share() >= cfg.min_failure_share =>
+                if self.n_failing as usize >= cfg.min_failing_clients
+                    && self.share() >= cfg.min_failure_share =>
             {
                 let e = self.collapse_event(now, cfg);
                 self.collapsed_at = Some(now);
@@ -433,7 +466,8 @@ impl ServiceState {
                 out.push(e);
             }
             TrustState::Collapsed
-                if self.ok_since_collapse.len() >= cfg.recover_min_clients && self.share() < cfg.min_failure_share =>
+                if self.ok_since_collapse.len() >= cfg.recover_min_clients
+                    && self.share() < cfg.min_failure_share =>
             {
                 let collapsed_at = self.collapsed_at.unwrap_or(now);
                 let e = self.event(
@@ -476,8 +510,12 @@ impl ServiceState {
                 .and_then(|s| s.presented.as_ref())
                 .map(|p| p.key.clone())
         });
-        let servers: Vec<SocketAddr> =
-            self.servers.iter().filter(|(_, s)| s.counts.cert_failures > 0).map(|(a, _)| *a).collect();
+        let servers: Vec<SocketAddr> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.counts.cert_failures > 0)
+            .map(|(a, _)| *a)
+            .collect();
         self.event(
             now,
             EventDetail::TrustCollapse(Collapse {
@@ -487,7 +525,11 @@ impl ServiceState {
                 failing_clients: self.n_failing,
                 succeeding_clients: self.n_succeeding,
                 failure_share: self.share(),
-                clients: failing.iter().take(cfg.limits.max_listed_clients).map(|(_, ip)| *ip).collect(),
+                clients: failing
+                    .iter()
+                    .take(cfg.limits.max_listed_clients)
+                    .map(|(_, ip)| *ip)
+                    .collect(),
                 handshakes: self.counts.handshakes,
                 cert_failures: self.counts.cert_failures,
                 first_failure,
@@ -498,13 +540,19 @@ impl ServiceState {
 
     fn client_is_split(&self, ip: IpAddr) -> bool {
         self.clients.get(&ip).is_some_and(|c| {
-            c.per_server.iter().any(|a| a.ok > 0 && c.per_server.iter().any(|b| b.rejected > 0 && b.server != a.server))
+            c.per_server.iter().any(|a| {
+                a.ok > 0
+                    && c.per_server
+                        .iter()
+                        .any(|b| b.rejected > 0 && b.server != a.server)
+            })
         })
     }
 
     /// TLS 1.3 passive divergence: clients that succeed on replica A and are rejected on
-    /// certificate grounds by replica B in the window.
-    fn check_split(&mut self, now: Timestamp, cfg: &DetectConfig, out: &mut Vec<Event>) {
+    /// certificate grounds by replica B in the window. Returns the strongest pair `(A, B)`, its
+    /// client count, and distinct ok / rejected clients per address.
+    fn split_evidence(&self, cfg: &DetectConfig) -> Option<SplitEvidence> {
         let mut pairs: HashMap<(SocketAddr, SocketAddr), u32> = HashMap::new();
         let mut ok_clients: HashMap<SocketAddr, u32> = HashMap::new();
         let mut bad_clients: HashMap<SocketAddr, u32> = HashMap::new();
@@ -518,17 +566,49 @@ impl ServiceState {
                 }
             }
             for a in c.per_server.iter().filter(|p| p.ok > 0) {
-                for b in c.per_server.iter().filter(|p| p.rejected > 0 && p.server != a.server) {
+                for b in c
+                    .per_server
+                    .iter()
+                    .filter(|p| p.rejected > 0 && p.server != a.server)
+                {
                     *pairs.entry((a.server, b.server)).or_default() += 1;
                 }
             }
         }
-        let best = pairs.into_iter().filter(|(_, n)| *n as usize >= cfg.split_min_clients).max_by_key(|((a, b), n)| (*n, *a, *b));
-        let Some(((good, bad), n)) = best else { return };
+        let (pair, n) = pairs
+            .into_iter()
+            .filter(|(_, n)| *n as usize >= cfg.split_min_clients)
+            .max_by_key(|((a, b), n)| (*n, std::cmp::Reverse(*a), std::cmp::Reverse(*b)))?;
+        Some(SplitEvidence {
+            pair,
+            n,
+            ok_clients,
+            bad_clients,
+        })
+    }
+
+    fn check_split(&mut self, now: Timestamp, cfg: &DetectConfig, out: &mut Vec<Event>) {
+        let Some(SplitEvidence {
+            pair: (good, bad),
+            n,
+            ok_clients,
+            bad_clients,
+        }) = self.split_evidence(cfg)
+        else {
+            return;
+        };
         self.split_active = true;
         let replicas = [good, bad]
             .iter()
-            .map(|addr| self.replica(*addr, ok_clients.get(addr).copied(), bad_clients.get(addr).copied(), now, cfg))
+            .map(|addr| {
+                self.replica(
+                    *addr,
+                    ok_clients.get(addr).copied(),
+                    bad_clients.get(addr).copied(),
+                    now,
+                    cfg,
+                )
+            })
             .collect::<Vec<_>>();
         let ca_key_ids = distinct_keys(&replicas);
         out.push(self.event(
@@ -542,9 +622,18 @@ impl ServiceState {
         ));
     }
 
-    fn replica(&self, addr: SocketAddr, ok: Option<u32>, bad: Option<u32>, now: Timestamp, cfg: &DetectConfig) -> Replica {
+    fn replica(
+        &self,
+        addr: SocketAddr,
+        ok: Option<u32>,
+        bad: Option<u32>,
+        now: Timestamp,
+        cfg: &DetectConfig,
+    ) -> Replica {
         let s = self.servers.get(&addr);
-        let p = s.and_then(|s| s.presented.as_ref()).filter(|p| now.since(p.last_seen) <= cfg.window_us);
+        let p = s
+            .and_then(|s| s.presented.as_ref())
+            .filter(|p| now.since(p.last_seen) <= cfg.window_us);
         let (ok, bad) = match (ok, bad) {
             (None, None) => self.clients_on(addr),
             (ok, bad) => (ok.unwrap_or(0), bad.unwrap_or(0)),
@@ -563,7 +652,12 @@ impl ServiceState {
     fn clients_on(&self, addr: SocketAddr) -> (u32, u32) {
         let mut ok = 0;
         let mut bad = 0;
-        for p in self.clients.values().flat_map(|c| c.per_server.iter()).filter(|p| p.server == addr) {
+        for p in self
+            .clients
+            .values()
+            .flat_map(|c| c.per_server.iter())
+            .filter(|p| p.server == addr)
+        {
             ok += u32::from(p.ok > 0);
             bad += u32::from(p.rejected > 0);
         }
@@ -583,12 +677,24 @@ impl ServiceState {
         stats: &mut DetectStats,
         out: &mut Vec<Event>,
     ) {
-        let Some(key) = ca.key_ids.first().map(|k| Arc::<str>::from(k.as_str())) else { return };
+        let Some(key) = ca.key_ids.first().map(|k| Arc::<str>::from(k.as_str())) else {
+            return;
+        };
         if !self.servers.contains_key(&server) && !self.make_room_for_server(cfg) {
             stats.servers_dropped += 1;
             return;
         }
-        self.check_reference(Some(server), &key, &ca, source, now, cfg, reference, stats, out);
+        self.check_reference(
+            Some(server),
+            &key,
+            &ca,
+            source,
+            now,
+            cfg,
+            reference,
+            stats,
+            out,
+        );
         let s = self.servers.entry(server).or_default();
         let previous = s.presented.take();
         match previous {
@@ -601,14 +707,22 @@ impl ServiceState {
                 return;
             }
             Some(p) => {
-                let back = s.replaced.iter().any(|(old, seen)| same_ca(old, &ca) && now.since(*seen) <= cfg.window_us);
+                let back = s
+                    .replaced
+                    .iter()
+                    .any(|(old, seen)| same_ca(old, &ca) && now.since(*seen) <= cfg.window_us);
                 s.replaced.retain(|(old, _)| !same_ca(old, &ca));
                 if s.replaced.len() >= MAX_REPLACED {
                     s.replaced.remove(0);
                 }
                 s.replaced.push((p.ca.clone(), p.last_seen));
                 let prev_key = p.key.clone();
-                s.presented = Some(PresentedKey { key: key.clone(), ca, source, last_seen: now });
+                s.presented = Some(PresentedKey {
+                    key: key.clone(),
+                    ca,
+                    source,
+                    last_seen: now,
+                });
                 if back {
                     let mut keys = vec![prev_key.clone(), key.clone()];
                     keys.sort();
@@ -637,7 +751,14 @@ impl ServiceState {
                     ));
                 }
             }
-            None => s.presented = Some(PresentedKey { key, ca, source, last_seen: now }),
+            None => {
+                s.presented = Some(PresentedKey {
+                    key,
+                    ca,
+                    source,
+                    last_seen: now,
+                })
+            }
         }
         self.check_key_divergence(now, cfg, out);
     }
@@ -657,7 +778,9 @@ impl ServiceState {
             }
         }
         if groups.len() < 2 {
-            if self.divergence_keys.as_ref().is_some_and(|k| k.len() >= 2) && !self.alternating_fresh(now, cfg) {
+            if self.divergence_keys.as_ref().is_some_and(|k| k.len() >= 2)
+                && !self.alternating_fresh(now, cfg)
+            {
                 self.divergence_keys = None;
             }
             return;
@@ -669,7 +792,10 @@ impl ServiceState {
         }
         self.divergence_keys = Some(keys.clone());
         let addrs: Vec<SocketAddr> = fresh.iter().map(|(a, _)| *a).collect();
-        let replicas = addrs.into_iter().map(|a| self.replica(a, None, None, now, cfg)).collect();
+        let replicas = addrs
+            .into_iter()
+            .map(|a| self.replica(a, None, None, now, cfg))
+            .collect();
         out.push(self.event(
             now,
             EventDetail::CaDivergence(Divergence {
@@ -682,7 +808,11 @@ impl ServiceState {
     }
 
     fn alternating_fresh(&self, now: Timestamp, cfg: &DetectConfig) -> bool {
-        self.servers.values().any(|s| s.replaced.iter().any(|(_, t)| now.since(*t) <= cfg.window_us))
+        self.servers.values().any(|s| {
+            s.replaced
+                .iter()
+                .any(|(_, t)| now.since(*t) <= cfg.window_us)
+        })
     }
 
     /// Compares a presented CA with the reference; reports each (address, key) once.
@@ -718,14 +848,24 @@ impl ServiceState {
         if self.inconsistent_seen.contains(&id) {
             return;
         }
-        if self.inconsistent_seen.len() >= cfg.limits.max_servers.saturating_mul(cfg.limits.max_ca_keys) {
+        if self.inconsistent_seen.len()
+            >= cfg
+                .limits
+                .max_servers
+                .saturating_mul(cfg.limits.max_ca_keys)
+        {
             stats.inconsistencies_unreported += 1;
             return;
         }
         self.inconsistent_seen.insert(id);
         out.push(self.event(
             now,
-            EventDetail::CaInconsistent(Inconsistent { server, presented: ca.clone(), source, disagreements }),
+            EventDetail::CaInconsistent(Inconsistent {
+                server,
+                presented: ca.clone(),
+                source,
+                disagreements,
+            }),
         ));
     }
 
@@ -739,10 +879,23 @@ impl ServiceState {
         out: &mut Vec<Event>,
     ) {
         self.inconsistent_seen.clear();
-        let presented: Vec<(SocketAddr, PresentedKey)> =
-            self.servers.iter().filter_map(|(a, s)| s.presented.clone().map(|p| (*a, p))).collect();
+        let presented: Vec<(SocketAddr, PresentedKey)> = self
+            .servers
+            .iter()
+            .filter_map(|(a, s)| s.presented.clone().map(|p| (*a, p)))
+            .collect();
         for (addr, p) in presented {
-            self.check_reference(Some(addr), &p.key, &p.ca, p.source, now, cfg, reference, stats, out);
+            self.check_reference(
+                Some(addr),
+                &p.key,
+                &p.ca,
+                p.source,
+                now,
+                cfg,
+                reference,
+                stats,
+                out,
+            );
         }
     }
 
@@ -757,7 +910,7 @@ impl ServiceState {
                 last_seen: rfc3339(c.last_t),
             })
             .collect();
-        failing.sort_by(|a, b| a.address.cmp(&b.address));
+        failing.sort_by_key(|c| c.address);
         failing.truncate(cfg.limits.max_listed_clients);
         ServiceSnapshot {
             service: self.name.to_string(),
@@ -772,7 +925,11 @@ impl ServiceState {
             ca_keys: self
                 .ca_keys
                 .iter()
-                .map(|(k, c)| CaKeySnapshot { ca_key_id: k.to_string(), successes: c.successes, failures: c.cert_failures })
+                .map(|(k, c)| CaKeySnapshot {
+                    ca_key_id: k.to_string(),
+                    successes: c.successes,
+                    failures: c.cert_failures,
+                })
                 .collect(),
             servers: self
                 .servers
@@ -788,14 +945,30 @@ impl ServiceState {
             divergent_ca_key_ids: self
                 .divergence_keys
                 .as_ref()
-                .map(|k| k.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>().into_iter().collect())
+                .map(|k| {
+                    k.iter()
+                        .map(|k| k.to_string())
+                        .collect::<BTreeSet<_>>()
+                        .into_iter()
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
 }
 
+struct SplitEvidence {
+    pair: (SocketAddr, SocketAddr),
+    n: u32,
+    ok_clients: HashMap<SocketAddr, u32>,
+    bad_clients: HashMap<SocketAddr, u32>,
+}
+
 fn distinct_keys(replicas: &[Replica]) -> Vec<String> {
-    let set: BTreeSet<String> = replicas.iter().filter_map(|r| r.ca_key_id.clone()).collect();
+    let set: BTreeSet<String> = replicas
+        .iter()
+        .filter_map(|r| r.ca_key_id.clone())
+        .collect();
     set.into_iter().collect()
 }
 

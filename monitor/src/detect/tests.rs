@@ -38,8 +38,17 @@ fn conn(t: f64, client: SocketAddr, server: &str, how: How, ca: Option<&str>) ->
     let (outcome, alerts) = match how {
         How::Ok => (Outcome::Established, vec![]),
         How::Alert(from, code) => (
-            if from == Side::Client { Outcome::RejectedByClient } else { Outcome::RejectedByServer },
-            vec![Alert::Plain { from, level: 2, code, ts: at }],
+            if from == Side::Client {
+                Outcome::RejectedByClient
+            } else {
+                Outcome::RejectedByServer
+            },
+            vec![Alert::Plain {
+                from,
+                level: 2,
+                code,
+                ts: at,
+            }],
         ),
         How::Encrypted(from) => (Outcome::Failed, vec![Alert::Encrypted { from, ts: at }]),
     };
@@ -84,24 +93,73 @@ fn collapse_fires_at_the_kth_distinct_failing_client_tls12() {
     let mut d = detector();
     let mut ev = Vec::new();
     for n in 1..=5 {
-        d.observe(&conn(10.0 + f64::from(n), edge(n, 40000), A, How::Ok, Some(X)), &mut ev);
+        d.observe(
+            &conn(10.0 + f64::from(n), edge(n, 40000), A, How::Ok, Some(X)),
+            &mut ev,
+        );
     }
     assert!(ev.is_empty(), "{ev:?}");
     assert_eq!(d.state("cloudhub"), Some(TrustState::Healthy));
 
     // CloudCore restarts with the other CA: edges abort with bad_certificate(42).
-    d.observe(&conn(30.0, edge(1, 40001), A, How::Alert(Side::Client, 42), Some(Y)), &mut ev);
-    assert_eq!(names(&ev), ["ca_changed"], "the server's CA key changed X -> Y");
+    d.observe(
+        &conn(
+            30.0,
+            edge(1, 40001),
+            A,
+            How::Alert(Side::Client, 42),
+            Some(Y),
+        ),
+        &mut ev,
+    );
+    assert_eq!(
+        names(&ev),
+        ["ca_changed"],
+        "the server's CA key changed X -> Y"
+    );
     assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
     // The same edge retrying does not count twice.
-    d.observe(&conn(30.5, edge(1, 40002), A, How::Alert(Side::Client, 42), Some(Y)), &mut ev);
-    d.observe(&conn(31.0, edge(2, 40001), A, How::Alert(Side::Client, 42), Some(Y)), &mut ev);
+    d.observe(
+        &conn(
+            30.5,
+            edge(1, 40002),
+            A,
+            How::Alert(Side::Client, 42),
+            Some(Y),
+        ),
+        &mut ev,
+    );
+    d.observe(
+        &conn(
+            31.0,
+            edge(2, 40001),
+            A,
+            How::Alert(Side::Client, 42),
+            Some(Y),
+        ),
+        &mut ev,
+    );
     assert_eq!(names(&ev), ["ca_changed"]);
-    d.observe(&conn(32.25, edge(3, 40001), A, How::Alert(Side::Client, 42), Some(Y)), &mut ev);
+    d.observe(
+        &conn(
+            32.25,
+            edge(3, 40001),
+            A,
+            How::Alert(Side::Client, 42),
+            Some(Y),
+        ),
+        &mut ev,
+    );
     assert_eq!(names(&ev), ["ca_changed", "trust_collapse"]);
     let e = &ev[1];
-    assert_eq!(e.at, ts(32.25), "detected at the third distinct client's failure (packet time)");
-    let EventDetail::TrustCollapse(c) = &e.detail else { panic!() };
+    assert_eq!(
+        e.at,
+        ts(32.25),
+        "detected at the third distinct client's failure (packet time)"
+    );
+    let EventDetail::TrustCollapse(c) = &e.detail else {
+        panic!()
+    };
     assert_eq!(c.failing_clients, 3);
     assert_eq!(c.succeeding_clients, 2);
     assert!((c.failure_share - 0.6).abs() < 1e-9);
@@ -113,7 +171,16 @@ fn collapse_fires_at_the_kth_distinct_failing_client_tls12() {
     assert!(exit_worthy(e));
     assert_eq!(d.state("cloudhub"), Some(TrustState::Collapsed));
     // More failures: no second collapse event.
-    d.observe(&conn(33.0, edge(4, 40001), A, How::Alert(Side::Client, 42), Some(Y)), &mut ev);
+    d.observe(
+        &conn(
+            33.0,
+            edge(4, 40001),
+            A,
+            How::Alert(Side::Client, 42),
+            Some(Y),
+        ),
+        &mut ev,
+    );
     assert_eq!(ev.len(), 2);
     assert!(d.exit_worthy_seen());
 }
@@ -124,18 +191,48 @@ fn collapse_tls13_server_side_inferred_alerts_and_share_rule() {
     let mut ev = Vec::new();
     // Seven healthy edges; then failures from three: 3/10 < R, no collapse yet.
     for n in 1..=10 {
-        d.observe(&conn(1.0 + f64::from(n) * 0.1, edge(n, 40000), A, How::Ok, None), &mut ev);
+        d.observe(
+            &conn(1.0 + f64::from(n) * 0.1, edge(n, 40000), A, How::Ok, None),
+            &mut ev,
+        );
     }
     for n in 1..=3 {
-        d.observe(&conn(5.0 + f64::from(n), edge(n, 40001), A, How::Encrypted(Side::Server), None), &mut ev);
+        d.observe(
+            &conn(
+                5.0 + f64::from(n),
+                edge(n, 40001),
+                A,
+                How::Encrypted(Side::Server),
+                None,
+            ),
+            &mut ev,
+        );
     }
-    assert!(ev.is_empty(), "3 of 10 clients failing is below R=0.5: {ev:?}");
+    assert!(
+        ev.is_empty(),
+        "3 of 10 clients failing is below R=0.5: {ev:?}"
+    );
     for n in 4..=5 {
-        d.observe(&conn(9.0 + f64::from(n), edge(n, 40001), A, How::Encrypted(Side::Server), None), &mut ev);
+        d.observe(
+            &conn(
+                9.0 + f64::from(n),
+                edge(n, 40001),
+                A,
+                How::Encrypted(Side::Server),
+                None,
+            ),
+            &mut ev,
+        );
     }
     assert_eq!(names(&ev), ["trust_collapse"]);
-    assert_eq!(ev[0].at, ts(14.0), "5 of 10 reaches R=0.5 at the fifth failure");
-    let EventDetail::TrustCollapse(c) = &ev[0].detail else { panic!() };
+    assert_eq!(
+        ev[0].at,
+        ts(14.0),
+        "5 of 10 reaches R=0.5 at the fifth failure"
+    );
+    let EventDetail::TrustCollapse(c) = &ev[0].detail else {
+        panic!()
+    };
     assert_eq!(c.rejecting_side, RejectingSide::Server);
     assert_eq!(c.current_ca_key_id, None, "TLS 1.3 hides the chain");
     assert_eq!(c.first_failure, ts(6.0));
@@ -146,20 +243,40 @@ fn recovery_after_successes_resume() {
     let mut d = detector();
     let mut ev = Vec::new();
     for n in 1..=3 {
-        d.observe(&conn(f64::from(n), edge(n, 40000), A, How::Alert(Side::Server, 48), Some(Y)), &mut ev);
+        d.observe(
+            &conn(
+                f64::from(n),
+                edge(n, 40000),
+                A,
+                How::Alert(Side::Server, 48),
+                Some(Y),
+            ),
+            &mut ev,
+        );
     }
     assert_eq!(names(&ev), ["trust_collapse"]);
-    let EventDetail::TrustCollapse(c) = &ev[0].detail else { panic!() };
+    let EventDetail::TrustCollapse(c) = &ev[0].detail else {
+        panic!()
+    };
     assert_eq!(c.rejecting_side, RejectingSide::Server);
     assert_eq!(c.previous_ca_key_id, None, "no success was ever seen");
     // The operator restores the CA: edges reconnect and succeed.
     d.observe(&conn(20.0, edge(1, 40001), A, How::Ok, Some(X)), &mut ev);
-    assert_eq!(names(&ev), ["trust_collapse", "ca_changed"], "1 ok / 2 failing: still collapsed");
+    assert_eq!(
+        names(&ev),
+        ["trust_collapse", "ca_changed"],
+        "1 ok / 2 failing: still collapsed"
+    );
     d.observe(&conn(21.0, edge(2, 40001), A, How::Ok, Some(X)), &mut ev);
-    assert_eq!(names(&ev), ["trust_collapse", "ca_changed", "trust_recovered"]);
+    assert_eq!(
+        names(&ev),
+        ["trust_collapse", "ca_changed", "trust_recovered"]
+    );
     let e = ev.last().unwrap();
     assert_eq!(e.at, ts(21.0));
-    let EventDetail::TrustRecovered(r) = &e.detail else { panic!() };
+    let EventDetail::TrustRecovered(r) = &e.detail else {
+        panic!()
+    };
     assert_eq!(r.collapsed_at, ts(3.0));
     assert_eq!(r.ca_key_id.as_deref(), Some(X));
     assert_eq!(r.succeeding_clients, 2);
@@ -167,7 +284,16 @@ fn recovery_after_successes_resume() {
     assert!(!exit_worthy(e));
     assert_eq!(d.state("cloudhub"), Some(TrustState::Recovered));
     // A new failure episode starts from degraded again.
-    d.observe(&conn(22.0, edge(3, 40002), A, How::Alert(Side::Server, 48), Some(X)), &mut ev);
+    d.observe(
+        &conn(
+            22.0,
+            edge(3, 40002),
+            A,
+            How::Alert(Side::Server, 48),
+            Some(X),
+        ),
+        &mut ev,
+    );
     assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
 }
 
@@ -175,14 +301,26 @@ fn recovery_after_successes_resume() {
 fn window_expiry_returns_to_healthy_and_forgets() {
     let mut d = detector();
     let mut ev = Vec::new();
-    d.observe(&conn(1.0, edge(1, 1), A, How::Alert(Side::Client, 42), None), &mut ev);
-    d.observe(&conn(2.0, edge(2, 1), A, How::Alert(Side::Client, 42), None), &mut ev);
+    d.observe(
+        &conn(1.0, edge(1, 1), A, How::Alert(Side::Client, 42), None),
+        &mut ev,
+    );
+    d.observe(
+        &conn(2.0, edge(2, 1), A, How::Alert(Side::Client, 42), None),
+        &mut ev,
+    );
     assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
     d.tick(ts(62.5), &mut ev);
     assert_eq!(d.state("cloudhub"), Some(TrustState::Healthy));
     // Two more failures 70 s later: the old two are out of the window, no collapse.
-    d.observe(&conn(70.0, edge(3, 1), A, How::Alert(Side::Client, 42), None), &mut ev);
-    d.observe(&conn(71.0, edge(4, 1), A, How::Alert(Side::Client, 42), None), &mut ev);
+    d.observe(
+        &conn(70.0, edge(3, 1), A, How::Alert(Side::Client, 42), None),
+        &mut ev,
+    );
+    d.observe(
+        &conn(71.0, edge(4, 1), A, How::Alert(Side::Client, 42), None),
+        &mut ev,
+    );
     assert!(ev.is_empty(), "{ev:?}");
     let snap = d.snapshot();
     assert_eq!(snap.services[0].failing_clients, 2);
@@ -194,17 +332,32 @@ fn quiet_single_misconfigured_client() {
     let mut d = detector();
     let mut ev = Vec::new();
     for n in 1..=6 {
-        d.observe(&conn(f64::from(n), edge(n, 40000), A, How::Ok, Some(X)), &mut ev);
+        d.observe(
+            &conn(f64::from(n), edge(n, 40000), A, How::Ok, Some(X)),
+            &mut ev,
+        );
     }
     // Edge 9 has a certificate from another CA and retries every 2 s for five minutes.
     for i in 0..150 {
         let t = 10.0 + f64::from(i) * 2.0;
-        d.observe(&conn(t, edge(9, 41000 + i as u16), A, How::Alert(Side::Server, 48), Some(X)), &mut ev);
+        d.observe(
+            &conn(
+                t,
+                edge(9, 41000 + i as u16),
+                A,
+                How::Alert(Side::Server, 48),
+                Some(X),
+            ),
+            &mut ev,
+        );
         if i % 10 == 0 {
             d.tick(ts(t), &mut ev);
         }
     }
-    assert!(ev.is_empty(), "one misconfigured client is not a collapse: {ev:?}");
+    assert!(
+        ev.is_empty(),
+        "one misconfigured client is not a collapse: {ev:?}"
+    );
     assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
 }
 
@@ -214,7 +367,16 @@ fn quiet_burst_from_one_address() {
     let mut ev = Vec::new();
     // 500 certificate failures in one second from one address, nothing else: share 100%, K=1.
     for i in 0..500u16 {
-        d.observe(&conn(5.0 + f64::from(i) * 0.002, edge(7, 30000 + i), A, How::Encrypted(Side::Client), None), &mut ev);
+        d.observe(
+            &conn(
+                5.0 + f64::from(i) * 0.002,
+                edge(7, 30000 + i),
+                A,
+                How::Encrypted(Side::Client),
+                None,
+            ),
+            &mut ev,
+        );
     }
     d.tick(ts(6.0), &mut ev);
     assert!(ev.is_empty(), "{ev:?}");
@@ -227,12 +389,20 @@ fn quiet_benign_rotation_clients_trust_both() {
     for i in 0..40u16 {
         let n = u32::from(i % 8) + 1;
         let ca = if i < 20 { X } else { Y };
-        d.observe(&conn(f64::from(i), edge(n, 40000 + i), A, How::Ok, Some(ca)), &mut ev);
+        d.observe(
+            &conn(f64::from(i), edge(n, 40000 + i), A, How::Ok, Some(ca)),
+            &mut ev,
+        );
     }
     d.tick(ts(100.0), &mut ev);
     assert_eq!(names(&ev), ["ca_changed"]);
-    let EventDetail::CaChanged(c) = &ev[0].detail else { panic!() };
-    assert_eq!((c.previous_ca_key_id.as_str(), c.current_ca_key_id.as_str()), (X, Y));
+    let EventDetail::CaChanged(c) = &ev[0].detail else {
+        panic!()
+    };
+    assert_eq!(
+        (c.previous_ca_key_id.as_str(), c.current_ca_key_id.as_str()),
+        (X, Y)
+    );
     assert_eq!(c.server, Some(addr(A)));
     assert_eq!(c.source, CaSource::Passive);
     assert_eq!(ev[0].at, ts(20.0));
@@ -247,7 +417,16 @@ fn quiet_non_certificate_failures() {
     // handshake_failure(40) and protocol_version(70) from many clients are not trust problems.
     for n in 1..=10 {
         let code = if n % 2 == 0 { 40 } else { 70 };
-        d.observe(&conn(f64::from(n), edge(n, 1), A, How::Alert(Side::Server, code), None), &mut ev);
+        d.observe(
+            &conn(
+                f64::from(n),
+                edge(n, 1),
+                A,
+                How::Alert(Side::Server, code),
+                None,
+            ),
+            &mut ev,
+        );
     }
     assert!(ev.is_empty(), "{ev:?}");
     assert_eq!(d.state("cloudhub"), Some(TrustState::Healthy));
@@ -263,19 +442,37 @@ fn divergence_by_presented_keys() {
     // Replica B came up with its own CA; no edge has failed yet (leading indicator).
     d.observe(&conn(3.0, edge(3, 1), B, How::Ok, Some(Y)), &mut ev);
     assert_eq!(names(&ev), ["ca_divergence"]);
-    let EventDetail::CaDivergence(dv) = &ev[0].detail else { panic!() };
+    let EventDetail::CaDivergence(dv) = &ev[0].detail else {
+        panic!()
+    };
     assert_eq!(dv.basis, DivergenceBasis::PresentedKeys);
     assert_eq!(dv.ca_key_ids, vec![X.to_string(), Y.to_string()]);
-    let keys: Vec<(SocketAddr, Option<&str>)> = dv.replicas.iter().map(|r| (r.address, r.ca_key_id.as_deref())).collect();
+    let keys: Vec<(SocketAddr, Option<&str>)> = dv
+        .replicas
+        .iter()
+        .map(|r| (r.address, r.ca_key_id.as_deref()))
+        .collect();
     assert_eq!(keys, vec![(addr(A), Some(X)), (addr(B), Some(Y))]);
     assert!(exit_worthy(&ev[0]));
     // Reported once while it lasts.
     for i in 0..10 {
-        d.observe(&conn(4.0 + f64::from(i), edge(4, 2 + i as u16), if i % 2 == 0 { A } else { B }, How::Ok, Some(if i % 2 == 0 { X } else { Y })), &mut ev);
+        d.observe(
+            &conn(
+                4.0 + f64::from(i),
+                edge(4, 2 + i as u16),
+                if i % 2 == 0 { A } else { B },
+                How::Ok,
+                Some(if i % 2 == 0 { X } else { Y }),
+            ),
+            &mut ev,
+        );
     }
     assert_eq!(ev.len(), 1);
     let snap = d.snapshot();
-    assert_eq!(snap.services[0].divergent_ca_key_ids, vec![X.to_string(), Y.to_string()]);
+    assert_eq!(
+        snap.services[0].divergent_ca_key_ids,
+        vec![X.to_string(), Y.to_string()]
+    );
 }
 
 #[test]
@@ -284,23 +481,40 @@ fn divergence_by_outcome_split_tls13() {
     let mut ev = Vec::new();
     // Edges 1 and 2 joined through replica A: A works, B rejects them (encrypted alerts).
     d.observe(&conn(1.0, edge(1, 1), A, How::Ok, None), &mut ev);
-    d.observe(&conn(2.0, edge(1, 2), B, How::Encrypted(Side::Client), None), &mut ev);
-    assert!(ev.is_empty(), "one split client is below split_min_clients=2: {ev:?}");
-    d.observe(&conn(3.0, edge(2, 1), B, How::Encrypted(Side::Client), None), &mut ev);
+    d.observe(
+        &conn(2.0, edge(1, 2), B, How::Encrypted(Side::Client), None),
+        &mut ev,
+    );
+    assert!(
+        ev.is_empty(),
+        "one split client is below split_min_clients=2: {ev:?}"
+    );
+    d.observe(
+        &conn(3.0, edge(2, 1), B, How::Encrypted(Side::Client), None),
+        &mut ev,
+    );
     assert!(ev.is_empty());
     d.observe(&conn(4.5, edge(2, 2), A, How::Ok, None), &mut ev);
     assert_eq!(names(&ev), ["ca_divergence"]);
     assert_eq!(ev[0].at, ts(4.5));
-    let EventDetail::CaDivergence(dv) = &ev[0].detail else { panic!() };
+    let EventDetail::CaDivergence(dv) = &ev[0].detail else {
+        panic!()
+    };
     assert_eq!(dv.basis, DivergenceBasis::OutcomeSplit);
     assert_eq!(dv.split_clients, 2);
-    let split: Vec<(SocketAddr, u32, u32)> =
-        dv.replicas.iter().map(|r| (r.address, r.clients_succeeded, r.clients_rejected)).collect();
+    let split: Vec<(SocketAddr, u32, u32)> = dv
+        .replicas
+        .iter()
+        .map(|r| (r.address, r.clients_succeeded, r.clients_rejected))
+        .collect();
     assert_eq!(split, vec![(addr(A), 2, 0), (addr(B), 0, 2)]);
     // Two failing clients: not a collapse.
     assert_ne!(d.state("cloudhub"), Some(TrustState::Collapsed));
     // Still split: no repeat; after the window it clears and can fire again.
-    d.observe(&conn(5.0, edge(1, 3), B, How::Encrypted(Side::Client), None), &mut ev);
+    d.observe(
+        &conn(5.0, edge(1, 3), B, How::Encrypted(Side::Client), None),
+        &mut ev,
+    );
     d.tick(ts(30.0), &mut ev);
     assert_eq!(ev.len(), 1);
     d.tick(ts(100.0), &mut ev);
@@ -312,8 +526,26 @@ fn single_client_failing_on_every_replica_is_not_a_split() {
     let mut d = detector();
     let mut ev = Vec::new();
     for i in 0..20u16 {
-        d.observe(&conn(f64::from(i), edge(1, i), if i % 2 == 0 { A } else { B }, How::Encrypted(Side::Server), None), &mut ev);
-        d.observe(&conn(f64::from(i) + 0.5, edge(2 + u32::from(i % 3), i), if i % 2 == 0 { A } else { B }, How::Ok, None), &mut ev);
+        d.observe(
+            &conn(
+                f64::from(i),
+                edge(1, i),
+                if i % 2 == 0 { A } else { B },
+                How::Encrypted(Side::Server),
+                None,
+            ),
+            &mut ev,
+        );
+        d.observe(
+            &conn(
+                f64::from(i) + 0.5,
+                edge(2 + u32::from(i % 3), i),
+                if i % 2 == 0 { A } else { B },
+                How::Ok,
+                None,
+            ),
+            &mut ev,
+        );
     }
     assert!(ev.is_empty(), "{ev:?}");
 }
@@ -324,10 +556,21 @@ fn alternating_keys_on_one_address_is_divergence_not_changes() {
     let mut ev = Vec::new();
     // Two replicas behind one service address: the presented key flips back and forth.
     for i in 0..6u16 {
-        d.observe(&conn(f64::from(i), edge(1, i), A, How::Ok, Some(if i % 2 == 0 { X } else { Y })), &mut ev);
+        d.observe(
+            &conn(
+                f64::from(i),
+                edge(1, i),
+                A,
+                How::Ok,
+                Some(if i % 2 == 0 { X } else { Y }),
+            ),
+            &mut ev,
+        );
     }
     assert_eq!(names(&ev), ["ca_changed", "ca_divergence"]);
-    let EventDetail::CaDivergence(dv) = &ev[1].detail else { panic!() };
+    let EventDetail::CaDivergence(dv) = &ev[1].detail else {
+        panic!()
+    };
     assert_eq!(dv.basis, DivergenceBasis::Alternating);
 }
 
@@ -338,16 +581,31 @@ fn inconsistent_with_trusted_reference() {
     let dir = crate::trust::tests::TempDir::new("detect-ref");
     let path = dir.path().join("ca.pem");
     std::fs::write(&path, stored.pem()).unwrap();
-    let reference = TrustedReference::load(&TrustOptions { trusted_ca: vec![path.clone()], ..Default::default() }).unwrap();
+    let reference = TrustedReference::load(&TrustOptions {
+        trusted_ca: vec![path.clone()],
+        ..Default::default()
+    })
+    .unwrap();
     let mut d = Detector::new(DetectConfig::default(), reference);
     let mut ev = Vec::new();
-    d.observe(&conn(1.0, edge(1, 1), A, How::Ok, Some(&stored.key_id())), &mut ev);
+    d.observe(
+        &conn(1.0, edge(1, 1), A, How::Ok, Some(&stored.key_id())),
+        &mut ev,
+    );
     assert!(ev.is_empty(), "{ev:?}");
     // Replica B serves a chain from the other CA (same CN, same serial, different key).
-    d.observe(&conn(2.0, edge(2, 1), B, How::Ok, Some(&other.key_id())), &mut ev);
-    d.observe(&conn(3.0, edge(3, 1), B, How::Ok, Some(&other.key_id())), &mut ev);
+    d.observe(
+        &conn(2.0, edge(2, 1), B, How::Ok, Some(&other.key_id())),
+        &mut ev,
+    );
+    d.observe(
+        &conn(3.0, edge(3, 1), B, How::Ok, Some(&other.key_id())),
+        &mut ev,
+    );
     assert_eq!(names(&ev), ["ca_inconsistent", "ca_divergence"]);
-    let EventDetail::CaInconsistent(i) = &ev[0].detail else { panic!() };
+    let EventDetail::CaInconsistent(i) = &ev[0].detail else {
+        panic!()
+    };
     assert_eq!(i.server, Some(addr(B)));
     assert_eq!(i.presented.key_ids, vec![other.key_id()]);
     assert_eq!(i.disagreements.len(), 1);
@@ -368,10 +626,16 @@ fn secret_change_is_reported_and_rechecked() {
         ..Default::default()
     })
     .unwrap();
-    let cfg = DetectConfig { secret_check_interval: std::time::Duration::ZERO, ..Default::default() };
+    let cfg = DetectConfig {
+        secret_check_interval: std::time::Duration::ZERO,
+        ..Default::default()
+    };
     let mut d = Detector::new(cfg, reference);
     let mut ev = Vec::new();
-    d.observe(&conn(1.0, edge(1, 1), A, How::Ok, Some(&ca2.key_id())), &mut ev);
+    d.observe(
+        &conn(1.0, edge(1, 1), A, How::Ok, Some(&ca2.key_id())),
+        &mut ev,
+    );
     assert_eq!(names(&ev), ["ca_inconsistent"]);
     d.tick(ts(2.0), &mut ev);
     assert_eq!(ev.len(), 1, "unchanged Secret: nothing");
@@ -380,12 +644,28 @@ fn secret_change_is_reported_and_rechecked() {
     d.tick(ts(3.0), &mut ev);
     assert_eq!(names(&ev), ["ca_inconsistent", "ca_changed"]);
     assert_eq!(&*ev[1].service, SECRET_SERVICE);
-    let EventDetail::CaChanged(c) = &ev[1].detail else { panic!() };
-    assert_eq!((c.previous_ca_key_id.clone(), c.current_ca_key_id.clone()), (ca1.key_id(), ca2.key_id()));
+    let EventDetail::CaChanged(c) = &ev[1].detail else {
+        panic!()
+    };
+    assert_eq!(
+        (c.previous_ca_key_id.clone(), c.current_ca_key_id.clone()),
+        (ca1.key_id(), ca2.key_id())
+    );
     assert_eq!(c.source, CaSource::Secret);
     // A now agrees with the stored CA; a server presenting ca1 is now the inconsistent one.
-    d.observe(&conn(4.0, edge(2, 1), B, How::Ok, Some(&ca1.key_id())), &mut ev);
-    assert_eq!(names(&ev), ["ca_inconsistent", "ca_changed", "ca_inconsistent", "ca_divergence"]);
+    d.observe(
+        &conn(4.0, edge(2, 1), B, How::Ok, Some(&ca1.key_id())),
+        &mut ev,
+    );
+    assert_eq!(
+        names(&ev),
+        [
+            "ca_inconsistent",
+            "ca_changed",
+            "ca_inconsistent",
+            "ca_divergence"
+        ]
+    );
     assert_eq!(d.stats().secret_reloads, 1);
 }
 
@@ -393,14 +673,26 @@ fn secret_change_is_reported_and_rechecked() {
 fn event_json_is_ecs_alert() {
     let mut d = detector();
     let mut ev = Vec::new();
-    d.observe(&conn(1_700_000_000.5, edge(1, 1), A, How::Ok, Some(X)), &mut ev);
+    d.observe(
+        &conn(1_700_000_000.5, edge(1, 1), A, How::Ok, Some(X)),
+        &mut ev,
+    );
     for n in 1..=3 {
         d.observe(
-            &conn(1_700_000_010.0 + f64::from(n) * 0.000_001, edge(n, 2), A, How::Alert(Side::Client, 42), Some(Y)),
+            &conn(
+                1_700_000_010.0 + f64::from(n) * 0.000_001,
+                edge(n, 2),
+                A,
+                How::Alert(Side::Client, 42),
+                Some(Y),
+            ),
             &mut ev,
         );
     }
-    let e = ev.iter().find(|e| e.name() == "trust_collapse").expect("collapse");
+    let e = ev
+        .iter()
+        .find(|e| e.name() == "trust_collapse")
+        .expect("collapse");
     let v = serde_json::to_value(e).unwrap();
     assert_eq!(v["@timestamp"], "2023-11-14T22:13:30.000003Z");
     assert_eq!(v["event"]["kind"], "alert");
@@ -411,14 +703,28 @@ fn event_json_is_ecs_alert() {
     assert_eq!(v["trustwatch"]["current_ca_key_id"], Y);
     assert_eq!(v["trustwatch"]["rejecting_side"], "client");
     assert_eq!(v["trustwatch"]["failing_clients"], 3);
-    assert_eq!(v["trustwatch"]["first_failure"], "2023-11-14T22:13:30.000001Z");
-    assert_eq!(v["trustwatch"]["detection_time"], "2023-11-14T22:13:30.000003Z");
+    assert_eq!(
+        v["trustwatch"]["first_failure"],
+        "2023-11-14T22:13:30.000001Z"
+    );
+    assert_eq!(
+        v["trustwatch"]["detection_time"],
+        "2023-11-14T22:13:30.000003Z"
+    );
     assert_eq!(v["trustwatch"]["detection_latency_us"], 2);
     assert_eq!(v["server"]["port"], 10000);
-    assert!(v["trustwatch"]["evidence"].as_str().unwrap().contains("3 distinct clients"));
+    assert!(
+        v["trustwatch"]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("3 distinct clients")
+    );
     let line = render_timeline_line(e);
     assert!(line.starts_with("2023-11-14T22:13:30.000003Z"), "{line}");
-    assert!(line.contains("cloudhub") && line.contains("TRUST_COLLAPSE"), "{line}");
+    assert!(
+        line.contains("cloudhub") && line.contains("TRUST_COLLAPSE"),
+        "{line}"
+    );
     assert!(!line.contains('\n'));
     // Every kind serializes to an object with the common keys.
     for e in &ev {
@@ -436,7 +742,16 @@ fn limits_are_bounded_and_counted() {
     let mut d = Detector::new(cfg, TrustedReference::default());
     let mut ev = Vec::new();
     for n in 1..=5 {
-        d.observe(&conn(f64::from(n), edge(n, 1), A, How::Alert(Side::Client, 42), None), &mut ev);
+        d.observe(
+            &conn(
+                f64::from(n),
+                edge(n, 1),
+                A,
+                How::Alert(Side::Client, 42),
+                None,
+            ),
+            &mut ev,
+        );
     }
     assert_eq!(d.stats().clients_dropped, 3);
     assert!(ev.is_empty(), "only two clients fit: {ev:?}");
@@ -456,7 +771,10 @@ fn probe_connections_are_excluded() {
     let mut ev = Vec::new();
     let me = edge(200, 55555);
     d.exclude_probe_client(me, ts(1.0));
-    d.observe(&conn(1.1, me, A, How::Encrypted(Side::Server), None), &mut ev);
+    d.observe(
+        &conn(1.1, me, A, How::Encrypted(Side::Server), None),
+        &mut ev,
+    );
     assert_eq!(d.stats().probe_connections_excluded, 1);
     assert_eq!(d.state("cloudhub"), None);
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::detect::{Snapshot, TrustState, classify, Class, RejectingSide};
+use crate::detect::{Class, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
 use crate::stats::Stats;
 use crate::tls::alert;
@@ -33,7 +33,10 @@ pub struct MetricsLimits {
 
 impl Default for MetricsLimits {
     fn default() -> Self {
-        MetricsLimits { max_ca_keys: 16, max_services: 64 }
+        MetricsLimits {
+            max_ca_keys: 16,
+            max_services: 64,
+        }
     }
 }
 
@@ -90,13 +93,23 @@ pub struct Metrics {
     presented: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
@@ -113,11 +126,15 @@ fn advance(c: &IntCounter, total: u64) {
 impl Metrics {
     pub fn new(limits: MetricsLimits) -> prometheus::Result<Metrics> {
         let r = Registry::new();
-        let reassembly_gaps =
-            IntCounter::new("trustwatch_reassembly_gaps_total", "Holes in TCP streams that were skipped (lost segments, window exceeded).")?;
+        let reassembly_gaps = IntCounter::new(
+            "trustwatch_reassembly_gaps_total",
+            "Holes in TCP streams that were skipped (lost segments, window exceeded).",
+        )?;
         r.register(Box::new(reassembly_gaps.clone()))?;
-        let flows_evicted =
-            IntCounter::new("trustwatch_flows_evicted_total", "Flows evicted because the flow table was full (--max-flows).")?;
+        let flows_evicted = IntCounter::new(
+            "trustwatch_flows_evicted_total",
+            "Flows evicted because the flow table was full (--max-flows).",
+        )?;
         r.register(Box::new(flows_evicted.clone()))?;
         let ca_consistent = IntGauge::new(
             "trustwatch_ca_consistent",
@@ -125,10 +142,18 @@ impl Metrics {
         )?;
         r.register(Box::new(ca_consistent.clone()))?;
         ca_consistent.set(1);
-        let flows_active = IntGauge::new("trustwatch_flows_active", "TCP flows currently tracked.")?;
+        let flows_active =
+            IntGauge::new("trustwatch_flows_active", "TCP flows currently tracked.")?;
         r.register(Box::new(flows_active.clone()))?;
-        let build_info = gauge_vec(&r, "trustwatch_build_info", "Always 1; the trustwatch version as a label.", &["version"])?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let build_info = gauge_vec(
+            &r,
+            "trustwatch_build_info",
+            "Always 1; the trustwatch version as a label.",
+            &["version"],
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Ok(Metrics {
             handshakes: counter_vec(
                 &r,
@@ -154,7 +179,12 @@ impl Metrics {
                 "Detector events: trust_collapse, trust_recovered, ca_changed, ca_divergence, ca_inconsistent.",
                 &["service", "event"],
             )?,
-            packets: counter_vec(&r, "trustwatch_packets_total", "Packets handed to the pipeline, by capture source.", &["source"])?,
+            packets: counter_vec(
+                &r,
+                "trustwatch_packets_total",
+                "Packets handed to the pipeline, by capture source.",
+                &["source"],
+            )?,
             dropped: counter_vec(
                 &r,
                 "trustwatch_capture_dropped_packets_total",
@@ -163,7 +193,12 @@ impl Metrics {
             )?,
             reassembly_gaps,
             flows_evicted,
-            probe_errors: counter_vec(&r, "trustwatch_probe_errors_total", "Failed trust probes, by target.", &["target"])?,
+            probe_errors: counter_vec(
+                &r,
+                "trustwatch_probe_errors_total",
+                "Failed trust probes, by target.",
+                &["target"],
+            )?,
             trust_state: gauge_vec(
                 &r,
                 "trustwatch_trust_state",
@@ -241,7 +276,9 @@ impl Metrics {
         }
         self.keys.order.push_back(key.to_string());
         while self.keys.order.len() > self.limits.max_ca_keys.max(1) {
-            let Some(old) = self.keys.order.pop_front() else { break };
+            let Some(old) = self.keys.order.pop_front() else {
+                break;
+            };
             for (family, labels) in self.keys.series.remove(&old).unwrap_or_default() {
                 let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
                 let _ = match family {
@@ -273,21 +310,30 @@ impl Metrics {
     pub fn connection(&mut self, conn: &Connection) {
         let service = self.service(&conn.service).to_string();
         let port = conn.server.port().to_string();
-        let version = conn.version.and_then(|v| v.ecs_version()).unwrap_or(UNKNOWN);
-        self.handshakes.with_label_values(&[&service, &port, version, conn.outcome.as_str()]).inc();
+        let version = conn
+            .version
+            .and_then(|v| v.ecs_version())
+            .unwrap_or(UNKNOWN);
+        self.handshakes
+            .with_label_values(&[&service, &port, version, conn.outcome.as_str()])
+            .inc();
         for a in &conn.alerts {
             let (name, encrypted) = match a {
                 Alert::Plain { code, .. } => (alert::name(*code), "false"),
                 Alert::Encrypted { .. } => (UNKNOWN, "true"),
             };
-            self.alerts.with_label_values(&[&service, a.from().as_str(), name, encrypted]).inc();
+            self.alerts
+                .with_label_values(&[&service, a.from().as_str(), name, encrypted])
+                .inc();
         }
         if let Some(Class::CertFailure(side)) = classify(conn) {
             // The key of the CA behind the certificate that was refused.
             let key = match side {
                 RejectingSide::Server => conn.client_ca_key_id.as_ref(),
                 RejectingSide::Client => conn.ca_key_id.as_ref(),
-                RejectingSide::Both | RejectingSide::Unknown => conn.ca_key_id.as_ref().or(conn.client_ca_key_id.as_ref()),
+                RejectingSide::Both | RejectingSide::Unknown => {
+                    conn.ca_key_id.as_ref().or(conn.client_ca_key_id.as_ref())
+                }
             };
             let key = key.map_or(UNKNOWN, String::as_str).to_string();
             self.touch_key(&key);
@@ -295,17 +341,22 @@ impl Metrics {
             self.cert_failures.with_label_values(&labels).inc();
             self.own(&key, KeyedFamily::CertFailures, &labels);
         }
-        for (role, chain, key) in
-            [("server", &conn.server_chain, &conn.ca_key_id), ("client", &conn.client_chain, &conn.client_ca_key_id)]
-        {
-            let Some(leaf) = chain.first().and_then(|c| c.info()) else { continue };
+        for (role, chain, key) in [
+            ("server", &conn.server_chain, &conn.ca_key_id),
+            ("client", &conn.client_chain, &conn.client_ca_key_id),
+        ] {
+            let Some(leaf) = chain.first().and_then(|c| c.info()) else {
+                continue;
+            };
             let Some(key) = key else { continue };
             self.touch_key(key);
             if role == "server" {
                 self.issuers.insert(key.clone(), leaf.issuer.clone());
             }
             let labels = [service.as_str(), role, key.as_str()];
-            self.cert_not_after.with_label_values(&labels).set(leaf.not_after_unix);
+            self.cert_not_after
+                .with_label_values(&labels)
+                .set(leaf.not_after_unix);
             self.own(key, KeyedFamily::CertNotAfter, &labels);
         }
     }
@@ -320,13 +371,25 @@ impl Metrics {
     pub fn stats(&self, stats: &Stats, flows_active: usize) {
         advance(&self.reassembly_gaps, stats.reassembly_gaps);
         advance(&self.flows_evicted, stats.flows_evicted);
-        self.flows_active.set(i64::try_from(flows_active).unwrap_or(i64::MAX));
+        self.flows_active
+            .set(i64::try_from(flows_active).unwrap_or(i64::MAX));
     }
 
     /// Capture counters of one source (cumulative).
-    pub fn capture(&self, source: &str, packets: u64, queue_full: u64, kernel: u64, interface: u64) {
+    pub fn capture(
+        &self,
+        source: &str,
+        packets: u64,
+        queue_full: u64,
+        kernel: u64,
+        interface: u64,
+    ) {
         advance(&self.packets.with_label_values(&[source]), packets);
-        for (reason, total) in [("queue_full", queue_full), ("kernel", kernel), ("interface", interface)] {
+        for (reason, total) in [
+            ("queue_full", queue_full),
+            ("kernel", kernel),
+            ("interface", interface),
+        ] {
             advance(&self.dropped.with_label_values(&[source, reason]), total);
         }
     }
@@ -340,8 +403,12 @@ impl Metrics {
     pub fn trusted_cas(&mut self, cas: &[(String, String, String)]) {
         self.trusted_ca.reset();
         for (source, key, subject) in cas {
-            self.trusted_ca.with_label_values(&[source.as_str(), key.as_str()]).set(1);
-            self.issuers.entry(key.clone()).or_insert_with(|| subject.clone());
+            self.trusted_ca
+                .with_label_values(&[source.as_str(), key.as_str()])
+                .set(1);
+            self.issuers
+                .entry(key.clone())
+                .or_insert_with(|| subject.clone());
         }
     }
 
@@ -351,21 +418,39 @@ impl Metrics {
         let mut diverging = false;
         for svc in &snap.services {
             let service = self.service(&svc.service).to_string();
-            self.trust_state.with_label_values(&[&service]).set(trust_state_value(svc.state));
-            self.failing_clients.with_label_values(&[&service]).set(i64::from(svc.failing_clients));
-            let keys: BTreeSet<String> =
-                svc.servers.iter().filter_map(|s| s.presented_ca_key_id.clone()).collect();
+            self.trust_state
+                .with_label_values(&[&service])
+                .set(trust_state_value(svc.state));
+            self.failing_clients
+                .with_label_values(&[&service])
+                .set(i64::from(svc.failing_clients));
+            let keys: BTreeSet<String> = svc
+                .servers
+                .iter()
+                .filter_map(|s| s.presented_ca_key_id.clone())
+                .collect();
             diverging |= !svc.divergent_ca_key_ids.is_empty();
-            self.ca_divergence.with_label_values(&[&service]).set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
+            self.ca_divergence
+                .with_label_values(&[&service])
+                .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
             let mut now = BTreeSet::new();
             for key in keys {
                 self.touch_key(&key);
-                let issuer = self.issuers.get(&key).cloned().unwrap_or_else(|| UNKNOWN.to_string());
+                let issuer = self
+                    .issuers
+                    .get(&key)
+                    .cloned()
+                    .unwrap_or_else(|| UNKNOWN.to_string());
                 now.insert((key, issuer));
             }
-            let before = self.presented.insert(service.clone(), now.clone()).unwrap_or_default();
+            let before = self
+                .presented
+                .insert(service.clone(), now.clone())
+                .unwrap_or_default();
             for (key, issuer) in before.difference(&now) {
-                let _ = self.presented_ca.remove_label_values(&[&service, key, issuer]);
+                let _ = self
+                    .presented_ca
+                    .remove_label_values(&[&service, key, issuer]);
             }
             for (key, issuer) in &now {
                 let labels = [service.as_str(), key.as_str(), issuer.as_str()];
@@ -373,7 +458,8 @@ impl Metrics {
                 self.own(key, KeyedFamily::PresentedCa, &labels);
             }
         }
-        self.ca_consistent.set(i64::from(!diverging && !inconsistent));
+        self.ca_consistent
+            .set(i64::from(!diverging && !inconsistent));
     }
 }
 
@@ -384,13 +470,19 @@ mod tests {
 
     fn text(m: &Metrics) -> String {
         let mut buf = Vec::new();
-        prometheus::TextEncoder::new().encode(&m.registry().gather(), &mut buf).unwrap();
+        prometheus::TextEncoder::new()
+            .encode(&m.registry().gather(), &mut buf)
+            .unwrap();
         String::from_utf8(buf).unwrap()
     }
 
     #[test]
     fn ca_key_series_are_bounded_to_the_most_recent() {
-        let mut m = Metrics::new(MetricsLimits { max_ca_keys: 2, max_services: 4 }).unwrap();
+        let mut m = Metrics::new(MetricsLimits {
+            max_ca_keys: 2,
+            max_services: 4,
+        })
+        .unwrap();
         for k in ["k1", "k2", "k3"] {
             m.touch_key(k);
             let labels = ["cloudhub", k];
@@ -399,17 +491,27 @@ mod tests {
         }
         let t = text(&m);
         assert!(!t.contains("ca_key_id=\"k1\""), "{t}");
-        assert!(t.contains("ca_key_id=\"k2\"") && t.contains("ca_key_id=\"k3\""), "{t}");
+        assert!(
+            t.contains("ca_key_id=\"k2\"") && t.contains("ca_key_id=\"k3\""),
+            "{t}"
+        );
         // Seeing k2 again makes k3 the oldest.
         m.touch_key("k2");
         m.touch_key("k4");
         let t = text(&m);
-        assert!(!t.contains("ca_key_id=\"k3\"") && t.contains("ca_key_id=\"k2\""), "{t}");
+        assert!(
+            !t.contains("ca_key_id=\"k3\"") && t.contains("ca_key_id=\"k2\""),
+            "{t}"
+        );
     }
 
     #[test]
     fn services_are_capped() {
-        let mut m = Metrics::new(MetricsLimits { max_ca_keys: 2, max_services: 2 }).unwrap();
+        let mut m = Metrics::new(MetricsLimits {
+            max_ca_keys: 2,
+            max_services: 2,
+        })
+        .unwrap();
         assert_eq!(m.service("a"), "a");
         assert_eq!(m.service("b"), "b");
         assert_eq!(m.service("c"), OTHER_SERVICE);
@@ -422,9 +524,22 @@ mod tests {
         m.capture("lo", 10, 1, 0, 0);
         m.capture("lo", 7, 3, 2, 0);
         let t = text(&m);
-        assert!(t.contains("trustwatch_packets_total{source=\"lo\"} 10"), "{t}");
-        assert!(t.contains("trustwatch_capture_dropped_packets_total{reason=\"queue_full\",source=\"lo\"} 3"), "{t}");
-        assert!(t.contains("trustwatch_capture_dropped_packets_total{reason=\"kernel\",source=\"lo\"} 2"), "{t}");
+        assert!(
+            t.contains("trustwatch_packets_total{source=\"lo\"} 10"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "trustwatch_capture_dropped_packets_total{reason=\"queue_full\",source=\"lo\"} 3"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "trustwatch_capture_dropped_packets_total{reason=\"kernel\",source=\"lo\"} 2"
+            ),
+            "{t}"
+        );
         assert!(t.contains("trustwatch_build_info{version=\""), "{t}");
     }
 }

@@ -56,7 +56,9 @@ impl Cursor {
     fn offset_of(self, seq: u32) -> i64 {
         // Two's-complement distance: ahead up to 2^31-1 bytes, behind up to 2^31.
         let delta = i64::from(seq.wrapping_sub(self.seq).cast_signed());
-        i64::try_from(self.offset).unwrap_or(i64::MAX).saturating_add(delta)
+        i64::try_from(self.offset)
+            .unwrap_or(i64::MAX)
+            .saturating_add(delta)
     }
 
     fn advance(&mut self, bytes: u64) {
@@ -90,7 +92,10 @@ impl Reassembler {
     /// A SYN with sequence number `isn`: data starts at `isn + 1`.
     pub fn syn(&mut self, isn: u32) {
         if self.next.is_none() {
-            self.next = Some(Cursor { seq: isn.wrapping_add(1), offset: 0 });
+            self.next = Some(Cursor {
+                seq: isn.wrapping_add(1),
+                offset: 0,
+            });
         }
     }
 
@@ -151,8 +156,15 @@ impl Reassembler {
     /// receiver got the hole's bytes and the capture lost them, so skip the hole now.
     pub(crate) fn acked<H: StreamHandler>(&mut self, ack: u32, sink: &mut Sink<'_, H>) {
         let Some(cursor) = self.next else { return };
-        let Ok(acked) = u64::try_from(cursor.offset_of(ack)) else { return };
-        while !self.bypass && self.pending.first_key_value().is_some_and(|(&first, _)| first < acked) {
+        let Ok(acked) = u64::try_from(cursor.offset_of(ack)) else {
+            return;
+        };
+        while !self.bypass
+            && self
+                .pending
+                .first_key_value()
+                .is_some_and(|(&first, _)| first < acked)
+        {
             self.skip_hole(sink);
         }
         self.report_fin_if_reached(sink);
@@ -183,7 +195,8 @@ impl Reassembler {
             && (self.bypass || cursor.offset >= fin)
         {
             self.fin_reported = true;
-            sink.handler.on_close_from(sink.ctx, sink.side, sink.ts, false);
+            sink.handler
+                .on_close_from(sink.ctx, sink.side, sink.ts, false);
         }
     }
 
@@ -198,24 +211,37 @@ impl Reassembler {
     }
 
     /// Places `data` (starting at stream offset `start`) and delivers whatever became in order.
-    fn insert<H: StreamHandler>(&mut self, start: i64, data: &Bytes, window: usize, sink: &mut Sink<'_, H>) {
+    fn insert<H: StreamHandler>(
+        &mut self,
+        start: i64,
+        data: &Bytes,
+        window: usize,
+        sink: &mut Sink<'_, H>,
+    ) {
         let len = data.len() as i64;
         let end = start.saturating_add(len);
         loop {
             let next = self.next_offset();
-            let Ok(end_u) = u64::try_from(end) else { return };
+            let Ok(end_u) = u64::try_from(end) else {
+                return;
+            };
             if end_u <= next {
                 return; // all of it was delivered already (a retransmission)
             }
             // Clip what was already delivered; `begin` is where the new bytes start.
             let begin = u64::try_from(start).unwrap_or(0).max(next);
             let skip = (begin as i64 - start) as usize;
-            let Some(fresh) = data.get(skip..) else { return };
+            let Some(fresh) = data.get(skip..) else {
+                return;
+            };
             let fresh = data.slice_ref(fresh);
 
             if begin == next {
                 // In order. Bytes already held from `first` on were received first and win.
-                let stop = self.pending.first_key_value().map_or(end_u, |(&k, _)| k.min(end_u));
+                let stop = self
+                    .pending
+                    .first_key_value()
+                    .map_or(end_u, |(&k, _)| k.min(end_u));
                 let now = (stop - begin) as usize;
                 if let Some(head) = fresh.get(..now) {
                     sink.data(head);
@@ -292,7 +318,9 @@ impl Reassembler {
     fn drain<H: StreamHandler>(&mut self, sink: &mut Sink<'_, H>) {
         loop {
             let next = self.next_offset();
-            let Some(entry) = self.pending.first_entry() else { return };
+            let Some(entry) = self.pending.first_entry() else {
+                return;
+            };
             if *entry.key() != next {
                 return;
             }
@@ -309,7 +337,9 @@ impl Reassembler {
 
     /// Skips the hole before the first held segment and delivers what follows it.
     fn skip_hole<H: StreamHandler>(&mut self, sink: &mut Sink<'_, H>) {
-        let Some((&first, _)) = self.pending.first_key_value() else { return };
+        let Some((&first, _)) = self.pending.first_key_value() else {
+            return;
+        };
         let hole = first.saturating_sub(self.next_offset());
         sink.gap(hole);
         self.advance(hole);
@@ -326,5 +356,9 @@ fn differing(a: &[u8], a_start: u64, b: &[u8], b_start: u64, from: u64, to: u64)
     ) else {
         return 0;
     };
-    if x == y { 0 } else { x.iter().zip(y).filter(|(p, q)| p != q).count() as u64 }
+    if x == y {
+        0
+    } else {
+        x.iter().zip(y).filter(|(p, q)| p != q).count() as u64
+    }
 }

@@ -261,116 +261,128 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
     Verdict::Pending
 }
 
-fn decide_tls13(f: &Facts<'_>) -> Verdict {
-    let first_client = f.sealed.iter().position(|r| r.from == Side::Client);
-    let server_flight = first_client.unwrap_or(f.sealed.len());
-    let finished = f.sealed.iter().position(|r| r.from == Side::Client && r.is_finished_sized());
-
-    match finished {
-        None => {
-            // The client's first sealed record being short means it aborted with an alert.
-            if let Some(rec) = f.sealed.iter().find(|r| r.from == Side::Client) {
-                if rec.is_alert_sized() {
-                    return Verdict::Decided {
-                        outcome: Outcome::RejectedByClient,
-                        evidence: format!(
-                            "TLS 1.3: after the server's flight ({server_flight} records) the client sent \
-                             one {}-byte encrypted record (an alert) and no Finished",
-                            rec.len
-                        ),
-                        inferred: Some(Alert::Encrypted { from: Side::Client, ts: rec.ts }),
-                    };
-                }
-            }
-            if f.closed() || f.ended {
-                if !f.closed() {
-                    return decided(
-                        Outcome::Incomplete,
-                        "TLS 1.3: capture ended before the client's Finished".into(),
-                    );
-                }
-                let outcome = match f.first_closer() {
-                    Some(Side::Client) if server_flight > 0 && first_client.is_none() => {
-                        Outcome::RejectedByClient
-                    }
-                    _ => Outcome::Failed,
-                };
-                return decided(
-                    outcome,
-                    format!(
-                        "TLS 1.3: connection closed ({}) without a client Finished",
-                        f.close_text()
-                    ),
-                );
-            }
-            Verdict::Pending
-        }
-        Some(fin) => {
-            let fin_rec = f.sealed[fin];
-            let client_before = f.sealed[..fin].iter().filter(|r| r.from == Side::Client).count();
-            let server_after: Vec<&SealedRecord> =
-                f.sealed[fin + 1..].iter().filter(|r| r.from == Side::Server).collect();
-            if let Some(big) = server_after.iter().find(|r| !r.is_alert_sized()) {
-                return decided(
-                    Outcome::Established,
-                    format!(
-                        "TLS 1.3: client Finished ({} bytes{}) answered by a {}-byte server record \
-                         (session ticket or application data)",
-                        fin_rec.len,
-                        if client_before > 0 { ", after its certificate" } else { "" },
-                        big.len
-                    ),
-                );
-            }
-            if server_after.len() >= 2 {
-                return decided(
-                    Outcome::Established,
-                    "TLS 1.3: several server records after the client's Finished".into(),
-                );
-            }
-            let closed = f.closed();
-            if let [short] = server_after.as_slice() {
-                if closed {
-                    return Verdict::Decided {
-                        outcome: Outcome::RejectedByServer,
-                        evidence: format!(
-                            "TLS 1.3: the server answered the client's Finished with one {}-byte \
-                             encrypted record (an alert) and the connection closed ({})",
-                            short.len,
-                            f.close_text()
-                        ),
-                        inferred: Some(Alert::Encrypted { from: Side::Server, ts: short.ts }),
-                    };
-                }
-                if f.ended {
-                    return decided(
-                        Outcome::Established,
-                        "TLS 1.3: client Finished; one short server record, no close seen".into(),
-                    );
-                }
-                return Verdict::Pending;
-            }
-            // No server record after the client's Finished.
-            if closed {
-                return decided(
-                    Outcome::Failed,
-                    format!(
-                        "TLS 1.3: connection closed ({}) after the client's Finished with no \
-                         server record",
-                        f.close_text()
-                    ),
-                );
-            }
-            if f.ended {
-                return decided(
-                    Outcome::Established,
-                    "TLS 1.3: client Finished seen; the capture ended before any server reply"
-                        .into(),
-                );
-            }
-            Verdict::Pending
-        }
+/// End of the client's flight (Certificate, CertificateVerify, Finished, maybe early application
+/// data): its Finished-sized record, else the last record of its first run of records once a
+/// server record follows or the connection is over.
+fn client_flight_end(f: &Facts<'_>, first_client: usize) -> Option<usize> {
+    let rest = f.sealed.get(first_client..)?;
+    if let Some(i) = rest.iter().position(|r| r.from == Side::Client && r.is_finished_sized()) {
+        return Some(first_client + i);
     }
+    match rest.iter().position(|r| r.from == Side::Server) {
+        Some(i) => Some(first_client + i - 1),
+        None if f.closed() || f.ended => Some(f.sealed.len() - 1),
+        None => None,
+    }
+}
+
+fn decide_tls13(f: &Facts<'_>) -> Verdict {
+    let Some(first_client) = f.sealed.iter().position(|r| r.from == Side::Client) else {
+        if !(f.closed() || f.ended) {
+            return Verdict::Pending;
+        }
+        if !f.closed() {
+            return decided(Outcome::Incomplete, "TLS 1.3: capture ended before the client's Finished".into());
+        }
+        let outcome = match f.first_closer() {
+            Some(Side::Client) if !f.sealed.is_empty() => Outcome::RejectedByClient,
+            _ => Outcome::Failed,
+        };
+        return decided(
+            outcome,
+            format!(
+                "TLS 1.3: connection closed ({}) after {} server records, without any client record",
+                f.close_text(),
+                f.sealed.len()
+            ),
+        );
+    };
+    let server_flight = first_client;
+    let first = f.sealed[first_client];
+    // The client's first sealed record being short means it aborted with an alert.
+    if first.is_alert_sized() {
+        return Verdict::Decided {
+            outcome: Outcome::RejectedByClient,
+            evidence: format!(
+                "TLS 1.3: after the server's flight ({server_flight} records) the client sent one \
+                 {}-byte encrypted record (an alert) and no Finished",
+                first.len
+            ),
+            inferred: Some(Alert::Encrypted { from: Side::Client, ts: first.ts }),
+        };
+    }
+    let Some(flight_end) = client_flight_end(f, first_client) else {
+        return Verdict::Pending;
+    };
+    let after = f.sealed.get(flight_end + 1..).unwrap_or_default();
+    let server_after: Vec<&SealedRecord> = after.iter().filter(|r| r.from == Side::Server).collect();
+    let client_after = after.iter().filter(|r| r.from == Side::Client).count();
+    if let Some(big) = server_after.iter().find(|r| !r.is_alert_sized()) {
+        return decided(
+            Outcome::Established,
+            format!(
+                "TLS 1.3: the client's flight ({} records) was answered by a {}-byte server record \
+                 (session ticket or application data)",
+                flight_end + 1 - first_client,
+                big.len
+            ),
+        );
+    }
+    if server_after.len() >= 2 {
+        return decided(
+            Outcome::Established,
+            "TLS 1.3: several server records after the client's flight".into(),
+        );
+    }
+    let closed = f.closed();
+    if let [short] = server_after.as_slice() {
+        if closed {
+            return Verdict::Decided {
+                outcome: Outcome::RejectedByServer,
+                evidence: format!(
+                    "TLS 1.3: the server answered the client's flight with one {}-byte encrypted \
+                     record (an alert) and the connection closed ({})",
+                    short.len,
+                    f.close_text()
+                ),
+                inferred: Some(Alert::Encrypted { from: Side::Server, ts: short.ts }),
+            };
+        }
+        if f.ended {
+            return decided(
+                Outcome::Established,
+                "TLS 1.3: client flight done; one short server record, no close seen".into(),
+            );
+        }
+        return Verdict::Pending;
+    }
+    // No server record after the client's flight.
+    if client_after > 0 && (closed || f.ended) {
+        return decided(
+            Outcome::Established,
+            format!(
+                "TLS 1.3: the client sent application data after its Finished and the server \
+                 sent no alert ({})",
+                f.close_text()
+            ),
+        );
+    }
+    if closed {
+        return decided(
+            Outcome::Failed,
+            format!(
+                "TLS 1.3: connection closed ({}) after the client's flight with no server record",
+                f.close_text()
+            ),
+        );
+    }
+    if f.ended {
+        return decided(
+            Outcome::Established,
+            "TLS 1.3: client flight seen; the capture ended before any server reply".into(),
+        );
+    }
+    Verdict::Pending
 }
 
 #[cfg(test)]

@@ -62,8 +62,13 @@ pub struct Tracker {
     server_certificate_seen: bool,
     alerts: Vec<Alert>,
     sealed: Vec<SealedRecord>,
-    /// Some TLS was seen (a hello or a valid record); flows that never carry TLS yield nothing.
-    saw_tls: bool,
+    /// A ClientHello or ServerHello was seen. Flows without one (not TLS, or TLS picked up after
+    /// its handshake) yield no record: there is no handshake to summarize.
+    saw_hello: bool,
+    /// Payload bytes seen before any hello; past the handshake window the flow is given up on
+    /// (not TLS, or a protocol that never upgrades to TLS).
+    before_hello: usize,
+    window: usize,
     verdict: Option<(Outcome, String)>,
     reported: bool,
 }
@@ -102,7 +107,9 @@ impl Tracker {
             server_certificate_seen: false,
             alerts: Vec::new(),
             sealed: Vec::new(),
-            saw_tls: false,
+            saw_hello: false,
+            before_hello: 0,
+            window: limits.handshake_window,
             verdict: None,
             reported: false,
         }
@@ -119,7 +126,7 @@ impl Tracker {
 
     /// Final record when the flow ends; `None` if it was already reported or never carried TLS.
     pub fn finish(mut self, reason: CloseReason, last: Timestamp) -> Option<Connection> {
-        if self.reported || !self.saw_tls {
+        if self.reported || !self.saw_hello {
             return None;
         }
         self.last = self.last.max(last);
@@ -180,7 +187,7 @@ impl Tracker {
     }
 
     fn evaluate(&mut self, ended: bool) {
-        if self.verdict.is_some() {
+        if self.verdict.is_some() || !self.saw_hello {
             return;
         }
         let facts = Facts {
@@ -220,9 +227,8 @@ impl Tracker {
     fn on_event(&mut self, certs: &mut CertCache, side: Side, ts: Timestamp, event: TlsEvent<'_>) {
         let me = idx(side);
         match event {
-            TlsEvent::Record { .. } => self.saw_tls = true,
             TlsEvent::ClientHello(ch) if side == Side::Client => {
-                self.saw_tls = true;
+                self.saw_hello = true;
                 // After a HelloRetryRequest the second ClientHello replaces the first for
                 // fingerprints of the completed negotiation; keep the first (JA3/JA4 convention).
                 if self.client_hello.is_none() {
@@ -230,7 +236,7 @@ impl Tracker {
                 }
             }
             TlsEvent::ServerHello(sh) if side == Side::Server => {
-                self.saw_tls = true;
+                self.saw_hello = true;
                 if sh.selected_version.is_tls13() {
                     // The client's later records are TLS 1.3 too (its second ClientHello after a
                     // HelloRetryRequest stays plaintext despite a compatibility CCS).
@@ -304,8 +310,11 @@ impl StreamHandler for Tracker {
 
     fn on_data(&mut self, ctx: &mut TrackerCtx, side: Side, ts: Timestamp, data: &[u8]) {
         self.last = ts;
-        if self.verdict.is_some() {
+        if !self.wants_data() {
             return;
+        }
+        if !self.saw_hello {
+            self.before_hello = self.before_hello.saturating_add(data.len());
         }
         // The stream is moved out while it parses so its events can update the rest of the
         // tracker; a stream reacts to its own ServerHello and ChangeCipherSpec by itself.
@@ -329,12 +338,12 @@ impl StreamHandler for Tracker {
         if facts.close.is_none() {
             facts.close = Some(Close { rst, ts });
         }
-        if self.saw_tls {
+        if self.saw_hello {
             self.evaluate(false);
         }
     }
 
     fn wants_data(&self) -> bool {
-        self.verdict.is_none()
+        self.verdict.is_none() && (self.saw_hello || self.before_hello <= self.window)
     }
 }

@@ -27,7 +27,12 @@ pub struct TimelineLimits {
 
 impl Default for TimelineLimits {
     fn default() -> Self {
-        TimelineLimits { bucket_secs: 5, buckets: 120, keys_per_bucket: 8, services: 64 }
+        TimelineLimits {
+            bucket_secs: 5,
+            buckets: 120,
+            keys_per_bucket: 8,
+            services: 64,
+        }
     }
 }
 
@@ -57,7 +62,10 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn new(limits: TimelineLimits) -> Self {
-        Timeline { limits, services: BTreeMap::new() }
+        Timeline {
+            limits,
+            services: BTreeMap::new(),
+        }
     }
 
     /// Counts one connection at its decision time. `fallback_key` names the CA key when the record
@@ -87,7 +95,10 @@ impl Timeline {
                 }
             }
             _ => {
-                buckets.push_back(Bucket { start, keys: BTreeMap::new() });
+                buckets.push_back(Bucket {
+                    start,
+                    keys: BTreeMap::new(),
+                });
                 while buckets.len() > limits.buckets.max(1) {
                     buckets.pop_front();
                 }
@@ -112,7 +123,10 @@ impl Timeline {
 
     /// Drops buckets older than the span before `now`.
     pub fn expire(&mut self, now: Timestamp) {
-        let span = self.limits.bucket_secs.saturating_mul(self.limits.buckets as i64);
+        let span = self
+            .limits
+            .bucket_secs
+            .saturating_mul(self.limits.buckets as i64);
         let oldest = now.micros().div_euclid(1_000_000) - span;
         for b in self.services.values_mut() {
             while b.front().is_some_and(|x| x.start < oldest) {
@@ -127,6 +141,9 @@ impl Timeline {
 
     /// A copy for the state page.
     pub fn snapshot(&self) -> BTreeMap<String, Vec<Bucket>> {
-        self.services.iter().map(|(k, v)| (k.clone(), v.iter().cloned().collect())).collect()
+        self.services
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
+            .collect()
     }
 }

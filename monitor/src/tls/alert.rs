@@ -71,7 +71,9 @@ mod tests {
         let cert: Vec<u8> = (0..=255u8).filter(|&c| is_certificate_related(c)).collect();
         assert_eq!(cert, [42, 43, 44, 45, 46, 48, 116]);
         // every assigned code has a name
-        for c in [10, 20, 21, 22, 30, 40, 41, 47, 49, 50, 51, 60, 70, 71, 80, 86, 90, 100] {
+        for c in [
+            10, 20, 21, 22, 30, 40, 41, 47, 49, 50, 51, 60, 70, 71, 80, 86, 90, 100,
+        ] {
             assert_ne!(name(c), "unknown", "{c}");
         }
         for c in 109..=116 {
@@ -81,9 +83,15 @@ mod tests {
 
     #[test]
     fn cipher_names() {
-        assert_eq!(cipher_name(0xc02b), Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"));
+        assert_eq!(
+            cipher_name(0xc02b),
+            Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+        );
         assert_eq!(cipher_name(0x1301), Some("TLS_AES_128_GCM_SHA256"));
-        assert_eq!(cipher_name(0xc02f), Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"));
+        assert_eq!(
+            cipher_name(0xc02f),
+            Some("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")
+        );
         assert_eq!(cipher_name(0x0a0a), None);
     }
 }

@@ -42,7 +42,11 @@ pub fn ja3_string(ch: &ClientHello) -> String {
     let _ = write!(s, "{},", ch.legacy_version.0);
     join(&mut s, &ch.ciphers, '-');
     s.push(',');
-    join(&mut s, ch.extensions.iter().filter(|&&e| !is_grease(e)), '-');
+    join(
+        &mut s,
+        ch.extensions.iter().filter(|&&e| !is_grease(e)),
+        '-',
+    );
     s.push(',');
     join(&mut s, &ch.groups, '-');
     s.push(',');
@@ -53,7 +57,11 @@ pub fn ja3_string(ch: &ClientHello) -> String {
 /// JA3S string (`SSLVersion,Cipher,Extensions`) and its MD5.
 pub fn ja3s(sh: &ServerHello) -> (String, String) {
     let mut s = format!("{},{},", sh.legacy_version.0, sh.cipher);
-    join(&mut s, sh.extensions.iter().filter(|&&e| !is_grease(e)), '-');
+    join(
+        &mut s,
+        sh.extensions.iter().filter(|&&e| !is_grease(e)),
+        '-',
+    );
     let md5 = md5_hex(&s);
     (s, md5)
 }
@@ -64,8 +72,17 @@ pub fn ja4(ch: &ClientHello) -> String {
 }
 
 fn ja4_version(ch: &ClientHello) -> &'static str {
-    let v = ch.supported_versions.iter().map(|v| v.0).max().unwrap_or(ch.legacy_version.0);
-    let v = if ch.sslv2 && ch.supported_versions.is_empty() { 0x0002 } else { v };
+    let v = ch
+        .supported_versions
+        .iter()
+        .map(|v| v.0)
+        .max()
+        .unwrap_or(ch.legacy_version.0);
+    let v = if ch.sslv2 && ch.supported_versions.is_empty() {
+        0x0002
+    } else {
+        v
+    };
     match v {
         0x0304 => "13",
         0x0303 => "12",
@@ -81,13 +98,18 @@ fn ja4_version(ch: &ClientHello) -> &'static str {
 /// The two ALPN characters of JA4_a: first and last character of the first ALPN value when both
 /// are ASCII alphanumeric, else the first and last hex digit of the value; `00` without ALPN.
 fn ja4_alpn(first: Option<&[u8]>) -> [char; 2] {
-    let Some(alpn) = first.filter(|a| !a.is_empty()) else { return ['0', '0'] };
+    let Some(alpn) = first.filter(|a| !a.is_empty()) else {
+        return ['0', '0'];
+    };
     let (a, z) = (alpn[0], alpn[alpn.len() - 1]);
     if a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric() {
         [char::from(a), char::from(z)]
     } else {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        [char::from(HEX[usize::from(a >> 4)]), char::from(HEX[usize::from(z & 0xf)])]
+        [
+            char::from(HEX[usize::from(a >> 4)]),
+            char::from(HEX[usize::from(z & 0xf)]),
+        ]
     }
 }
 
@@ -113,13 +135,21 @@ fn hex4_list(items: impl IntoIterator<Item = u16>) -> String {
 
 /// JA4 (FoxIO JA4 spec, client part) with an explicit first ALPN value.
 pub fn ja4_with_alpn(ch: &ClientHello, first_alpn: Option<&[u8]>) -> String {
-    let exts: Vec<u16> = ch.extensions.iter().copied().filter(|&e| !is_grease(e)).collect();
+    let exts: Vec<u16> = ch
+        .extensions
+        .iter()
+        .copied()
+        .filter(|&e| !is_grease(e))
+        .collect();
     let sni = if exts.contains(&EXT_SNI) { 'd' } else { 'i' };
     let [a0, a1] = ja4_alpn(first_alpn);
     let mut ciphers = ch.ciphers.clone();
     ciphers.sort_unstable();
-    let mut sorted_exts: Vec<u16> =
-        exts.iter().copied().filter(|&e| e != EXT_SNI && e != EXT_ALPN).collect();
+    let mut sorted_exts: Vec<u16> = exts
+        .iter()
+        .copied()
+        .filter(|&e| e != EXT_SNI && e != EXT_ALPN)
+        .collect();
     sorted_exts.sort_unstable();
     let mut c = hex4_list(sorted_exts);
     if !ch.signature_algorithms.is_empty() {
@@ -157,7 +187,10 @@ mod tests {
 
     #[test]
     fn empty_hello_hashes_are_zero() {
-        let ch = ClientHello { legacy_version: Version::SSL3, ..ClientHello::default() };
+        let ch = ClientHello {
+            legacy_version: Version::SSL3,
+            ..ClientHello::default()
+        };
         assert_eq!(ja4(&ch), "ts3i000000_000000000000_000000000000");
         assert_eq!(ja3_string(&ch), "768,,,,");
     }

@@ -5,7 +5,9 @@
 //! extension block is split here so that one malformed extension only loses its own field, and
 //! each interesting extension is decoded by tls-parser's extension parser.
 
-use tls_parser::{TlsExtension, parse_tls_client_hello_extension, parse_tls_server_hello_extension};
+use tls_parser::{
+    TlsExtension, parse_tls_client_hello_extension, parse_tls_server_hello_extension,
+};
 
 use super::{Version, fingerprint};
 
@@ -35,12 +37,6 @@ pub struct ClientHello {
     pub ja3_md5: String,
     /// JA4 (client fingerprint `a_b_c`), computed over TCP ("t" prefix).
     pub ja4: String,
-}
-
-impl Default for Version {
-    fn default() -> Self {
-        Version(0)
-    }
 }
 
 /// What a ServerHello selected.
@@ -114,7 +110,12 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
     let mut out = ClientHello {
         legacy_version: Version(ch.version.0),
         session_id: ch.session_id.unwrap_or_default().to_vec(),
-        ciphers: ch.ciphers.iter().map(|c| c.0).filter(|&c| !is_grease(c)).collect(),
+        ciphers: ch
+            .ciphers
+            .iter()
+            .map(|c| c.0)
+            .filter(|&c| !is_grease(c))
+            .collect(),
         ..ClientHello::default()
     };
     let mut first_alpn: Option<&[u8]> = None;
@@ -126,27 +127,41 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
         match ty {
             EXT_SESSION_TICKET => out.session_ticket = !data.is_empty(),
             EXT_PSK => out.psk = true,
-            EXT_SNI | EXT_GROUPS | EXT_POINT_FORMATS | EXT_SIG_ALGS | EXT_ALPN
+            EXT_SNI
+            | EXT_GROUPS
+            | EXT_POINT_FORMATS
+            | EXT_SIG_ALGS
+            | EXT_ALPN
             | EXT_SUPPORTED_VERSIONS => {
-                let Ok((_, ext)) = parse_tls_client_hello_extension(raw) else { continue };
+                let Ok((_, ext)) = parse_tls_client_hello_extension(raw) else {
+                    continue;
+                };
                 match ext {
                     TlsExtension::SNI(names) => {
                         out.sni = names.iter().find(|(t, _)| t.0 == 0).map(|(_, n)| lossy(n));
                     }
                     TlsExtension::EllipticCurves(groups) => {
-                        out.groups = groups.iter().map(|g| g.0).filter(|&g| !is_grease(g)).collect();
+                        out.groups = groups
+                            .iter()
+                            .map(|g| g.0)
+                            .filter(|&g| !is_grease(g))
+                            .collect();
                     }
                     TlsExtension::EcPointFormats(pf) => out.ec_point_formats = pf.to_vec(),
                     TlsExtension::SignatureAlgorithms(algs) => {
-                        out.signature_algorithms = algs.into_iter().filter(|&a| !is_grease(a)).collect();
+                        out.signature_algorithms =
+                            algs.into_iter().filter(|&a| !is_grease(a)).collect();
                     }
                     TlsExtension::ALPN(protos) => {
                         first_alpn = protos.first().copied();
                         out.alpn = protos.iter().map(|p| lossy(p)).collect();
                     }
                     TlsExtension::SupportedVersions(versions) => {
-                        out.supported_versions =
-                            versions.iter().filter(|v| !is_grease(v.0)).map(|v| Version(v.0)).collect();
+                        out.supported_versions = versions
+                            .iter()
+                            .filter(|v| !is_grease(v.0))
+                            .map(|v| Version(v.0))
+                            .collect();
                     }
                     _ => {}
                 }
@@ -204,7 +219,12 @@ pub fn parse_server_hello(body: &[u8]) -> Option<ServerHello> {
         (random, &[][..], cipher, ext)
     } else {
         let (_, sh) = tls_parser::parse_tls_handshake_server_hello(body).ok()?;
-        (sh.random, sh.session_id.unwrap_or_default(), sh.cipher.0, sh.ext)
+        (
+            sh.random,
+            sh.session_id.unwrap_or_default(),
+            sh.cipher.0,
+            sh.ext,
+        )
     };
     let mut out = ServerHello {
         legacy_version: Version(version),

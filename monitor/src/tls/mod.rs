@@ -25,7 +25,7 @@ pub enum ContentType {
 }
 
 /// Protocol version as on the wire (0x0303 = TLS 1.2, 0x0304 = TLS 1.3, 0x7f1c = draft 28, ...).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(pub u16);
 
 impl Version {

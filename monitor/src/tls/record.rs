@@ -153,7 +153,9 @@ impl RecordStream {
                     let head: &[u8] = if self.partial.is_empty() && data.len() >= HEADER_LEN {
                         data
                     } else {
-                        let take = HEADER_LEN.saturating_sub(self.partial.len()).min(data.len());
+                        let take = HEADER_LEN
+                            .saturating_sub(self.partial.len())
+                            .min(data.len());
                         self.partial.extend_from_slice(&data[..take]);
                         data = &data[take..];
                         if self.partial.len() < HEADER_LEN {
@@ -208,7 +210,9 @@ impl RecordStream {
                     }
                     Frame::NeedMore => {
                         // Only the header is incomplete here: top it up byte-wise.
-                        let Some((&b, rest)) = data.split_first() else { return };
+                        let Some((&b, rest)) = data.split_first() else {
+                            return;
+                        };
                         self.partial.push(b);
                         data = rest;
                     }
@@ -247,10 +251,16 @@ impl RecordStream {
                 _ => return Frame::NeedMore,
             }
         } else {
-            let Some(h) = b.get(..HEADER_LEN) else { return Frame::NeedMore };
+            let Some(h) = b.get(..HEADER_LEN) else {
+                return Frame::NeedMore;
+            };
             let version = u16::from_be_bytes([h[1], h[2]]);
             let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-            if !(20..=24).contains(&h[0]) || version >> 8 != 3 || version & 0xff > 4 || len > MAX_RECORD_LEN {
+            if !(20..=24).contains(&h[0])
+                || version >> 8 != 3
+                || version & 0xff > 4
+                || len > MAX_RECORD_LEN
+            {
                 return Frame::Invalid;
             }
             HEADER_LEN + len
@@ -259,7 +269,11 @@ impl RecordStream {
             // Would have to buffer more than allowed.
             return Frame::Invalid;
         }
-        if b.len() < total { Frame::NeedMore } else { Frame::Record(total) }
+        if b.len() < total {
+            Frame::NeedMore
+        } else {
+            Frame::Record(total)
+        }
     }
 
     /// One whole record (header included).
@@ -278,7 +292,9 @@ impl RecordStream {
             }
             return;
         }
-        let (Some(h), Some(payload)) = (rec.get(..HEADER_LEN), rec.get(HEADER_LEN..)) else { return };
+        let (Some(h), Some(payload)) = (rec.get(..HEADER_LEN), rec.get(HEADER_LEN..)) else {
+            return;
+        };
         let content_type = match h[0] {
             20 => ContentType::ChangeCipherSpec,
             21 => ContentType::Alert,
@@ -287,7 +303,11 @@ impl RecordStream {
             _ => ContentType::Heartbeat,
         };
         let len = u16::from_be_bytes([h[3], h[4]]);
-        sink(TlsEvent::Record { content_type, version: Version(u16::from_be_bytes([h[1], h[2]])), len });
+        sink(TlsEvent::Record {
+            content_type,
+            version: Version(u16::from_be_bytes([h[1], h[2]])),
+            len,
+        });
         match content_type {
             ContentType::ChangeCipherSpec => {
                 if !self.tls13 {
@@ -298,10 +318,16 @@ impl RecordStream {
             ContentType::Alert => {
                 let levels_ok = payload.chunks(2).all(|a| matches!(a, [1 | 2, _]));
                 let plain = payload.len() == 2
-                    || (!self.encrypted_hs && !payload.is_empty() && payload.len() % 2 == 0 && levels_ok);
+                    || (!self.encrypted_hs
+                        && !payload.is_empty()
+                        && payload.len() % 2 == 0
+                        && levels_ok);
                 if plain {
                     for a in payload.chunks_exact(2) {
-                        sink(TlsEvent::Alert { level: a[0], code: a[1] });
+                        sink(TlsEvent::Alert {
+                            level: a[0],
+                            code: a[1],
+                        });
                     }
                 } else {
                     sink(TlsEvent::Opaque { content_type, len });
@@ -320,7 +346,12 @@ impl RecordStream {
         }
     }
 
-    fn handshake_bytes(&mut self, mut p: &[u8], stats: &mut Stats, sink: &mut dyn FnMut(TlsEvent<'_>)) {
+    fn handshake_bytes(
+        &mut self,
+        mut p: &[u8],
+        stats: &mut Stats,
+        sink: &mut dyn FnMut(TlsEvent<'_>),
+    ) {
         if self.hs_skip > 0 {
             let n = self.hs_skip.min(p.len());
             self.hs_skip -= n;
@@ -347,7 +378,12 @@ impl RecordStream {
     }
 
     /// Parses the complete handshake messages at the front of `b`; returns the bytes consumed.
-    fn messages(&mut self, b: &[u8], stats: &mut Stats, sink: &mut dyn FnMut(TlsEvent<'_>)) -> usize {
+    fn messages(
+        &mut self,
+        b: &[u8],
+        stats: &mut Stats,
+        sink: &mut dyn FnMut(TlsEvent<'_>),
+    ) -> usize {
         let mut at = 0;
         while let Some(&[ty, l0, l1, l2]) = b.get(at..at + 4) {
             let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
@@ -362,7 +398,9 @@ impl RecordStream {
                 self.hs_skip = total - have;
                 return b.len();
             }
-            let Some(body) = b.get(at + 4..at + total) else { break };
+            let Some(body) = b.get(at + 4..at + total) else {
+                break;
+            };
             self.message(ty, body, stats, sink);
             at += total;
         }
@@ -375,15 +413,27 @@ impl RecordStream {
     }
 
     /// One complete handshake message.
-    fn message(&mut self, ty: u8, body: &[u8], stats: &mut Stats, sink: &mut dyn FnMut(TlsEvent<'_>)) {
+    fn message(
+        &mut self,
+        ty: u8,
+        body: &[u8],
+        stats: &mut Stats,
+        sink: &mut dyn FnMut(TlsEvent<'_>),
+    ) {
         let event = match ty {
             1 => match parse_client_hello(body) {
                 Some(ch) => TlsEvent::ClientHello(Box::new(ch)),
                 None => return self.bad_handshake(stats, sink),
             },
             2 | 6 => {
-                let sh = if ty == 2 { parse_server_hello(body) } else { parse_draft_hello_retry(body) };
-                let Some(sh) = sh else { return self.bad_handshake(stats, sink) };
+                let sh = if ty == 2 {
+                    parse_server_hello(body)
+                } else {
+                    parse_draft_hello_retry(body)
+                };
+                let Some(sh) = sh else {
+                    return self.bad_handshake(stats, sink);
+                };
                 if sh.hello_retry || sh.selected_version.is_tls13() {
                     self.tls13 = true;
                 }
@@ -391,7 +441,9 @@ impl RecordStream {
             }
             4 => TlsEvent::NewSessionTicket,
             8 => TlsEvent::EncryptedExtensions,
-            11 => match certificate_list(body, self.tls13).or_else(|| certificate_list(body, !self.tls13)) {
+            11 => match certificate_list(body, self.tls13)
+                .or_else(|| certificate_list(body, !self.tls13))
+            {
                 Some((certs, tls13)) => TlsEvent::Certificate { certs, tls13 },
                 None => return self.bad_handshake(stats, sink),
             },
@@ -452,10 +504,14 @@ fn is_whole_client_hello(payload: &[u8]) -> bool {
 
 /// A plausible TLS record header: type 20–23, version 0x0300–0x0304, length 1..=18432.
 fn plausible_header(b: &[u8]) -> bool {
-    let Some(h) = b.get(..HEADER_LEN) else { return false };
+    let Some(h) = b.get(..HEADER_LEN) else {
+        return false;
+    };
     let version = u16::from_be_bytes([h[1], h[2]]);
     let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-    (20..=23).contains(&h[0]) && (0x0300..=0x0304).contains(&version) && (1..=MAX_RECORD_LEN).contains(&len)
+    (20..=23).contains(&h[0])
+        && (0x0300..=0x0304).contains(&version)
+        && (1..=MAX_RECORD_LEN).contains(&len)
 }
 
 /// Total length (2-byte header included) of an SSLv2 CLIENT-HELLO record starting `b`, when its
@@ -472,7 +528,11 @@ fn sslv2_client_hello_len(b: &[u8]) -> Option<usize> {
         let specs = usize::from(u16::from_be_bytes([l[0], l[1]]));
         let sid = usize::from(u16::from_be_bytes([l[2], l[3]]));
         let challenge = usize::from(u16::from_be_bytes([l[4], l[5]]));
-        if specs == 0 || specs % 3 != 0 || 9 + specs + sid + challenge != len || !(16..=32).contains(&challenge) {
+        if specs == 0
+            || specs % 3 != 0
+            || 9 + specs + sid + challenge != len
+            || !(16..=32).contains(&challenge)
+        {
             return None;
         }
     }

@@ -29,7 +29,10 @@ const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 
 /// Normalizes a key id or hash for comparison: lower-case hex without `:` separators.
 pub fn normalize_hex(s: &str) -> String {
-    s.chars().filter(|c| *c != ':').flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| *c != ':')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Who a CA is: its key ids and the hash of its DER.
@@ -51,10 +54,12 @@ impl CaIdentity {
     pub fn from_der(der: &[u8]) -> Option<CaIdentity> {
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
         let key_sha1 = hex::encode(Sha1::digest(&cert.public_key().subject_public_key.data));
-        let ski = cert.iter_extensions().find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
-            _ => None,
-        });
+        let ski = cert
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
+                _ => None,
+            });
         let key_id = ski.clone().unwrap_or_else(|| key_sha1.clone());
         let mut key_ids = vec![key_id.clone()];
         if key_sha1 != key_id {
@@ -65,14 +70,16 @@ impl CaIdentity {
             key_ids,
             sha256: hex::encode(Sha256::digest(der)),
             subject: cert.subject().to_string(),
-            serial: normalize_hex(&cert.raw_serial_as_string()).trim_start_matches('0').to_string(),
+            serial: normalize_hex(&cert.raw_serial_as_string())
+                .trim_start_matches('0')
+                .to_string(),
         })
     }
 
     /// Whether `id` (any separator or case) names this CA's key.
     pub fn has_key_id(&self, id: &str) -> bool {
         let id = normalize_hex(id);
-        self.key_ids.iter().any(|k| *k == id)
+        self.key_ids.contains(&id)
     }
 }
 
@@ -89,7 +96,9 @@ impl CaHash {
         let s = s.trim();
         let s = s.strip_prefix("sha256:").unwrap_or(s);
         Self::decode(s).ok_or_else(|| {
-            Error::Usage(format!("--ca-hash: '{s}' is not a sha256 (64 hex digits) of the CA certificate"))
+            Error::Usage(format!(
+                "--ca-hash: '{s}' is not a sha256 (64 hex digits) of the CA certificate"
+            ))
         })
     }
 
@@ -185,8 +194,14 @@ impl Source {
         match self {
             Source::File { path, .. } => format!("trusted-ca {}", path.display()),
             Source::Secret(s) => format!("casecret {}", s.dir.join(SECRET_CA_FILE).display()),
-            Source::Hash { origin: HashOrigin::CaHash, .. } => "ca-hash".into(),
-            Source::Hash { origin: HashOrigin::JoinToken, .. } => "join-token ca hash".into(),
+            Source::Hash {
+                origin: HashOrigin::CaHash,
+                ..
+            } => "ca-hash".into(),
+            Source::Hash {
+                origin: HashOrigin::JoinToken,
+                ..
+            } => "join-token ca hash".into(),
         }
     }
 
@@ -199,7 +214,10 @@ impl Source {
             if p.key_ids.is_empty() {
                 return None;
             }
-            Some(cas.iter().any(|c| p.key_ids.iter().any(|k| c.has_key_id(k))))
+            Some(
+                cas.iter()
+                    .any(|c| p.key_ids.iter().any(|k| c.has_key_id(k))),
+            )
         };
         match self {
             Source::File { cas, .. } => by_cas(cas),
@@ -227,10 +245,16 @@ pub struct PresentedCa {
 
 impl PresentedCa {
     pub fn from_key_id(id: &str) -> PresentedCa {
-        PresentedCa { key_ids: vec![normalize_hex(id)], der_sha256: None }
+        PresentedCa {
+            key_ids: vec![normalize_hex(id)],
+            der_sha256: None,
+        }
     }
     pub fn from_identity(ca: &CaIdentity) -> PresentedCa {
-        PresentedCa { key_ids: ca.key_ids.clone(), der_sha256: Some(ca.sha256.clone()) }
+        PresentedCa {
+            key_ids: ca.key_ids.clone(),
+            der_sha256: Some(ca.sha256.clone()),
+        }
     }
 }
 
@@ -265,16 +289,25 @@ impl TrustedReference {
         let mut r = TrustedReference::default();
         for path in &opts.trusted_ca {
             let cas = load_ca_file(path)?;
-            r.sources.push(Source::File { path: path.clone(), cas });
+            r.sources.push(Source::File {
+                path: path.clone(),
+                cas,
+            });
         }
         if let Some(dir) = &opts.kubeedge_secret_dir {
             r.sources.push(Source::Secret(load_secret(dir)?));
         }
         if let Some(hash) = opts.ca_hash {
-            r.sources.push(Source::Hash { hash, origin: HashOrigin::CaHash });
+            r.sources.push(Source::Hash {
+                hash,
+                origin: HashOrigin::CaHash,
+            });
         }
         if let Some(hash) = opts.join_token_hash {
-            r.sources.push(Source::Hash { hash, origin: HashOrigin::JoinToken });
+            r.sources.push(Source::Hash {
+                hash,
+                origin: HashOrigin::JoinToken,
+            });
         }
         Ok(r)
     }
@@ -314,7 +347,10 @@ impl TrustedReference {
         self.sources
             .iter()
             .filter(|s| s.agrees(presented) == Some(false))
-            .map(|s| Disagreement { source: s.label(), expected: s.expected() })
+            .map(|s| Disagreement {
+                source: s.label(),
+                expected: s.expected(),
+            })
             .collect()
     }
 
@@ -325,7 +361,9 @@ impl TrustedReference {
         for s in &mut self.sources {
             let Source::Secret(d) = s else { continue };
             let file = d.dir.join(SECRET_CA_FILE);
-            let stamp = std::fs::metadata(&file).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            let stamp = std::fs::metadata(&file)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
             if stamp.is_none() {
                 self.reload_errors += 1;
                 continue;
@@ -338,7 +376,11 @@ impl TrustedReference {
                     d.stamp = stamp;
                     if ca != d.ca {
                         let previous = std::mem::replace(&mut d.ca, ca.clone());
-                        change = Some(SecretChange { file, previous, current: ca });
+                        change = Some(SecretChange {
+                            file,
+                            previous,
+                            current: ca,
+                        });
                     }
                 }
                 Err(_) => self.reload_errors += 1,
@@ -353,7 +395,11 @@ fn load_ca_file(path: &Path) -> Result<Vec<CaIdentity>, Error> {
     let bytes = read_bounded(path).map_err(|e| usage("--trusted-ca", path, &e))?;
     let cas = parse_certificates(&bytes);
     if cas.is_empty() {
-        return Err(usage("--trusted-ca", path, &"no PEM or DER certificate in it"));
+        return Err(usage(
+            "--trusted-ca",
+            path,
+            &"no PEM or DER certificate in it",
+        ));
     }
     Ok(cas)
 }
@@ -375,22 +421,37 @@ fn load_secret(dir: &Path) -> Result<SecretDir, Error> {
     let file = dir.join(SECRET_CA_FILE);
     let stamp = std::fs::metadata(&file)
         .and_then(|m| Ok((m.modified()?, m.len())))
-        .map_err(|e| usage("--kubeedge-secret-dir", dir, &format!("no readable '{SECRET_CA_FILE}': {e}")))?;
+        .map_err(|e| {
+            usage(
+                "--kubeedge-secret-dir",
+                dir,
+                &format!("no readable '{SECRET_CA_FILE}': {e}"),
+            )
+        })?;
     let ca = read_secret_ca(&file).map_err(|e| usage("--kubeedge-secret-dir", &file, &e))?;
-    Ok(SecretDir { dir: dir.to_path_buf(), stamp: Some(stamp), ca })
+    Ok(SecretDir {
+        dir: dir.to_path_buf(),
+        stamp: Some(stamp),
+        ca,
+    })
 }
 
 fn read_secret_ca(file: &Path) -> Result<CaIdentity, String> {
     let bytes = read_bounded(file)?;
     // `cadata` is DER; a PEM copy is accepted too. One certificate: the first.
-    parse_certificates(&bytes).into_iter().next().ok_or_else(|| "not a DER or PEM certificate".to_string())
+    parse_certificates(&bytes)
+        .into_iter()
+        .next()
+        .ok_or_else(|| "not a DER or PEM certificate".to_string())
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     use std::io::Read as _;
     let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    f.take(MAX_CA_FILE + 1).read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    f.take(MAX_CA_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| e.to_string())?;
     if buf.len() as u64 > MAX_CA_FILE {
         return Err(format!("larger than {MAX_CA_FILE} bytes"));
     }

@@ -46,25 +46,41 @@ impl ProbeTarget {
     /// Parses `--probe-ca https://HOST[:PORT][/]` (port 10002 by default).
     pub fn parse_ca_url(s: &str) -> Result<ProbeTarget, Error> {
         let bad = |why: &str| Error::Usage(format!("--probe-ca {s}: {why}"));
-        let rest = s.strip_prefix("https://").ok_or_else(|| bad("expected https://HOST:PORT"))?;
+        let rest = s
+            .strip_prefix("https://")
+            .ok_or_else(|| bad("expected https://HOST:PORT"))?;
         let authority = rest.split('/').next().unwrap_or_default();
         if !matches!(rest.get(authority.len()..), Some("" | "/" | "/ca.crt")) {
-            return Err(bad("give only https://HOST:PORT; the path /ca.crt is fixed"));
+            return Err(bad(
+                "give only https://HOST:PORT; the path /ca.crt is fixed",
+            ));
         }
         let (host, port) = split_host_port(authority, Some(10002)).map_err(|w| bad(&w))?;
-        Ok(ProbeTarget { kind: ProbeKind::CaEndpoint, host, port })
+        Ok(ProbeTarget {
+            kind: ProbeKind::CaEndpoint,
+            host,
+            port,
+        })
     }
 
     /// Parses `--probe-chain HOST:PORT` (`[v6]:PORT` for IPv6).
     pub fn parse_chain(s: &str) -> Result<ProbeTarget, Error> {
-        let (host, port) =
-            split_host_port(s, None).map_err(|w| Error::Usage(format!("--probe-chain {s}: {w}")))?;
-        Ok(ProbeTarget { kind: ProbeKind::Chain, host, port })
+        let (host, port) = split_host_port(s, None)
+            .map_err(|w| Error::Usage(format!("--probe-chain {s}: {w}")))?;
+        Ok(ProbeTarget {
+            kind: ProbeKind::Chain,
+            host,
+            port,
+        })
     }
 
     /// `host:port` as shown in events.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -82,7 +98,11 @@ fn split_host_port(s: &str, default_port: Option<u16>) -> Result<(String, u16), 
         return Err("missing host".into());
     }
     let port = match (port, default_port) {
-        (Some(p), _) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("invalid port '{p}'"))?,
+        (Some(p), _) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("invalid port '{p}'"))?,
         (None, Some(d)) => d,
         (None, None) => return Err("expected HOST:PORT".into()),
     };
@@ -133,12 +153,17 @@ impl ProbeFinding {
         if let Some(ca) = &self.ca {
             return Some(PresentedCa::from_identity(ca));
         }
-        self.issuer_key_id.as_ref().map(|k| PresentedCa::from_key_id(k))
+        self.issuer_key_id
+            .as_ref()
+            .map(|k| PresentedCa::from_key_id(k))
     }
 
     /// The CA key id this finding names.
     pub fn ca_key_id(&self) -> Option<&str> {
-        self.ca.as_ref().map(|c| c.key_id.as_str()).or(self.issuer_key_id.as_deref())
+        self.ca
+            .as_ref()
+            .map(|c| c.key_id.as_str())
+            .or(self.issuer_key_id.as_deref())
     }
 }
 
@@ -155,7 +180,11 @@ pub struct ProbeResult {
 }
 
 /// Runs the probe `target.kind` names.
-pub fn run(target: &ProbeTarget, limits: &ProbeLimits, on_connect: &mut dyn FnMut(SocketAddr)) -> ProbeResult {
+pub fn run(
+    target: &ProbeTarget,
+    limits: &ProbeLimits,
+    on_connect: &mut dyn FnMut(SocketAddr),
+) -> ProbeResult {
     match target.kind {
         ProbeKind::CaEndpoint => probe_ca(target, limits, on_connect),
         ProbeKind::Chain => probe_chain(target, limits, on_connect),
@@ -165,35 +194,59 @@ pub fn run(target: &ProbeTarget, limits: &ProbeLimits, on_connect: &mut dyn FnMu
 /// `GET /ca.crt` without a client certificate; the body is the CA (DER, PEM accepted).
 /// `on_connect` gets the local address as soon as TCP connects (before any TLS byte is sent), so a
 /// live detector can exclude the probe's own connection from the passive figures.
-pub fn probe_ca(target: &ProbeTarget, limits: &ProbeLimits, on_connect: &mut dyn FnMut(SocketAddr)) -> ProbeResult {
+pub fn probe_ca(
+    target: &ProbeTarget,
+    limits: &ProbeLimits,
+    on_connect: &mut dyn FnMut(SocketAddr),
+) -> ProbeResult {
     with_session(target, limits, on_connect, |tls, _chain, deadline| {
         let req = format!(
             "GET /ca.crt HTTP/1.1\r\nHost: {}\r\nUser-Agent: trustwatch-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n",
             target.authority()
         );
-        tls.write_all(req.as_bytes()).map_err(|e| format!("send request: {e}"))?;
+        tls.write_all(req.as_bytes())
+            .map_err(|e| format!("send request: {e}"))?;
         tls.flush().map_err(|e| format!("send request: {e}"))?;
         let raw = read_capped(tls, limits.max_response, deadline)?;
         let body = http_body(&raw)?;
         let ca = super::parse_certificates(&body)
             .into_iter()
             .next()
-            .ok_or_else(|| format!("/ca.crt: {} bytes that are not a DER or PEM certificate", body.len()))?;
-        Ok(ProbeFinding { ca: Some(ca), issuer_key_id: None, leaf: None, chain_len: 0, note: None })
+            .ok_or_else(|| {
+                format!(
+                    "/ca.crt: {} bytes that are not a DER or PEM certificate",
+                    body.len()
+                )
+            })?;
+        Ok(ProbeFinding {
+            ca: Some(ca),
+            issuer_key_id: None,
+            leaf: None,
+            chain_len: 0,
+            note: None,
+        })
     })
 }
 
 /// A handshake without a client certificate, only to record the presented chain.
-pub fn probe_chain(target: &ProbeTarget, limits: &ProbeLimits, on_connect: &mut dyn FnMut(SocketAddr)) -> ProbeResult {
+pub fn probe_chain(
+    target: &ProbeTarget,
+    limits: &ProbeLimits,
+    on_connect: &mut dyn FnMut(SocketAddr),
+) -> ProbeResult {
     with_session(target, limits, on_connect, |tls, chain, deadline| {
         // A server requiring a client certificate rejects us only after our Finished (TLS 1.3):
         // one short read tells whether it did. The chain is recorded either way.
         let mut note = None;
         if Instant::now() < deadline {
             let mut buf = [0u8; 1];
-            let _ = tls.sock.set_read_timeout(Some(limits.io_timeout.min(Duration::from_millis(500))));
+            let _ = tls
+                .sock
+                .set_read_timeout(Some(limits.io_timeout.min(Duration::from_millis(500))));
             match tls.read(&mut buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::TimedOut => {}
                 Err(e) => note = Some(format!("server closed after handshake: {e}")),
                 Ok(_) => {}
             }
@@ -207,19 +260,35 @@ fn finding_from_chain(chain: Vec<Vec<u8>>, note: Option<String>) -> Result<Probe
     let leaf = CaIdentity::from_der(leaf_der);
     let issuer_key_id = authority_key_id(leaf_der);
     // The issuing CA, when the chain carries it: the element whose key id the leaf's AKI names.
-    let ca = chain.iter().skip(1).filter_map(|d| CaIdentity::from_der(d)).find(|c| {
-        issuer_key_id.as_deref().is_some_and(|aki| c.has_key_id(aki))
-    });
-    Ok(ProbeFinding { ca, issuer_key_id, leaf, chain_len: chain.len(), note })
+    let ca = chain
+        .iter()
+        .skip(1)
+        .filter_map(|d| CaIdentity::from_der(d))
+        .find(|c| {
+            issuer_key_id
+                .as_deref()
+                .is_some_and(|aki| c.has_key_id(aki))
+        });
+    Ok(ProbeFinding {
+        ca,
+        issuer_key_id,
+        leaf,
+        chain_len: chain.len(),
+        note,
+    })
 }
 
 /// The keyIdentifier of a certificate's Authority Key Identifier.
 pub fn authority_key_id(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    cert.iter_extensions().find_map(|e| match e.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| normalize_hex(&hex::encode(k.0))),
-        _ => None,
-    })
+    cert.iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a
+                .key_identifier
+                .as_ref()
+                .map(|k| normalize_hex(&hex::encode(k.0))),
+            _ => None,
+        })
 }
 
 type Tls = rustls::StreamOwned<ClientConnection, TcpStream>;
@@ -238,25 +307,31 @@ fn with_session(
     let outcome = (|| {
         let a = resolve(target)?;
         addr = Some(a);
-        let sock = TcpStream::connect_timeout(&a, limits.connect_timeout).map_err(|e| format!("connect {a}: {e}"))?;
+        let sock = TcpStream::connect_timeout(&a, limits.connect_timeout)
+            .map_err(|e| format!("connect {a}: {e}"))?;
         local = sock.local_addr().ok();
         if let Some(l) = local {
             on_connect(l);
         }
-        sock.set_read_timeout(Some(limits.io_timeout)).map_err(|e| e.to_string())?;
-        sock.set_write_timeout(Some(limits.io_timeout)).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(limits.io_timeout))
+            .map_err(|e| e.to_string())?;
+        sock.set_write_timeout(Some(limits.io_timeout))
+            .map_err(|e| e.to_string())?;
         let _ = sock.set_nodelay(true);
         let recorder = Arc::new(Recorder::new());
         let config = client_config(recorder.clone())?;
         let name = server_name(&target.host)?;
-        let conn = ClientConnection::new(Arc::new(config), name).map_err(|e| format!("tls: {e}"))?;
+        let conn =
+            ClientConnection::new(Arc::new(config), name).map_err(|e| format!("tls: {e}"))?;
         let mut tls = rustls::StreamOwned::new(conn, sock);
         let handshake = (|| {
             while tls.conn.is_handshaking() {
                 if Instant::now() >= deadline {
                     return Err("deadline exceeded during handshake".to_string());
                 }
-                tls.conn.complete_io(&mut tls.sock).map_err(|e| format!("handshake: {e}"))?;
+                tls.conn
+                    .complete_io(&mut tls.sock)
+                    .map_err(|e| format!("handshake: {e}"))?;
             }
             Ok(())
         })();
@@ -264,7 +339,9 @@ fn with_session(
         match handshake {
             Ok(()) => {}
             // The chain arrived before the failure: a chain probe still has what it came for.
-            Err(e) if target.kind == ProbeKind::Chain && !chain.is_empty() => return finding_from_chain(chain, Some(e)),
+            Err(e) if target.kind == ProbeKind::Chain && !chain.is_empty() => {
+                return finding_from_chain(chain, Some(e));
+            }
             Err(e) => return Err(e),
         }
         let result = f(&mut tls, chain, deadline);
@@ -298,7 +375,10 @@ fn server_name(host: &str) -> Result<ServerName<'static>, String> {
 
 fn client_config(recorder: Arc<Recorder>) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(RecordingVerifier { provider: provider.clone(), recorder });
+    let verifier = Arc::new(RecordingVerifier {
+        provider: provider.clone(),
+        recorder,
+    });
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls config: {e}"))?
@@ -335,7 +415,9 @@ fn read_capped(tls: &mut Tls, cap: usize, deadline: Instant) -> Result<Vec<u8>, 
 
 /// A response with a Content-Length whose body has fully arrived.
 fn response_complete(raw: &[u8]) -> bool {
-    let Some((head, body)) = split_head(raw) else { return false };
+    let Some((head, body)) = split_head(raw) else {
+        return false;
+    };
     content_length(head).is_some_and(|n| body.len() >= n)
 }
 
@@ -362,13 +444,19 @@ fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
     let status = head.lines().next().unwrap_or_default();
     let code = status.split_whitespace().nth(1).unwrap_or_default();
     if !status.starts_with("HTTP/1.") || code != "200" {
-        return Err(format!("/ca.crt: '{}'", status.chars().take(80).collect::<String>()));
+        return Err(format!(
+            "/ca.crt: '{}'",
+            status.chars().take(80).collect::<String>()
+        ));
     }
     if header(head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
         return dechunk(body);
     }
     match content_length(head) {
-        Some(n) => body.get(..n).map(<[u8]>::to_vec).ok_or_else(|| format!("body truncated: {} of {n} bytes", body.len())),
+        Some(n) => body
+            .get(..n)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| format!("body truncated: {} of {n} bytes", body.len())),
         None => Ok(body.to_vec()),
     }
 }
@@ -376,17 +464,25 @@ fn http_body(raw: &[u8]) -> Result<Vec<u8>, String> {
 fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     loop {
-        let eol = body.windows(2).position(|w| w == b"\r\n").ok_or("bad chunked body")?;
-        let size_line = std::str::from_utf8(body.get(..eol).unwrap_or_default()).map_err(|_| "bad chunk size")?;
+        let eol = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunked body")?;
+        let size_line = std::str::from_utf8(body.get(..eol).unwrap_or_default())
+            .map_err(|_| "bad chunk size")?;
         let size_hex = size_line.split(';').next().unwrap_or_default().trim();
         let size = usize::from_str_radix(size_hex, 16).map_err(|_| "bad chunk size")?;
         let start = eol + 2;
         if size == 0 {
             return Ok(out);
         }
-        let chunk = body.get(start..start.saturating_add(size)).ok_or("chunked body truncated")?;
+        let chunk = body
+            .get(start..start.saturating_add(size))
+            .ok_or("chunked body truncated")?;
         out.extend_from_slice(chunk);
-        body = body.get(start + size + 2..).ok_or("chunked body truncated")?;
+        body = body
+            .get(start + size + 2..)
+            .ok_or("chunked body truncated")?;
     }
 }
 
@@ -425,7 +521,11 @@ impl ServerCertVerifier for RecordingVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = self.recorder.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut chain = self
+            .recorder
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         chain.clear();
         chain.push(end_entity.to_vec());
         chain.extend(intermediates.iter().take(16).map(|c| c.to_vec()));
@@ -438,7 +538,12 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -447,11 +552,18 @@ impl ServerCertVerifier for RecordingVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -475,9 +587,20 @@ struct Slot {
 
 impl ProbeScheduler {
     pub fn new(targets: Vec<ProbeTarget>, interval: Duration, min_gap: Duration) -> Self {
-        let targets =
-            targets.into_iter().map(|target| Slot { target, last_start: None, in_flight: false, triggered: false }).collect();
-        ProbeScheduler { targets, interval, min_gap }
+        let targets = targets
+            .into_iter()
+            .map(|target| Slot {
+                target,
+                last_start: None,
+                in_flight: false,
+                triggered: false,
+            })
+            .collect();
+        ProbeScheduler {
+            targets,
+            interval,
+            min_gap,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -2,8 +2,8 @@
 //! serial 1024, different keys) and leaves they sign, generated with rcgen.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 
 use super::CaIdentity;
@@ -26,9 +26,15 @@ impl TestCa {
         p.distinguished_name.push(DnType::CommonName, "KubeEdge");
         p.serial_number = Some(1024u64.into());
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let key = KeyPair::generate().expect("key");
-        TestCa { issuer: CertifiedIssuer::self_signed(p, key).expect("ca") }
+        TestCa {
+            issuer: CertifiedIssuer::self_signed(p, key).expect("ca"),
+        }
     }
 
     pub fn der(&self) -> Vec<u8> {
@@ -51,7 +57,8 @@ impl TestCa {
     /// A server/client leaf for `names` (DNS names or IP addresses).
     pub fn leaf(&self, names: &[&str]) -> TestLeaf {
         let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        p.distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         p.subject_alt_names = names
             .iter()
             .map(|n| match n.parse() {
@@ -59,10 +66,16 @@ impl TestCa {
                 Err(_) => SanType::DnsName((*n).try_into().expect("dns name")),
             })
             .collect();
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         p.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().expect("key");
         let cert = p.signed_by(&key, &self.issuer).expect("leaf");
-        TestLeaf { der: cert.der().to_vec(), key_pkcs8: key.serialize_der() }
+        TestLeaf {
+            der: cert.der().to_vec(),
+            key_pkcs8: key.serialize_der(),
+        }
     }
 }

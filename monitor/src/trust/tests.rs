@@ -35,11 +35,16 @@ impl Drop for TempDir {
 /// Overwrites `path` and moves its mtime forward, so the change is seen even on coarse clocks.
 pub(crate) fn rewrite(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("write");
-    let f = std::fs::File::options().write(true).open(path).expect("open");
-    f.set_modified(SystemTime::now() + Duration::from_secs(5)).expect("set mtime");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open");
+    f.set_modified(SystemTime::now() + Duration::from_secs(5))
+        .expect("set mtime");
 }
 
-const JWT: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2VjcmV0LXNpZ25hdHVyZQ";
+const JWT: &str =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3MDAwMDAwMDB9.c2VjcmV0LXNpZ25hdHVyZQ";
 
 #[test]
 fn join_token_keeps_only_the_hash() {
@@ -51,7 +56,13 @@ fn join_token_keeps_only_the_hash() {
         format!("{h:?}"),
         format!("{h}"),
         serde_json::to_string(&h).unwrap(),
-        format!("{:?}", TrustOptions { join_token_hash: Some(h), ..Default::default() }),
+        format!(
+            "{:?}",
+            TrustOptions {
+                join_token_hash: Some(h),
+                ..Default::default()
+            }
+        ),
     ];
     for s in &shown {
         assert!(s.contains(hash), "{s}");
@@ -59,13 +70,23 @@ fn join_token_keeps_only_the_hash() {
             assert!(!s.contains(part), "JWT part leaked in {s}");
         }
     }
-    let r = TrustedReference::load(&TrustOptions { join_token_hash: Some(h), ..Default::default() }).unwrap();
+    let r = TrustedReference::load(&TrustOptions {
+        join_token_hash: Some(h),
+        ..Default::default()
+    })
+    .unwrap();
     assert!(!format!("{r:?}").contains("eyJ"));
     assert_eq!(r.describe(), vec!["join-token ca hash".to_string()]);
     // A CA with that hash agrees; another does not.
-    let ok = PresentedCa { key_ids: vec!["01".into()], der_sha256: Some(hash.into()) };
+    let ok = PresentedCa {
+        key_ids: vec!["01".into()],
+        der_sha256: Some(hash.into()),
+    };
     assert!(r.check(&ok).is_empty());
-    let bad = PresentedCa { key_ids: vec!["01".into()], der_sha256: Some("00".repeat(32)) };
+    let bad = PresentedCa {
+        key_ids: vec!["01".into()],
+        der_sha256: Some("00".repeat(32)),
+    };
     assert_eq!(r.check(&bad).len(), 1);
     // Key ids alone cannot be compared with a hash: no verdict.
     assert!(r.check(&PresentedCa::from_key_id("01")).is_empty());
@@ -73,7 +94,12 @@ fn join_token_keeps_only_the_hash() {
 
 #[test]
 fn malformed_tokens_and_hashes_are_usage_errors_without_echoing_the_token() {
-    for bad in [format!("nothex.{JWT}"), format!("abcd.{JWT}"), String::new(), JWT.to_string()] {
+    for bad in [
+        format!("nothex.{JWT}"),
+        format!("abcd.{JWT}"),
+        String::new(),
+        JWT.to_string(),
+    ] {
         let e = CaHash::from_join_token(&bad).unwrap_err();
         assert!(matches!(e, Error::Usage(_)));
         let msg = e.to_string();
@@ -85,7 +111,10 @@ fn malformed_tokens_and_hashes_are_usage_errors_without_echoing_the_token() {
     let e = CaHash::from_hex("xyz").unwrap_err();
     assert!(e.to_string().starts_with("--ca-hash"), "{e}");
     let upper = "AB".repeat(32);
-    assert_eq!(CaHash::from_hex(&format!("sha256:{upper}")).unwrap().hex(), "ab".repeat(32));
+    assert_eq!(
+        CaHash::from_hex(&format!("sha256:{upper}")).unwrap().hex(),
+        "ab".repeat(32)
+    );
     assert_eq!(upper.parse::<CaHash>().unwrap().hex(), "ab".repeat(32));
 }
 
@@ -97,13 +126,30 @@ fn trusted_ca_pem_bundle_and_der() {
     std::fs::write(&bundle, format!("# comment\n{}\n{}", ca1.pem(), ca2.pem())).unwrap();
     let der = dir.path().join("ca.der");
     std::fs::write(&der, ca1.der()).unwrap();
-    let r = TrustedReference::load(&TrustOptions { trusted_ca: vec![bundle, der], ..Default::default() }).unwrap();
+    let r = TrustedReference::load(&TrustOptions {
+        trusted_ca: vec![bundle, der],
+        ..Default::default()
+    })
+    .unwrap();
     let ids: Vec<&str> = r.cas().iter().map(|c| c.key_id.as_str()).collect();
-    assert_eq!(ids, vec![ca1.key_id().as_str(), ca2.key_id().as_str(), ca1.key_id().as_str()]);
+    assert_eq!(
+        ids,
+        vec![
+            ca1.key_id().as_str(),
+            ca2.key_id().as_str(),
+            ca1.key_id().as_str()
+        ]
+    );
     // Same subject and serial, different keys: the key tells them apart.
     let (i1, i2) = (ca1.identity(), ca2.identity());
-    assert_eq!((i1.subject.as_str(), i1.serial.as_str()), ("CN=KubeEdge", "400"));
-    assert_eq!((i1.subject.clone(), i1.serial.clone()), (i2.subject.clone(), i2.serial.clone()));
+    assert_eq!(
+        (i1.subject.as_str(), i1.serial.as_str()),
+        ("CN=KubeEdge", "400")
+    );
+    assert_eq!(
+        (i1.subject.clone(), i1.serial.clone()),
+        (i2.subject.clone(), i2.serial.clone())
+    );
     assert_ne!(i1.key_id, i2.key_id);
     // rcgen's SKI is a truncated SHA-256 of the key, so the key SHA-1 is an alias.
     assert_eq!(i1.key_ids.len(), 2);
@@ -115,28 +161,53 @@ fn trusted_ca_pem_bundle_and_der() {
     assert!(d[0].source.ends_with("ca.der"), "{d:?}");
     assert!(r.check(&PresentedCa::from_key_id(&i1.key_id)).is_empty());
     let stranger = TestCa::kubeedge();
-    assert_eq!(r.check(&PresentedCa::from_key_id(&stranger.key_id())).len(), 2);
+    assert_eq!(
+        r.check(&PresentedCa::from_key_id(&stranger.key_id())).len(),
+        2
+    );
 }
 
 #[test]
 fn bad_reference_inputs_are_one_line_usage_errors() {
     let dir = TempDir::new("bad");
     let junk = dir.path().join("junk.pem");
-    std::fs::write(&junk, "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &junk,
+        "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let missing = dir.path().join("missing.pem");
-    for (path, needle) in [(&junk, "no PEM or DER certificate"), (&missing, "No such file")] {
-        let e = TrustedReference::load(&TrustOptions { trusted_ca: vec![path.clone()], ..Default::default() }).unwrap_err();
+    for (path, needle) in [
+        (&junk, "no PEM or DER certificate"),
+        (&missing, "No such file"),
+    ] {
+        let e = TrustedReference::load(&TrustOptions {
+            trusted_ca: vec![path.clone()],
+            ..Default::default()
+        })
+        .unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, Error::Usage(_)));
-        assert!(msg.starts_with("--trusted-ca ") && msg.contains(&path.display().to_string()) && msg.contains(needle), "{msg}");
+        assert!(
+            msg.starts_with("--trusted-ca ")
+                && msg.contains(&path.display().to_string())
+                && msg.contains(needle),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
     }
     // A Secret mount without cadata (only the key, which is never read).
     std::fs::write(dir.path().join("cakeydata"), "PRIVATE KEY MATERIAL").unwrap();
-    let e = TrustedReference::load(&TrustOptions { kubeedge_secret_dir: Some(dir.path().into()), ..Default::default() })
-        .unwrap_err();
+    let e = TrustedReference::load(&TrustOptions {
+        kubeedge_secret_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap_err();
     let msg = e.to_string();
-    assert!(msg.starts_with("--kubeedge-secret-dir ") && msg.contains("cadata"), "{msg}");
+    assert!(
+        msg.starts_with("--kubeedge-secret-dir ") && msg.contains("cadata"),
+        "{msg}"
+    );
     assert!(!msg.contains("PRIVATE"));
 }
 
@@ -148,13 +219,19 @@ fn secret_dir_reads_cadata_and_rereads_on_change() {
     std::fs::write(&cadata, ca1.der()).unwrap();
     // A Kubernetes mount also has cakeydata; make it unreadable-as-certificate garbage.
     std::fs::write(dir.path().join("cakeydata"), b"\x30\x00never-read").unwrap();
-    let mut r =
-        TrustedReference::load(&TrustOptions { kubeedge_secret_dir: Some(dir.path().into()), ..Default::default() }).unwrap();
+    let mut r = TrustedReference::load(&TrustOptions {
+        kubeedge_secret_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(r.secret_ca().unwrap().key_id, ca1.key_id());
     assert_eq!(r.refresh(), None, "unchanged");
     rewrite(&cadata, &ca2.der());
     let ch = r.refresh().expect("change");
-    assert_eq!((ch.previous.key_id, ch.current.key_id), (ca1.key_id(), ca2.key_id()));
+    assert_eq!(
+        (ch.previous.key_id, ch.current.key_id),
+        (ca1.key_id(), ca2.key_id())
+    );
     assert_eq!(r.secret_ca().unwrap().key_id, ca2.key_id());
     assert_eq!(r.refresh(), None);
     // Rewritten with the same CA: re-read, no change.
@@ -175,6 +252,12 @@ fn secret_dir_reads_cadata_and_rereads_on_change() {
         join_token_hash: None,
     })
     .unwrap();
-    assert!(r.check(&PresentedCa::from_identity(&ca1.identity())).is_empty());
-    assert_eq!(r.check(&PresentedCa::from_identity(&ca2.identity()))[0].expected, vec![format!("sha256:{}", CaHash::of_der(&ca1.der()))]);
+    assert!(
+        r.check(&PresentedCa::from_identity(&ca1.identity()))
+            .is_empty()
+    );
+    assert_eq!(
+        r.check(&PresentedCa::from_identity(&ca2.identity()))[0].expected,
+        vec![format!("sha256:{}", CaHash::of_der(&ca1.der()))]
+    );
 }

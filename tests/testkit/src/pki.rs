@@ -32,8 +32,8 @@ pub struct CertTruth {
     pub serial: String,
     pub subject_cn: String,
     pub issuer_cn: String,
-    /// Subject Key Identifier (SHA-1 of the subjectPublicKey bits).
-    pub ski: String,
+    /// Subject Key Identifier (SHA-1 of the subjectPublicKey bits); rcgen writes it for CAs only.
+    pub ski: Option<String>,
     /// Authority Key Identifier keyIdentifier: the issuer's SKI (`None` for self-signed roots).
     pub aki: Option<String>,
     /// SHA-256 of the SubjectPublicKeyInfo DER.
@@ -67,7 +67,7 @@ pub struct Ca {
 impl Ca {
     /// The CA's key identifier: what trustwatch reports as `ca_key_id` for the leaves it signs.
     pub fn key_id(&self) -> &str {
-        &self.cert.ski
+        self.cert.ski.as_deref().unwrap_or_default()
     }
 }
 
@@ -237,7 +237,7 @@ impl Pki {
             serial,
             subject_cn: cn.into(),
             issuer_cn: issuer_cn.into(),
-            ski: hex::encode(ski_of(key)),
+            ski: is_ca.then(|| hex::encode(ski_of(key))),
             aki,
             spki_sha256: hex_sha256(&rcgen::PublicKeyData::subject_public_key_info(key)),
             is_ca,
@@ -328,7 +328,7 @@ impl Pki {
             cn,
             &parent.cert.subject_cn,
             &key,
-            Some(parent.cert.ski.clone()),
+            Some(parent.key_id().to_string()),
             true,
             &params,
         );
@@ -377,7 +377,7 @@ impl Pki {
             &spec.cn,
             &ca.cert.subject_cn,
             &key,
-            Some(ca.cert.ski.clone()),
+            Some(ca.key_id().to_string()),
             false,
             &params,
         );

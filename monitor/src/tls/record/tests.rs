@@ -27,7 +27,11 @@ enum Ev {
 
 fn own(e: TlsEvent<'_>) -> Ev {
     match e {
-        TlsEvent::Record { content_type, version, len } => Ev::Record(content_type, version.0, len),
+        TlsEvent::Record {
+            content_type,
+            version,
+            len,
+        } => Ev::Record(content_type, version.0, len),
         TlsEvent::ClientHello(c) => Ev::ClientHello(c),
         TlsEvent::ServerHello(s) => Ev::ServerHello(s),
         TlsEvent::Certificate { certs, tls13 } => {
@@ -55,7 +59,11 @@ fn run(bytes: &[u8], chunk: usize) -> (Vec<Ev>, Stats) {
 
 fn client_hellos(bytes: &[u8]) -> Vec<ClientHello> {
     let (ev, stats) = run(bytes, usize::MAX);
-    assert_eq!(stats.malformed_records + stats.malformed_handshakes, 0, "{stats:?}");
+    assert_eq!(
+        stats.malformed_records + stats.malformed_handshakes,
+        0,
+        "{stats:?}"
+    );
     ev.into_iter()
         .filter_map(|e| match e {
             Ev::ClientHello(c) => Some(*c),
@@ -86,32 +94,102 @@ fn ja3_ja4_match_other_tools() {
     let cases: [(&str, Vec<u8>, Option<&str>, &str); 14] = [
         // nDPI prints "ht" for ALPN "http/1.1" (first two characters); the JA4 spec takes the
         // first and last character: "h1".
-        ("ndpi http_ipv6", testdata!("ndpi-http_ipv6.client"), Some("d3e627f423a33ea41841c19b8af79293"), "t12d1612h1_94fc43e2fc61_c9eaec7dbab4"),
-        ("ndpi tls_alert", testdata!("ndpi-tls_alert.client"), Some("d78489b860c8bf7838a6ff0b4d131541"), "t10d0909h2_61c4dbd01224_cc731f12afbb"),
-        ("ndpi malicious_sha1", testdata!("ndpi-tls_malicious_sha1.client"), Some("00bcd759cb8ad485fdbf1e7a0c5b94b4"), "t12d2808h2_d943125447b4_dd0a478c1db3"),
+        (
+            "ndpi http_ipv6",
+            testdata!("ndpi-http_ipv6.client"),
+            Some("d3e627f423a33ea41841c19b8af79293"),
+            "t12d1612h1_94fc43e2fc61_c9eaec7dbab4",
+        ),
+        (
+            "ndpi tls_alert",
+            testdata!("ndpi-tls_alert.client"),
+            Some("d78489b860c8bf7838a6ff0b4d131541"),
+            "t10d0909h2_61c4dbd01224_cc731f12afbb",
+        ),
+        (
+            "ndpi malicious_sha1",
+            testdata!("ndpi-tls_malicious_sha1.client"),
+            Some("00bcd759cb8ad485fdbf1e7a0c5b94b4"),
+            "t12d2808h2_d943125447b4_dd0a478c1db3",
+        ),
         // nDPI prints "d" although the hello has no server_name extension (tshark: no SNI; nDPI
         // itself flags "Missing SNI TLS Extn"): the spec's "i".
-        ("ndpi whois", testdata!("ndpi-whois.client"), Some("5f48063f9f3a827056ccdabadcc3886a"), "t12i1908h2_d83cc789557e_16bbda4055b2"),
+        (
+            "ndpi whois",
+            testdata!("ndpi-whois.client"),
+            Some("5f48063f9f3a827056ccdabadcc3886a"),
+            "t12i1908h2_d83cc789557e_16bbda4055b2",
+        ),
         // Suricata hashes "extensions_" when there are no signature algorithms (its
         // ce66f3b797c1, checked below); the spec and Arkime (mysql case) hash without the "_".
-        ("sv bug-5713", testdata!("sv-bug-5713-01-TLSv1-Extracted-MaliciousC2.client"), None, "t10i070600_c50f5591e341_c39ab67fec8e"),
-        ("sv ja4-tls-quic", testdata!("sv-ja4-tls-quic.client"), None, "t13d1516h2_8daaf6152771_e5627efa2ab1"),
-        ("sv ja4-tls", testdata!("sv-ja4-tls.client"), None, "t12i1810s1_27d4652c4487_06a4338d0495"),
-        ("arkime badcurveball", testdata!("arkime-badcurveball.client"), Some("66918128f1b9b03303d77c6f2eefd128"), "t13d1615H2_46e7e9700bed_45f260be83e2"),
-        ("arkime curl tls13", testdata!("arkime-curl-enabled-tls13.client"), Some("eeadfd2f446a45ded96f804720a0c75b"), "t13d0413h2_16476d049b0b_ffceb19bae65"),
-        ("arkime mysql", testdata!("arkime-mysql-tls.client"), Some("3509fd9d38bde48d8abc69cd321c0ba0"), "t11i220200_fd01a07dbaa1_33a13ba74d1c"),
-        ("arkime ssl3", testdata!("arkime-openssl-ssl3.client"), Some("f917ae2520ef9784557b0a3c02489c2c"), "ts3i460000_234845559c90_000000000000"),
-        ("arkime tls1_2", testdata!("arkime-openssl-tls1_2.client"), Some("c1a36e1a870786cc75edddc0009eaf3a"), "t12i740500_c43983326036_3eafcbe19126"),
-        ("arkime alpn-h2", testdata!("arkime-tls-alpn-h2.client"), Some("3faa4ad39f690c4ef1c3160caa375465"), "t12d4605h2_85626a9a5f7f_aaf95bb78ec9"),
-        ("arkime split hello", testdata!("arkime-tls-split-client-hello.client"), Some("35708a08e7be9f7aa5bce7f2d5c1cecb"), "t13d1516h2_8daaf6152771_02713d6af862"),
+        (
+            "sv bug-5713",
+            testdata!("sv-bug-5713-01-TLSv1-Extracted-MaliciousC2.client"),
+            None,
+            "t10i070600_c50f5591e341_c39ab67fec8e",
+        ),
+        (
+            "sv ja4-tls-quic",
+            testdata!("sv-ja4-tls-quic.client"),
+            None,
+            "t13d1516h2_8daaf6152771_e5627efa2ab1",
+        ),
+        (
+            "sv ja4-tls",
+            testdata!("sv-ja4-tls.client"),
+            None,
+            "t12i1810s1_27d4652c4487_06a4338d0495",
+        ),
+        (
+            "arkime badcurveball",
+            testdata!("arkime-badcurveball.client"),
+            Some("66918128f1b9b03303d77c6f2eefd128"),
+            "t13d1615H2_46e7e9700bed_45f260be83e2",
+        ),
+        (
+            "arkime curl tls13",
+            testdata!("arkime-curl-enabled-tls13.client"),
+            Some("eeadfd2f446a45ded96f804720a0c75b"),
+            "t13d0413h2_16476d049b0b_ffceb19bae65",
+        ),
+        (
+            "arkime mysql",
+            testdata!("arkime-mysql-tls.client"),
+            Some("3509fd9d38bde48d8abc69cd321c0ba0"),
+            "t11i220200_fd01a07dbaa1_33a13ba74d1c",
+        ),
+        (
+            "arkime ssl3",
+            testdata!("arkime-openssl-ssl3.client"),
+            Some("f917ae2520ef9784557b0a3c02489c2c"),
+            "ts3i460000_234845559c90_000000000000",
+        ),
+        (
+            "arkime tls1_2",
+            testdata!("arkime-openssl-tls1_2.client"),
+            Some("c1a36e1a870786cc75edddc0009eaf3a"),
+            "t12i740500_c43983326036_3eafcbe19126",
+        ),
+        (
+            "arkime alpn-h2",
+            testdata!("arkime-tls-alpn-h2.client"),
+            Some("3faa4ad39f690c4ef1c3160caa375465"),
+            "t12d4605h2_85626a9a5f7f_aaf95bb78ec9",
+        ),
+        (
+            "arkime split hello",
+            testdata!("arkime-tls-split-client-hello.client"),
+            Some("35708a08e7be9f7aa5bce7f2d5c1cecb"),
+            "t13d1516h2_8daaf6152771_02713d6af862",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, bytes, ja3, ja4) in &cases {
         let ch = client_hello(bytes);
-        if let Some(ja3) = ja3 {
-            if ch.ja3_md5 != *ja3 {
-                failures.push(format!("{name}: ja3 {} != {ja3} ({})", ch.ja3_md5, ch.ja3));
-            }
+        if let Some(ja3) = ja3
+            && ch.ja3_md5 != *ja3
+        {
+            failures.push(format!("{name}: ja3 {} != {ja3} ({})", ch.ja3_md5, ch.ja3));
         }
         if ch.ja4 != *ja4 {
             failures.push(format!("{name}: ja4 {} != {ja4}", ch.ja4));
@@ -121,12 +199,17 @@ fn ja3_ja4_match_other_tools() {
     assert!(failures.is_empty(), "{failures:#?}");
 
     // The Suricata bug-5713 difference is exactly the trailing underscore.
-    let ch = client_hello(&testdata!("sv-bug-5713-01-TLSv1-Extracted-MaliciousC2.client"));
+    let ch = client_hello(&testdata!(
+        "sv-bug-5713-01-TLSv1-Extracted-MaliciousC2.client"
+    ));
     assert!(ch.signature_algorithms.is_empty());
     let mut exts: Vec<u16> = ch.extensions.clone();
     exts.sort_unstable();
     let list: Vec<String> = exts.iter().map(|e| format!("{e:04x}")).collect();
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("{}_", list.join(","))));
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!(
+        "{}_",
+        list.join(",")
+    )));
     assert_eq!(&digest[..12], "ce66f3b797c1");
 }
 
@@ -137,8 +220,20 @@ fn ja3_strings_match_suricata_and_arkime() {
     let ch1 = client_hellos(&testdata!("sv-tls13-draft28.1.client"));
     let mut seen = vec![(ch0.ja3.clone(), ch0.ja3_md5.clone())];
     seen.extend(ch1.iter().map(|c| (c.ja3.clone(), c.ja3_md5.clone())));
-    assert!(seen.contains(&(format!("{draft28},23,0"), "43202faa1c8c1760d6f7f4bd9adde4ab".into())), "{seen:?}");
-    assert!(seen.contains(&(format!("{draft28}-41,23,0"), "d00857e0c8e7a7f35e446508c6233460".into())), "{seen:?}");
+    assert!(
+        seen.contains(&(
+            format!("{draft28},23,0"),
+            "43202faa1c8c1760d6f7f4bd9adde4ab".into()
+        )),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&(
+            format!("{draft28}-41,23,0"),
+            "d00857e0c8e7a7f35e446508c6233460".into()
+        )),
+        "{seen:?}"
+    );
     assert_eq!(ch0.sni.as_deref(), Some("localhost"));
     assert!(ch0.supported_versions.contains(&Version(0x7f1c)));
 
@@ -159,12 +254,18 @@ fn client_hello_fields() {
     assert_eq!(ch.legacy_version, Version::TLS12);
     assert_eq!(
         ch.ciphers,
-        [49196, 49200, 159, 52393, 52392, 52394, 49195, 49199, 158, 49188, 49192, 107, 49187, 49191, 103, 49162, 49172, 57, 49161, 49171, 51, 157, 156, 61, 60, 53, 47, 255]
+        [
+            49196, 49200, 159, 52393, 52392, 52394, 49195, 49199, 158, 49188, 49192, 107, 49187,
+            49191, 103, 49162, 49172, 57, 49161, 49171, 51, 157, 156, 61, 60, 53, 47, 255
+        ]
     );
     assert_eq!(ch.extensions, [0, 11, 10, 35, 22, 23, 13]);
     assert_eq!(
         ch.signature_algorithms,
-        [1027, 1283, 1539, 2055, 2056, 2057, 2058, 2059, 2052, 2053, 2054, 1025, 1281, 1537, 771, 515, 769, 513, 770, 514, 1026, 1282, 1538]
+        [
+            1027, 1283, 1539, 2055, 2056, 2057, 2058, 2059, 2052, 2053, 2054, 1025, 1281, 1537,
+            771, 515, 769, 513, 770, 514, 1026, 1282, 1538
+        ]
     );
     // nDPI: SNI and advertised ALPNs.
     let ch = client_hello(&testdata!("ndpi-http_ipv6.client"));
@@ -172,12 +273,25 @@ fn client_hello_fields() {
     assert_eq!(ch.alpn, ["http/1.1", "spdy/3.1", "h2-14", "h2"]);
     let ch = client_hello(&testdata!("ndpi-tls_alert.client"));
     assert_eq!(ch.sni.as_deref(), Some("www.google-analytics.com"));
-    assert_eq!(ch.alpn, ["h2", "h2-16", "h2-15", "h2-14", "spdy/3.1", "spdy/3", "http/1.1"]);
+    assert_eq!(
+        ch.alpn,
+        [
+            "h2", "h2-16", "h2-15", "h2-14", "spdy/3.1", "spdy/3", "http/1.1"
+        ]
+    );
     assert_eq!(ch.legacy_version, Version::TLS10);
     // Chrome-style hello: GREASE removed everywhere.
     let ch = client_hello(&testdata!("arkime-tls-split-client-hello.client"));
-    for list in [&ch.ciphers, &ch.extensions, &ch.groups, &ch.signature_algorithms] {
-        assert!(list.iter().all(|&v| !crate::tls::hello::is_grease(v)), "{list:?}");
+    for list in [
+        &ch.ciphers,
+        &ch.extensions,
+        &ch.groups,
+        &ch.signature_algorithms,
+    ] {
+        assert!(
+            list.iter().all(|&v| !crate::tls::hello::is_grease(v)),
+            "{list:?}"
+        );
     }
     assert!(ch.supported_versions.contains(&Version::TLS13));
     assert_eq!(ch.groups, [4588, 29, 23, 24]);
@@ -216,12 +330,27 @@ fn server_flight_events_in_order() {
             e => format!("{e:?}"),
         })
         .collect();
-    assert_eq!(kinds, ["SH", "Cert3", "ServerKeyExchange", "ServerHelloDone", "ChangeCipherSpec"]);
-    assert_eq!(stats.tls_records, ev.iter().filter(|e| matches!(e, Ev::Record(..))).count() as u64);
+    assert_eq!(
+        kinds,
+        [
+            "SH",
+            "Cert3",
+            "ServerKeyExchange",
+            "ServerHelloDone",
+            "ChangeCipherSpec"
+        ]
+    );
+    assert_eq!(
+        stats.tls_records,
+        ev.iter().filter(|e| matches!(e, Ev::Record(..))).count() as u64
+    );
     let sh = server_hello(&testdata!("sv-tls-certs-alert.server"));
     assert_eq!(
         fingerprint::ja3s(&sh),
-        ("771,49199,65281-0-11-16-23".into(), "5d79edf64e03689ff559a54e9d9487bc".into())
+        (
+            "771,49199,65281-0-11-16-23".into(),
+            "5d79edf64e03689ff559a54e9d9487bc".into()
+        )
     );
     // Suricata ja4-sv-handshake.
     let sh = server_hello(&testdata!("sv-ja4-sv-handshake.server"));
@@ -243,11 +372,16 @@ fn tls13_server_hellos() {
     assert_eq!(sh.selected_version, Version::TLS13);
     // Suricata ja4-tls-quic TCP session: TLS 1.3, h2; then CCS and encrypted records.
     let (ev, _) = run(&testdata!("sv-ja4-tls-quic.server"), usize::MAX);
-    let Some(Ev::ServerHello(sh)) = ev.iter().find(|e| matches!(e, Ev::ServerHello(_))) else { panic!() };
+    let Some(Ev::ServerHello(sh)) = ev.iter().find(|e| matches!(e, Ev::ServerHello(_))) else {
+        panic!()
+    };
     assert_eq!(sh.selected_version, Version::TLS13);
     assert!(!sh.hello_retry);
     // draft-28 and the pre-22 draft layout (zeek tls13draft16: version 0x7f10, no session id).
-    assert_eq!(server_hello(&testdata!("sv-tls13-draft28.server")).selected_version, Version(0x7f1c));
+    assert_eq!(
+        server_hello(&testdata!("sv-tls13-draft28.server")).selected_version,
+        Version(0x7f1c)
+    );
     let sh = server_hello(&testdata!("zeek-tls13draft16-ff52.a01.server"));
     assert_eq!(sh.selected_version, Version(0x7f10));
     assert_eq!(sh.cipher.to_be_bytes(), [0x13, 0x03]); // zeek: TLS_CHACHA20_POLY1305_SHA256
@@ -260,8 +394,13 @@ fn sslv2_client_hello() {
     assert!(looks_like_client_hello(&bytes));
     let (ev, stats) = run(&bytes, usize::MAX);
     assert_eq!(stats.malformed_records + stats.malformed_handshakes, 0);
-    assert!(matches!(ev.first(), Some(Ev::Record(ContentType::Handshake, 0x0200, _))));
-    let Some(Ev::ClientHello(ch)) = ev.get(1) else { panic!("{ev:?}") };
+    assert!(matches!(
+        ev.first(),
+        Some(Ev::Record(ContentType::Handshake, 0x0200, _))
+    ));
+    let Some(Ev::ClientHello(ch)) = ev.get(1) else {
+        panic!("{ev:?}")
+    };
     assert!(ch.sslv2);
     assert_eq!(ch.legacy_version, Version::TLS10);
     assert!(!ch.ciphers.is_empty());
@@ -274,16 +413,28 @@ fn sslv2_client_hello() {
         .map(|s| u16::from_be_bytes([s[1], s[2]]))
         .collect();
     assert_eq!(ch.ciphers, tls_ids);
-    assert!(tls_ids.len() < specs_len / 3, "the capture also offers SSLv2-only specs");
+    assert!(
+        tls_ids.len() < specs_len / 3,
+        "the capture also offers SSLv2-only specs"
+    );
 }
 
 #[test]
 fn plaintext_alerts() {
     // Suricata tls-extra-alert: fatal handshake_failure; nDPI tls_alert ("TLS Fatal Alert"):
     // fatal protocol_version (tshark).
-    for (bytes, code) in [(testdata!("sv-tls-extra-alert.server"), 40), (testdata!("ndpi-tls_alert.server"), 70)] {
+    for (bytes, code) in [
+        (testdata!("sv-tls-extra-alert.server"), 40),
+        (testdata!("ndpi-tls_alert.server"), 70),
+    ] {
         let (ev, _) = run(&bytes, usize::MAX);
-        assert_eq!(ev, [Ev::Record(ContentType::Alert, 0x0301, 2), Ev::Alert(2, code)]);
+        assert_eq!(
+            ev,
+            [
+                Ev::Record(ContentType::Alert, 0x0301, 2),
+                Ev::Alert(2, code)
+            ]
+        );
     }
 }
 
@@ -325,7 +476,9 @@ fn records(ct: u8, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn large_certificate_spans_many_records_and_chunks() {
     // ~300 KB chain, like zeek's tls-fragmented-handshake.
-    let certs: Vec<Vec<u8>> = (0..3u8).map(|i| (0..100_000u32).map(|j| (j as u8) ^ i).collect()).collect();
+    let certs: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| (0..100_000u32).map(|j| (j as u8) ^ i).collect())
+        .collect();
     let mut msgs = tls12_certificate(&certs);
     msgs.extend(handshake(14, &[]));
     let stream = records(22, &msgs);
@@ -342,7 +495,13 @@ fn large_certificate_spans_many_records_and_chunks() {
     let mut s = RecordStream::new(64 * 1024).with_max_handshake(100_000);
     let ev = feed_all(&mut s, &stream, 1460, &mut stats);
     let got: Vec<&Ev> = ev.iter().filter(|e| !matches!(e, Ev::Record(..))).collect();
-    assert_eq!(got, [&Ev::Other("Malformed".into()), &Ev::Other("ServerHelloDone".into())]);
+    assert_eq!(
+        got,
+        [
+            &Ev::Other("Malformed".into()),
+            &Ev::Other("ServerHelloDone".into())
+        ]
+    );
     assert_eq!(stats.malformed_handshakes, 1);
 }
 
@@ -416,7 +575,12 @@ fn not_tls_is_reported_once() {
     let mut stats = Stats::default();
     let mut s = RecordStream::new(64 * 1024);
     let mut ev = feed_all(&mut s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 4, &mut stats);
-    ev.extend(feed_all(&mut s, &record(22, &handshake(14, &[])), usize::MAX, &mut stats));
+    ev.extend(feed_all(
+        &mut s,
+        &record(22, &handshake(14, &[])),
+        usize::MAX,
+        &mut stats,
+    ));
     assert_eq!(ev, [Ev::Other("NotTls".into())]);
     assert!(s.is_not_tls());
 }
@@ -469,7 +633,10 @@ fn start_detection() {
     assert!(!looks_like_tls_start(&[0x16, 0x03, 0x05, 0, 1]));
     assert!(!looks_like_tls_start(&[0x16, 0x03, 0x03, 0x48, 0x01]));
     assert!(!looks_like_tls_start(&[0x16, 0x03]));
-    for name in [testdata!("sv-ja4-tls.client"), testdata!("ndpi-whois.client")] {
+    for name in [
+        testdata!("sv-ja4-tls.client"),
+        testdata!("ndpi-whois.client"),
+    ] {
         assert!(looks_like_client_hello(&name));
     }
 }

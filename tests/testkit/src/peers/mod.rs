@@ -119,6 +119,8 @@ pub struct ServerSpec<'a> {
     pub accept: usize,
     /// rustls: issue TLS 1.2 session tickets (Go always does; OpenSSL by default).
     pub tickets: bool,
+    /// rustls: write the flight in chunks of this size (many TCP segments even on `lo`).
+    pub write_chunk: Option<usize>,
 }
 
 impl<'a> ServerSpec<'a> {
@@ -131,6 +133,7 @@ impl<'a> ServerSpec<'a> {
             version: None,
             accept: 1,
             tickets: false,
+            write_chunk: None,
         }
     }
     pub fn client_ca(mut self, ca: &'a crate::pki::Ca) -> Self {
@@ -184,6 +187,7 @@ pub fn start_server(spec: &ServerSpec<'_>) -> crate::Result<Server> {
             o.version = spec.version;
             o.accept = spec.accept;
             o.tickets = spec.tickets;
+            o.write_chunk = spec.write_chunk;
             Server::Rustls(rustls_peer::server(o)?)
         }
         Stack::Openssl => Server::Openssl(openssl::server(openssl::ServerOpts {
@@ -231,4 +235,18 @@ pub fn run_client(
             Ok(v)
         }
     }
+}
+
+/// The server chain `spec` puts on the wire, in order: the leaf and its intermediates, plus, for
+/// OpenSSL, the root when it is in the client-verification CA file (s_server completes its chain
+/// from that store — measured, OpenSSL 3.0).
+pub fn wire_chain(spec: &ServerSpec<'_>) -> Vec<crate::pki::CertTruth> {
+    let mut chain = spec.identity.chain.clone();
+    if spec.stack == Stack::Openssl
+        && let Some(ca) = spec.client_ca
+        && ca.root.sha256 == spec.identity.root.sha256
+    {
+        chain.push(spec.identity.root.clone());
+    }
+    chain
 }

@@ -139,7 +139,9 @@ pub fn client(opts: &ClientOpts, ca: &Path, identity: Option<&Leaf>) -> Result<P
     let out = child.wait_with_output()?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let verified = stdout.contains("Verify return code: 0 (ok)");
+    // s_client may print "Verify return code: 0" after an aborted handshake: an `:error:` line
+    // on stderr is what tells the failure.
+    let verified = stdout.contains("Verify return code: 0 (ok)") && !stderr.contains(":error:");
     let answered = stdout.contains("gnip");
     let version = if stdout.contains("Protocol  : TLSv1.3") || stdout.contains("TLSv1.3,") {
         Some("1.3".to_string())

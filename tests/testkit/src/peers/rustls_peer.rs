@@ -63,6 +63,10 @@ pub struct ServerOpts<'a> {
     /// Issue TLS 1.2 session tickets (else 1.2 resumes by session ID).
     pub tickets: bool,
     pub mss: Option<u32>,
+    /// Write at most this many bytes per `write` (TCP_NODELAY, a short pause after each), so the
+    /// flight leaves in many TCP segments even on `lo`, whose GSO otherwise captures whole
+    /// flights as one packet whatever the MSS.
+    pub write_chunk: Option<usize>,
 }
 
 impl<'a> ServerOpts<'a> {
@@ -75,6 +79,7 @@ impl<'a> ServerOpts<'a> {
             accept: 1,
             tickets: false,
             mss: None,
+            write_chunk: None,
         }
     }
 }
@@ -124,6 +129,7 @@ pub fn server(opts: ServerOpts<'_>) -> Result<RustlsServer> {
     let l = listener(opts.listen, opts.mss)?;
     let addr = l.local_addr()?;
     let accept = opts.accept;
+    let chunk = opts.write_chunk;
     let thread = std::thread::spawn(move || {
         let mut results = Vec::new();
         for _ in 0..accept {
@@ -137,7 +143,7 @@ pub fn server(opts: ServerOpts<'_>) -> Result<RustlsServer> {
                     break;
                 }
             };
-            let mut r = serve_one(cfg.clone(), tcp);
+            let mut r = serve_one(cfg.clone(), tcp, chunk);
             r.remote = Some(remote);
             results.push(r);
         }
@@ -146,12 +152,42 @@ pub fn server(opts: ServerOpts<'_>) -> Result<RustlsServer> {
     Ok(RustlsServer { addr, thread })
 }
 
-fn serve_one(cfg: Arc<ServerConfig>, mut tcp: TcpStream) -> PeerResult {
+/// A stream that writes at most `chunk` bytes per call.
+struct Chunked {
+    tcp: TcpStream,
+    chunk: usize,
+}
+
+impl Read for Chunked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Chunked {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.tcp.write(&buf[..buf.len().min(self.chunk)])?;
+        std::thread::sleep(Duration::from_micros(300));
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+fn serve_one(cfg: Arc<ServerConfig>, tcp: TcpStream, chunk: Option<usize>) -> PeerResult {
     let mut r = PeerResult {
         local: tcp.local_addr().ok(),
         ..Default::default()
     };
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    if chunk.is_some() {
+        let _ = tcp.set_nodelay(true);
+    }
+    let mut tcp = Chunked {
+        tcp,
+        chunk: chunk.unwrap_or(usize::MAX),
+    };
     let mut conn = match rustls::ServerConnection::new(cfg) {
         Ok(c) => c,
         Err(e) => {
