@@ -76,7 +76,14 @@ struct Setup<'a> {
 }
 
 impl<'a> Setup<'a> {
-    fn new(name: &'a str, stack: Stack, version: TlsVersion, server_leaf: &'a Leaf, trust: &'a Ca, ip: IpAddr) -> Self {
+    fn new(
+        name: &'a str,
+        stack: Stack,
+        version: TlsVersion,
+        server_leaf: &'a Leaf,
+        trust: &'a Ca,
+        ip: IpAddr,
+    ) -> Self {
         Setup {
             name,
             server: stack,
@@ -96,7 +103,10 @@ impl<'a> Setup<'a> {
     }
 
     fn run(&self) -> Run {
-        let dir = trustwatch_testkit::tempfile::Builder::new().prefix("trustwatch-e2e-").tempdir().expect("tempdir");
+        let dir = trustwatch_testkit::tempfile::Builder::new()
+            .prefix("trustwatch-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let port = trustwatch_testkit::free_port().expect("port");
         let cap = Capture::start_port(dir.path(), self.name, port).expect("capture");
         let mut spec = ServerSpec::new(self.server, port, self.server_leaf);
@@ -112,11 +122,15 @@ impl<'a> Setup<'a> {
         opts.attempts = self.attempts;
         opts.resume = self.resume;
         opts.mss = self.mss;
-        let client = peers::run_client(self.client, &opts, self.trust, self.identity).expect("client");
+        let client =
+            peers::run_client(self.client, &opts, self.trust, self.identity).expect("client");
         let server = server.join();
         let captured = cap.stop().expect("capture stop");
         let wire = Summary::read(&captured.path, port).expect("tshark");
-        eprintln!("[{}] client: {client:?}\n[{}] server: {server:?}", self.name, self.name);
+        eprintln!(
+            "[{}] client: {client:?}\n[{}] server: {server:?}",
+            self.name, self.name
+        );
         for f in &wire.frames {
             eprintln!(
                 "[{}] frame {} {}→{} types {:?} lens {:?} hs {:?} alerts {:?} certs {}",
@@ -147,25 +161,47 @@ impl<'a> Setup<'a> {
 // Assertions on analyzer records
 
 /// The one record of the connection from `ip`.
-fn record_from<'v>(records: &'v [Value], ip: IpAddr) -> &'v Value {
-    let mine: Vec<&Value> = records.iter().filter(|r| str_at(r, "source.ip") == Some(&ip.to_string())).collect();
-    assert_eq!(mine.len(), 1, "expected one record from {ip}, got {records:#?}");
+fn record_from(records: &[Value], ip: IpAddr) -> &Value {
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| str_at(r, "source.ip") == Some(&ip.to_string()))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "expected one record from {ip}, got {records:#?}"
+    );
     mine[0]
 }
 
 fn chain_field(rec: &Value, chain: &str, field: &str) -> Vec<String> {
     get(rec, &format!("trustwatch.{chain}"))
         .as_array()
-        .map(|a| a.iter().map(|c| c[field].as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|c| c[field].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// The record's addresses and ports are the scenario's.
 fn assert_endpoints(rec: &Value, ip: IpAddr, port: u16, service_port: bool) {
-    assert_eq!(str_at(rec, "source.ip"), Some(ip.to_string().as_str()), "{rec:#}");
-    assert!(get(rec, "source.port").as_u64().is_some_and(|p| p > 0), "{rec:#}");
+    assert_eq!(
+        str_at(rec, "source.ip"),
+        Some(ip.to_string().as_str()),
+        "{rec:#}"
+    );
+    assert!(
+        get(rec, "source.port").as_u64().is_some_and(|p| p > 0),
+        "{rec:#}"
+    );
     assert_eq!(str_at(rec, "destination.ip"), Some("127.0.0.1"), "{rec:#}");
-    assert_eq!(get(rec, "destination.port").as_u64(), Some(u64::from(port)), "{rec:#}");
+    assert_eq!(
+        get(rec, "destination.port").as_u64(),
+        Some(u64::from(port)),
+        "{rec:#}"
+    );
     if service_port {
         assert!(str_at(rec, "trustwatch.service").is_some(), "{rec:#}");
     }
@@ -177,53 +213,145 @@ fn assert_server_chain(rec: &Value, chain: &[CertTruth], issuer_key_id: &str) {
     let leaf = &chain[0];
     let want256: Vec<String> = chain.iter().map(|c| c.sha256.clone()).collect();
     let want1: Vec<String> = chain.iter().map(|c| c.sha1.clone()).collect();
-    assert_eq!(chain_field(rec, "server_chain", "sha256"), want256, "server chain sha256: {rec:#}");
-    assert_eq!(chain_field(rec, "server_chain", "sha1"), want1, "server chain sha1: {rec:#}");
-    assert_eq!(str_at(rec, "tls.server.hash.sha256"), Some(leaf.sha256_upper().as_str()), "{rec:#}");
-    assert_eq!(str_at(rec, "tls.server.hash.sha1"), Some(leaf.sha1_upper().as_str()), "{rec:#}");
-    assert_eq!(str_at(rec, "trustwatch.ca_key_id"), Some(issuer_key_id), "ca_key_id: {rec:#}");
-    let got_chain = get(rec, "trustwatch.server_chain").as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        chain_field(rec, "server_chain", "sha256"),
+        want256,
+        "server chain sha256: {rec:#}"
+    );
+    assert_eq!(
+        chain_field(rec, "server_chain", "sha1"),
+        want1,
+        "server chain sha1: {rec:#}"
+    );
+    assert_eq!(
+        str_at(rec, "tls.server.hash.sha256"),
+        Some(leaf.sha256_upper().as_str()),
+        "{rec:#}"
+    );
+    assert_eq!(
+        str_at(rec, "tls.server.hash.sha1"),
+        Some(leaf.sha1_upper().as_str()),
+        "{rec:#}"
+    );
+    assert_eq!(
+        str_at(rec, "trustwatch.ca_key_id"),
+        Some(issuer_key_id),
+        "ca_key_id: {rec:#}"
+    );
+    let got_chain = get(rec, "trustwatch.server_chain")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for (got, want) in got_chain.iter().zip(chain) {
-        assert_eq!(got["serial"].as_str(), Some(want.serial.as_str()), "serial: {got:#}");
+        assert_eq!(
+            got["serial"].as_str(),
+            Some(want.serial.as_str()),
+            "serial: {got:#}"
+        );
         assert_eq!(got["ski"].as_str(), want.ski.as_deref(), "ski: {got:#}");
         assert_eq!(got["aki"].as_str(), want.aki.as_deref(), "aki: {got:#}");
-        assert_eq!(got["spki_sha256"].as_str(), Some(want.spki_sha256.as_str()), "spki: {got:#}");
+        assert_eq!(
+            got["spki_sha256"].as_str(),
+            Some(want.spki_sha256.as_str()),
+            "spki: {got:#}"
+        );
         assert_eq!(got["is_ca"].as_bool(), Some(want.is_ca), "is_ca: {got:#}");
-        assert!(got["subject"].as_str().is_some_and(|s| s.contains(&want.subject_cn)), "subject: {got:#}");
-        assert!(got["issuer"].as_str().is_some_and(|s| s.contains(&want.issuer_cn)), "issuer: {got:#}");
+        assert!(
+            got["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains(&want.subject_cn)),
+            "subject: {got:#}"
+        );
+        assert!(
+            got["issuer"]
+                .as_str()
+                .is_some_and(|s| s.contains(&want.issuer_cn)),
+            "issuer: {got:#}"
+        );
     }
-    assert!(str_at(rec, "tls.server.subject").is_some_and(|s| s.contains(&leaf.subject_cn)), "{rec:#}");
-    assert!(str_at(rec, "tls.server.issuer").is_some_and(|s| s.contains(&leaf.issuer_cn)), "{rec:#}");
-    assert!(str_at(rec, "tls.server.not_before").is_some() && str_at(rec, "tls.server.not_after").is_some());
+    assert!(
+        str_at(rec, "tls.server.subject").is_some_and(|s| s.contains(&leaf.subject_cn)),
+        "{rec:#}"
+    );
+    assert!(
+        str_at(rec, "tls.server.issuer").is_some_and(|s| s.contains(&leaf.issuer_cn)),
+        "{rec:#}"
+    );
+    assert!(
+        str_at(rec, "tls.server.not_before").is_some()
+            && str_at(rec, "tls.server.not_after").is_some()
+    );
 }
 
-fn assert_client_chain(rec: &Value, leaf: Option<&Leaf>) {
-    let want: Vec<String> = leaf.map(|l| l.chain.iter().map(|c| c.sha256.clone()).collect()).unwrap_or_default();
-    assert_eq!(chain_field(rec, "client_chain", "sha256"), want, "client chain: {rec:#}");
-    match leaf {
-        Some(l) => assert_eq!(str_at(rec, "tls.client.hash.sha1"), Some(l.cert.sha1_upper().as_str()), "{rec:#}"),
+fn assert_client_chain(rec: &Value, chain: Option<&[CertTruth]>) {
+    let want: Vec<String> = chain
+        .map(|l| l.iter().map(|c| c.sha256.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        chain_field(rec, "client_chain", "sha256"),
+        want,
+        "client chain: {rec:#}"
+    );
+    match chain.and_then(|c| c.first()) {
+        Some(l) => assert_eq!(
+            str_at(rec, "tls.client.hash.sha1"),
+            Some(l.sha1_upper().as_str()),
+            "{rec:#}"
+        ),
         None => assert!(get(rec, "tls.client.hash.sha1").is_null(), "{rec:#}"),
     }
 }
 
 /// A TLS 1.3 record: nothing of the encrypted flight may be reported as seen.
 fn assert_no_chains(rec: &Value) {
-    assert_eq!(chain_field(rec, "server_chain", "sha256"), Vec::<String>::new(), "{rec:#}");
-    assert_eq!(chain_field(rec, "client_chain", "sha256"), Vec::<String>::new(), "{rec:#}");
+    assert_eq!(
+        chain_field(rec, "server_chain", "sha256"),
+        Vec::<String>::new(),
+        "{rec:#}"
+    );
+    assert_eq!(
+        chain_field(rec, "client_chain", "sha256"),
+        Vec::<String>::new(),
+        "{rec:#}"
+    );
     assert!(get(rec, "trustwatch.ca_key_id").is_null(), "{rec:#}");
 }
 
 fn assert_outcome(rec: &Value, outcome: &str, version: TlsVersion) {
     assert_eq!(str_at(rec, "trustwatch.outcome"), Some(outcome), "{rec:#}");
-    assert_eq!(str_at(rec, "tls.version"), Some(version.as_str()), "{rec:#}");
-    assert_eq!(get(rec, "tls.established").as_bool(), Some(outcome == "established"), "{rec:#}");
-    assert!(str_at(rec, "trustwatch.evidence").is_some_and(|e| !e.is_empty()), "{rec:#}");
-    assert!(str_at(rec, "tls.cipher").is_some_and(|c| c.starts_with("TLS_")), "{rec:#}");
-    assert!(str_at(rec, "tls.client.ja3").is_some_and(|j| j.len() == 32), "{rec:#}");
-    assert!(str_at(rec, "tls.client.ja4").is_some_and(|j| j.starts_with('t')), "{rec:#}");
+    assert_eq!(
+        str_at(rec, "tls.version"),
+        Some(version.as_str()),
+        "{rec:#}"
+    );
+    assert_eq!(
+        get(rec, "tls.established").as_bool(),
+        Some(outcome == "established"),
+        "{rec:#}"
+    );
+    assert!(
+        str_at(rec, "trustwatch.evidence").is_some_and(|e| !e.is_empty()),
+        "{rec:#}"
+    );
+    assert!(
+        str_at(rec, "tls.cipher").is_some_and(|c| c.starts_with("TLS_")),
+        "{rec:#}"
+    );
+    assert!(
+        str_at(rec, "tls.client.ja3").is_some_and(|j| j.len() == 32),
+        "{rec:#}"
+    );
+    assert!(
+        str_at(rec, "tls.client.ja4").is_some_and(|j| j.starts_with('t')),
+        "{rec:#}"
+    );
     assert!(str_at(rec, "@timestamp").is_some(), "{rec:#}");
     if outcome == "established" {
-        assert!(get(rec, "trustwatch.alert").is_null() || get(rec, "trustwatch.alert.level") == "warning", "{rec:#}");
+        assert!(
+            get(rec, "trustwatch.alert").is_null()
+                || get(rec, "trustwatch.alert.level") == "warning",
+            "{rec:#}"
+        );
     }
 }
 
@@ -234,7 +362,11 @@ fn assert_alert(rec: &Value, from: &str, code: Option<u32>) {
     assert_eq!(a["from"].as_str(), Some(from), "alert side: {rec:#}");
     match code {
         Some(c) => {
-            assert_eq!(a["code"].as_u64(), Some(u64::from(c)), "alert code: {rec:#}");
+            assert_eq!(
+                a["code"].as_u64(),
+                Some(u64::from(c)),
+                "alert code: {rec:#}"
+            );
             assert_eq!(a["encrypted"].as_bool(), Some(false), "{rec:#}");
         }
         None => {
@@ -249,14 +381,25 @@ fn assert_alert(rec: &Value, from: &str, code: Option<u32>) {
 
 fn assert_wire_established(run: &Run) {
     assert!(run.client.iter().all(|r| r.ok), "client: {:?}", run.client);
-    assert_eq!(run.wire.client_hellos(), run.client.len(), "one ClientHello per attempt");
-    assert!(run.wire.alerts(true).is_empty() && run.wire.alerts(false).is_empty(), "no plaintext alerts");
+    assert_eq!(
+        run.wire.client_hellos(),
+        run.client.len(),
+        "one ClientHello per attempt"
+    );
+    assert!(
+        run.wire.alerts(true).is_empty() && run.wire.alerts(false).is_empty(),
+        "no plaintext alerts"
+    );
 }
 
 /// TLS 1.2 plaintext: the server's Certificate message holds exactly the generated chain.
 fn assert_wire_chain_12(run: &Run) {
     let want: Vec<String> = run.chain.iter().map(|c| hex::encode(&c.der)).collect();
-    assert_eq!(run.wire.certificates(true), want, "server Certificate on the wire");
+    assert_eq!(
+        run.wire.certificates(true),
+        want,
+        "server Certificate on the wire"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +418,12 @@ fn cloud() -> Cloud {
     let ca = pki.kubeedge_ca().expect("ca");
     let server = pki.server_leaf(&ca).expect("server leaf");
     let edge = pki.client_leaf(&ca, "node-01").expect("edge leaf");
-    Cloud { pki, ca, server, edge }
+    Cloud {
+        pki,
+        ca,
+        server,
+        edge,
+    }
 }
 
 fn mtls_established(stack: Stack, version: TlsVersion, ip: IpAddr) {
@@ -289,23 +437,42 @@ fn mtls_established(stack: Stack, version: TlsVersion, ip: IpAddr) {
     match version {
         TlsVersion::V12 => {
             assert_wire_chain_12(&run);
-            assert!(run.wire.handshake_types(true).contains(&13), "CertificateRequest in plaintext");
-            let want: Vec<String> = c.edge.chain.iter().map(|c| hex::encode(&c.der)).collect();
-            assert_eq!(run.wire.certificates(false), want, "client Certificate on the wire");
+            assert!(
+                run.wire.handshake_types(true).contains(&13),
+                "CertificateRequest in plaintext"
+            );
+            let client_chain = peers::wire_client_chain(stack, &c.edge, &c.ca);
+            let want: Vec<String> = client_chain.iter().map(|c| hex::encode(&c.der)).collect();
+            assert_eq!(
+                run.wire.certificates(false),
+                want,
+                "client Certificate on the wire"
+            );
         }
-        TlsVersion::V13 => assert!(run.wire.certificates(true).is_empty(), "1.3 chain is encrypted"),
+        TlsVersion::V13 => assert!(
+            run.wire.certificates(true).is_empty(),
+            "1.3 chain is encrypted"
+        ),
     }
 
     let records = run.analyze();
     let rec = record_from(&records, ip);
     assert_endpoints(rec, ip, run.port, false);
     assert_outcome(rec, "established", version);
-    assert_eq!(get(rec, "trustwatch.resumed").as_bool(), Some(false), "{rec:#}");
+    assert_eq!(
+        get(rec, "trustwatch.resumed").as_bool(),
+        Some(false),
+        "{rec:#}"
+    );
     match version {
         TlsVersion::V12 => {
             assert_server_chain(rec, &run.chain, c.ca.key_id());
-            assert_client_chain(rec, Some(&c.edge));
-            assert_eq!(get(rec, "trustwatch.client_auth_requested").as_bool(), Some(true), "{rec:#}");
+            assert_client_chain(rec, Some(&peers::wire_client_chain(stack, &c.edge, &c.ca)));
+            assert_eq!(
+                get(rec, "trustwatch.client_auth_requested").as_bool(),
+                Some(true),
+                "{rec:#}"
+            );
         }
         TlsVersion::V13 => assert_no_chains(rec),
     }
@@ -337,7 +504,11 @@ fn mtls_established_go_13() {
 }
 
 /// The client trusts another CA with the same name and serial (KubeEdge's trust collapse).
-fn client_rejects_server(stack: Stack, version: TlsVersion, ip: IpAddr) -> (Run, Cloud, Vec<Value>) {
+fn client_rejects_server(
+    stack: Stack,
+    version: TlsVersion,
+    ip: IpAddr,
+) -> (Run, Cloud, Vec<Value>) {
     let c = cloud();
     let other = c.pki.kubeedge_ca().expect("ca B");
     assert_eq!(other.cert.subject_cn, c.ca.cert.subject_cn);
@@ -348,7 +519,11 @@ fn client_rejects_server(stack: Stack, version: TlsVersion, ip: IpAddr) -> (Run,
     s.client_ca = Some(&other);
     s.identity = Some(&edge_b);
     let run = s.run();
-    assert!(run.client.iter().all(|r| !r.handshake_ok), "client must fail: {:?}", run.client);
+    assert!(
+        run.client.iter().all(|r| !r.handshake_ok),
+        "client must fail: {:?}",
+        run.client
+    );
     assert_eq!(run.wire.client_hellos(), 1);
     if version == TlsVersion::V12 {
         assert_wire_chain_12(&run);
@@ -366,19 +541,32 @@ enum BadClient {
     Missing,
 }
 
-fn server_rejects_client(stack: Stack, version: TlsVersion, ip: IpAddr, bad: BadClient) -> (Run, Cloud, Vec<Value>) {
+fn server_rejects_client(
+    stack: Stack,
+    version: TlsVersion,
+    ip: IpAddr,
+    bad: BadClient,
+) -> (Run, Cloud, Vec<Value>) {
     let c = cloud();
     let other = c.pki.kubeedge_ca().expect("ca B");
     let identity = match bad {
         BadClient::Other => Some(c.pki.client_leaf(&other, "node-03").expect("edge B")),
-        BadClient::Expired => Some(c.pki.expired_client_leaf(&c.ca, "node-04").expect("expired")),
+        BadClient::Expired => Some(
+            c.pki
+                .expired_client_leaf(&c.ca, "node-04")
+                .expect("expired"),
+        ),
         BadClient::Missing => None,
     };
     let mut s = Setup::new("server-rejects", stack, version, &c.server, &c.ca, ip);
     s.client_ca = Some(&c.ca);
     s.identity = identity.as_ref();
     let run = s.run();
-    assert!(run.client.iter().all(|r| !r.ok), "client must fail: {:?}", run.client);
+    assert!(
+        run.client.iter().all(|r| !r.ok),
+        "client must fail: {:?}",
+        run.client
+    );
     assert_eq!(run.wire.client_hellos(), 1);
     if version == TlsVersion::V12 {
         assert_wire_chain_12(&run);
@@ -427,10 +615,21 @@ fn assert_wire_alert(run: &Run, from_server: bool, expect: OnWire) {
     let other = run.wire.alerts(!from_server);
     assert!(other.is_empty(), "no alert from the other side: {other:?}");
     match expect {
-        OnWire::Plain(code) => assert_eq!(run.wire.alerts(from_server), vec![(2, code)], "plaintext fatal alert"),
+        OnWire::Plain(code) => assert_eq!(
+            run.wire.alerts(from_server),
+            vec![(2, code)],
+            "plaintext fatal alert"
+        ),
         OnWire::Encrypted => {
-            assert!(run.wire.alerts(from_server).is_empty(), "no plaintext alert");
-            assert_eq!(run.wire.app_data_lengths(from_server).last(), Some(&19), "encrypted alert record");
+            assert!(
+                run.wire.alerts(from_server).is_empty(),
+                "no plaintext alert"
+            );
+            assert_eq!(
+                run.wire.app_data_lengths(from_server).last(),
+                Some(&19),
+                "encrypted alert record"
+            );
         }
     }
 }
@@ -497,9 +696,17 @@ fn check_server_rejects(stack: Stack, version: TlsVersion, ip: IpAddr, bad: BadC
     match version {
         TlsVersion::V12 => {
             assert_server_chain(rec, &run.chain, c.ca.key_id());
-            assert_eq!(get(rec, "trustwatch.client_auth_requested").as_bool(), Some(true), "{rec:#}");
+            assert_eq!(
+                get(rec, "trustwatch.client_auth_requested").as_bool(),
+                Some(true),
+                "{rec:#}"
+            );
             let sent = chain_field(rec, "client_chain", "sha256");
-            assert_eq!(sent.is_empty(), bad == BadClient::Missing, "client chain: {rec:#}");
+            assert_eq!(
+                sent.is_empty(),
+                bad == BadClient::Missing,
+                "client chain: {rec:#}"
+            );
             if let Some(first) = sent.first() {
                 assert_ne!(first, &c.edge.cert.sha256, "not the good edge certificate");
             }
@@ -518,41 +725,86 @@ fn server_rejects_client_other_ca_go_13() {
 }
 #[test]
 fn server_rejects_client_other_ca_openssl_12() {
-    check_server_rejects(Stack::Openssl, TlsVersion::V12, client_ip(23), BadClient::Other);
+    check_server_rejects(
+        Stack::Openssl,
+        TlsVersion::V12,
+        client_ip(23),
+        BadClient::Other,
+    );
 }
 #[test]
 fn server_rejects_client_other_ca_openssl_13() {
-    check_server_rejects(Stack::Openssl, TlsVersion::V13, client_ip(24), BadClient::Other);
+    check_server_rejects(
+        Stack::Openssl,
+        TlsVersion::V13,
+        client_ip(24),
+        BadClient::Other,
+    );
 }
 #[test]
 fn server_rejects_client_other_ca_rustls_12() {
-    check_server_rejects(Stack::Rustls, TlsVersion::V12, client_ip(25), BadClient::Other);
+    check_server_rejects(
+        Stack::Rustls,
+        TlsVersion::V12,
+        client_ip(25),
+        BadClient::Other,
+    );
 }
 #[test]
 fn server_rejects_client_other_ca_rustls_13() {
-    check_server_rejects(Stack::Rustls, TlsVersion::V13, client_ip(26), BadClient::Other);
+    check_server_rejects(
+        Stack::Rustls,
+        TlsVersion::V13,
+        client_ip(26),
+        BadClient::Other,
+    );
 }
 #[test]
 fn server_rejects_expired_client_go_12() {
-    check_server_rejects(Stack::Go, TlsVersion::V12, client_ip(27), BadClient::Expired);
+    check_server_rejects(
+        Stack::Go,
+        TlsVersion::V12,
+        client_ip(27),
+        BadClient::Expired,
+    );
 }
 #[test]
 fn server_rejects_expired_client_go_13() {
-    check_server_rejects(Stack::Go, TlsVersion::V13, client_ip(28), BadClient::Expired);
+    check_server_rejects(
+        Stack::Go,
+        TlsVersion::V13,
+        client_ip(28),
+        BadClient::Expired,
+    );
 }
 #[test]
 fn server_requires_client_cert_go_12() {
-    check_server_rejects(Stack::Go, TlsVersion::V12, client_ip(29), BadClient::Missing);
+    check_server_rejects(
+        Stack::Go,
+        TlsVersion::V12,
+        client_ip(29),
+        BadClient::Missing,
+    );
 }
 /// Go answers a missing certificate with certificate_required (116), encrypted in TLS 1.3: the
 /// client's error text is the ground truth for the code the analyzer can only infer.
 #[test]
 fn server_requires_client_cert_go_13() {
-    check_server_rejects(Stack::Go, TlsVersion::V13, client_ip(30), BadClient::Missing);
+    check_server_rejects(
+        Stack::Go,
+        TlsVersion::V13,
+        client_ip(30),
+        BadClient::Missing,
+    );
 }
 #[test]
 fn server_requires_client_cert_rustls_12() {
-    check_server_rejects(Stack::Rustls, TlsVersion::V12, client_ip(31), BadClient::Missing);
+    check_server_rejects(
+        Stack::Rustls,
+        TlsVersion::V12,
+        client_ip(31),
+        BadClient::Missing,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -569,14 +821,28 @@ fn resumption(stack: Stack, version: TlsVersion, tickets: bool, ip: IpAddr) {
     let run = s.run();
     assert_wire_established(&run);
     let resumed: Vec<bool> = run.client.iter().map(|r| r.resumed).collect();
-    assert_eq!(resumed, vec![false, true], "the stack resumed the second connection");
+    assert_eq!(
+        resumed,
+        vec![false, true],
+        "the stack resumed the second connection"
+    );
     if version == TlsVersion::V12 {
         // Only the full handshake carries the chain.
         assert_eq!(run.wire.certificates(true).len(), run.chain.len());
-        assert_eq!(run.wire.handshake_types(true).iter().filter(|t| **t == 11).count(), 1);
+        assert_eq!(
+            run.wire
+                .handshake_types(true)
+                .iter()
+                .filter(|t| **t == 11)
+                .count(),
+            1
+        );
     }
     let records = run.analyze();
-    let mine: Vec<&Value> = records.iter().filter(|r| str_at(r, "source.ip") == Some(&ip.to_string())).collect();
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| str_at(r, "source.ip") == Some(&ip.to_string()))
+        .collect();
     assert_eq!(mine.len(), 2, "{records:#?}");
     for (r, truth) in run.client.iter().enumerate() {
         let port = truth.local.map(|a| a.port()).expect("client port");
@@ -585,10 +851,18 @@ fn resumption(stack: Stack, version: TlsVersion, tickets: bool, ip: IpAddr) {
             .find(|v| get(v, "source.port").as_u64() == Some(u64::from(port)))
             .unwrap_or_else(|| panic!("no record for client port {port}: {mine:#?}"));
         assert_outcome(rec, "established", version);
-        assert_eq!(get(rec, "trustwatch.resumed").as_bool(), Some(truth.resumed), "attempt {r}: {rec:#}");
+        assert_eq!(
+            get(rec, "trustwatch.resumed").as_bool(),
+            Some(truth.resumed),
+            "attempt {r}: {rec:#}"
+        );
         if version == TlsVersion::V12 {
             if truth.resumed {
-                assert_eq!(chain_field(rec, "server_chain", "sha256"), Vec::<String>::new(), "{rec:#}");
+                assert_eq!(
+                    chain_field(rec, "server_chain", "sha256"),
+                    Vec::<String>::new(),
+                    "{rec:#}"
+                );
             } else {
                 assert_server_chain(rec, &run.chain, c.ca.key_id());
             }
@@ -644,7 +918,11 @@ fn intermediate_chain_openssl_12() {
     let rec = record_from(&records, client_ip(51));
     assert_outcome(rec, "established", TlsVersion::V12);
     assert_server_chain(rec, &run.chain, ica.key_id());
-    assert_eq!(get(rec, "trustwatch.client_auth_requested").as_bool(), Some(false), "{rec:#}");
+    assert_eq!(
+        get(rec, "trustwatch.client_auth_requested").as_bool(),
+        Some(false),
+        "{rec:#}"
+    );
 }
 
 #[test]
@@ -653,7 +931,10 @@ fn big_chain_many_segments() {
     let (root, leaf) = pki.big_chain().expect("big chain");
     assert_eq!(leaf.chain.len(), 4);
     let total: usize = leaf.chain.iter().map(|c| c.der.len()).sum();
-    assert!(total > 16_384, "chain of {total} bytes spans several TLS records");
+    assert!(
+        total > 16_384,
+        "chain of {total} bytes spans several TLS records"
+    );
     let ip = client_ip(52);
     let run = chain_scenario(Stack::Rustls, &leaf, &root, ip, Some(536));
     let segments = tshark::data_segments(&run.pcap, run.port).expect("tshark");
@@ -686,7 +967,9 @@ fn base() -> &'static Base {
         let dir = trustwatch_testkit::tempfile::tempdir().expect("tempdir");
         let port = trustwatch_testkit::free_port().expect("port");
         let cap = Capture::start_port(dir.path(), "base", port).expect("capture");
-        let spec = ServerSpec::new(Stack::Go, port, &c.server).client_ca(&c.ca).accept(4);
+        let spec = ServerSpec::new(Stack::Go, port, &c.server)
+            .client_ca(&c.ca)
+            .accept(4);
         let server = peers::start_server(&spec).expect("server");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let runs: [(u8, TlsVersion, &Ca, &Leaf, bool); 4] = [
@@ -696,7 +979,10 @@ fn base() -> &'static Base {
             (64, TlsVersion::V12, &c.ca, &bad_edge, false),
         ];
         for (n, v, trust, id, ok) in runs {
-            let opts = ClientOpts::new(addr).local_ip(client_ip(n)).version(v).mss(536);
+            let opts = ClientOpts::new(addr)
+                .local_ip(client_ip(n))
+                .version(v)
+                .mss(536);
             let r = peers::run_client(Stack::Go, &opts, trust, Some(id)).expect("client");
             assert_eq!(r.iter().all(|r| r.ok), ok, "{r:?}");
         }
@@ -737,10 +1023,11 @@ fn projection(rec: &Value, ipv6: bool) -> Value {
         "trustwatch.resumed",
     ] {
         let mut v = get(rec, path).clone();
-        if ipv6 && path.ends_with(".ip") {
-            if let Some(ip) = v.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()) {
-                v = Value::String(rewrite::ipv6_of(ip).to_string());
-            }
+        if ipv6
+            && path.ends_with(".ip")
+            && let Some(ip) = v.as_str().and_then(|s| s.parse::<Ipv4Addr>().ok())
+        {
+            v = Value::String(rewrite::ipv6_of(ip).to_string());
         }
         out.insert(path.to_string(), v);
     }
@@ -760,14 +1047,23 @@ fn check_variant(variant: Variant) {
         .iter()
         .map(|r| r["trustwatch.outcome"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(outcomes, ["established", "established", "rejected_by_client", "rejected_by_server"]);
+    assert_eq!(
+        outcomes,
+        [
+            "established",
+            "established",
+            "rejected_by_client",
+            "rejected_by_server"
+        ]
+    );
     let path = rewrite::write_variant(&b.pcap, variant).expect("rewrite");
     // tshark agrees the variant holds the same TLS traffic.
     let orig = Summary::read(&b.pcap, b.port).expect("tshark");
     let var = Summary::read(&path, b.port).expect("tshark");
-    let factor = if variant == Variant::Duplicated { 2 } else { 1 };
-    assert_eq!(var.client_hellos(), orig.client_hellos() * factor, "{variant:?}");
-    assert_eq!(var.alerts(true).len(), orig.alerts(true).len() * factor, "{variant:?}");
+    // (tshark does not dissect retransmitted segments, so duplicates don't count twice.)
+    assert_eq!(var.client_hellos(), orig.client_hellos(), "{variant:?}");
+    assert_eq!(var.alerts(true), orig.alerts(true), "{variant:?}");
+    assert_eq!(var.alerts(false), orig.alerts(false), "{variant:?}");
     let got = analyze_file(&path, b.port);
     assert_eq!(
         sorted_projection(&got, false),
@@ -785,6 +1081,8 @@ fn variant_reordered() {
 }
 #[test]
 fn variant_duplicated() {
+    let orig = rewrite::Trace::read(&base().pcap).expect("read");
+    assert_eq!(orig.duplicated().frames.len(), 2 * orig.frames.len());
     check_variant(Variant::Duplicated);
 }
 #[test]

@@ -4,8 +4,6 @@
 //! Consumes a parsed [`ClientHello`] / [`ServerHello`]; produces fingerprint strings. GREASE values
 //! are already removed by the hello parser.
 
-use std::fmt::Write;
-
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
@@ -22,12 +20,36 @@ pub(crate) fn fill(ch: &mut ClientHello, first_alpn: Option<&[u8]>) {
     ch.ja4 = ja4_with_alpn(ch, first_alpn);
 }
 
-fn join<T: std::fmt::Display>(out: &mut String, items: impl IntoIterator<Item = T>, sep: char) {
+/// Appends `v` in decimal (no `fmt` machinery: this runs for every ClientHello).
+fn push_dec(out: &mut String, v: u16) {
+    let mut buf = [0u8; 5];
+    let mut i = buf.len();
+    let mut n = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&b| char::from(b)));
+}
+
+/// Appends `v` as four lower-case hex digits.
+fn push_hex4(out: &mut String, v: u16) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in [12, 8, 4, 0] {
+        out.push(char::from(HEX[usize::from((v >> shift) & 0xf)]));
+    }
+}
+
+fn join(out: &mut String, items: impl IntoIterator<Item = u16>, sep: char) {
     for (i, v) in items.into_iter().enumerate() {
         if i > 0 {
             out.push(sep);
         }
-        let _ = write!(out, "{v}");
+        push_dec(out, v);
     }
 }
 
@@ -39,27 +61,36 @@ fn md5_hex(s: &str) -> String {
 /// values joined by `-`, the version being the legacy ClientHello version.
 pub fn ja3_string(ch: &ClientHello) -> String {
     let mut s = String::with_capacity(256);
-    let _ = write!(s, "{},", ch.legacy_version.0);
-    join(&mut s, &ch.ciphers, '-');
+    push_dec(&mut s, ch.legacy_version.0);
+    s.push(',');
+    join(&mut s, ch.ciphers.iter().copied(), '-');
     s.push(',');
     join(
         &mut s,
-        ch.extensions.iter().filter(|&&e| !is_grease(e)),
+        ch.extensions.iter().copied().filter(|&e| !is_grease(e)),
         '-',
     );
     s.push(',');
-    join(&mut s, &ch.groups, '-');
+    join(&mut s, ch.groups.iter().copied(), '-');
     s.push(',');
-    join(&mut s, &ch.ec_point_formats, '-');
+    join(
+        &mut s,
+        ch.ec_point_formats.iter().map(|&p| u16::from(p)),
+        '-',
+    );
     s
 }
 
 /// JA3S string (`SSLVersion,Cipher,Extensions`) and its MD5.
 pub fn ja3s(sh: &ServerHello) -> (String, String) {
-    let mut s = format!("{},{},", sh.legacy_version.0, sh.cipher);
+    let mut s = String::with_capacity(64);
+    push_dec(&mut s, sh.legacy_version.0);
+    s.push(',');
+    push_dec(&mut s, sh.cipher);
+    s.push(',');
     join(
         &mut s,
-        sh.extensions.iter().filter(|&&e| !is_grease(e)),
+        sh.extensions.iter().copied().filter(|&e| !is_grease(e)),
         '-',
     );
     let md5 = md5_hex(&s);
@@ -123,12 +154,12 @@ fn sha256_12(s: &str) -> String {
 }
 
 fn hex4_list(items: impl IntoIterator<Item = u16>) -> String {
-    let mut s = String::new();
+    let mut s = String::with_capacity(256);
     for (i, v) in items.into_iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{v:04x}");
+        push_hex4(&mut s, v);
     }
     s
 }

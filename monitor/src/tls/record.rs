@@ -19,6 +19,11 @@ use super::hello::{self, parse_client_hello, parse_draft_hello_retry, parse_serv
 use super::{ContentType, TlsEvent, Version};
 use crate::stats::Stats;
 
+/// A handshake record header followed by a ClientHello or ServerHello message header.
+fn starts_with_hello_record(data: &[u8]) -> bool {
+    matches!(data, [22, 3, 0..=4, _, _, 1 | 2, ..]) && plausible_header(data)
+}
+
 /// Largest TLSCiphertext fragment (RFC 5246 §6.2.3: 2^14 + 2048).
 pub const MAX_RECORD_LEN: usize = 16384 + 2048;
 /// Default bound for one reassembled handshake message (a long certificate chain fits).
@@ -39,7 +44,7 @@ enum State {
     Resync { dropped: bool },
     /// Framing lost without a gap (bad header); waits for the next gap.
     Desync,
-    /// The stream did not start with TLS; everything is ignored.
+    /// The stream did not start with TLS; ignored until a chunk starts with a hello record.
     NotTls,
 }
 
@@ -146,6 +151,13 @@ impl RecordStream {
         stats.malformed_handshakes += mem::take(&mut self.pending_bad_handshakes);
         loop {
             match self.state {
+                // A protocol that upgrades to TLS (STARTTLS in LDAP/SMTP/MySQL, HTTP CONNECT):
+                // TLS starts where a hello record starts a chunk. The caller bounds how long a
+                // non-TLS stream is watched for this.
+                State::NotTls if starts_with_hello_record(data) => {
+                    self.state = State::Records;
+                    break;
+                }
                 State::NotTls | State::Desync => return,
                 State::Records => break,
                 State::Start | State::Resync { .. } => {

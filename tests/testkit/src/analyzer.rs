@@ -30,7 +30,8 @@ pub fn analyze(bin: &Path, ports: &str, files: &[&Path]) -> Result<Vec<Value>> {
     let text = String::from_utf8(out.stdout)?;
     let mut records = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        records.push(serde_json::from_str(line).map_err(|e| format!("bad JSON line {line:?}: {e}"))?);
+        records
+            .push(serde_json::from_str(line).map_err(|e| format!("bad JSON line {line:?}: {e}"))?);
     }
     Ok(records)
 }
@@ -38,7 +39,9 @@ pub fn analyze(bin: &Path, ports: &str, files: &[&Path]) -> Result<Vec<Value>> {
 /// `v[a][b]...` for a dotted path (`"tls.server.hash.sha256"`); `Null` when absent.
 pub fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
     static NULL: Value = Value::Null;
-    path.split('.').try_fold(v, |v, k| v.get(k)).unwrap_or(&NULL)
+    path.split('.')
+        .try_fold(v, |v, k| v.get(k))
+        .unwrap_or(&NULL)
 }
 
 /// `get(v, path)` as a string, `None` when absent or not a string.

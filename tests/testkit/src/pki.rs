@@ -202,7 +202,9 @@ fn padding_ext(bytes: usize) -> CustomExtension {
 impl Pki {
     pub fn new() -> Result<Self> {
         Ok(Pki {
-            dir: tempfile::Builder::new().prefix("trustwatch-pki-").tempdir()?,
+            dir: tempfile::Builder::new()
+                .prefix("trustwatch-pki-")
+                .tempdir()?,
             seq: AtomicU64::new(0),
         })
     }
@@ -218,6 +220,7 @@ impl Pki {
         Ok(path)
     }
 
+    #[allow(clippy::too_many_arguments)] // private: one call per kind of certificate
     fn truth(
         der: &[u8],
         pem: String,
@@ -289,7 +292,17 @@ impl Pki {
         }
         let cert = params.self_signed(&key)?;
         let pem = cert.pem();
-        let truth = Self::truth(cert.der(), pem.clone(), serial_hex, cn, cn, &key, None, true, &params);
+        let truth = Self::truth(
+            cert.der(),
+            pem.clone(),
+            serial_hex,
+            cn,
+            cn,
+            &key,
+            None,
+            true,
+            &params,
+        );
         let cert_path = self.write(&format!("ca-{cn}"), "crt", &pem)?;
         Ok(Ca {
             root: truth.clone(),
@@ -312,7 +325,10 @@ impl Pki {
         params.not_before = at(-3600)?;
         params.not_after = at(10 * 365 * 86400)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ];
         params.key_identifier_method = KeyIdMethod::PreSpecified(ski_of(&key));
         params.use_authority_key_identifier_extension = true;
         if padding > 0 {
@@ -350,17 +366,26 @@ impl Pki {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(spec.sans.clone())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, spec.cn.as_str());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, spec.cn.as_str());
         let (serial, serial_hex) = fresh_serial();
         params.serial_number = Some(serial);
         params.not_before = at(spec.not_before)?;
         params.not_after = at(spec.not_after)?;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         if spec.server {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
         if spec.client {
-            params.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
         }
         params.key_identifier_method = KeyIdMethod::PreSpecified(ski_of(&key));
         params.use_authority_key_identifier_extension = true;
@@ -442,7 +467,9 @@ impl Pki {
             ca = self.intermediate(&ca, &format!("Big Intermediate {i}"), 5000)?;
         }
         let mut spec = LeafSpec::cloudcore();
-        spec.sans.extend((0..120).map(|i| format!("edge-node-{i:04}.cloudcore.kubeedge.example.internal")));
+        spec.sans.extend(
+            (0..120).map(|i| format!("edge-node-{i:04}.cloudcore.kubeedge.example.internal")),
+        );
         spec.padding = 1000;
         let leaf = self.leaf(&ca, &spec)?;
         Ok((root, leaf))

@@ -15,7 +15,9 @@ use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
 
 use crate::Result;
 
@@ -92,21 +94,32 @@ impl Variant {
 /// written into files).
 pub fn ipv6_of(v4: Ipv4Addr) -> Ipv6Addr {
     let o = v4.octets();
-    Ipv6Addr::from([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, o[0], o[1], o[2], o[3]])
+    Ipv6Addr::from([
+        0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, o[0], o[1], o[2], o[3],
+    ])
 }
 
 /// Writes `variant` of the pcap at `src` next to it and returns its path.
 pub fn write_variant(src: &Path, variant: Variant) -> Result<PathBuf> {
     let trace = Trace::read(src)?;
-    let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("capture");
+    let stem = src
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("capture");
     let dir = src.parent().unwrap_or(Path::new("."));
-    let ext = if variant == Variant::PcapNg { "pcapng" } else { "pcap" };
+    let ext = if variant == Variant::PcapNg {
+        "pcapng"
+    } else {
+        "pcap"
+    };
     let out = dir.join(format!("{stem}-{}.{ext}", variant.name()));
     match variant {
         Variant::Reordered => trace.reordered()?.0.write_pcap(&out)?,
         Variant::Duplicated => trace.duplicated().write_pcap(&out)?,
         Variant::Vlan => trace.vlan(&[(0x8100, 100)])?.write_pcap(&out)?,
-        Variant::QinQ => trace.vlan(&[(0x88a8, 200), (0x8100, 100)])?.write_pcap(&out)?,
+        Variant::QinQ => trace
+            .vlan(&[(0x88a8, 200), (0x8100, 100)])?
+            .write_pcap(&out)?,
         Variant::Ipv6 => trace.ipv6()?.write_pcap(&out)?,
         Variant::Sll => trace.relink(LinkKind::Sll)?.write_pcap(&out)?,
         Variant::Sll2 => trace.relink(LinkKind::Sll2)?.write_pcap(&out)?,
@@ -170,7 +183,11 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
     for c in chunks {
         let mut it = c.chunks(2);
         for w in &mut it {
-            let v = if w.len() == 2 { u16::from_be_bytes([w[0], w[1]]) } else { u16::from(w[0]) << 8 };
+            let v = if w.len() == 2 {
+                u16::from_be_bytes([w[0], w[1]])
+            } else {
+                u16::from(w[0]) << 8
+            };
             sum = sum.wrapping_add(u32::from(v));
         }
     }
@@ -211,7 +228,10 @@ impl Trace {
 
     pub fn write_pcapng(&self, path: &Path) -> Result<()> {
         let mut w = PcapNgWriter::new(BufWriter::new(File::create(path)?))?;
-        w.write_pcapng_block(InterfaceDescriptionBlock::new(self.linktype, 262_144))?;
+        // pcap-file writes EPB timestamps in nanoseconds: say so (if_tsresol = 9).
+        let mut idb = InterfaceDescriptionBlock::new(self.linktype, 262_144);
+        idb.options.push(InterfaceDescriptionOption::IfTsResol(9));
+        w.write_pcapng_block(idb)?;
         for f in &self.frames {
             w.write_pcapng_block(EnhancedPacketBlock {
                 interface_id: 0,
@@ -272,7 +292,11 @@ impl Trace {
 
     /// Every frame twice.
     pub fn duplicated(&self) -> Trace {
-        let frames = self.frames.iter().flat_map(|f| [f.clone(), f.clone()]).collect();
+        let frames = self
+            .frames
+            .iter()
+            .flat_map(|f| [f.clone(), f.clone()])
+            .collect();
         Trace {
             linktype: self.linktype,
             frames,

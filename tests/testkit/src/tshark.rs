@@ -13,11 +13,23 @@ use crate::Result;
 /// values of repeated fields joined by `,`).
 pub fn fields(path: &Path, filter: &str, fields: &[&str]) -> Result<Vec<Vec<String>>> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-n").arg("-r").arg(path).args(["-o", "tcp.desegment_tcp_streams:TRUE"]);
+    cmd.arg("-n")
+        .arg("-r")
+        .arg(path)
+        .args(["-o", "tcp.desegment_tcp_streams:TRUE"]);
     if !filter.is_empty() {
         cmd.args(["-Y", filter]);
     }
-    cmd.args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"]);
+    cmd.args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
     for f in fields {
         cmd.args(["-e", f]);
     }
@@ -110,7 +122,7 @@ impl Summary {
         })
     }
 
-    fn from_server(&self, f: &TlsFrame) -> bool {
+    fn is_from_server(&self, f: &TlsFrame) -> bool {
         f.src_port == self.server_port
     }
 
@@ -118,7 +130,7 @@ impl Summary {
     pub fn alerts(&self, from_server: bool) -> Vec<(u32, u32)> {
         self.frames
             .iter()
-            .filter(|f| self.from_server(f) == from_server)
+            .filter(|f| self.is_from_server(f) == from_server)
             .flat_map(|f| f.alerts.iter().copied())
             .collect()
     }
@@ -127,7 +139,7 @@ impl Summary {
     pub fn handshake_types(&self, from_server: bool) -> Vec<u32> {
         self.frames
             .iter()
-            .filter(|f| self.from_server(f) == from_server)
+            .filter(|f| self.is_from_server(f) == from_server)
             .flat_map(|f| f.handshake_types.iter().copied())
             .collect()
     }
@@ -135,7 +147,11 @@ impl Summary {
     /// Lengths of the records of content type 23 from one side (TLS 1.3 encrypted records).
     pub fn app_data_lengths(&self, from_server: bool) -> Vec<u32> {
         let mut v = Vec::new();
-        for f in self.frames.iter().filter(|f| self.from_server(f) == from_server) {
+        for f in self
+            .frames
+            .iter()
+            .filter(|f| self.is_from_server(f) == from_server)
+        {
             for (t, l) in f.content_types.iter().zip(&f.record_lengths) {
                 if *t == 23 {
                     v.push(*l);
@@ -149,18 +165,26 @@ impl Summary {
     pub fn certificates(&self, from_server: bool) -> Vec<String> {
         self.frames
             .iter()
-            .filter(|f| self.from_server(f) == from_server)
+            .filter(|f| self.is_from_server(f) == from_server)
             .flat_map(|f| f.certificates.iter().cloned())
             .collect()
     }
 
     /// Number of ClientHellos (one per TLS connection).
     pub fn client_hellos(&self) -> usize {
-        self.handshake_types(false).iter().filter(|t| **t == 1).count()
+        self.handshake_types(false)
+            .iter()
+            .filter(|t| **t == 1)
+            .count()
     }
 }
 
 /// Number of TCP segments with payload sent from `src_port`.
 pub fn data_segments(path: &Path, src_port: u16) -> Result<usize> {
-    Ok(fields(path, &format!("tcp.srcport == {src_port} && tcp.len > 0"), &["frame.number"])?.len())
+    Ok(fields(
+        path,
+        &format!("tcp.srcport == {src_port} && tcp.len > 0"),
+        &["frame.number"],
+    )?
+    .len())
 }

@@ -19,7 +19,9 @@ use crate::pki::Leaf;
 /// Builds (once per process) and returns the path of the Go peer binary.
 pub fn binary() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build().map_err(|e| e.to_string())).clone().map_err(Into::into)
+    BIN.get_or_init(|| build().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(Into::into)
 }
 
 fn build() -> Result<PathBuf> {
@@ -125,7 +127,9 @@ impl GoServer {
 fn result_of(v: &Value) -> PeerResult {
     PeerResult {
         ok: v["ok"].as_bool().unwrap_or(false),
-        handshake_ok: v["handshake_ok"].as_bool().unwrap_or(v["version"].is_string()),
+        handshake_ok: v["handshake_ok"]
+            .as_bool()
+            .unwrap_or(v["version"].is_string()),
         error: v["error"].as_str().map(String::from),
         version: v["version"].as_str().map(String::from),
         resumed: v["resumed"].as_bool().unwrap_or(false),
@@ -157,14 +161,22 @@ pub fn server(opts: ServerOpts<'_>) -> Result<GoServer> {
         }
     }
     if let Some((leaf, ca)) = &opts.second {
-        cmd.arg("-cert2").arg(&leaf.chain_path).arg("-key2").arg(&leaf.key_path).arg("-client-ca2").arg(ca);
+        cmd.arg("-cert2")
+            .arg(&leaf.chain_path)
+            .arg("-key2")
+            .arg(&leaf.key_path)
+            .arg("-client-ca2")
+            .arg(ca);
         cmd.arg("-switch-after").arg(opts.switch_after.to_string());
     }
     if opts.certsvc {
         cmd.arg("-certsvc");
     }
     cmd.args(&opts.extra);
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = mpsc::channel();
     let lines = std::thread::spawn(move || {
@@ -194,7 +206,12 @@ pub fn server(opts: ServerOpts<'_>) -> Result<GoServer> {
 
 /// Runs the Go client (`peer client`): `opts.attempts` connections, one result each.
 /// `identity` `None` → no client certificate. `get` → an HTTP GET (cert-service) instead of ping.
-pub fn client(opts: &ClientOpts, ca: &Path, identity: Option<&Leaf>, get: Option<&str>) -> Result<Vec<PeerResult>> {
+pub fn client(
+    opts: &ClientOpts,
+    ca: &Path,
+    identity: Option<&Leaf>,
+    get: Option<&str>,
+) -> Result<Vec<PeerResult>> {
     let mut cmd = Command::new(binary()?);
     cmd.arg("client")
         .arg("-connect")
@@ -222,7 +239,10 @@ pub fn client(opts: &ClientOpts, ca: &Path, identity: Option<&Leaf>, get: Option
         cmd.arg("-resume");
     }
     if let Some(leaf) = identity {
-        cmd.arg("-cert").arg(&leaf.chain_path).arg("-key").arg(&leaf.key_path);
+        cmd.arg("-cert")
+            .arg(&leaf.chain_path)
+            .arg("-key")
+            .arg(&leaf.key_path);
     }
     if let Some(path) = get {
         cmd.arg("-get").arg(path);

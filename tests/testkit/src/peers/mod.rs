@@ -250,3 +250,18 @@ pub fn wire_chain(spec: &ServerSpec<'_>) -> Vec<crate::pki::CertTruth> {
     }
     chain
 }
+
+/// The client chain `stack` puts on the wire for `identity`: the leaf and its intermediates,
+/// plus, for OpenSSL, the root when the trust file (`-CAfile`) holds it (s_client completes its
+/// chain from that store — measured, OpenSSL 3.0).
+pub fn wire_client_chain(
+    stack: Stack,
+    identity: &crate::pki::Leaf,
+    trust: &crate::pki::Ca,
+) -> Vec<crate::pki::CertTruth> {
+    let mut chain = identity.chain.clone();
+    if stack == Stack::Openssl && trust.root.sha256 == identity.root.sha256 {
+        chain.push(identity.root.clone());
+    }
+    chain
+}

@@ -69,12 +69,18 @@ pub fn server(opts: ServerOpts<'_>) -> Result<OpensslServer> {
         cmd.arg("-cert_chain").arg(p);
     }
     if let Some(ca) = &opts.client_ca {
-        cmd.arg("-CAfile").arg(ca).args(["-Verify", "3", "-verify_return_error"]);
+        cmd.arg("-CAfile")
+            .arg(ca)
+            .args(["-Verify", "3", "-verify_return_error"]);
     }
     if let Some(f) = version_flag(opts.version) {
         cmd.arg(f);
     }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut stderr = child.stderr.take().ok_or("no stderr")?;
     let (tx, rx) = mpsc::channel();
@@ -95,7 +101,8 @@ pub fn server(opts: ServerOpts<'_>) -> Result<OpensslServer> {
         all.push_str(&err.join().unwrap_or_default());
         all
     });
-    rx.recv_timeout(Duration::from_secs(5)).map_err(|_| "openssl s_server did not start")?;
+    rx.recv_timeout(Duration::from_secs(5))
+        .map_err(|_| "openssl s_server did not start")?;
     Ok(OpensslServer {
         addr: opts.listen,
         child,
@@ -116,13 +123,21 @@ pub fn client(opts: &ClientOpts, ca: &Path, identity: Option<&Leaf>) -> Result<P
     if opts.server_name.parse::<std::net::IpAddr>().is_ok() {
         cmd.args(["-verify_ip", &opts.server_name, "-noservername"]);
     } else {
-        cmd.args(["-verify_hostname", &opts.server_name, "-servername", &opts.server_name]);
+        cmd.args([
+            "-verify_hostname",
+            &opts.server_name,
+            "-servername",
+            &opts.server_name,
+        ]);
     }
     if let Some(ip) = opts.local_ip {
         cmd.arg("-bind").arg(format!("{ip}:0"));
     }
     if let Some(leaf) = identity {
-        cmd.arg("-cert").arg(&leaf.cert_path).arg("-key").arg(&leaf.key_path);
+        cmd.arg("-cert")
+            .arg(&leaf.cert_path)
+            .arg("-key")
+            .arg(&leaf.key_path);
         if let Some(p) = &leaf.intermediates_path {
             cmd.arg("-cert_chain").arg(p);
         }
@@ -130,7 +145,11 @@ pub fn client(opts: &ClientOpts, ca: &Path, identity: Option<&Leaf>) -> Result<P
     if let Some(f) = version_flag(opts.version) {
         cmd.arg(f);
     }
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(b"ping\n");
         std::thread::sleep(Duration::from_millis(300));
@@ -154,7 +173,14 @@ pub fn client(opts: &ClientOpts, ca: &Path, identity: Option<&Leaf>) -> Result<P
     Ok(PeerResult {
         ok: handshake_ok && answered,
         handshake_ok,
-        error: (!(handshake_ok && answered)).then(|| stderr.lines().filter(|l| !l.trim().is_empty()).take(4).collect::<Vec<_>>().join(" | ")),
+        error: (!(handshake_ok && answered)).then(|| {
+            stderr
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .take(4)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        }),
         version,
         resumed: stdout.contains("Reused,"),
         local: None,

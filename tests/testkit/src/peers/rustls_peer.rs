@@ -40,7 +40,10 @@ fn key_of(leaf: &Leaf) -> PrivateKeyDer<'static> {
 }
 
 fn chain_of(leaf: &Leaf) -> Vec<CertificateDer<'static>> {
-    leaf.chain_der().into_iter().map(CertificateDer::from).collect()
+    leaf.chain_der()
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect()
 }
 
 fn roots(ders: &[&[u8]]) -> Result<RootCertStore> {
@@ -112,11 +115,13 @@ fn listener(addr: SocketAddr, mss: Option<u32>) -> Result<TcpListener> {
 /// line, answer `pong`, close.
 pub fn server(opts: ServerOpts<'_>) -> Result<RustlsServer> {
     let p = provider();
-    let builder = ServerConfig::builder_with_provider(p.clone()).with_protocol_versions(&versions(opts.version))?;
+    let builder = ServerConfig::builder_with_provider(p.clone())
+        .with_protocol_versions(&versions(opts.version))?;
     let builder = match &opts.client_roots {
         Some(ders) => {
             let refs: Vec<&[u8]> = ders.iter().map(|d| d.as_slice()).collect();
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&refs)?), p.clone()).build()?;
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&refs)?), p.clone())
+                .build()?;
             builder.with_client_cert_verifier(v)
         }
         None => builder.with_no_client_auth(),
@@ -206,7 +211,10 @@ fn serve_one(cfg: Arc<ServerConfig>, tcp: TcpStream, chunk: Option<usize>) -> Pe
     r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let mut s = rustls::Stream::new(&mut conn, &mut tcp);
     let mut buf = [0u8; 64];
-    let res = s.read(&mut buf).and_then(|_| s.write_all(b"pong\n")).and_then(|_| s.flush());
+    let res = s
+        .read(&mut buf)
+        .and_then(|_| s.write_all(b"pong\n"))
+        .and_then(|_| s.flush());
     match res {
         Ok(()) => r.ok = true,
         Err(e) => r.error = Some(e.to_string()),
@@ -293,7 +301,10 @@ fn client_once(cfg: Arc<ClientConfig>, name: ServerName<'static>, opts: &ClientO
     r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let mut s = rustls::Stream::new(&mut conn, &mut tcp);
     let mut buf = [0u8; 64];
-    let res = s.write_all(b"ping\n").and_then(|_| s.flush()).and_then(|_| s.read(&mut buf));
+    let res = s
+        .write_all(b"ping\n")
+        .and_then(|_| s.flush())
+        .and_then(|_| s.read(&mut buf));
     match res {
         Ok(n) if n > 0 => r.ok = true,
         Ok(_) => r.error = Some("connection closed before the answer".into()),
