@@ -166,6 +166,7 @@ func server(args []string) error {
 	certsvc := fs.Bool("certsvc", false, "cert-service mode: HTTPS, no client certificate, GET /ca.crt returns the client CA's DER")
 	reply := fs.String("reply", "pong\n", "bytes written to each client after reading its first bytes")
 	tickets := fs.Bool("tickets", true, "issue session tickets (resumption)")
+	writeChunk := fs.Int("write-chunk", 0, "write at most N bytes per TCP write, pausing 300µs after each, so flights leave in many segments even on lo (GSO) (0: off)")
 	_ = fs.Parse(args)
 
 	minVer, err := parseVersion(*minV)
@@ -258,6 +259,9 @@ func server(args []string) error {
 		idx := count
 		if *switchAfter > 0 && count > *switchAfter {
 			switchNow("after_n")
+		}
+		if *writeChunk > 0 {
+			raw = &chunkConn{Conn: raw, n: *writeChunk}
 		}
 		wg.Add(1)
 		go func() {
@@ -462,4 +466,25 @@ func attempt(i int, dialer *net.Dialer, cfg *tls.Config, addr, get string, timeo
 func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// chunkConn writes at most n bytes per TCP write (TCP_NODELAY is Go's default), pausing after
+// each, so one TLS flight leaves in many segments.
+type chunkConn struct {
+	net.Conn
+	n int
+}
+
+func (c *chunkConn) Write(b []byte) (int, error) {
+	var done int
+	for done < len(b) {
+		end := min(done+c.n, len(b))
+		k, err := c.Conn.Write(b[done:end])
+		done += k
+		if err != nil {
+			return done, err
+		}
+		time.Sleep(300 * time.Microsecond)
+	}
+	return done, nil
 }

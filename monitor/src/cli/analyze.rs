@@ -5,7 +5,12 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use std::sync::Arc;
+
+use crate::capture::Timestamp;
 use crate::capture::file::FileSource;
+use crate::detect::event::{Event, render_timeline_line};
+use crate::handshake::Connection;
 use crate::error::Error;
 use crate::export::json;
 use crate::export::report::Summary;
@@ -52,53 +57,122 @@ impl Progress {
     }
 }
 
+/// Timeline lines kept for the report (events beyond are still written as JSON and counted).
+const MAX_TIMELINE: usize = 10_000;
+/// Packet time between detector ticks (window expiry, recovery).
+const TICK_US: i64 = 1_000_000;
+
+/// Exit code when a collapse, divergence or inconsistency was found.
+pub const EXIT_TRUST_PROBLEM: i32 = 3;
+
 pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
     let limits = args.limits.limits()?;
+    let services = args.traffic.services();
+    let mut detector = args.detect.detector(services.clone())?;
     // Open every file first, so bad input fails before any output.
     let mut sources = Vec::with_capacity(args.files.len());
     for path in &args.files {
         sources.push(FileSource::open(path)?);
     }
-    let mut pipeline = Pipeline::new(args.traffic.services(), limits);
+    let mut pipeline = Pipeline::new(services, limits);
     let mut summary = Summary::default();
+    let mut timeline: Vec<(Arc<str>, String)> = Vec::new();
+    let mut events_total: u64 = 0;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut write_err: Option<io::Error> = None;
-    let mut emit = |conn: crate::handshake::Connection| {
-        summary.add(&conn);
-        if args.json && write_err.is_none() {
-            if let Err(e) = json::write_connection(&mut out, &conn) {
-                write_err = Some(e);
+    let mut events = Vec::new();
+    let mut next_tick: Option<Timestamp> = None;
+
+    let mut sink = |conn: Option<&Connection>, events: &mut Vec<Event>| {
+        if let Some(conn) = conn {
+            summary.add(conn);
+            if args.json && write_err.is_none() {
+                if let Err(e) = json::write_connection(&mut out, conn) {
+                    write_err = Some(e);
+                }
+            }
+        }
+        for event in events.drain(..) {
+            events_total += 1;
+            if args.json && write_err.is_none() {
+                if let Err(e) = json::write_line(&mut out, &event) {
+                    write_err = Some(e);
+                }
+            }
+            if timeline.len() < MAX_TIMELINE {
+                timeline.push((event.service.clone(), render_timeline_line(&event)));
             }
         }
     };
+
     for mut source in sources {
         let mut progress = Progress::new();
         let name = source.path().display().to_string();
         let len = source.file_size();
         let mut n: u64 = 0;
         while let Some(pkt) = source.next_packet()? {
-            pipeline.packet(&pkt, &mut emit);
+            pipeline.packet(&pkt, &mut |conn| {
+                detector.observe(&conn, &mut events);
+                sink(Some(&conn), &mut events);
+            });
+            if next_tick.is_none_or(|t| pkt.ts >= t) {
+                detector.tick(pkt.ts, &mut events);
+                sink(None, &mut events);
+                next_tick = Some(Timestamp(pkt.ts.0.saturating_add(TICK_US)));
+            }
             n += 1;
             if n % 8192 == 0 {
                 progress.update(&name, source.position(), len);
             }
         }
+        if source.truncated() {
+            eprintln!("trustwatch: {name}: capture file is cut short; analyzed what was complete");
+        }
         progress.finish();
     }
-    pipeline.finish(&mut emit);
+    pipeline.finish(&mut |conn| {
+        detector.observe(&conn, &mut events);
+        sink(Some(&conn), &mut events);
+    });
+    detector.tick(pipeline.last_ts(), &mut events);
+    sink(None, &mut events);
+    drop(sink);
     if let Some(e) = write_err {
         return Err(Error::Output(e));
     }
     out.flush()?;
     drop(out);
     if !args.quiet {
-        let report = summary.render(&pipeline.stats());
+        let mut report = summary.render(&pipeline.stats());
+        report.push_str(&render_timeline(&timeline, events_total));
         if args.json {
             eprint!("{report}");
         } else {
             print!("{report}");
         }
     }
-    Ok(0)
+    Ok(if detector.exit_worthy_seen() { EXIT_TRUST_PROBLEM } else { 0 })
+}
+
+/// The trust timeline, grouped by service in time order.
+fn render_timeline(lines: &[(Arc<str>, String)], total: u64) -> String {
+    let mut out = String::from("\ntrust timeline:\n");
+    if lines.is_empty() {
+        out.push_str("  no trust events (healthy throughout)\n");
+        return out;
+    }
+    let mut services: Vec<&Arc<str>> = lines.iter().map(|(s, _)| s).collect();
+    services.sort();
+    services.dedup();
+    for service in services {
+        out.push_str(&format!("  {service}:\n"));
+        for (_, line) in lines.iter().filter(|(s, _)| s == service) {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    if total > lines.len() as u64 {
+        out.push_str(&format!("  (+{} more events in the JSON output)\n", total - lines.len() as u64));
+    }
+    out
 }

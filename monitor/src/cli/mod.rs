@@ -4,6 +4,9 @@
 //! (one line on stderr, no backtrace), 3 `analyze` found a trust problem.
 
 mod analyze;
+mod detect;
+
+pub use detect::DetectArgs;
 mod live;
 
 use std::path::PathBuf;
@@ -100,6 +103,8 @@ pub struct AnalyzeArgs {
     /// No summary.
     #[arg(long, short)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub detect: DetectArgs,
 }
 
 /// Runs the command line and returns the process exit code.

@@ -336,6 +336,23 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     }
     let closed = f.closed();
     if let [short] = server_after.as_slice() {
+        // An alert is followed by the sender's close. A short reply after which the client closes
+        // first is application data (e.g. a 5-byte "pong" is a 22-byte record), unless it is
+        // exactly alert-sized and the client sent nothing more.
+        let server_closed_first = f.first_closer() == Some(Side::Server);
+        let alert_then_client_close =
+            closed && short.len == ENCRYPTED_ALERT_LEN && client_after == 0;
+        if closed && !server_closed_first && !alert_then_client_close {
+            return decided(
+                Outcome::Established,
+                format!(
+                    "TLS 1.3: the server answered the client's flight with a {}-byte record and the \
+                     client closed first ({})",
+                    short.len,
+                    f.close_text()
+                ),
+            );
+        }
         if closed {
             return Verdict::Decided {
                 outcome: Outcome::RejectedByServer,
@@ -442,6 +459,21 @@ mod tests {
         let v = decide(&tls13(&sealed, SideFacts::default(), closed(4)));
         assert_eq!(outcome(&v), Some(Outcome::RejectedByServer));
         assert!(matches!(v, Verdict::Decided { inferred: Some(Alert::Encrypted { from: S, .. }), .. }));
+    }
+
+    // Go server without session tickets answering "pong\n" (a 22-byte record); the client closes.
+    #[test]
+    fn tls13_short_reply_then_client_close_is_established() {
+        let sealed = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 53, 2), rec(C, 30, 2), rec(S, 22, 3)];
+        assert_eq!(
+            outcome(&decide(&tls13(&sealed, closed(4), SideFacts::default()))),
+            Some(Outcome::Established)
+        );
+        // The same record followed by the server's own close is an alert.
+        assert_eq!(
+            outcome(&decide(&tls13(&sealed, closed(5), closed(4)))),
+            Some(Outcome::RejectedByServer)
+        );
     }
 
     #[test]

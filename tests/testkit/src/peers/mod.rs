@@ -119,7 +119,7 @@ pub struct ServerSpec<'a> {
     pub accept: usize,
     /// rustls: issue TLS 1.2 session tickets (Go always does; OpenSSL by default).
     pub tickets: bool,
-    /// rustls: write the flight in chunks of this size (many TCP segments even on `lo`).
+    /// rustls and Go: write flights in chunks of this size (many TCP segments even on `lo`).
     pub write_chunk: Option<usize>,
 }
 
@@ -202,6 +202,9 @@ pub fn start_server(spec: &ServerSpec<'_>) -> crate::Result<Server> {
             o.client_ca = spec.client_ca.map(|ca| ca.cert_path.clone());
             o.max_version = spec.version;
             o.accept = spec.accept;
+            if let Some(n) = spec.write_chunk {
+                o.extra = vec!["-write-chunk".into(), n.to_string()];
+            }
             Server::Go(go::server(o)?)
         }
     })

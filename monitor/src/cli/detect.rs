@@ -1,0 +1,67 @@
+//! Detector flags shared by `analyze` and `live`: the trusted-CA reference and the collapse rule.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::Services;
+use crate::detect::{DetectConfig, Detector};
+use crate::error::Error;
+use crate::trust::{CaHash, TrustOptions, TrustedReference};
+
+/// `--join-token`: keeps only the CA hash; the JWT part never reaches the parsed arguments.
+fn join_token(s: &str) -> Result<CaHash, String> {
+    CaHash::from_join_token(s).map_err(|e| e.to_string())
+}
+
+fn ca_hash(s: &str) -> Result<CaHash, String> {
+    CaHash::from_hex(s).map_err(|e| e.to_string())
+}
+
+/// What the presented CAs are compared with, and when a trust collapse is declared.
+#[derive(Args, Debug, Clone)]
+pub struct DetectArgs {
+    /// Trusted CA certificate(s), PEM or DER, bundles allowed (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub trusted_ca: Vec<PathBuf>,
+    /// A mounted kubeedge/casecret: only its `cadata` file is read (never `cakeydata`), again
+    /// whenever it changes.
+    #[arg(long, value_name = "DIR")]
+    pub kubeedge_secret_dir: Option<PathBuf>,
+    /// sha256 of the CA certificate DER (the first part of a join token).
+    #[arg(long, value_name = "HEX", value_parser = ca_hash)]
+    pub ca_hash: Option<CaHash>,
+    /// A KubeEdge join token: only the CA hash before the first '.' is used and kept.
+    #[arg(long, value_name = "TOKEN", value_parser = join_token)]
+    pub join_token: Option<CaHash>,
+    /// Sliding window of the collapse rule, seconds of packet time.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub trust_window: u64,
+    /// K: distinct clients failing on certificate grounds in the window.
+    #[arg(long, value_name = "K", default_value_t = DetectConfig::default().min_failing_clients)]
+    pub collapse_clients: usize,
+    /// R: share of failing clients among the active ones.
+    #[arg(long, value_name = "R", default_value_t = DetectConfig::default().min_failure_share)]
+    pub collapse_share: f64,
+}
+
+impl DetectArgs {
+    /// The detector for `services`, with its reference loaded (bad files are errors, exit 2).
+    pub fn detector(&self, services: Services) -> Result<Detector, Error> {
+        let cfg = DetectConfig {
+            window_us: i64::try_from(self.trust_window).unwrap_or(i64::MAX).saturating_mul(1_000_000),
+            min_failing_clients: self.collapse_clients,
+            min_failure_share: self.collapse_share,
+            services,
+            ..DetectConfig::default()
+        };
+        cfg.validate()?;
+        let opts = TrustOptions {
+            trusted_ca: self.trusted_ca.clone(),
+            kubeedge_secret_dir: self.kubeedge_secret_dir.clone(),
+            ca_hash: self.ca_hash,
+            join_token_hash: self.join_token,
+        };
+        Ok(Detector::new(cfg, TrustedReference::load(&opts)?))
+    }
+}
