@@ -967,9 +967,10 @@ fn base() -> &'static Base {
         let dir = trustwatch_testkit::tempfile::tempdir().expect("tempdir");
         let port = trustwatch_testkit::free_port().expect("port");
         let cap = Capture::start_port(dir.path(), "base", port).expect("capture");
-        let spec = ServerSpec::new(Stack::Go, port, &c.server)
+        let mut spec = ServerSpec::new(Stack::Go, port, &c.server)
             .client_ca(&c.ca)
             .accept(4);
+        spec.write_chunk = Some(300);
         let server = peers::start_server(&spec).expect("server");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let runs: [(u8, TlsVersion, &Ca, &Leaf, bool); 4] = [

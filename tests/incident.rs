@@ -68,8 +68,9 @@ fn detect(
     reference: TrustedReference,
 ) -> (Vec<Connection>, Vec<Event>, Detector) {
     let services: Services = format!("{port}=cloudhub").parse().expect("ports");
-    let mut pipeline = Pipeline::new(services, Limits::default());
-    let mut detector = Detector::new(DetectConfig::default(), reference);
+    let mut pipeline = Pipeline::new(services.clone(), Limits::default());
+    let cfg = DetectConfig { services, ..DetectConfig::default() };
+    let mut detector = Detector::new(cfg, reference);
     let mut conns = Vec::new();
     let mut src = FileSource::open(pcap).expect("open capture");
     while let Some(pkt) = src.next_packet().expect("read") {

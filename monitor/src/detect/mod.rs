@@ -219,7 +219,7 @@ impl Detector {
             return;
         };
         let start = out.len();
-        let Some(svc) = service_entry(&mut self.services, &self.cfg.limits, &conn.service) else {
+        let Some(svc) = service_entry(&mut self.services, &self.cfg, &conn.service, conn.server.port(), false) else {
             self.stats.services_dropped += 1;
             return;
         };
@@ -293,7 +293,7 @@ impl Detector {
         };
         let start = out.len();
         let name: Arc<str> = Arc::from(self.cfg.services.label(addr.port()));
-        let Some(svc) = service_entry(&mut self.services, &self.cfg.limits, &name) else {
+        let Some(svc) = service_entry(&mut self.services, &self.cfg, &name, addr.port(), true) else {
             self.stats.services_dropped += 1;
             return;
         };
@@ -396,16 +396,22 @@ impl Detector {
 }
 
 /// The state of service `name`, created if there is room.
+///
+/// Configured ports and probed targets are replica sets; a service found by content
+/// (`--any-port`) groups unrelated servers, so different CA keys there are not a divergence.
 fn service_entry<'a>(
     services: &'a mut BTreeMap<Arc<str>, ServiceState>,
-    limits: &DetectLimits,
+    cfg: &DetectConfig,
     name: &Arc<str>,
+    port: u16,
+    probed: bool,
 ) -> Option<&'a mut ServiceState> {
     if !services.contains_key(name) {
-        if services.len() >= limits.max_services {
+        if services.len() >= cfg.limits.max_services {
             return None;
         }
-        services.insert(name.clone(), ServiceState::new(name.clone()));
+        let replicas = probed || cfg.services.is_watched(port);
+        services.insert(name.clone(), ServiceState::new(name.clone(), replicas));
     }
     services.get_mut(name)
 }

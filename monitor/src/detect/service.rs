@@ -160,13 +160,16 @@ pub(crate) struct ServiceState {
     /// The key set of the divergence last reported (None when the replicas agree).
     divergence_keys: Option<Vec<Arc<str>>>,
     split_active: bool,
+    /// The servers of this service are replicas of one CloudCore (a configured port), so CA
+    /// divergence between them is checked.
+    replicas: bool,
     inconsistent_seen: HashSet<(Option<SocketAddr>, Arc<str>)>,
     /// Failures started since the last [`ServiceState::take_probe_request`].
     probe_request: bool,
 }
 
 impl ServiceState {
-    pub fn new(name: Arc<str>) -> Self {
+    pub fn new(name: Arc<str>, replicas: bool) -> Self {
         ServiceState {
             name,
             window: VecDeque::new(),
@@ -187,6 +190,7 @@ impl ServiceState {
             last_fail_server: None,
             divergence_keys: None,
             split_active: false,
+            replicas,
             inconsistent_seen: HashSet::new(),
             probe_request: false,
         }
@@ -588,6 +592,9 @@ impl ServiceState {
     }
 
     fn check_split(&mut self, now: Timestamp, cfg: &DetectConfig, out: &mut Vec<Event>) {
+        if !self.replicas {
+            return;
+        }
         let Some(SplitEvidence {
             pair: (good, bad),
             n,
@@ -765,6 +772,9 @@ impl ServiceState {
 
     /// Different addresses presenting different CA keys at the same time (within the window).
     fn check_key_divergence(&mut self, now: Timestamp, cfg: &DetectConfig, out: &mut Vec<Event>) {
+        if !self.replicas {
+            return;
+        }
         let fresh: Vec<(SocketAddr, &PresentedKey)> = self
             .servers
             .iter()

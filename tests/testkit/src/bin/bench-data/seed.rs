@@ -1,10 +1,10 @@
 //! Seed captures: real TLS sessions between rustls and Go (crypto/tls) peers over loopback,
 //! recorded with libpcap.
 //!
-//! Consumes nothing; produces three pcaps in a directory, each the full TCP lifetime of every
+//! Consumes nothing; produces four pcaps in a directory, each the full TCP lifetime of every
 //! connection: `seed-hs12.pcap` (TLS 1.2 mutual-TLS handshakes + a ping/pong), `seed-hs13.pcap`
-//! (the same in TLS 1.3) and `seed-bulk.pcap` (mutual TLS 1.2/1.3 sessions that then move 1–4 MiB
-//! of application data). Every certificate chain on the wire is leaf → intermediate → root, on
+//! (the same in TLS 1.3), `seed-bulk12.pcap` and `seed-bulk13.pcap` (mutual-TLS sessions that
+//! then move 1–4 MiB of application data). Every certificate chain on the wire is leaf → intermediate → root, on
 //! both sides. Every peer must report success, or the seed is refused.
 
 use std::io::{Read, Write};
@@ -25,7 +25,8 @@ use trustwatch_testkit::pki::{Ca, Leaf, Pki};
 pub struct SeedFiles {
     pub hs12: PathBuf,
     pub hs13: PathBuf,
-    pub bulk: PathBuf,
+    pub bulk12: PathBuf,
+    pub bulk13: PathBuf,
 }
 
 impl SeedFiles {
@@ -33,19 +34,21 @@ impl SeedFiles {
         SeedFiles {
             hs12: dir.join("seed-hs12.pcap"),
             hs13: dir.join("seed-hs13.pcap"),
-            bulk: dir.join("seed-bulk.pcap"),
+            bulk12: dir.join("seed-bulk12.pcap"),
+            bulk13: dir.join("seed-bulk13.pcap"),
         }
     }
     pub fn exist(&self) -> bool {
-        self.hs12.exists() && self.hs13.exists() && self.bulk.exists()
+        [&self.hs12, &self.hs13, &self.bulk12, &self.bulk13]
+            .iter()
+            .all(|p| p.exists())
     }
 }
 
 /// Handshake-only connections per client stack and server stack, per TLS version.
 const HS_PER_PAIR_12: usize = 60;
 const HS_PER_PAIR_13: usize = 20;
-/// (bytes client → server, bytes server → client) of the bulk sessions; each runs in TLS 1.3
-/// and in TLS 1.2.
+/// (bytes client → server, bytes server → client) of the bulk sessions of each TLS version.
 const BULK: [(usize, usize); 6] = [
     (64 << 10, 1 << 20),
     (256 << 10, 2 << 20),
@@ -167,10 +170,10 @@ fn send(w: &mut impl Write, n: usize) -> std::io::Result<()> {
 
 /// Captures the bulk sessions: request header (up, down: u32 BE) + `up` bytes, then `down`
 /// bytes back, then close_notify both ways.
-fn capture_bulk(id: &Identities, out: &Path) -> Result<()> {
+fn capture_bulk(id: &Identities, out: &Path, version: TlsVersion) -> Result<()> {
     let port = trustwatch_testkit::free_port()?;
     let dir = out.parent().unwrap_or(Path::new("."));
-    let tmp_name = format!("tmp-bulk-{}", std::process::id());
+    let tmp_name = format!("tmp-{}", std::process::id());
     let cap = Capture::start_port(dir, &tmp_name, port)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -178,7 +181,7 @@ fn capture_bulk(id: &Identities, out: &Path) -> Result<()> {
     let roots = Arc::new(roots);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = std::net::TcpListener::bind(addr)?;
-    for version in [TlsVersion::V13, TlsVersion::V12] {
+    {
         let verifier =
             WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
         let scfg = Arc::new(
@@ -273,7 +276,8 @@ pub fn capture(dir: &Path) -> Result<SeedFiles> {
     capture_handshakes(&id, &files.hs12, TlsVersion::V12, HS_PER_PAIR_12)?;
     eprintln!("bench-data: capturing real mTLS handshakes (TLS 1.3)");
     capture_handshakes(&id, &files.hs13, TlsVersion::V13, HS_PER_PAIR_13)?;
-    eprintln!("bench-data: capturing real bulk sessions");
-    capture_bulk(&id, &files.bulk)?;
+    eprintln!("bench-data: capturing real bulk sessions (TLS 1.2, 1.3)");
+    capture_bulk(&id, &files.bulk12, TlsVersion::V12)?;
+    capture_bulk(&id, &files.bulk13, TlsVersion::V13)?;
     Ok(files)
 }
