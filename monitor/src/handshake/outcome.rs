@@ -336,13 +336,11 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     }
     let closed = f.closed();
     if let [short] = server_after.as_slice() {
-        // An alert is followed by the sender's close. A short reply after which the client closes
-        // first is application data (e.g. a 5-byte "pong" is a 22-byte record), unless it is
-        // exactly alert-sized and the client sent nothing more.
+        // An alert is exactly 19 bytes and ends the connection. A slightly longer short record is
+        // an alert only when the server closes first: otherwise it is a small reply (a 5-byte
+        // "pong" is a 22-byte record) after which the client hung up.
         let server_closed_first = f.first_closer() == Some(Side::Server);
-        let alert_then_client_close =
-            closed && short.len == ENCRYPTED_ALERT_LEN && client_after == 0;
-        if closed && !server_closed_first && !alert_then_client_close {
+        if closed && short.len != ENCRYPTED_ALERT_LEN && !server_closed_first {
             return decided(
                 Outcome::Established,
                 format!(
@@ -468,6 +466,12 @@ mod tests {
         assert_eq!(
             outcome(&decide(&tls13(&sealed, closed(4), SideFacts::default()))),
             Some(Outcome::Established)
+        );
+        // A 19-byte record is an alert even when the client, which had sent data, closes first.
+        let alert = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 53, 2), rec(C, 22, 2), rec(S, 19, 3)];
+        assert_eq!(
+            outcome(&decide(&tls13(&alert, closed(4), SideFacts::default()))),
+            Some(Outcome::RejectedByServer)
         );
         // The same record followed by the server's own close is an alert.
         assert_eq!(
