@@ -165,10 +165,11 @@ pub fn incident_with(
     assert_eq!(a.successes().len(), EDGES, "{name}\n{}", a.dump());
     let failures = a.failures();
     assert_eq!(failures.len(), EDGES * 2, "{name}\n{}", a.dump());
+    report_wire(&name, &failures);
     for f in &failures {
         assert_cert_rejection(f, "client");
     }
-    report_wire(&name, &failures);
+    eprintln!("WIRE {name}: {}", wire_check(&pcap, w.port, &a));
     check_collapse_timing(&a, &name, &failures);
     let c = tw(a.one("trust_collapse"));
     assert_eq!(c["rejecting_side"], "client", "{name}: {c}");
@@ -255,6 +256,7 @@ pub fn server_rejects(server: Stack, client: Stack, version: TlsVersion, net: u8
         assert_cert_rejection(f, "server");
     }
     report_wire(&name, &failures);
+    eprintln!("WIRE {name}: {}", wire_check(&pcap, w.port, &a));
     check_collapse_timing(&a, &name, &failures);
     let c = tw(a.one("trust_collapse"));
     assert_eq!(c["rejecting_side"], "server", "{name}: {c}");
@@ -278,4 +280,39 @@ fn report_wire(name: &str, failures: &[&Value]) {
 /// Ground truth of a Go client run: all `ok` or all failed.
 pub fn all_ok(r: &[PeerResult]) -> bool {
     !r.is_empty() && r.iter().all(|r| r.ok)
+}
+
+/// Checks the analyzer's plaintext alerts against tshark's dissection of the same capture (per
+/// side, same codes in the same number) and returns what each side put on the wire.
+pub fn wire_check(pcap: &std::path::Path, port: u16, a: &Analysis) -> String {
+    let t = trustwatch_testkit::tshark::Summary::read(pcap, port).expect("tshark");
+    let mut out = Vec::new();
+    for (side, from_server) in [("client", false), ("server", true)] {
+        let mut theirs: Vec<u64> = t
+            .alerts(from_server)
+            .iter()
+            .map(|(_, d)| u64::from(*d))
+            .collect();
+        let mut ours: Vec<u64> = a
+            .conns
+            .iter()
+            .flat_map(|c| c["trustwatch"]["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|al| al["from"] == side && al["encrypted"] == false)
+            .filter_map(|al| al["code"].as_u64())
+            .collect();
+        theirs.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(ours, theirs, "plaintext alerts from the {side}: trustwatch vs tshark");
+        let encrypted = a
+            .conns
+            .iter()
+            .flat_map(|c| c["trustwatch"]["alerts"].as_array().cloned().unwrap_or_default())
+            .filter(|al| al["from"] == side && al["encrypted"] == true)
+            .count();
+        out.push(format!(
+            "{side}: plaintext {:?}, inferred encrypted alerts {encrypted}",
+            ours
+        ));
+    }
+    out.join("; ")
 }
