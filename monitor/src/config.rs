@@ -6,8 +6,12 @@ use std::fmt;
 use std::str::FromStr;
 
 /// CloudCore's TLS ports and their service names.
-pub const DEFAULT_SERVICES: [(u16, &str); 4] =
-    [(10000, "cloudhub"), (10002, "certsvc"), (10003, "stream"), (10004, "tunnel")];
+pub const DEFAULT_SERVICES: [(u16, &str); 4] = [
+    (10000, "cloudhub"),
+    (10002, "certsvc"),
+    (10003, "stream"),
+    (10004, "tunnel"),
+];
 
 /// Which server ports are analyzed, and how they are named in reports and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +24,10 @@ pub struct Services {
 impl Default for Services {
     fn default() -> Self {
         Services {
-            ports: DEFAULT_SERVICES.iter().map(|&(p, n)| (p, n.to_string())).collect(),
+            ports: DEFAULT_SERVICES
+                .iter()
+                .map(|&(p, n)| (p, n.to_string()))
+                .collect(),
             any_port: false,
         }
     }
@@ -39,7 +46,8 @@ impl Services {
     }
     /// Name used for a port: its service name, else `tcp/<port>`.
     pub fn label(&self, port: u16) -> String {
-        self.name(port).map_or_else(|| format!("tcp/{port}"), str::to_string)
+        self.name(port)
+            .map_or_else(|| format!("tcp/{port}"), str::to_string)
     }
 }
 
@@ -83,7 +91,10 @@ impl FromStr for Services {
         if ports.is_empty() {
             return Err(PortsError("--ports needs at least one port".into()));
         }
-        Ok(Services { ports, any_port: false })
+        Ok(Services {
+            ports,
+            any_port: false,
+        })
     }
 }
 

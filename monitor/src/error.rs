@@ -11,7 +11,11 @@ pub enum Error {
     File { path: PathBuf, reason: String },
     /// A capture file whose link type trustwatch cannot decode.
     #[error("{}: unsupported link type {linktype} ({name})", path.display())]
-    LinkType { path: PathBuf, linktype: i32, name: String },
+    LinkType {
+        path: PathBuf,
+        linktype: i32,
+        name: String,
+    },
     /// A bad command-line value.
     #[error("{0}")]
     Usage(String),

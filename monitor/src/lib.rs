@@ -11,8 +11,8 @@
 //! same [`capture::Packet`], and nothing downstream knows which one did.
 
 pub mod capture;
-pub mod cli;
 pub mod cert;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod detect;

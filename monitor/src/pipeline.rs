@@ -30,7 +30,10 @@ struct Factory {
 impl Factory {
     fn service_name(&mut self, port: u16) -> Arc<str> {
         let services = &self.services;
-        self.names.entry(port).or_insert_with(|| services.label(port).into()).clone()
+        self.names
+            .entry(port)
+            .or_insert_with(|| services.label(port).into())
+            .clone()
     }
 }
 
@@ -48,7 +51,13 @@ impl FlowFactory for Factory {
             return None;
         }
         let service = self.service_name(port);
-        Some(Tracker::new(endpoints, service, seg.ts, seg.vlan, &self.limits))
+        Some(Tracker::new(
+            endpoints,
+            service,
+            seg.ts,
+            seg.vlan,
+            &self.limits,
+        ))
     }
 
     fn is_server_port(&self, port: u16) -> bool {
@@ -70,8 +79,15 @@ impl Pipeline {
     pub fn new(services: Services, limits: Limits) -> Self {
         Pipeline {
             table: FlowTable::new(&limits),
-            ctx: TrackerCtx { certs: CertCache::new(limits.cert_cache), stats: Stats::default() },
-            factory: Factory { services, limits, names: HashMap::new() },
+            ctx: TrackerCtx {
+                certs: CertCache::new(limits.cert_cache),
+                stats: Stats::default(),
+            },
+            factory: Factory {
+                services,
+                limits,
+                names: HashMap::new(),
+            },
             closed: Vec::new(),
             next_expire: None,
             last_ts: Timestamp::default(),
@@ -87,12 +103,12 @@ impl Pipeline {
         match decode::decode(pkt) {
             Ok(seg) => {
                 if let Some(tracker) =
-                    self.table.segment(seg, &mut self.factory, &mut self.ctx, &mut self.closed)
+                    self.table
+                        .segment(seg, &mut self.factory, &mut self.ctx, &mut self.closed)
+                    && let Some(conn) = tracker.take_decided()
                 {
-                    if let Some(conn) = tracker.take_decided() {
-                        self.ctx.stats.connections += 1;
-                        out(conn);
-                    }
+                    self.ctx.stats.connections += 1;
+                    out(conn);
                 }
             }
             Err(Skip::NotTcp) => stats.not_tcp += 1,

@@ -167,6 +167,27 @@ pub fn analyze(pcap: &Path, ports: &str, extra: &[&str]) -> Analysis {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run trustwatch");
+    finish(child, extra)
+}
+
+/// [`analyze`] for runs that must fail before any output (bad input): no record parsing.
+pub fn analyze_raw(pcap: &Path, ports: &str, extra: &[&str]) -> Analysis {
+    let child = Command::new(env!("CARGO_BIN_EXE_trustwatch"))
+        .arg("analyze")
+        .args(["--ports", ports, "--json"])
+        .args(extra)
+        .arg(pcap)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run trustwatch");
+    let mut a = finish(child, extra);
+    a.conns.clear();
+    a
+}
+
+fn finish(mut child: std::process::Child, extra: &[&str]) -> Analysis {
     let deadline = Instant::now() + Duration::from_secs(30);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {

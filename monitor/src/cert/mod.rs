@@ -51,7 +51,10 @@ pub struct CertInfo {
 pub enum Presented {
     Parsed(Arc<CertInfo>),
     /// Unparseable DER; its hashes are still known.
-    Malformed { sha256: String, sha1: String },
+    Malformed {
+        sha256: String,
+        sha1: String,
+    },
 }
 
 impl Presented {
@@ -89,9 +92,18 @@ pub fn ca_key_id(chain: &[Presented]) -> Option<String> {
     let issuer = if leaf.self_signed {
         leaf
     } else {
-        chain.iter().skip(1).filter_map(Presented::info).find(|c| c.subject == leaf.issuer)?
+        chain
+            .iter()
+            .skip(1)
+            .filter_map(Presented::info)
+            .find(|c| c.subject == leaf.issuer)?
     };
-    Some(issuer.ski.clone().unwrap_or_else(|| issuer.key_sha1.clone()))
+    Some(
+        issuer
+            .ski
+            .clone()
+            .unwrap_or_else(|| issuer.key_sha1.clone()),
+    )
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use crate::capture::Timestamp;
 use crate::capture::file::FileSource;
 use crate::detect::event::{Event, render_timeline_line};
-use crate::handshake::Connection;
 use crate::error::Error;
 use crate::export::json;
 use crate::export::report::Summary;
+use crate::handshake::Connection;
 use crate::pipeline::Pipeline;
 
 use super::AnalyzeArgs;
@@ -27,7 +27,11 @@ struct Progress {
 
 impl Progress {
     fn new() -> Self {
-        Progress { started: Instant::now(), bar: None, enabled: io::stderr().is_terminal() }
+        Progress {
+            started: Instant::now(),
+            bar: None,
+            enabled: io::stderr().is_terminal(),
+        }
     }
 
     fn update(&mut self, name: &str, pos: u64, len: u64) {
@@ -87,18 +91,20 @@ pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
     let mut sink = |conn: Option<&Connection>, events: &mut Vec<Event>| {
         if let Some(conn) = conn {
             summary.add(conn);
-            if args.json && write_err.is_none() {
-                if let Err(e) = json::write_connection(&mut out, conn) {
-                    write_err = Some(e);
-                }
+            if args.json
+                && write_err.is_none()
+                && let Err(e) = json::write_connection(&mut out, conn)
+            {
+                write_err = Some(e);
             }
         }
         for event in events.drain(..) {
             events_total += 1;
-            if args.json && write_err.is_none() {
-                if let Err(e) = json::write_line(&mut out, &event) {
-                    write_err = Some(e);
-                }
+            if args.json
+                && write_err.is_none()
+                && let Err(e) = json::write_line(&mut out, &event)
+            {
+                write_err = Some(e);
             }
             if timeline.len() < MAX_TIMELINE {
                 timeline.push((event.service.clone(), render_timeline_line(&event)));
@@ -122,7 +128,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
                 next_tick = Some(Timestamp(pkt.ts.0.saturating_add(TICK_US)));
             }
             n += 1;
-            if n % 8192 == 0 {
+            if n.is_multiple_of(8192) {
                 progress.update(&name, source.position(), len);
             }
         }
@@ -137,7 +143,6 @@ pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
     });
     detector.tick(pipeline.last_ts(), &mut events);
     sink(None, &mut events);
-    drop(sink);
     if let Some(e) = write_err {
         return Err(Error::Output(e));
     }
@@ -152,7 +157,11 @@ pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
             print!("{report}");
         }
     }
-    Ok(if detector.exit_worthy_seen() { EXIT_TRUST_PROBLEM } else { 0 })
+    Ok(if detector.exit_worthy_seen() {
+        EXIT_TRUST_PROBLEM
+    } else {
+        0
+    })
 }
 
 /// The trust timeline, grouped by service in time order.
@@ -172,7 +181,10 @@ fn render_timeline(lines: &[(Arc<str>, String)], total: u64) -> String {
         }
     }
     if total > lines.len() as u64 {
-        out.push_str(&format!("  (+{} more events in the JSON output)\n", total - lines.len() as u64));
+        out.push_str(&format!(
+            "  (+{} more events in the JSON output)\n",
+            total - lines.len() as u64
+        ));
     }
     out
 }

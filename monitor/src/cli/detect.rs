@@ -49,7 +49,9 @@ impl DetectArgs {
     /// The detector for `services`, with its reference loaded (bad files are errors, exit 2).
     pub fn detector(&self, services: Services) -> Result<Detector, Error> {
         let cfg = DetectConfig {
-            window_us: i64::try_from(self.trust_window).unwrap_or(i64::MAX).saturating_mul(1_000_000),
+            window_us: i64::try_from(self.trust_window)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
             min_failing_clients: self.collapse_clients,
             min_failure_share: self.collapse_share,
             services,

@@ -17,7 +17,11 @@ use crate::config::{Limits, Services};
 use crate::error::Error;
 
 #[derive(Parser, Debug)]
-#[command(name = "trustwatch", version, about = "Watches TLS handshakes on KubeEdge CloudCore ports and detects CA trust collapse")]
+#[command(
+    name = "trustwatch",
+    version,
+    about = "Watches TLS handshakes on KubeEdge CloudCore ports and detects CA trust collapse"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -74,7 +78,11 @@ pub struct LimitArgs {
 impl LimitArgs {
     pub fn limits(&self) -> Result<Limits, Error> {
         let positive = |v: usize, flag: &str| {
-            if v == 0 { Err(Error::Usage(format!("--{flag} must be at least 1"))) } else { Ok(v) }
+            if v == 0 {
+                Err(Error::Usage(format!("--{flag} must be at least 1")))
+            } else {
+                Ok(v)
+            }
         };
         Ok(Limits {
             handshake_window: positive(self.handshake_window, "handshake-window")?,

@@ -219,7 +219,13 @@ impl Detector {
             return;
         };
         let start = out.len();
-        let Some(svc) = service_entry(&mut self.services, &self.cfg, &conn.service, conn.server.port(), false) else {
+        let Some(svc) = service_entry(
+            &mut self.services,
+            &self.cfg,
+            &conn.service,
+            conn.server.port(),
+            false,
+        ) else {
             self.stats.services_dropped += 1;
             return;
         };
@@ -293,7 +299,8 @@ impl Detector {
         };
         let start = out.len();
         let name: Arc<str> = Arc::from(self.cfg.services.label(addr.port()));
-        let Some(svc) = service_entry(&mut self.services, &self.cfg, &name, addr.port(), true) else {
+        let Some(svc) = service_entry(&mut self.services, &self.cfg, &name, addr.port(), true)
+        else {
             self.stats.services_dropped += 1;
             return;
         };

@@ -129,7 +129,12 @@ struct AlertJson {
 impl From<&Alert> for AlertJson {
     fn from(a: &Alert) -> Self {
         match *a {
-            Alert::Plain { from, level, code, ts } => AlertJson {
+            Alert::Plain {
+                from,
+                level,
+                code,
+                ts,
+            } => AlertJson {
                 code: Some(code),
                 name: Some(alert::name(code)),
                 level: Some(match level {
@@ -269,7 +274,10 @@ fn leaf_hash(chain: &[Presented]) -> Option<Hash> {
         Presented::Parsed(c) => (&c.sha256, &c.sha1),
         Presented::Malformed { sha256, sha1 } => (sha256, sha1),
     };
-    Some(Hash { sha256: sha256.to_ascii_uppercase(), sha1: sha1.to_ascii_uppercase() })
+    Some(Hash {
+        sha256: sha256.to_ascii_uppercase(),
+        sha1: sha1.to_ascii_uppercase(),
+    })
 }
 
 fn record(c: &Connection) -> Record<'_> {
@@ -293,8 +301,14 @@ fn record(c: &Connection) -> Record<'_> {
             end: rfc3339(c.end),
             duration: c.end.since(c.start).saturating_mul(1000),
         },
-        source: Endpoint { ip: c.client.ip().to_string(), port: c.client.port() },
-        destination: Endpoint { ip: c.server.ip().to_string(), port: c.server.port() },
+        source: Endpoint {
+            ip: c.client.ip().to_string(),
+            port: c.client.port(),
+        },
+        destination: Endpoint {
+            ip: c.server.ip().to_string(),
+            port: c.server.port(),
+        },
         network: Network {
             transport: "tcp",
             protocol: "tls",

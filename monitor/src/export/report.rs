@@ -75,7 +75,11 @@ impl Summary {
                 };
                 s.ca_keys.insert(
                     key.clone(),
-                    CaKey { subject, ok: u64::from(!failed), failed: u64::from(failed) },
+                    CaKey {
+                        subject,
+                        ok: u64::from(!failed),
+                        failed: u64::from(failed),
+                    },
                 );
             } else {
                 s.other_keys += 1;
@@ -108,10 +112,14 @@ impl Summary {
         for (name, s) in &self.services {
             let total: u64 = s.outcomes.values().sum();
             let _ = writeln!(out, "\n{name} (port {}): {total} connections", s.port);
-            let outcomes: Vec<String> =
-                s.outcomes.iter().map(|(o, n)| format!("{} {n}", o.as_str())).collect();
+            let outcomes: Vec<String> = s
+                .outcomes
+                .iter()
+                .map(|(o, n)| format!("{} {n}", o.as_str()))
+                .collect();
             let _ = writeln!(out, "  outcomes: {}", outcomes.join(", "));
-            let versions: Vec<String> = s.versions.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            let versions: Vec<String> =
+                s.versions.iter().map(|(v, n)| format!("{v} {n}")).collect();
             let _ = writeln!(out, "  versions: {}", versions.join(", "));
             if !s.alerts.is_empty() {
                 let alerts: Vec<String> = s
@@ -130,20 +138,31 @@ impl Summary {
                     let _ = writeln!(
                         out,
                         "    {key}  {}  ok {}  failed {}",
-                        if k.subject.is_empty() { "?" } else { &k.subject },
+                        if k.subject.is_empty() {
+                            "?"
+                        } else {
+                            &k.subject
+                        },
                         k.ok,
                         k.failed
                     );
                 }
                 if s.other_keys > 0 {
-                    let _ = writeln!(out, "    (+{} connections under further keys)", s.other_keys);
+                    let _ = writeln!(
+                        out,
+                        "    (+{} connections under further keys)",
+                        s.other_keys
+                    );
                 }
             }
             if !s.failing_clients.is_empty() {
                 let mut clients: Vec<(&IpAddr, &u64)> = s.failing_clients.iter().collect();
                 clients.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-                let top: Vec<String> =
-                    clients.iter().take(10).map(|(ip, n)| format!("{ip} {n}")).collect();
+                let top: Vec<String> = clients
+                    .iter()
+                    .take(10)
+                    .map(|(ip, n)| format!("{ip} {n}"))
+                    .collect();
                 let _ = writeln!(
                     out,
                     "  clients failing most ({} distinct): {}",
@@ -175,7 +194,14 @@ fn counters(s: &Stats) -> String {
         ("certificates", s.certificates),
         ("malformed certificates", s.malformed_certificates),
     ];
-    let parts: Vec<String> =
-        items.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
-    if parts.is_empty() { "no drops".to_string() } else { parts.join(", ") }
+    let parts: Vec<String> = items
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if parts.is_empty() {
+        "no drops".to_string()
+    } else {
+        parts.join(", ")
+    }
 }

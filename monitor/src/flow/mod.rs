@@ -82,7 +82,12 @@ pub trait FlowFactory {
     type Handler: StreamHandler;
     /// `sender` is the side that sent `seg`, as the table inferred it (SYN, SYN-ACK, or
     /// `server_port_hint`). Return `None` to ignore the segment (counted as `segments_ignored`).
-    fn open(&mut self, seg: &TcpSegment, sender: Side, endpoints: Endpoints) -> Option<Self::Handler>;
+    fn open(
+        &mut self,
+        seg: &TcpSegment,
+        sender: Side,
+        endpoints: Endpoints,
+    ) -> Option<Self::Handler>;
     /// For a segment without SYN: is `port` a server port? Used to orient mid-stream flows.
     fn is_server_port(&self, port: u16) -> bool;
 }

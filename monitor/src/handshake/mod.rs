@@ -23,7 +23,12 @@ pub use tracker::Tracker;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alert {
     /// A plaintext alert: code and level are exact.
-    Plain { from: Side, level: u8, code: u8, ts: Timestamp },
+    Plain {
+        from: Side,
+        level: u8,
+        code: u8,
+        ts: Timestamp,
+    },
     /// An encrypted record that, by its size and place, is an alert; the code is unknown.
     Encrypted { from: Side, ts: Timestamp },
 }
@@ -98,6 +103,9 @@ pub struct Connection {
 impl Connection {
     /// The alert that decided the outcome: the first fatal one, else the last one.
     pub fn deciding_alert(&self) -> Option<&Alert> {
-        self.alerts.iter().find(|a| a.is_fatal()).or(self.alerts.last())
+        self.alerts
+            .iter()
+            .find(|a| a.is_fatal())
+            .or(self.alerts.last())
     }
 }

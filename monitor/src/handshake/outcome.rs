@@ -145,7 +145,11 @@ impl Facts<'_> {
     }
     fn first_closer(&self) -> Option<Side> {
         match (self.client.close, self.server.close) {
-            (Some(c), Some(s)) => Some(if s.ts < c.ts { Side::Server } else { Side::Client }),
+            (Some(c), Some(s)) => Some(if s.ts < c.ts {
+                Side::Server
+            } else {
+                Side::Client
+            }),
             (Some(_), None) => Some(Side::Client),
             (None, Some(_)) => Some(Side::Server),
             (None, None) => None,
@@ -154,7 +158,11 @@ impl Facts<'_> {
     fn close_text(&self) -> String {
         match self.first_closer() {
             Some(side) => {
-                let kind = if self.side(side).close.is_some_and(|c| c.rst) { "RST" } else { "FIN" };
+                let kind = if self.side(side).close.is_some_and(|c| c.rst) {
+                    "RST"
+                } else {
+                    "FIN"
+                };
                 format!("{kind} from {}", side.as_str())
             }
             None => "capture end".to_string(),
@@ -176,12 +184,18 @@ pub enum Verdict {
 }
 
 fn decided(outcome: Outcome, evidence: String) -> Verdict {
-    Verdict::Decided { outcome, evidence, inferred: None }
+    Verdict::Decided {
+        outcome,
+        evidence,
+        inferred: None,
+    }
 }
 
 fn describe(a: &Alert) -> String {
     match *a {
-        Alert::Plain { from, level, code, .. } => format!(
+        Alert::Plain {
+            from, level, code, ..
+        } => format!(
             "{} sent {} alert {}({code}) in plaintext",
             from.as_str(),
             if level == 2 { "fatal" } else { "warning" },
@@ -195,14 +209,21 @@ fn describe(a: &Alert) -> String {
 pub fn decide(facts: &Facts<'_>) -> Verdict {
     // A plaintext fatal alert decides exactly, in any version (OpenSSL sends its rejection in
     // plaintext even in TLS 1.3). Warnings (e.g. unrecognized_name) do not.
-    if let Some(a) = facts.alerts.iter().find(|a| matches!(a, Alert::Plain { level: 2, .. })) {
+    if let Some(a) = facts
+        .alerts
+        .iter()
+        .find(|a| matches!(a, Alert::Plain { level: 2, .. }))
+    {
         return decided(Outcome::rejected_by(a.from()), describe(a));
     }
     if !facts.server_hello {
         if facts.ended || facts.closed() {
             return decided(
                 Outcome::Incomplete,
-                format!("no ServerHello before the connection ended ({})", facts.close_text()),
+                format!(
+                    "no ServerHello before the connection ended ({})",
+                    facts.close_text()
+                ),
             );
         }
         return Verdict::Pending;
@@ -222,21 +243,22 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
         );
     }
     if c.app_records > 0 && s.app_records > 0 {
-        return decided(Outcome::Established, "application data in both directions".into());
+        return decided(
+            Outcome::Established,
+            "application data in both directions".into(),
+        );
     }
     // An encrypted alert during the handshake (after that side's ChangeCipherSpec).
     for side in [Side::Client, Side::Server] {
         if let Some(ts) = f.side(side).sealed_alert {
-            if !(c.finished && s.finished) {
-                return Verdict::Decided {
-                    outcome: Outcome::rejected_by(side),
-                    evidence: format!(
-                        "{} sent an encrypted alert before the handshake completed",
-                        side.as_str()
-                    ),
-                    inferred: Some(Alert::Encrypted { from: side, ts }),
-                };
-            }
+            return Verdict::Decided {
+                outcome: Outcome::rejected_by(side),
+                evidence: format!(
+                    "{} sent an encrypted alert before the handshake completed",
+                    side.as_str()
+                ),
+                inferred: Some(Alert::Encrypted { from: side, ts }),
+            };
         }
     }
     if f.closed() || f.ended {
@@ -250,12 +272,19 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
         if let Some(a) = f.alerts.last() {
             return decided(
                 Outcome::rejected_by(a.from()),
-                format!("{} and the connection closed ({})", describe(a), f.close_text()),
+                format!(
+                    "{} and the connection closed ({})",
+                    describe(a),
+                    f.close_text()
+                ),
             );
         }
         return decided(
             Outcome::Failed,
-            format!("connection closed before the handshake completed ({})", f.close_text()),
+            format!(
+                "connection closed before the handshake completed ({})",
+                f.close_text()
+            ),
         );
     }
     Verdict::Pending
@@ -266,7 +295,10 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
 /// server record follows or the connection is over.
 fn client_flight_end(f: &Facts<'_>, first_client: usize) -> Option<usize> {
     let rest = f.sealed.get(first_client..)?;
-    if let Some(i) = rest.iter().position(|r| r.from == Side::Client && r.is_finished_sized()) {
+    if let Some(i) = rest
+        .iter()
+        .position(|r| r.from == Side::Client && r.is_finished_sized())
+    {
         return Some(first_client + i);
     }
     match rest.iter().position(|r| r.from == Side::Server) {
@@ -282,7 +314,10 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
             return Verdict::Pending;
         }
         if !f.closed() {
-            return decided(Outcome::Incomplete, "TLS 1.3: capture ended before the client's Finished".into());
+            return decided(
+                Outcome::Incomplete,
+                "TLS 1.3: capture ended before the client's Finished".into(),
+            );
         }
         let outcome = match f.first_closer() {
             Some(Side::Client) if !f.sealed.is_empty() => Outcome::RejectedByClient,
@@ -308,14 +343,18 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
                  {}-byte encrypted record (an alert) and no Finished",
                 first.len
             ),
-            inferred: Some(Alert::Encrypted { from: Side::Client, ts: first.ts }),
+            inferred: Some(Alert::Encrypted {
+                from: Side::Client,
+                ts: first.ts,
+            }),
         };
     }
     let Some(flight_end) = client_flight_end(f, first_client) else {
         return Verdict::Pending;
     };
     let after = f.sealed.get(flight_end + 1..).unwrap_or_default();
-    let server_after: Vec<&SealedRecord> = after.iter().filter(|r| r.from == Side::Server).collect();
+    let server_after: Vec<&SealedRecord> =
+        after.iter().filter(|r| r.from == Side::Server).collect();
     let client_after = after.iter().filter(|r| r.from == Side::Client).count();
     if let Some(big) = server_after.iter().find(|r| !r.is_alert_sized()) {
         return decided(
@@ -360,7 +399,10 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
                     short.len,
                     f.close_text()
                 ),
-                inferred: Some(Alert::Encrypted { from: Side::Server, ts: short.ts }),
+                inferred: Some(Alert::Encrypted {
+                    from: Side::Server,
+                    ts: short.ts,
+                }),
             };
         }
         if f.ended {
@@ -408,11 +450,21 @@ mod tests {
     const S: Side = Side::Server;
 
     fn rec(from: Side, len: u16, t: i64) -> SealedRecord {
-        SealedRecord { from, len, ts: Timestamp(t) }
+        SealedRecord {
+            from,
+            len,
+            ts: Timestamp(t),
+        }
     }
 
     fn closed(t: i64) -> SideFacts {
-        SideFacts { close: Some(Close { rst: false, ts: Timestamp(t) }), ..Default::default() }
+        SideFacts {
+            close: Some(Close {
+                rst: false,
+                ts: Timestamp(t),
+            }),
+            ..Default::default()
+        }
     }
 
     fn tls13<'a>(sealed: &'a [SealedRecord], client: SideFacts, server: SideFacts) -> Facts<'a> {
@@ -437,12 +489,27 @@ mod tests {
     // Go server flight (EE, CR, Cert, CV, Fin) then Go client's alert for an unknown CA.
     #[test]
     fn tls13_client_rejects_server_chain() {
-        let sealed = [rec(S, 23, 1), rec(S, 60, 1), rec(S, 600, 1), rec(S, 95, 1), rec(S, 53, 1), rec(C, 19, 2)];
+        let sealed = [
+            rec(S, 23, 1),
+            rec(S, 60, 1),
+            rec(S, 600, 1),
+            rec(S, 95, 1),
+            rec(S, 53, 1),
+            rec(C, 19, 2),
+        ];
         let v = decide(&tls13(&sealed, SideFacts::default(), SideFacts::default()));
         match v {
-            Verdict::Decided { outcome, inferred, .. } => {
+            Verdict::Decided {
+                outcome, inferred, ..
+            } => {
                 assert_eq!(outcome, Outcome::RejectedByClient);
-                assert_eq!(inferred, Some(Alert::Encrypted { from: C, ts: Timestamp(2) }));
+                assert_eq!(
+                    inferred,
+                    Some(Alert::Encrypted {
+                        from: C,
+                        ts: Timestamp(2)
+                    })
+                );
             }
             Verdict::Pending => panic!("must decide at the client's alert record"),
         }
@@ -451,24 +518,53 @@ mod tests {
     // Client sends Certificate, CertificateVerify, Finished; server answers with an alert and closes.
     #[test]
     fn tls13_server_rejects_client_certificate_only_after_close() {
-        let sealed = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 700, 2), rec(C, 97, 2), rec(C, 53, 2), rec(S, 19, 3)];
+        let sealed = [
+            rec(S, 600, 1),
+            rec(S, 53, 1),
+            rec(C, 700, 2),
+            rec(C, 97, 2),
+            rec(C, 53, 2),
+            rec(S, 19, 3),
+        ];
         let open = decide(&tls13(&sealed, SideFacts::default(), SideFacts::default()));
-        assert_eq!(open, Verdict::Pending, "a short record alone could be a KeyUpdate");
+        assert_eq!(
+            open,
+            Verdict::Pending,
+            "a short record alone could be a KeyUpdate"
+        );
         let v = decide(&tls13(&sealed, SideFacts::default(), closed(4)));
         assert_eq!(outcome(&v), Some(Outcome::RejectedByServer));
-        assert!(matches!(v, Verdict::Decided { inferred: Some(Alert::Encrypted { from: S, .. }), .. }));
+        assert!(matches!(
+            v,
+            Verdict::Decided {
+                inferred: Some(Alert::Encrypted { from: S, .. }),
+                ..
+            }
+        ));
     }
 
     // Go server without session tickets answering "pong\n" (a 22-byte record); the client closes.
     #[test]
     fn tls13_short_reply_then_client_close_is_established() {
-        let sealed = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 53, 2), rec(C, 30, 2), rec(S, 22, 3)];
+        let sealed = [
+            rec(S, 600, 1),
+            rec(S, 53, 1),
+            rec(C, 53, 2),
+            rec(C, 30, 2),
+            rec(S, 22, 3),
+        ];
         assert_eq!(
             outcome(&decide(&tls13(&sealed, closed(4), SideFacts::default()))),
             Some(Outcome::Established)
         );
         // A 19-byte record is an alert even when the client, which had sent data, closes first.
-        let alert = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 53, 2), rec(C, 22, 2), rec(S, 19, 3)];
+        let alert = [
+            rec(S, 600, 1),
+            rec(S, 53, 1),
+            rec(C, 53, 2),
+            rec(C, 22, 2),
+            rec(S, 19, 3),
+        ];
         assert_eq!(
             outcome(&decide(&tls13(&alert, closed(4), SideFacts::default()))),
             Some(Outcome::RejectedByServer)
@@ -482,9 +578,19 @@ mod tests {
 
     #[test]
     fn tls13_established_by_session_ticket_after_client_finished() {
-        let sealed = [rec(S, 600, 1), rec(S, 53, 1), rec(C, 25, 2), rec(C, 53, 2), rec(S, 200, 3)];
+        let sealed = [
+            rec(S, 600, 1),
+            rec(S, 53, 1),
+            rec(C, 25, 2),
+            rec(C, 53, 2),
+            rec(S, 200, 3),
+        ];
         assert_eq!(
-            outcome(&decide(&tls13(&sealed, SideFacts::default(), SideFacts::default()))),
+            outcome(&decide(&tls13(
+                &sealed,
+                SideFacts::default(),
+                SideFacts::default()
+            ))),
             Some(Outcome::Established)
         );
     }
@@ -492,7 +598,10 @@ mod tests {
     #[test]
     fn tls13_pending_until_something_decides() {
         let sealed = [rec(S, 600, 1), rec(S, 53, 1)];
-        assert_eq!(decide(&tls13(&sealed, SideFacts::default(), SideFacts::default())), Verdict::Pending);
+        assert_eq!(
+            decide(&tls13(&sealed, SideFacts::default(), SideFacts::default())),
+            Verdict::Pending
+        );
         let mut f = tls13(&sealed, SideFacts::default(), SideFacts::default());
         f.ended = true;
         assert_eq!(outcome(&decide(&f)), Some(Outcome::Incomplete));
@@ -505,22 +614,38 @@ mod tests {
 
     #[test]
     fn plaintext_fatal_alert_decides_exactly() {
-        let alerts = [Alert::Plain { from: C, level: 2, code: 42, ts: Timestamp(1) }];
+        let alerts = [Alert::Plain {
+            from: C,
+            level: 2,
+            code: 42,
+            ts: Timestamp(1),
+        }];
         let mut f = tls13(&[], SideFacts::default(), SideFacts::default());
         f.version = Some(Version::TLS12);
         f.alerts = &alerts;
         let v = decide(&f);
         assert_eq!(outcome(&v), Some(Outcome::RejectedByClient));
-        assert!(matches!(&v, Verdict::Decided { evidence, .. } if evidence.contains("bad_certificate(42)")));
+        assert!(
+            matches!(&v, Verdict::Decided { evidence, .. } if evidence.contains("bad_certificate(42)"))
+        );
         // A warning does not decide.
-        let warn = [Alert::Plain { from: S, level: 1, code: 112, ts: Timestamp(1) }];
+        let warn = [Alert::Plain {
+            from: S,
+            level: 1,
+            code: 112,
+            ts: Timestamp(1),
+        }];
         f.alerts = &warn;
         assert_eq!(decide(&f), Verdict::Pending);
     }
 
     #[test]
     fn tls12_established_and_incomplete() {
-        let done = SideFacts { ccs: true, finished: true, ..Default::default() };
+        let done = SideFacts {
+            ccs: true,
+            finished: true,
+            ..Default::default()
+        };
         let mut f = tls13(&[], done, done);
         f.version = Some(Version::TLS12);
         assert_eq!(outcome(&decide(&f)), Some(Outcome::Established));

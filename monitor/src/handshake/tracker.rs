@@ -133,21 +133,27 @@ impl Tracker {
         if self.verdict.is_none() {
             self.evaluate(true);
         }
-        if let (Some((outcome, evidence)), CloseReason::Evicted | CloseReason::IdleTimeout) =
-            (self.verdict.as_mut(), reason)
+        if let (
+            Some((Outcome::Incomplete, evidence)),
+            CloseReason::Evicted | CloseReason::IdleTimeout,
+        ) = (self.verdict.as_mut(), reason)
         {
-            if *outcome == Outcome::Incomplete {
-                let why = if reason == CloseReason::Evicted { "evicted" } else { "idle timeout" };
-                evidence.push_str(&format!(" [flow {why}]"));
-            }
+            let why = if reason == CloseReason::Evicted {
+                "evicted"
+            } else {
+                "idle timeout"
+            };
+            evidence.push_str(&format!(" [flow {why}]"));
         }
         self.reported = true;
         Some(self.build())
     }
 
     fn build(&mut self) -> Connection {
-        let (outcome, evidence) =
-            self.verdict.clone().unwrap_or((Outcome::Incomplete, "undecided".into()));
+        let (outcome, evidence) = self
+            .verdict
+            .clone()
+            .unwrap_or((Outcome::Incomplete, "undecided".into()));
         let [client, server] = &mut self.sides;
         let server_chain = std::mem::take(&mut server.chain);
         let client_chain = std::mem::take(&mut client.chain);
@@ -199,7 +205,12 @@ impl Tracker {
             sealed: &self.sealed,
             ended,
         };
-        if let Verdict::Decided { outcome, evidence, inferred } = outcome::decide(&facts) {
+        if let Verdict::Decided {
+            outcome,
+            evidence,
+            inferred,
+        } = outcome::decide(&facts)
+        {
             if let Some(alert) = inferred {
                 self.push_alert(alert);
             }
@@ -260,23 +271,29 @@ impl Tracker {
                 if side == Side::Server {
                     self.server_certificate_seen = true;
                 }
-                let chain: Chain =
-                    ders.iter().take(self.max_chain).map(|der| certs.get(der)).collect();
+                let chain: Chain = ders
+                    .iter()
+                    .take(self.max_chain)
+                    .map(|der| certs.get(der))
+                    .collect();
                 if !chain.is_empty() || self.sides[me].chain.is_empty() {
                     self.sides[me].chain = chain;
                 }
             }
-            TlsEvent::CertificateRequest if side == Side::Server => self.client_auth_requested = true,
-            TlsEvent::Alert { level, code } => {
-                self.push_alert(Alert::Plain { from: side, level, code, ts })
+            TlsEvent::CertificateRequest if side == Side::Server => {
+                self.client_auth_requested = true
             }
-            TlsEvent::ChangeCipherSpec => {
-                if !self.is_tls13() && self.server_hello.is_some() {
-                    self.sides[me].facts.ccs = true;
-                    // A server that goes straight to ChangeCipherSpec resumed a session (ticket).
-                    if side == Side::Server && !self.server_certificate_seen {
-                        self.resumed = true;
-                    }
+            TlsEvent::Alert { level, code } => self.push_alert(Alert::Plain {
+                from: side,
+                level,
+                code,
+                ts,
+            }),
+            TlsEvent::ChangeCipherSpec if !self.is_tls13() && self.server_hello.is_some() => {
+                self.sides[me].facts.ccs = true;
+                // A server that goes straight to ChangeCipherSpec resumed a session (ticket).
+                if side == Side::Server && !self.server_certificate_seen {
+                    self.resumed = true;
                 }
             }
             TlsEvent::Opaque { content_type, len } => self.on_opaque(side, ts, content_type, len),
@@ -289,7 +306,11 @@ impl Tracker {
         let me = idx(side);
         if self.is_tls13() {
             if content_type == ContentType::ApplicationData && self.sealed.len() < MAX_SEALED {
-                self.sealed.push(SealedRecord { from: side, len, ts });
+                self.sealed.push(SealedRecord {
+                    from: side,
+                    len,
+                    ts,
+                });
             }
             return;
         }
@@ -321,7 +342,9 @@ impl StreamHandler for Tracker {
         let i = idx(side);
         let mut stream = std::mem::take(&mut self.streams[i]);
         let TrackerCtx { certs, stats } = ctx;
-        stream.feed(data, stats, &mut |event| self.on_event(certs, side, ts, event));
+        stream.feed(data, stats, &mut |event| {
+            self.on_event(certs, side, ts, event)
+        });
         self.streams[i] = stream;
         self.evaluate(false);
     }

@@ -77,11 +77,18 @@ impl Version {
 #[derive(Debug)]
 pub enum TlsEvent<'a> {
     /// Record header seen (every record, readable or not).
-    Record { content_type: ContentType, version: Version, len: u16 },
+    Record {
+        content_type: ContentType,
+        version: Version,
+        len: u16,
+    },
     ClientHello(Box<ClientHello>),
     ServerHello(Box<ServerHello>),
     /// Certificate message; `certs` in wire order. `tls13` when it used the TLS 1.3 layout.
-    Certificate { certs: Vec<&'a [u8]>, tls13: bool },
+    Certificate {
+        certs: Vec<&'a [u8]>,
+        tls13: bool,
+    },
     CertificateRequest,
     ServerKeyExchange,
     ServerHelloDone,
@@ -93,11 +100,17 @@ pub enum TlsEvent<'a> {
     /// A plaintext Finished (only visible in unusual captures; normally encrypted).
     Finished,
     /// Plaintext alert (record of exactly two bytes).
-    Alert { level: u8, code: u8 },
+    Alert {
+        level: u8,
+        code: u8,
+    },
     ChangeCipherSpec,
     /// A record whose content we cannot read: application data, TLS 1.3 encrypted handshake
     /// messages (outer type application_data), encrypted alerts and TLS 1.2 encrypted Finished.
-    Opaque { content_type: ContentType, len: u16 },
+    Opaque {
+        content_type: ContentType,
+        len: u16,
+    },
     /// Bytes that are not TLS (or no longer in sync after a gap).
     NotTls,
     /// A record or handshake message that could not be parsed.

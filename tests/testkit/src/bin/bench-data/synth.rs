@@ -14,7 +14,7 @@ use std::path::Path;
 
 use trustwatch_testkit::Result;
 
-use crate::template::{ACK, IP, TCP, Template};
+use crate::template::{ACK, IP, TCP, Template, shift_sack};
 
 /// One connection to write.
 #[derive(Clone, Copy)]
@@ -193,6 +193,9 @@ impl<'a> Instance<'a> {
             let ack = ack.wrapping_add(self.isn[1 - dir]);
             buf[TCP + 8..TCP + 12].copy_from_slice(&ack.to_be_bytes());
         }
+        if let Some(sack) = f.sack {
+            shift_sack(buf, sack, self.isn[1 - dir]);
+        }
         checksums(buf, 6, TCP + 16);
         Some(self.base_us + f.dt_us)
     }
@@ -203,30 +206,63 @@ pub struct Udp {
     pub every: u64,
 }
 
+fn push_ipv4_udp(buf: &mut Vec<u8>, id: u16, src: [u8; 4], dst: [u8; 4], ports: (u16, u16), len: usize) {
+    buf.extend_from_slice(&[0x45, 0]);
+    buf.extend_from_slice(&((20 + 8 + len) as u16).to_be_bytes());
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(&[0x40, 0, 64, 17, 0, 0]);
+    buf.extend_from_slice(&src);
+    buf.extend_from_slice(&dst);
+    buf.extend_from_slice(&ports.0.to_be_bytes());
+    buf.extend_from_slice(&ports.1.to_be_bytes());
+    buf.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+    buf.extend_from_slice(&[0, 0]);
+}
+
+/// An unrelated datagram: a DNS query to the cluster resolver (1 in 5), else a Flannel VXLAN
+/// (UDP 8472) packet between nodes carrying a pod's UDP datagram.
 fn udp_frame(buf: &mut Vec<u8>, n: u64) {
     let h = mix(n ^ 0x5544_5000);
-    // Flannel VXLAN (8472) between nodes, or DNS (53) to the cluster resolver.
-    let (dport, len) = if h % 5 == 0 {
-        (53u16, 40 + (h >> 8) as usize % 80)
-    } else {
-        (8472u16, 90 + (h >> 8) as usize % 1360)
-    };
+    let node = [10, 96, (h >> 40) as u8, (h >> 48) as u8 | 1];
     buf.clear();
     buf.extend_from_slice(&MAC_SERVER_SIDE);
     buf.extend_from_slice(&MAC_CLIENT_SIDE);
     buf.extend_from_slice(&0x0800u16.to_be_bytes());
+    let sport = 40000 + (h >> 16) as u16 % 20000;
+    if h % 5 == 0 {
+        let names: [&[u8]; 3] = [
+            b"\x09cloudcore\x08kubeedge\x03svc\x07cluster\x05local\x00",
+            b"\x07coredns\x0bkube-system\x03svc\x07cluster\x05local\x00",
+            b"\x08registry\x07example\x03com\x00",
+        ];
+        let name = names[(h >> 8) as usize % names.len()];
+        let len = 12 + name.len() + 4;
+        push_ipv4_udp(buf, n as u16, node, [10, 96, 0, 10], (sport, 53), len);
+        buf.extend_from_slice(&(h as u16).to_be_bytes());
+        buf.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(&[0, 1, 0, 1]);
+        checksums(buf, 17, TCP + 6);
+        return;
+    }
+    let inner = 20 + 28 + (h >> 8) as usize % 1300;
+    let len = 8 + 14 + inner;
+    push_ipv4_udp(buf, n as u16, node, [10, 96, 0, 2], (sport, 8472), len);
+    buf.extend_from_slice(&[0x08, 0, 0, 0, 0, 0, 1, 0]); // VXLAN, VNI 1
+    buf.extend_from_slice(&[0x0a, 0x58, 0x0a, 0xf4, 0, 2]);
+    buf.extend_from_slice(&[0x0a, 0x58, 0x0a, 0xf4, 1, 7]);
+    buf.extend_from_slice(&0x0800u16.to_be_bytes());
+    let payload = inner - 28;
     buf.extend_from_slice(&[0x45, 0]);
-    buf.extend_from_slice(&((20 + 8 + len) as u16).to_be_bytes());
-    buf.extend_from_slice(&(n as u16).to_be_bytes());
-    buf.extend_from_slice(&[0x40, 0, 64, 17, 0, 0]);
-    buf.extend_from_slice(&[10, 96, (h >> 40) as u8, (h >> 48) as u8 | 1]);
-    buf.extend_from_slice(&[10, 96, 0, if dport == 53 { 53 } else { 2 }]);
-    buf.extend_from_slice(&(40000 + (h >> 16) as u16 % 20000).to_be_bytes());
-    buf.extend_from_slice(&dport.to_be_bytes());
-    buf.extend_from_slice(&((8 + len) as u16).to_be_bytes());
+    buf.extend_from_slice(&(inner as u16).to_be_bytes());
+    buf.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+    buf.extend_from_slice(&[10, 244, 1, 7, 10, 244, 2, 9]);
+    buf.extend_from_slice(&5000u16.to_be_bytes());
+    buf.extend_from_slice(&5001u16.to_be_bytes());
+    buf.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
     buf.extend_from_slice(&[0, 0]);
     let mut x = h;
-    for _ in 0..len {
+    for _ in 0..payload {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         buf.push((x >> 56) as u8);
     }

@@ -35,6 +35,8 @@ pub struct TFrame {
     /// 0: client → server, 1: server → client.
     pub dir: u8,
     pub bytes: Vec<u8>,
+    /// Offset and count of SACK block edges in `bytes` (relative to the other side's ISN).
+    pub sack: Option<(usize, usize)>,
 }
 
 impl TFrame {
@@ -97,6 +99,41 @@ fn parse(frame: &[u8]) -> Option<Parsed<'_>> {
     })
 }
 
+/// Finds the SACK option in a rendered frame: (offset of the first edge, number of edges).
+fn find_sack(f: &[u8]) -> Option<(usize, usize)> {
+    let off = usize::from(f.get(TCP + 12)? >> 4) * 4;
+    let mut i = TCP + 20;
+    let end = TCP + off;
+    while i < end {
+        match *f.get(i)? {
+            0 => return None,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*f.get(i + 1)?);
+                if len < 2 {
+                    return None;
+                }
+                if kind == 5 && len >= 10 {
+                    return Some((i + 2, (len - 2) / 4));
+                }
+                i += len;
+            }
+        }
+    }
+    None
+}
+
+/// Rewrites the SACK edges of `f` by `delta`.
+pub fn shift_sack(f: &mut [u8], sack: (usize, usize), delta: u32) {
+    for k in 0..sack.1 {
+        let at = sack.0 + 4 * k;
+        if let Some(b) = f.get_mut(at..at + 4) {
+            let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]).wrapping_add(delta);
+            b.copy_from_slice(&v.to_be_bytes());
+        }
+    }
+}
+
 /// Builds a blank-address frame.
 fn frame(seq: u32, ack: u32, flags: u8, win: u16, opts: &[u8], payload: &[u8]) -> Vec<u8> {
     let opts_len = opts.len().div_ceil(4) * 4;
@@ -132,6 +169,8 @@ struct Conn {
     win: [u16; 2],
     /// Options of the side's last non-SYN segment (timestamps), for synthesized ACKs.
     opts: [Vec<u8>; 2],
+    /// Highest acknowledgement a synthesized ACK carried, per acknowledging side.
+    acked: [u32; 2],
     t0: u64,
     start_us: u64,
     frames: Vec<TFrame>,
@@ -143,6 +182,20 @@ fn us(ts: std::time::Duration) -> u64 {
 }
 
 impl Conn {
+    fn add(&mut self, dt_us: u64, dir: usize, mut bytes: Vec<u8>) {
+        let sack = find_sack(&bytes);
+        if let Some(sk) = sack {
+            // SACK edges are the other side's sequence numbers: make them relative.
+            shift_sack(&mut bytes, sk, self.isn[1 - dir].wrapping_neg());
+        }
+        self.frames.push(TFrame {
+            dt_us,
+            dir: dir as u8,
+            bytes,
+            sack,
+        });
+    }
+
     fn push(&mut self, p: &Parsed<'_>, ts_us: u64) {
         let dir = usize::from(p.src != self.client);
         let other = 1 - dir;
@@ -167,6 +220,7 @@ impl Conn {
         if len > 0 && rel_seq > self.nxt[dir] {
             self.broken = true;
         }
+        let retransmission = len > 0 && rel_seq < self.nxt[dir];
         let end = rel_seq.wrapping_add(syn + len + fin);
         if end > self.nxt[dir] {
             self.nxt[dir] = end;
@@ -177,11 +231,8 @@ impl Conn {
         }
         let dt = ts_us.saturating_sub(self.t0);
         if p.payload.len() <= MSS {
-            self.frames.push(TFrame {
-                dt_us: dt,
-                dir: dir as u8,
-                bytes: frame(rel_seq, rel_ack, p.flags, p.win, p.opts, p.payload),
-            });
+            let f = frame(rel_seq, rel_ack, p.flags, p.win, p.opts, p.payload);
+            self.add(dt, dir, f);
             return;
         }
         let chunks: Vec<&[u8]> = p.payload.chunks(MSS).collect();
@@ -191,19 +242,13 @@ impl Conn {
             let flags = if i == last { p.flags } else { p.flags & !(PSH | FIN | RST) };
             // Back-to-back at ~10 Gbit/s: a frame every 1.2 µs.
             let t = dt + (i as u64 * 12) / 10;
-            self.frames.push(TFrame {
-                dt_us: t,
-                dir: dir as u8,
-                bytes: frame(seq, rel_ack, flags, p.win, p.opts, c),
-            });
+            self.add(t, dir, frame(seq, rel_ack, flags, p.win, p.opts, c));
             seq = seq.wrapping_add(c.len() as u32);
-            if i % 2 == 1 && i != last {
+            if i % 2 == 1 && i != last && !retransmission && seq > self.acked[other] {
+                self.acked[other] = seq;
                 let opts = self.opts[other].clone();
-                self.frames.push(TFrame {
-                    dt_us: t + 1,
-                    dir: other as u8,
-                    bytes: frame(self.nxt[other], seq, ACK, self.win[other], &opts, &[]),
-                });
+                let f = frame(self.nxt[other], seq, ACK, self.win[other], &opts, &[]);
+                self.add(t + 1, other, f);
             }
         }
     }
@@ -231,6 +276,7 @@ pub fn load(seed: &Path) -> Result<Vec<Template>> {
                     have_isn: [false; 2],
                     win: [0; 2],
                     opts: [Vec::new(), Vec::new()],
+                    acked: [0; 2],
                     t0: ts,
                     start_us: ts,
                     frames: Vec::new(),
