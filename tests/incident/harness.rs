@@ -157,7 +157,7 @@ pub struct Analysis {
 
 /// Runs the real binary: `trustwatch analyze --ports <ports> --json <extra> <pcap>`, bounded in time.
 pub fn analyze(pcap: &Path, ports: &str, extra: &[&str]) -> Analysis {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trustwatch"))
+    let child = Command::new(env!("CARGO_BIN_EXE_trustwatch"))
         .arg("analyze")
         .args(["--ports", ports, "--json"])
         .args(extra)
@@ -237,7 +237,13 @@ impl Analysis {
     /// The only event called `name`.
     pub fn one(&self, name: &str) -> &Value {
         let v = self.all(name);
-        assert_eq!(v.len(), 1, "one {name} expected: {:?}\n{}", self.names(), self.stderr);
+        assert_eq!(
+            v.len(),
+            1,
+            "one {name} expected: {:?}\n{}",
+            self.names(),
+            self.stderr
+        );
         v[0]
     }
 
@@ -289,7 +295,8 @@ impl Analysis {
     /// Exit code and the shape every run must have.
     pub fn expect_code(&self, code: i32) {
         assert_eq!(
-            self.code, code,
+            self.code,
+            code,
             "exit code\n{}\nstderr:\n{}",
             self.dump(),
             self.stderr
@@ -300,9 +307,14 @@ impl Analysis {
     /// Exit 0, no event, and the timeline says so.
     pub fn expect_quiet(&self) {
         self.expect_code(0);
-        assert!(self.events.is_empty(), "no events expected:\n{}", self.dump());
         assert!(
-            self.timeline().contains("no trust events (healthy throughout)"),
+            self.events.is_empty(),
+            "no events expected:\n{}",
+            self.dump()
+        );
+        assert!(
+            self.timeline()
+                .contains("no trust events (healthy throughout)"),
             "{}",
             self.timeline()
         );
@@ -335,12 +347,19 @@ pub const CERT_ALERTS: [u64; 7] = [42, 43, 44, 45, 46, 48, 116];
 /// attributed to that side, with a certificate alert or an (inferred) encrypted one from it.
 pub fn assert_cert_rejection(c: &Value, side: &str) {
     let outcome = format!("rejected_by_{side}");
-    assert_eq!(str_at(c, "trustwatch.outcome"), Some(outcome.as_str()), "{c}");
+    assert_eq!(
+        str_at(c, "trustwatch.outcome"),
+        Some(outcome.as_str()),
+        "{c}"
+    );
     let a = get(c, "trustwatch.alert");
     assert_eq!(a["from"], side, "alert from the rejecting side: {c}");
     if a["encrypted"] != true {
         let code = a["code"].as_u64().expect("alert code");
-        assert!(CERT_ALERTS.contains(&code), "certificate alert expected: {c}");
+        assert!(
+            CERT_ALERTS.contains(&code),
+            "certificate alert expected: {c}"
+        );
     }
 }
 
@@ -400,7 +419,10 @@ pub fn check_collapse_timing(a: &Analysis, scenario: &str, failing: &[&Value]) -
         .as_i64()
         .expect("latency");
     assert_eq!(latency, micros(at) - micros(first), "{scenario}");
-    assert!((0..5_000_000).contains(&latency), "{scenario}: {latency} µs");
+    assert!(
+        (0..5_000_000).contains(&latency),
+        "{scenario}: {latency} µs"
+    );
     assert_eq!(e["trustwatch"]["failing_clients"], K, "{scenario}: {e}");
     assert_eq!(e["event"]["severity"], 3);
     let clients: Vec<&str> = e["trustwatch"]["clients"]

@@ -66,7 +66,10 @@ fn detect(
 ) -> (Vec<Connection>, Vec<Event>, Detector) {
     let services: Services = format!("{port}=cloudhub").parse().expect("ports");
     let mut pipeline = Pipeline::new(services.clone(), Limits::default());
-    let cfg = DetectConfig { services, ..DetectConfig::default() };
+    let cfg = DetectConfig {
+        services,
+        ..DetectConfig::default()
+    };
     let mut detector = Detector::new(cfg, reference);
     let mut conns = Vec::new();
     let mut src = FileSource::open(pcap).expect("open capture");

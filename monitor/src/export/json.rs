@@ -28,6 +28,18 @@ pub fn rfc3339(ts: Timestamp) -> String {
     }
 }
 
+/// A cipher suite as its IANA name, or `0xXXXX` when unknown (no allocation for known ones).
+struct CipherName(u16);
+
+impl Serialize for CipherName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match crate::tls::cipher_name(self.0) {
+            Some(name) => s.serialize_str(name),
+            None => s.serialize_str(&format!("0x{:04X}", self.0)),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Endpoint {
     ip: String,
@@ -76,7 +88,7 @@ struct TlsClient<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ja4: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    supported_ciphers: Option<Vec<String>>,
+    supported_ciphers: Option<Vec<CipherName>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<Hash>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,7 +118,7 @@ struct Tls<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     version_protocol: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cipher: Option<String>,
+    cipher: Option<CipherName>,
     established: bool,
     resumed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,10 +329,7 @@ fn record(c: &Connection) -> Record<'_> {
         tls: Tls {
             version: c.version.and_then(|v| v.ecs_version()),
             version_protocol: c.version.map(|v| v.ecs_protocol()),
-            cipher: sh.map(|s| {
-                crate::tls::cipher_name(s.cipher)
-                    .map_or_else(|| format!("0x{:04X}", s.cipher), str::to_string)
-            }),
+            cipher: sh.map(|s| CipherName(s.cipher)),
             established,
             resumed: c.resumed,
             next_protocol: sh.and_then(|s| s.alpn.as_deref()),
@@ -328,15 +337,7 @@ fn record(c: &Connection) -> Record<'_> {
                 server_name: ch.and_then(|h| h.sni.as_deref()),
                 ja3: ch.map(|h| h.ja3_md5.as_str()),
                 ja4: ch.map(|h| h.ja4.as_str()),
-                supported_ciphers: ch.map(|h| {
-                    h.ciphers
-                        .iter()
-                        .map(|&id| {
-                            crate::tls::cipher_name(id)
-                                .map_or_else(|| format!("0x{id:04X}"), str::to_string)
-                        })
-                        .collect()
-                }),
+                supported_ciphers: ch.map(|h| h.ciphers.iter().copied().map(CipherName).collect()),
                 hash: leaf_hash(&c.client_chain),
                 subject: client_leaf.map(|l| l.subject.as_str()),
                 issuer: client_leaf.map(|l| l.issuer.as_str()),
