@@ -60,12 +60,10 @@ fn incident_openssl_restart_tls12() {
 fn incident_rustls_restart_tls13() {
     scenarios::incident(Rustls, Rustls, V13, 45);
 }
-/// Known gap (reported): over TLS 1.2 a rustls edge rejects a server CA with its own name but
-/// another key (exactly KubeEdge's competing CAs) with decrypt_error(51) — webpki finds the
-/// same-named anchor and its signature check fails — which the detector does not count as a
-/// certificate failure (tls/alert.rs `is_certificate_related`), so no collapse fires.
+/// Over TLS 1.2 a rustls edge rejects a server CA with its own name but another key (exactly
+/// KubeEdge's competing CAs) with decrypt_error(51): webpki finds the same-named anchor and its
+/// signature check fails. The detector counts it as a trust rejection (`is_trust_rejection`).
 #[test]
-#[ignore = "gap: rustls edges send decrypt_error(51) for a same-name/other-key CA; not counted as a certificate failure"]
 fn incident_rustls_restart_tls12() {
     scenarios::incident(Rustls, Rustls, V12, 46);
 }
@@ -146,10 +144,8 @@ fn references_trusted_ca_secret_dir_hash_join_token_go_tls12() {
     scenarios::references(81);
 }
 
-/// Known bug (reported): clap echoes the rejected value, so a malformed `--join-token` prints its
-/// JWT in the usage error (monitor/src/cli/detect.rs `join_token` value parser).
+/// clap echoes a rejected value by default; the `--join-token` parser must not (its JWT).
 #[test]
-#[ignore = "bug: a malformed --join-token is echoed with its JWT in clap's error (cli/detect.rs)"]
 fn bad_join_token_is_not_echoed() {
     scenarios::bad_join_token_not_echoed();
 }

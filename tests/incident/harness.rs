@@ -339,9 +339,10 @@ pub fn alert_desc(c: &Value) -> String {
     }
 }
 
-/// Certificate-related alert codes (RFC 8446 §6.2): bad_certificate .. certificate_unknown,
-/// unknown_ca, certificate_required.
-pub const CERT_ALERTS: [u64; 7] = [42, 43, 44, 45, 46, 48, 116];
+/// Alerts that reject the peer's chain (RFC 8446 §6.2): bad_certificate .. certificate_unknown,
+/// unknown_ca, certificate_required, and decrypt_error (rustls' answer to a same-name CA with
+/// another key).
+pub const CERT_ALERTS: [u64; 8] = [42, 43, 44, 45, 46, 48, 51, 116];
 
 /// The record's failure is one the detector must count as a certificate rejection by `side`:
 /// attributed to that side, with a certificate alert or an (inferred) encrypted one from it.

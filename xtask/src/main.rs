@@ -6,6 +6,7 @@
 //! - `demo`: setup, build, and run the incident demo.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README).
 
+mod bench;
 mod setup;
 
 use std::process::{Command, ExitCode};
@@ -51,6 +52,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "setup" => setup::ensure(),
         "test" => test(rest),
+        "bench" => bench::bench(rest),
         _ => return usage(),
     };
     match result {

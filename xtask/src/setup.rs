@@ -9,13 +9,14 @@ use std::process::Command;
 
 use crate::run;
 
-const APT_PACKAGES: [&str; 6] = [
+const APT_PACKAGES: [&str; 7] = [
     "libpcap-dev",
     "tshark",
     "openssl",
     "iproute2",
     "prometheus",
     "tcpdump",
+    "time",
 ];
 
 fn dpkg_installed(pkg: &str) -> bool {

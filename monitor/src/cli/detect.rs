@@ -1,17 +1,37 @@
 //! Detector flags shared by `analyze` and `live`: the trusted-CA reference and the collapse rule.
 
+use std::ffi::OsStr;
 use std::path::PathBuf;
 
 use clap::Args;
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 
 use crate::config::Services;
 use crate::detect::{DetectConfig, Detector};
 use crate::error::Error;
 use crate::trust::{CaHash, TrustOptions, TrustedReference};
 
-/// `--join-token`: keeps only the CA hash; the JWT part never reaches the parsed arguments.
-fn join_token(s: &str) -> Result<CaHash, String> {
-    CaHash::from_join_token(s).map_err(|e| e.to_string())
+/// `--join-token`: keeps only the CA hash; the JWT part never reaches the parsed arguments, and an
+/// error never echoes the value (clap's default message would print the whole token).
+#[derive(Clone, Copy, Debug)]
+struct JoinTokenParser;
+
+impl TypedValueParser for JoinTokenParser {
+    type Value = CaHash;
+
+    fn parse_ref(
+        &self,
+        _: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<CaHash, clap::Error> {
+        let token = value.to_str().ok_or_else(|| {
+            clap::Error::raw(ErrorKind::InvalidUtf8, "--join-token is not UTF-8\n")
+        })?;
+        CaHash::from_join_token(token)
+            .map_err(|e| clap::Error::raw(ErrorKind::ValueValidation, format!("{e}\n")))
+    }
 }
 
 fn ca_hash(s: &str) -> Result<CaHash, String> {
@@ -32,7 +52,7 @@ pub struct DetectArgs {
     #[arg(long, value_name = "HEX", value_parser = ca_hash)]
     pub ca_hash: Option<CaHash>,
     /// A KubeEdge join token: only the CA hash before the first '.' is used and kept.
-    #[arg(long, value_name = "TOKEN", value_parser = join_token)]
+    #[arg(long, value_name = "TOKEN", value_parser = JoinTokenParser)]
     pub join_token: Option<CaHash>,
     /// Sliding window of the collapse rule, seconds of packet time.
     #[arg(long, value_name = "SECS", default_value_t = 60)]

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::flow::Side;
 use crate::handshake::{Alert, Connection, Outcome};
-use crate::tls::alert::is_certificate_related;
+use crate::tls::alert::is_trust_rejection;
 
 /// Which side refused the other's certificate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -51,7 +51,8 @@ impl RejectingSide {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
     Success,
-    /// Rejected with a certificate alert (42–46, 48, 116) or an inferred encrypted TLS 1.3 alert.
+    /// Rejected with a certificate alert (42–46, 48, 116), decrypt_error (51, a chain signed by a
+    /// same-name CA with another key) or an inferred encrypted TLS 1.3 alert.
     CertFailure(RejectingSide),
     /// Aborted for another reason (handshake_failure, protocol_version, a reset without alert).
     OtherFailure,
@@ -68,7 +69,7 @@ pub fn classify(conn: &Connection) -> Option<Class> {
         Outcome::Incomplete => None,
         Outcome::RejectedByClient | Outcome::RejectedByServer | Outcome::Failed => {
             let certificate = match conn.deciding_alert() {
-                Some(Alert::Plain { code, .. }) => is_certificate_related(*code),
+                Some(Alert::Plain { code, .. }) => is_trust_rejection(*code),
                 Some(Alert::Encrypted { .. }) => true,
                 None => false,
             };

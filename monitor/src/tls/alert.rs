@@ -51,6 +51,14 @@ pub fn is_certificate_related(code: u8) -> bool {
     matches!(code, 42..=46 | 48 | 116)
 }
 
+/// Alerts that abort a handshake because the peer's certificate chain is not trusted: the
+/// certificate alerts, plus decrypt_error(51) — a signature did not verify, which is how rustls
+/// (webpki) answers a chain signed by a CA with the expected name but another key: exactly two
+/// KubeEdge CAs, both `CN=KubeEdge`, serial 1024.
+pub fn is_trust_rejection(code: u8) -> bool {
+    is_certificate_related(code) || code == 51
+}
+
 /// IANA name of a cipher suite (`TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`), if registered.
 pub fn cipher_name(id: u16) -> Option<&'static str> {
     tls_parser::TlsCipherSuite::from_id(id).map(|c| c.name)

@@ -101,7 +101,7 @@ fn throughput(seed_dir: &Path, out: &Path, target: u64) -> Result<()> {
             5 | 6 => (Kind::Handshake, false),
             _ => (Kind::Handshake, true),
         };
-        let v13 = i % 2 == 0;
+        let v13 = i.is_multiple_of(2);
         let pool = match (kind, v13) {
             (Kind::Bulk, true) => &s.bulk13,
             (Kind::Bulk, false) => &s.bulk12,
@@ -111,7 +111,7 @@ fn throughput(seed_dir: &Path, out: &Path, target: u64) -> Result<()> {
         let t = &pool[(i / 2) % pool.len()];
         let (port, ip) = match (watched, kind) {
             (true, Kind::Bulk) => (10000, CLOUDCORE),
-            (true, Kind::Handshake) if pos % 4 == 0 => (10002, CLOUDCORE),
+            (true, Kind::Handshake) if (i / 2) % 4 == 1 => (10002, CLOUDCORE),
             (true, Kind::Handshake) => (10000, CLOUDCORE),
             (false, Kind::Bulk) => (8443, OTHER_SERVER),
             (false, Kind::Handshake) => (443, OTHER_SERVER),
@@ -123,7 +123,14 @@ fn throughput(seed_dir: &Path, out: &Path, target: u64) -> Result<()> {
         });
         if watched {
             m.add("watched_connections", 1);
-            m.add(if v13 { "watched_tls13" } else { "watched_tls12" }, 1);
+            m.add(
+                if v13 {
+                    "watched_tls13"
+                } else {
+                    "watched_tls12"
+                },
+                1,
+            );
             if kind == Kind::Bulk {
                 m.add("watched_bulk_connections", 1);
                 m.add("watched_bulk_payload_bytes", t.payload_bytes);
@@ -212,7 +219,10 @@ fn check(manifest: &Path) -> Result<bool> {
         }
         let v: serde_json::Value = serde_json::from_str(&line)?;
         records += 1;
-        let outcome = v["trustwatch"]["outcome"].as_str().unwrap_or("?").to_string();
+        let outcome = v["trustwatch"]["outcome"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
         *outcomes.entry(outcome.clone()).or_default() += 1;
         *ports
             .entry(v["destination"]["port"].as_u64().unwrap_or(0))

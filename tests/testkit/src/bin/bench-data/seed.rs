@@ -71,7 +71,9 @@ struct Identities {
 fn with_root(pki: &Pki, mut leaf: Leaf) -> Result<Leaf> {
     leaf.chain.push(leaf.root.clone());
     let pem: String = leaf.chain.iter().map(|c| c.pem.as_str()).collect();
-    let path = pki.dir().join(format!("{}-chain3.pem", leaf.cert.subject_cn));
+    let path = pki
+        .dir()
+        .join(format!("{}-chain3.pem", leaf.cert.subject_cn));
     std::fs::write(&path, pem)?;
     leaf.chain_path = path;
     Ok(leaf)
@@ -84,7 +86,10 @@ fn identities() -> Result<Identities> {
     let server = with_root(&pki, pki.server_leaf(&ica)?)?;
     let mut edges = Vec::new();
     for i in 0..4 {
-        edges.push(with_root(&pki, pki.client_leaf(&ica, &format!("edge-node-{i:02}"))?)?);
+        edges.push(with_root(
+            &pki,
+            pki.client_leaf(&ica, &format!("edge-node-{i:02}"))?,
+        )?);
     }
     Ok(Identities {
         _pki: pki,
@@ -97,7 +102,10 @@ fn identities() -> Result<Identities> {
 fn require_ok(what: &str, results: &[PeerResult], expected: usize) -> Result<()> {
     let ok = results.iter().filter(|r| r.ok).count();
     if ok != expected {
-        let err = results.iter().find_map(|r| r.error.clone()).unwrap_or_default();
+        let err = results
+            .iter()
+            .find_map(|r| r.error.clone())
+            .unwrap_or_default();
         return Err(format!("{what}: {ok}/{expected} connections succeeded ({err})").into());
     }
     Ok(())
@@ -121,7 +129,11 @@ fn capture_handshakes(id: &Identities, out: &Path, version: TlsVersion, n: usize
                 .version(version)
                 .attempts(n, Duration::ZERO);
             let r = peers::run_client(client_stack, &opts, &id.root, Some(edge))?;
-            require_ok(&format!("{client_stack:?} client → {server_stack:?} server"), &r, n)?;
+            require_ok(
+                &format!("{client_stack:?} client → {server_stack:?} server"),
+                &r,
+                n,
+            )?;
         }
         let r = server.join();
         let ok = r.iter().filter(|r| r.ok).count();
@@ -135,7 +147,10 @@ fn capture_handshakes(id: &Identities, out: &Path, version: TlsVersion, n: usize
 }
 
 fn chain_der(leaf: &Leaf) -> Vec<CertificateDer<'static>> {
-    leaf.chain_der().into_iter().map(CertificateDer::from).collect()
+    leaf.chain_der()
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect()
 }
 
 fn key_der(leaf: &Leaf) -> PrivateKeyDer<'static> {

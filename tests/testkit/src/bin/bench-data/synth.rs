@@ -206,7 +206,14 @@ pub struct Udp {
     pub every: u64,
 }
 
-fn push_ipv4_udp(buf: &mut Vec<u8>, id: u16, src: [u8; 4], dst: [u8; 4], ports: (u16, u16), len: usize) {
+fn push_ipv4_udp(
+    buf: &mut Vec<u8>,
+    id: u16,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ports: (u16, u16),
+    len: usize,
+) {
     buf.extend_from_slice(&[0x45, 0]);
     buf.extend_from_slice(&((20 + 8 + len) as u16).to_be_bytes());
     buf.extend_from_slice(&id.to_be_bytes());
@@ -229,7 +236,7 @@ fn udp_frame(buf: &mut Vec<u8>, n: u64) {
     buf.extend_from_slice(&MAC_CLIENT_SIDE);
     buf.extend_from_slice(&0x0800u16.to_be_bytes());
     let sport = 40000 + (h >> 16) as u16 % 20000;
-    if h % 5 == 0 {
+    if h.is_multiple_of(5) {
         let names: [&[u8]; 3] = [
             b"\x09cloudcore\x08kubeedge\x03svc\x07cluster\x05local\x00",
             b"\x07coredns\x0bkube-system\x03svc\x07cluster\x05local\x00",
@@ -295,13 +302,17 @@ pub fn write(
     let mut last_ts = start_us;
     let mut tcp_frames: u64 = 0;
     while let Some(Reverse((_, slot))) = heap.pop() {
-        let Some(Some(inst)) = live.get_mut(slot) else { continue };
-        let Some(ts) = inst.render(&mut buf) else { continue };
+        let Some(Some(inst)) = live.get_mut(slot) else {
+            continue;
+        };
+        let Some(ts) = inst.render(&mut buf) else {
+            continue;
+        };
         last_ts = last_ts.max(ts);
         out.write(last_ts, &buf)?;
         tcp_frames += 1;
         if let Some(u) = &udp
-            && tcp_frames % u.every == 0
+            && tcp_frames.is_multiple_of(u.every)
         {
             udp_frame(&mut buf, out.n.udp);
             out.write(last_ts, &buf)?;

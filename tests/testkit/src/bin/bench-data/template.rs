@@ -9,6 +9,7 @@
 //! Connections whose byte stream has a hole (a packet the capture dropped) are refused.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 
 use trustwatch_testkit::Result;
@@ -56,6 +57,9 @@ pub struct Template {
     /// Seed capture time of the first packet, microseconds since the epoch.
     pub start_us: u64,
 }
+
+/// IPv4 address and port.
+type Endpoint = ([u8; 4], u16);
 
 struct Parsed<'a> {
     src: ([u8; 4], u16),
@@ -239,7 +243,11 @@ impl Conn {
         let last = chunks.len() - 1;
         let mut seq = rel_seq;
         for (i, c) in chunks.iter().enumerate() {
-            let flags = if i == last { p.flags } else { p.flags & !(PSH | FIN | RST) };
+            let flags = if i == last {
+                p.flags
+            } else {
+                p.flags & !(PSH | FIN | RST)
+            };
             // Back-to-back at ~10 Gbit/s: a frame every 1.2 µs.
             let t = dt + (i as u64 * 12) / 10;
             self.add(t, dir, frame(seq, rel_ack, flags, p.win, p.opts, c));
@@ -257,19 +265,24 @@ impl Conn {
 /// The connections of `seed` that start with a client SYN and have no hole.
 pub fn load(seed: &Path) -> Result<Vec<Template>> {
     let trace = Trace::read(seed)?;
-    let mut conns: HashMap<(([u8; 4], u16), ([u8; 4], u16)), Conn> = HashMap::new();
+    let mut conns: HashMap<(Endpoint, Endpoint), Conn> = HashMap::new();
     let mut order = Vec::new();
     for f in &trace.frames {
         let Some(p) = parse(&f.data) else { continue };
-        let key = if p.src < p.dst { (p.src, p.dst) } else { (p.dst, p.src) };
+        let key = if p.src < p.dst {
+            (p.src, p.dst)
+        } else {
+            (p.dst, p.src)
+        };
         let ts = us(f.ts);
-        if !conns.contains_key(&key) {
-            if p.flags & (SYN | ACK) != SYN {
-                continue;
-            }
-            conns.insert(
-                key,
-                Conn {
+        let c = match conns.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                if p.flags & (SYN | ACK) != SYN {
+                    continue;
+                }
+                order.push(key);
+                v.insert(Conn {
                     client: p.src,
                     isn: [0; 2],
                     nxt: [0; 2],
@@ -281,18 +294,17 @@ pub fn load(seed: &Path) -> Result<Vec<Template>> {
                     start_us: ts,
                     frames: Vec::new(),
                     broken: false,
-                },
-            );
-            order.push(key);
-        }
-        if let Some(c) = conns.get_mut(&key) {
-            c.push(&p, ts);
-        }
+                })
+            }
+        };
+        c.push(&p, ts);
     }
     let mut out = Vec::new();
     let mut broken = 0;
     for key in order {
-        let Some(c) = conns.remove(&key) else { continue };
+        let Some(c) = conns.remove(&key) else {
+            continue;
+        };
         if c.broken {
             broken += 1;
             continue;

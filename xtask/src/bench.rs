@@ -1,0 +1,408 @@
+//! `cargo xtask bench [--quick] [--skip-tshark] [--runs N] [--strict]`: the offline analyzer's
+//! throughput and memory, against tshark, on two generated captures.
+//!
+//! Consumes nothing; produces (cached in `target/bench-data/`, regenerated when missing):
+//! (a) `throughput-<N>MiB.pcap`: a few thousand real mutual-TLS handshakes on CloudCore's ports
+//!     10000/10002, some followed by 1–4 MiB of application data, plus unrelated TLS on other
+//!     ports and UDP; (b) `handshakes-<N>.pcap`: full TLS 1.2 mTLS handshakes whose both sides
+//!     present leaf → intermediate → root. Both are replicated from real loopback captures of
+//!     rustls and Go peers by the testkit's `bench-data` binary, which also checks the
+//!     analyzer's records against what it wrote (the bench fails on a mismatch).
+//! Then times `trustwatch analyze --json` (release build, pinned to CPU 0 with `taskset`, output
+//! to /dev/null) and tshark on the same files, and prints MB/s, handshakes/s, the ratio and peak
+//! RSS (from `/usr/bin/time -v`) against the targets. Files are read from the page cache (the
+//! check run reads them first).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::{cargo, run};
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// Targets on one core.
+const TARGET_BYTES_PER_S: f64 = 1.5e9;
+const TARGET_HANDSHAKES_PER_S: f64 = 100_000.0;
+const TARGET_RATIO: f64 = 30.0;
+const TARGET_RSS_KIB: u64 = 64 * 1024;
+
+struct Opts {
+    quick: bool,
+    skip_tshark: bool,
+    runs: usize,
+    strict: bool,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        quick: false,
+        skip_tshark: false,
+        runs: 3,
+        strict: false,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--skip-tshark" => o.skip_tshark = true,
+            "--strict" => o.strict = true,
+            "--runs" => {
+                o.runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("--runs needs a positive number")?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (usage: cargo xtask bench [--quick] [--skip-tshark] [--runs N] [--strict])"
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+}
+
+fn manifest_of(file: &Path) -> PathBuf {
+    let mut s = file.as_os_str().to_owned();
+    s.push(".manifest");
+    PathBuf::from(s)
+}
+
+/// `key=value` lines written by `bench-data` next to each file.
+fn read_manifest(file: &Path) -> Result<Vec<(String, u64)>, String> {
+    let path = manifest_of(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+        .collect())
+}
+
+fn get(m: &[(String, u64)], key: &str) -> u64 {
+    m.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v)
+}
+
+/// What `/usr/bin/time -v` and the wall clock said about one run.
+#[derive(Clone, Copy, Debug)]
+struct Measured {
+    wall_s: f64,
+    cpu_s: f64,
+    max_rss_kib: u64,
+}
+
+fn time_field(text: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .and_then(|v| v.trim().trim_start_matches(':').trim().parse().ok())
+}
+
+/// Runs `cmd` under `/usr/bin/time -v`, pinned to CPU 0, stdout to /dev/null.
+fn measure(program: &Path, args: &[&str], tmp: &Path) -> Result<Measured, String> {
+    let report = tmp.join("time-v.txt");
+    let mut cmd = Command::new("/usr/bin/time");
+    cmd.arg("-v")
+        .arg("-o")
+        .arg(&report)
+        .args(["taskset", "-c", "0"])
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("{cmd:?} could not start: {e}"))?;
+    let wall_s = started.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(format!("{cmd:?} failed ({status})"));
+    }
+    let text =
+        std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let user = time_field(&text, "User time (seconds)").unwrap_or(0.0);
+    let sys = time_field(&text, "System time (seconds)").unwrap_or(0.0);
+    let rss = time_field(&text, "Maximum resident set size (kbytes)")
+        .ok_or("no maximum RSS in /usr/bin/time output")?;
+    Ok(Measured {
+        wall_s,
+        cpu_s: user + sys,
+        max_rss_kib: rss as u64,
+    })
+}
+
+/// Builds the analyzer and the data generator (release).
+fn build() -> Result<(PathBuf, PathBuf), String> {
+    run(cargo().current_dir(workspace()).args([
+        "build",
+        "--release",
+        "-p",
+        "trustwatch",
+        "--bin",
+        "trustwatch",
+        "-p",
+        "trustwatch-testkit",
+        "--bin",
+        "bench-data",
+    ]))?;
+    let rel = target_dir().join("release");
+    Ok((rel.join("trustwatch"), rel.join("bench-data")))
+}
+
+/// A generated capture and what it holds.
+struct Input {
+    label: &'static str,
+    path: PathBuf,
+    bytes: u64,
+    handshakes: u64,
+}
+
+fn ensure_file(generator: &Path, file: PathBuf, args: &[String]) -> Result<PathBuf, String> {
+    if !file.exists() || !manifest_of(&file).exists() {
+        eprintln!("xtask bench: generating {}", file.display());
+        run(Command::new(generator).args(args))?;
+    } else {
+        eprintln!("xtask bench: using cached {}", file.display());
+    }
+    Ok(file)
+}
+
+fn inputs(generator: &Path, dir: &Path, quick: bool) -> Result<Vec<Input>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (bytes, count) = if quick {
+        (128 * MIB, 10_000u64)
+    } else {
+        (GIB, 100_000u64)
+    };
+    let seed = dir.display().to_string();
+    let a = dir.join(format!("throughput-{}MiB.pcap", bytes / MIB));
+    let a = ensure_file(
+        generator,
+        a.clone(),
+        &[
+            "throughput".into(),
+            seed.clone(),
+            a.display().to_string(),
+            bytes.to_string(),
+        ],
+    )?;
+    let b = dir.join(format!("handshakes-{count}.pcap"));
+    let b = ensure_file(
+        generator,
+        b.clone(),
+        &[
+            "handshakes".into(),
+            seed,
+            b.display().to_string(),
+            count.to_string(),
+        ],
+    )?;
+    let mut out = Vec::new();
+    for (label, path) in [("(a) throughput", a), ("(b) handshakes", b)] {
+        let m = read_manifest(&path)?;
+        out.push(Input {
+            label,
+            bytes: get(&m, "bytes"),
+            handshakes: get(&m, "watched_connections"),
+            path,
+        });
+    }
+    Ok(out)
+}
+
+/// `trustwatch analyze --json FILE | bench-data check FILE.manifest`.
+fn check(tw: &Path, generator: &Path, input: &Input) -> Result<(), String> {
+    eprintln!(
+        "xtask bench: checking the analyzer's records for {}",
+        input.path.display()
+    );
+    let mut analyzer = Command::new(tw)
+        .arg("analyze")
+        .arg("--json")
+        .arg(&input.path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("trustwatch: {e}"))?;
+    let stdout = analyzer.stdout.take().ok_or("no analyzer stdout")?;
+    let out = Command::new(generator)
+        .arg("check")
+        .arg(manifest_of(&input.path))
+        .stdin(stdout)
+        .output()
+        .map_err(|e| format!("bench-data check: {e}"))?;
+    let status = analyzer.wait().map_err(|e| e.to_string())?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    if !status.success() {
+        return Err(format!("trustwatch analyze failed ({status})"));
+    }
+    if !out.status.success() {
+        return Err(format!(
+            "the analyzer's records do not match {} (see above)",
+            input.path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The tshark command of the issue, with `-n` (no name resolution) so it is not slowed by DNS.
+fn tshark_args(file: &str) -> Vec<&str> {
+    vec![
+        "-n",
+        "-r",
+        file,
+        "-o",
+        "tcp.reassemble_out_of_order:TRUE",
+        "-Y",
+        "tls.handshake",
+        "-T",
+        "fields",
+        "-e",
+        "tls.handshake.type",
+        "-e",
+        "tls.handshake.certificate",
+        "-e",
+        "tls.alert_message.desc",
+    ]
+}
+
+fn best(runs: &[Measured]) -> Measured {
+    let mut b = runs[0];
+    for r in runs {
+        if r.wall_s < b.wall_s {
+            b = *r;
+        }
+    }
+    // Peak RSS: the worst of all runs.
+    b.max_rss_kib = runs.iter().map(|r| r.max_rss_kib).max().unwrap_or(0);
+    b
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "MISSED" }
+}
+
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let o = parse(args)?;
+    crate::setup::ensure()?;
+    let (tw, generator) = build()?;
+    let dir = target_dir().join("bench-data");
+    let inputs = inputs(&generator, &dir, o.quick)?;
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    println!(
+        "trustwatch offline benchmark ({}), CPU: {cpu}",
+        if o.quick { "quick" } else { "full" }
+    );
+    let mut missed = Vec::new();
+    for input in &inputs {
+        println!(
+            "\n{}: {} ({:.1} MiB, {} watched TLS connections)",
+            input.label,
+            input.path.display(),
+            input.bytes as f64 / MIB as f64,
+            input.handshakes
+        );
+        check(&tw, &generator, input)?;
+        let file = input.path.display().to_string();
+        let mut runs = Vec::new();
+        for i in 0..o.runs {
+            let m = measure(&tw, &["analyze", "--json", &file], &tmp)?;
+            println!(
+                "    trustwatch run {}: {:.3} s wall, {:.3} s CPU, peak RSS {:.1} MiB",
+                i + 1,
+                m.wall_s,
+                m.cpu_s,
+                m.max_rss_kib as f64 / 1024.0
+            );
+            runs.push(m);
+        }
+        let t = best(&runs);
+        let mbps = input.bytes as f64 / t.wall_s / 1e6;
+        let hps = input.handshakes as f64 / t.wall_s;
+        println!(
+            "  trustwatch (best of {}): {:.3} s, {:.0} MB/s, {:.0} handshakes/s, peak RSS {:.1} MiB",
+            o.runs,
+            t.wall_s,
+            mbps,
+            hps,
+            t.max_rss_kib as f64 / 1024.0
+        );
+        let mut targets: Vec<(String, bool)> = Vec::new();
+        if input.label.starts_with("(a)") {
+            targets.push((
+                format!("≥ {:.1} GB/s", TARGET_BYTES_PER_S / 1e9),
+                mbps * 1e6 >= TARGET_BYTES_PER_S,
+            ));
+        } else {
+            targets.push((
+                format!("≥ {TARGET_HANDSHAKES_PER_S:.0} handshakes/s"),
+                hps >= TARGET_HANDSHAKES_PER_S,
+            ));
+        }
+        targets.push((
+            format!("peak RSS ≤ {} MiB", TARGET_RSS_KIB / 1024),
+            t.max_rss_kib <= TARGET_RSS_KIB,
+        ));
+        if o.skip_tshark {
+            println!("  tshark: skipped");
+        } else {
+            eprintln!("xtask bench: running tshark on {file} (may take minutes)");
+            let ts = measure(Path::new("tshark"), &tshark_args(&file), &tmp)?;
+            let ratio = ts.wall_s / t.wall_s;
+            println!(
+                "  tshark: {:.2} s, {:.0} MB/s, {:.0} handshakes/s, peak RSS {:.1} MiB",
+                ts.wall_s,
+                input.bytes as f64 / ts.wall_s / 1e6,
+                input.handshakes as f64 / ts.wall_s,
+                ts.max_rss_kib as f64 / 1024.0
+            );
+            println!("  ratio: trustwatch is {ratio:.1}× faster than tshark");
+            targets.push((
+                format!("≥ {TARGET_RATIO:.0}× tshark"),
+                ratio >= TARGET_RATIO,
+            ));
+        }
+        for (what, ok) in targets {
+            println!("  target {what}: {}", verdict(ok));
+            if !ok {
+                missed.push(format!("{} {what}", input.label));
+            }
+        }
+    }
+    println!(
+        "\ncommands: taskset -c 0 {} analyze --json FILE > /dev/null; taskset -c 0 tshark {} > /dev/null",
+        tw.display(),
+        tshark_args("FILE").join(" ")
+    );
+    if o.strict && !missed.is_empty() {
+        return Err(format!("targets missed: {}", missed.join("; ")));
+    }
+    Ok(())
+}
