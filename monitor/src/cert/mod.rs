@@ -7,7 +7,9 @@
 mod cache;
 mod parse;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::value::RawValue;
 
 pub use cache::{CertCache, CertCounters};
 pub use parse::parse;
@@ -44,6 +46,34 @@ pub struct CertInfo {
     /// DNS names and IP addresses from subjectAltName.
     pub sans: Vec<String>,
     pub self_signed: bool,
+    /// The exporter's JSON rendering, made on first use: one `CertInfo` is shared by every
+    /// connection that presents the certificate, so a chain that repeats is serialized once.
+    pub rendered: Rendered,
+}
+
+/// A cache slot for a certificate's JSON rendering (not part of the certificate's value: two
+/// `CertInfo`s compare equal whatever their slots hold).
+#[derive(Clone, Default)]
+pub struct Rendered(OnceLock<Box<RawValue>>);
+
+impl Rendered {
+    pub fn get_or_init(&self, render: impl FnOnce() -> Box<RawValue>) -> &RawValue {
+        self.0.get_or_init(render)
+    }
+}
+
+impl PartialEq for Rendered {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Rendered {}
+
+impl std::fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Rendered(cached)" } else { "Rendered(empty)" })
+    }
 }
 
 /// A certificate as presented: parsed info, or the reason it could not be parsed.

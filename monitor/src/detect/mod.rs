@@ -427,8 +427,8 @@ fn service_entry<'a>(
 fn chain_ca_sha256(conn: &Connection, key: &str) -> Option<String> {
     conn.server_chain.iter().skip(1).find_map(|p| match p {
         Presented::Parsed(c)
-            if c.ski.as_deref().map(normalize_hex).as_deref() == Some(key)
-                || normalize_hex(&c.key_sha1) == key =>
+            // Key ids from the certificate stage are already lower-case hex.
+            if c.ski.as_deref() == Some(key) || c.key_sha1 == key =>
         {
             Some(c.sha256.clone())
         }

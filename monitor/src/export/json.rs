@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::capture::Timestamp;
 use crate::cert::{CertInfo, Presented};
@@ -193,29 +194,48 @@ struct CertJson<'a> {
     malformed: bool,
 }
 
-fn cert_json(p: &Presented) -> CertJson<'_> {
-    match p {
-        Presented::Parsed(c) => {
-            let c: &CertInfo = c;
-            CertJson {
-                sha256: &c.sha256,
-                sha1: &c.sha1,
-                subject: Some(&c.subject),
-                issuer: Some(&c.issuer),
-                serial: Some(&c.serial),
-                not_before: Some(&c.not_before),
-                not_after: Some(&c.not_after),
-                ski: c.ski.as_deref(),
-                aki: c.aki.as_deref(),
-                spki_sha256: Some(&c.spki_sha256),
-                is_ca: c.is_ca,
-                key_type: Some(&c.key_type),
-                key_bits: c.key_bits,
-                san: &c.sans,
-                malformed: false,
-            }
+/// A chain entry: the certificate's cached rendering, or the hashes of unparseable DER.
+enum CertOut<'a> {
+    Rendered(&'a RawValue),
+    Malformed(CertJson<'a>),
+}
+
+impl Serialize for CertOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CertOut::Rendered(raw) => raw.serialize(s),
+            CertOut::Malformed(c) => c.serialize(s),
         }
-        Presented::Malformed { sha256, sha1 } => CertJson {
+    }
+}
+
+fn parsed_json(c: &CertInfo) -> CertJson<'_> {
+    CertJson {
+        sha256: &c.sha256,
+        sha1: &c.sha1,
+        subject: Some(&c.subject),
+        issuer: Some(&c.issuer),
+        serial: Some(&c.serial),
+        not_before: Some(&c.not_before),
+        not_after: Some(&c.not_after),
+        ski: c.ski.as_deref(),
+        aki: c.aki.as_deref(),
+        spki_sha256: Some(&c.spki_sha256),
+        is_ca: c.is_ca,
+        key_type: Some(&c.key_type),
+        key_bits: c.key_bits,
+        san: &c.sans,
+        malformed: false,
+    }
+}
+
+fn cert_json(p: &Presented) -> CertOut<'_> {
+    match p {
+        Presented::Parsed(c) => CertOut::Rendered(c.rendered.get_or_init(|| {
+            serde_json::value::to_raw_value(&parsed_json(c))
+                .unwrap_or_else(|_| RawValue::NULL.to_owned())
+        })),
+        Presented::Malformed { sha256, sha1 } => CertOut::Malformed(CertJson {
             sha256,
             sha1,
             subject: None,
@@ -231,7 +251,7 @@ fn cert_json(p: &Presented) -> CertJson<'_> {
             key_bits: None,
             san: &[],
             malformed: true,
-        },
+        }),
     }
 }
 
@@ -242,8 +262,8 @@ struct Trustwatch<'a> {
     evidence: &'a str,
     alert: Option<AlertJson>,
     alerts: Vec<AlertJson>,
-    server_chain: Vec<CertJson<'a>>,
-    client_chain: Vec<CertJson<'a>>,
+    server_chain: Vec<CertOut<'a>>,
+    client_chain: Vec<CertOut<'a>>,
     ca_key_id: Option<&'a str>,
     client_ca_key_id: Option<&'a str>,
     client_auth_requested: bool,

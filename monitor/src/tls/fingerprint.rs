@@ -4,6 +4,9 @@
 //! Consumes a parsed [`ClientHello`] / [`ServerHello`]; produces fingerprint strings. GREASE values
 //! are already removed by the hello parser.
 
+use std::cell::RefCell;
+
+use hashlink::LruCache;
 use md5::{Digest, Md5};
 use sha2::Sha256;
 
@@ -12,12 +15,55 @@ use super::hello::{ClientHello, ServerHello, is_grease};
 const EXT_SNI: u16 = 0x0000;
 const EXT_ALPN: u16 = 0x0010;
 
+/// Distinct fingerprint inputs remembered per thread: a fleet of edges sends the same few hellos
+/// over and over, so the strings and hashes are computed once per kind of client.
+const CACHE_ENTRIES: usize = 1024;
+
+thread_local! {
+    static CACHE: RefCell<LruCache<Vec<u16>, [String; 3]>> = RefCell::new(LruCache::new(CACHE_ENTRIES));
+}
+
+/// Everything JA3 and JA4 read from a hello, as one key (lists length-prefixed).
+fn cache_key(ch: &ClientHello, first_alpn: Option<&[u8]>) -> Vec<u16> {
+    let lists: [&[u16]; 4] = [
+        &ch.ciphers,
+        &ch.extensions,
+        &ch.groups,
+        &ch.signature_algorithms,
+    ];
+    let mut key = Vec::with_capacity(16 + lists.iter().map(|l| l.len() + 1).sum::<usize>());
+    key.push(ch.legacy_version.0);
+    key.push(u16::from(ch.sslv2));
+    key.push(ch.supported_versions.len() as u16);
+    key.extend(ch.supported_versions.iter().map(|v| v.0));
+    for list in lists {
+        key.push(list.len() as u16);
+        key.extend_from_slice(list);
+    }
+    key.push(ch.ec_point_formats.len() as u16);
+    key.extend(ch.ec_point_formats.iter().map(|&f| u16::from(f)));
+    let alpn = first_alpn.unwrap_or_default();
+    key.push(alpn.len() as u16);
+    key.extend(alpn.iter().map(|&b| u16::from(b)));
+    key
+}
+
 /// Fills `ja3`, `ja3_md5` and `ja4` of a freshly parsed hello. `first_alpn` is the first ALPN
 /// value as raw bytes (ALPN values need not be UTF-8).
 pub(crate) fn fill(ch: &mut ClientHello, first_alpn: Option<&[u8]>) {
-    ch.ja3 = ja3_string(ch);
-    ch.ja3_md5 = md5_hex(&ch.ja3);
-    ch.ja4 = ja4_with_alpn(ch, first_alpn);
+    let key = cache_key(ch, first_alpn);
+    let cached = CACHE.with_borrow_mut(|c| c.get(&key).cloned());
+    let [ja3, ja3_md5, ja4] = cached.unwrap_or_else(|| {
+        let ja3 = ja3_string(ch);
+        let ja3_md5 = md5_hex(&ja3);
+        let ja4 = ja4_with_alpn(ch, first_alpn);
+        let value = [ja3, ja3_md5, ja4];
+        CACHE.with_borrow_mut(|c| c.insert(key, value.clone()));
+        value
+    });
+    ch.ja3 = ja3;
+    ch.ja3_md5 = ja3_md5;
+    ch.ja4 = ja4;
 }
 
 /// Appends `v` in decimal (no `fmt` machinery: this runs for every ClientHello).

@@ -29,6 +29,9 @@ const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 
 /// Normalizes a key id or hash for comparison: lower-case hex without `:` separators.
 pub fn normalize_hex(s: &str) -> String {
+    if s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return s.to_owned();
+    }
     s.chars()
         .filter(|c| *c != ':')
         .flat_map(char::to_lowercase)
