@@ -1,1 +1,698 @@
-//! `trustwatch live` end to end (being written).
+//! `trustwatch live` end to end: live capture on `lo` (root or CAP_NET_RAW required, as in CI) of
+//! real rustls handshakes, `/metrics` scraped over HTTP and parsed, the trust-state gauge through a
+//! CloudCore-style CA race and its recovery, `/readyz` with `--ready-requires-consistent-ca`, a real
+//! Prometheus scraping the monitor, `promtool check metrics`, SIGTERM, and the exit-2 errors.
+//!
+//! Every wait is bounded; every monitor is killed when its test ends.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use trustwatch_testkit::peers::rustls_peer::{self, ClientAuth, ServerOpts};
+use trustwatch_testkit::peers::{ClientOpts, TlsVersion};
+use trustwatch_testkit::pki::{Ca, Leaf, Pki};
+use trustwatch_testkit::{Result, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trustwatch");
+
+// ---------- HTTP and the text format ----------
+
+/// `GET path` over HTTP/1.1; (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header end")?;
+    let status = head.split_whitespace().nth(1).ok_or("no status")?.parse()?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    ))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A small parser of the text exposition format (no escapes in our label values but `\"`, `\\`).
+fn parse_metrics(text: &str) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("bad line {line}"))?;
+        let value: f64 = value.parse().map_err(|_| format!("bad value in {line}"))?;
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or_else(|| format!("bad labels in {line}"))?;
+                let mut labels = BTreeMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    if chars.next() != Some('"') {
+                        return Err(format!("bad label in {line}").into());
+                    }
+                    let mut val = String::new();
+                    while let Some(c) = chars.next() {
+                        match c {
+                            '\\' => val.extend(chars.next()),
+                            '"' => break,
+                            c => val.push(c),
+                        }
+                    }
+                    labels.insert(key.trim_start_matches(',').to_string(), val);
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                }
+                (name.to_string(), labels)
+            }
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Sum of the samples of `name` whose labels include every pair of `with`.
+fn sum(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == name
+                && with
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
+// ---------- the monitor process ----------
+
+struct Monitor {
+    child: Option<Child>,
+    http: SocketAddr,
+}
+
+impl Monitor {
+    /// Starts `trustwatch live --iface lo --listen 127.0.0.1:<free> --events - <extra>` and waits
+    /// until `/healthz` answers.
+    fn start(extra: &[&str]) -> Result<Monitor> {
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let child = Command::new(BIN)
+            .args([
+                "live",
+                "--iface",
+                "lo",
+                "--listen",
+                &http.to_string(),
+                "--events",
+                "-",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut m = Monitor {
+            child: Some(child),
+            http,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok((200, _)) = http_get(http, "/healthz") {
+                return Ok(m);
+            }
+            if let Some(c) = m.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                let out = m.child.take().map(|c| c.wait_with_output()).transpose()?;
+                let err = out
+                    .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                    .unwrap_or_default();
+                return Err(format!("monitor exited early ({status}): {err}").into());
+            }
+            if Instant::now() > deadline {
+                return Err("monitor did not answer /healthz within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> Result<Vec<Sample>> {
+        let (status, body) = http_get(self.http, "/metrics")?;
+        assert_eq!(status, 200, "{body}");
+        parse_metrics(&body)
+    }
+
+    /// Polls `/metrics` until `pred` holds (bounded).
+    fn wait_metrics(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&[Sample]) -> bool,
+    ) -> Result<Vec<Sample>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let m = self.metrics()?;
+            if pred(&m) {
+                return Ok(m);
+            }
+            if Instant::now() > deadline {
+                let text = http_get(self.http, "/metrics")
+                    .map(|r| r.1)
+                    .unwrap_or_default();
+                return Err(format!("timed out waiting for {what}; /metrics:\n{text}").into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM; returns the output and how long the exit took.
+    fn terminate(mut self) -> Result<(Output, Duration)> {
+        let child = self.child.take().ok_or("no child")?;
+        let pid = child.id().to_string();
+        let t0 = Instant::now();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        assert!(status.success(), "kill -TERM failed");
+        // Bounded: the watchdog kills it if it hangs.
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(10));
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        });
+        let out = child.wait_with_output()?;
+        let took = t0.elapsed();
+        drop(watchdog);
+        Ok((out, took))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------- TLS traffic ----------
+
+fn edge_ip(i: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + i))
+}
+
+/// A rustls TLS 1.2 server (so chains are visible) serving `n` connections with `leaf` on `addr`,
+/// and `n` clients from distinct loopback addresses trusting only `trust`. Returns how many
+/// clients completed the round trip.
+fn round(addr: SocketAddr, leaf: &Leaf, trust: &Ca, n: u8) -> Result<usize> {
+    let server = rustls_peer::server(ServerOpts {
+        listen: addr,
+        accept: usize::from(n),
+        version: Some(TlsVersion::V12),
+        ..ServerOpts::new(leaf)
+    })?;
+    let mut ok = 0;
+    for i in 0..n {
+        let opts = ClientOpts::new(addr)
+            .version(TlsVersion::V12)
+            .local_ip(edge_ip(i));
+        let auth = ClientAuth {
+            roots: vec![trust.cert.der.as_slice()],
+            identity: None,
+        };
+        ok += rustls_peer::client(&opts, &auth)?
+            .iter()
+            .filter(|r| r.ok)
+            .count();
+    }
+    server.join();
+    Ok(ok)
+}
+
+fn events_named(stdout: &str, name: &str) -> usize {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["trustwatch"]["event"] == name)
+        .count()
+}
+
+// ---------- tests ----------
+
+/// The seed's race: edges trust CA_A; CloudCore restarts serving with CA_B (same name and
+/// serial, different key); then it is fixed. Counters per outcome, the failure counter per CA key,
+/// the trust-state gauge 0 → 2 → 0, events on stdout, SIGTERM within 2 s.
+#[test]
+fn ca_race_collapse_and_recovery_on_lo() -> Result<()> {
+    let pki = Pki::new()?;
+    let (ca_a, ca_b) = (pki.kubeedge_ca()?, pki.kubeedge_ca()?);
+    let (leaf_a, leaf_b) = (pki.server_leaf(&ca_a)?, pki.server_leaf(&ca_b)?);
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ports = format!("{port}=cloudhub");
+    let m = Monitor::start(&["--ports", &ports, "--collapse-clients", "3"])?;
+    let state = |s: &[Sample]| sum(s, "trustwatch_trust_state", &[("service", "cloudhub")]);
+    let hs = |s: &[Sample], outcome: &str| {
+        sum(
+            s,
+            "trustwatch_handshakes_total",
+            &[
+                ("service", "cloudhub"),
+                ("outcome", outcome),
+                ("version", "1.2"),
+            ],
+        )
+    };
+
+    assert_eq!(
+        round(addr, &leaf_a, &ca_a, 6)?,
+        6,
+        "healthy round: every edge succeeds"
+    );
+    let s = m.wait_metrics("6 established", Duration::from_secs(5), |s| {
+        hs(s, "established") >= 6.0
+    })?;
+    assert_eq!(hs(&s, "established"), 6.0);
+    assert_eq!(state(&s), 0.0);
+    let presented = sum(
+        &s,
+        "trustwatch_presented_ca_info",
+        &[("service", "cloudhub"), ("ca_key_id", ca_a.key_id())],
+    );
+    assert_eq!(presented, 1.0, "CA_A is presented");
+
+    assert_eq!(
+        round(addr, &leaf_b, &ca_a, 6)?,
+        0,
+        "after the restart with CA_B every edge fails"
+    );
+    let failing = |s: &[Sample]| sum(s, "trustwatch_failing_clients", &[("service", "cloudhub")]);
+    let s = m.wait_metrics(
+        "collapse with 6 failing clients",
+        Duration::from_secs(5),
+        |s| state(s) == 2.0 && failing(s) >= 6.0 && hs(s, "rejected_by_client") >= 6.0,
+    )?;
+    assert_eq!(hs(&s, "rejected_by_client"), 6.0);
+    assert_eq!(hs(&s, "established"), 6.0);
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_cert_failures_total",
+            &[("ca_key_id", ca_b.key_id())]
+        ),
+        6.0
+    );
+    assert_eq!(failing(&s), 6.0);
+    assert!(
+        sum(
+            &s,
+            "trustwatch_alerts_total",
+            &[("from", "client"), ("encrypted", "false")]
+        ) >= 6.0
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_trust_events_total",
+            &[("event", "trust_collapse")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_presented_ca_info",
+            &[("ca_key_id", ca_b.key_id())]
+        ),
+        1.0
+    );
+    let (status, body) = http_get(m.http, "/api/state")?;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let svc = &v["detector"]["services"][0];
+    assert_eq!(svc["state"], "collapsed", "{body}");
+    assert!(body.contains(ca_b.key_id()), "the state names CA_B");
+    let (status, page) = http_get(m.http, "/")?;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<html") && page.contains("api/state"),
+        "{page}"
+    );
+
+    assert_eq!(round(addr, &leaf_a, &ca_a, 6)?, 6, "fixed: CA_A again");
+    let s = m.wait_metrics("recovery", Duration::from_secs(5), |s| state(s) == 0.0)?;
+    assert_eq!(hs(&s, "established"), 12.0);
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_trust_events_total",
+            &[("event", "trust_recovered")]
+        ),
+        1.0
+    );
+
+    let (out, took) = m.terminate()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+    assert_eq!(events_named(&stdout, "trust_collapse"), 1, "{stdout}");
+    assert_eq!(events_named(&stdout, "trust_recovered"), 1, "{stdout}");
+    assert!(events_named(&stdout, "ca_changed") >= 1, "{stdout}");
+    assert!(
+        stderr.contains("stopped after") && stderr.contains("18 handshakes"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+/// `/readyz` is 200 while capturing; with `--ready-requires-consistent-ca` it turns 503 once the
+/// service presents a CA that is not the trusted one, and `trustwatch_ca_consistent` drops to 0.
+#[test]
+fn readyz_follows_ca_consistency() -> Result<()> {
+    let pki = Pki::new()?;
+    let (ca_a, ca_b) = (pki.kubeedge_ca()?, pki.kubeedge_ca()?);
+    let leaf_b = pki.server_leaf(&ca_b)?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ports = format!("{port}=cloudhub");
+    let trusted = ca_a.cert_path.to_string_lossy().into_owned();
+    let strict = Monitor::start(&[
+        "--ports",
+        &ports,
+        "--trusted-ca",
+        &trusted,
+        "--ready-requires-consistent-ca",
+    ])?;
+    let lax = Monitor::start(&["--ports", &ports, "--trusted-ca", &trusted])?;
+    for m in [&strict, &lax] {
+        assert_eq!(http_get(m.http, "/readyz")?.0, 200);
+        let s = m.metrics()?;
+        assert_eq!(sum(&s, "trustwatch_ca_consistent", &[]), 1.0);
+        assert_eq!(
+            sum(
+                &s,
+                "trustwatch_trusted_ca_info",
+                &[("ca_key_id", ca_a.key_id())]
+            ),
+            1.0
+        );
+    }
+    // The replica serves CA_B and its own edges trust it: handshakes succeed, the CA is wrong.
+    assert_eq!(round(addr, &leaf_b, &ca_b, 2)?, 2);
+    for m in [&strict, &lax] {
+        m.wait_metrics("ca_consistent 0", Duration::from_secs(5), |s| {
+            sum(s, "trustwatch_ca_consistent", &[]) == 0.0
+        })?;
+    }
+    let (status, body) = http_get(strict.http, "/readyz")?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("CA"), "{body}");
+    assert_eq!(
+        http_get(lax.http, "/readyz")?.0,
+        200,
+        "without the flag readiness ignores the CA"
+    );
+    assert_eq!(http_get(strict.http, "/healthz")?.0, 200, "still alive");
+    Ok(())
+}
+
+/// A real Prometheus (Debian's /usr/bin/prometheus) scrapes the monitor; its query API returns the
+/// handshake count; `promtool check metrics` accepts the exposition.
+#[test]
+fn real_prometheus_scrapes_the_monitor() -> Result<()> {
+    for tool in ["/usr/bin/prometheus", "/usr/bin/promtool"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} missing: run `cargo xtask setup` (apt package prometheus)"
+        );
+    }
+    let pki = Pki::new()?;
+    let ca = pki.kubeedge_ca()?;
+    let leaf = pki.server_leaf(&ca)?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ports = format!("{port}=certsvc");
+    let m = Monitor::start(&["--ports", &ports])?;
+    assert_eq!(round(addr, &leaf, &ca, 4)?, 4);
+    m.wait_metrics("4 handshakes", Duration::from_secs(5), |s| {
+        sum(s, "trustwatch_handshakes_total", &[("service", "certsvc")]) >= 4.0
+    })?;
+
+    let (_, text) = http_get(m.http, "/metrics")?;
+    let mut check = Command::new("/usr/bin/promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    check
+        .stdin
+        .take()
+        .ok_or("stdin")?
+        .write_all(text.as_bytes())?;
+    let out = check.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile_dir()?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: trustwatch\n    static_configs:\n      - targets: ['{}']\n",
+            m.http
+        ),
+    )?;
+    let prom_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let prom = Command::new("/usr/bin/prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _prom = KillOnDrop(prom);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let query = "/api/v1/query?query=sum(trustwatch_handshakes_total%7Bservice%3D%22certsvc%22%7D)";
+    loop {
+        if let Ok((200, body)) = http_get(prom_addr, query) {
+            let v: serde_json::Value = serde_json::from_str(&body)?;
+            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
+                assert_eq!(value, "4", "{body}");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus returned no trustwatch_handshakes_total within 40 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The target is up, as Prometheus sees it.
+    let (_, body) = http_get(
+        prom_addr,
+        "/api/v1/query?query=up%7Bjob%3D%22trustwatch%22%7D",
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{body}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!(
+        "trustwatch-live-{}-{}",
+        std::process::id(),
+        free_port()?
+    ));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn run_bad(args: &[&str]) -> Result<(i32, String)> {
+    let out = Command::new(BIN).args(args).stdin(Stdio::null()).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    Ok((out.status.code().unwrap_or(-1), stderr))
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() -> Result<()> {
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let (code, err) = run_bad(&["live", "--iface", "nosuchif0", "--listen", &listen])?;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("interface nosuchif0 not found") && err.contains("lo"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let (code, err) = run_bad(&[
+        "live", "--iface", "lo", "--source", "ebpf", "--listen", &listen,
+    ])?;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("eBPF source not available in this build"),
+        "{err}"
+    );
+
+    let busy = TcpListener::bind("127.0.0.1:0")?;
+    let busy_addr = busy.local_addr()?.to_string();
+    let (code, err) = run_bad(&["live", "--iface", "lo", "--listen", &busy_addr])?;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("address already in use") && err.contains(&busy_addr),
+        "{err}"
+    );
+
+    for bad in [
+        vec!["live", "--no-such-flag"],
+        vec!["live", "--queue", "0", "--listen", &listen],
+        vec!["live", "--source", "dpdk"],
+        vec!["live", "--ports", "0", "--listen", &listen],
+        vec!["live", "--listen", "not-an-address"],
+    ] {
+        let (code, err) = run_bad(&bad)?;
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(!err.trim().is_empty(), "{bad:?}");
+    }
+    Ok(())
+}
+
+/// Without CAP_NET_RAW (as user nobody, every capability dropped) the error names the capability.
+#[test]
+fn no_permission_names_cap_net_raw() -> Result<()> {
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .args([BIN, "live", "--iface", "lo", "--listen", &listen])
+        .stdin(Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        eprintln!("skipped: setpriv not available");
+        return Ok(());
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Permission denied") && !err.contains("trustwatch") {
+        eprintln!("skipped: user nobody cannot execute {BIN}: {err}");
+        return Ok(());
+    }
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("CAP_NET_RAW"), "{err}");
+    Ok(())
+}
+
+/// The DaemonSet manifests build offline (`kubectl kustomize deploy/`) and keep their promises:
+/// only `cadata` of casecret is projected, capabilities are NET_RAW (+ eBPF's), host network.
+#[test]
+fn deploy_manifests_build_and_project_only_cadata() -> Result<()> {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    for dir in [deploy.clone(), deploy.join("servicemonitor")] {
+        let out = match Command::new("kubectl").arg("kustomize").arg(&dir).output() {
+            Ok(o) => o,
+            Err(_) => {
+                eprintln!("skipped: kubectl not installed");
+                return Ok(());
+            }
+        };
+        let yaml = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !yaml.contains("cakeydata"),
+            "the CA key must never be projected"
+        );
+        for needle in [
+            "kind: DaemonSet",
+            "hostNetwork: true",
+            "secretName: casecret",
+            "- key: cadata",
+            "- NET_RAW",
+            "- BPF",
+            "- NET_ADMIN",
+            "- PERFMON",
+            "path: /readyz",
+            "--ready-requires-consistent-ca",
+            "resourceNames:\n  - casecret",
+        ] {
+            assert!(
+                yaml.contains(needle),
+                "{}: missing {needle:?}",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -5,10 +5,13 @@
 //! reason. A file cut short inside its last record (a capture copied while still being written, a
 //! partial download) is not an error: the read ends there and [`FileSource::truncated`] says so,
 //! for the caller to report.
+//!
+//! libpcap reuses one buffer for every record, so each packet is copied out; the copies are carved
+//! from a [`PacketArena`] rather than allocated one by one.
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pcap::{Capture, Linktype, Offline, Precision};
 
 use super::{LinkType, Packet, Timestamp};
@@ -22,6 +25,27 @@ const PCAP_RECORD_OVERHEAD: u64 = 16;
 const PCAPNG_RECORD_OVERHEAD: u64 = 32;
 /// First four bytes of a pcapng file (Section Header Block type).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+/// Size of a [`PacketArena`] chunk: small enough to stay in cache while packets are recycled.
+const ARENA_CHUNK: usize = 256 * 1024;
+
+/// Copies packets into shared chunks: each packet is a [`Bytes`] view of a chunk, so copying one
+/// costs no allocation. A chunk whose packets have all been dropped is reused from its start; one
+/// still referenced (a packet kept by a consumer) is left to its holders and a new chunk begun, so
+/// a kept packet pins at most one chunk.
+#[derive(Debug, Default)]
+pub(crate) struct PacketArena {
+    chunk: BytesMut,
+}
+
+impl PacketArena {
+    pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
+        if self.chunk.capacity() < data.len() && !self.chunk.try_reclaim(data.len()) {
+            self.chunk = BytesMut::with_capacity(ARENA_CHUNK.max(data.len()));
+        }
+        self.chunk.extend_from_slice(data);
+        self.chunk.split().freeze()
+    }
+}
 
 /// An open capture file.
 pub struct FileSource {
@@ -35,6 +59,7 @@ pub struct FileSource {
     packets: u64,
     truncated: bool,
     finished: bool,
+    arena: PacketArena,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -104,6 +129,7 @@ impl FileSource {
             packets: 0,
             truncated: false,
             finished: false,
+            arena: PacketArena::default(),
         })
     }
 
@@ -123,7 +149,7 @@ impl FileSource {
                 Ok(Some(Packet {
                     ts,
                     linktype: self.linktype,
-                    data: Bytes::copy_from_slice(p.data),
+                    data: self.arena.copy(p.data),
                 }))
             }
             Err(pcap::Error::NoMorePackets) => {
@@ -330,6 +356,32 @@ mod tests {
             );
         }
         assert!(p.ts.micros() > 1_000_000_000_000_000);
+    }
+
+    #[test]
+    fn arena_reuses_free_chunks_and_leaves_held_ones() {
+        let mut arena = PacketArena::default();
+        let first = arena.copy(b"first");
+        let base = first.as_ptr();
+        drop(first);
+        // Fill the chunk with packets that are dropped at once: the chunk is reused from its start.
+        let mut wrapped = false;
+        for i in 0..2 * ARENA_CHUNK / 1000 {
+            let p = arena.copy(&[i as u8; 1000]);
+            assert_eq!(&p[..], &[i as u8; 1000][..]);
+            wrapped |= i > 0 && p.as_ptr() == base;
+        }
+        assert!(wrapped);
+        // A packet kept alive keeps its bytes; later packets go elsewhere without touching them.
+        let kept = arena.copy(b"kept");
+        for i in 0..2 * ARENA_CHUNK / 1000 {
+            let p = arena.copy(&[i as u8; 1000]);
+            assert!(!std::ptr::eq(p.as_ptr(), kept.as_ptr()));
+        }
+        assert_eq!(&kept[..], b"kept");
+        // A packet larger than a chunk gets a chunk of its own.
+        let big = vec![7u8; 3 * ARENA_CHUNK];
+        assert_eq!(arena.copy(&big), big);
     }
 
     #[test]

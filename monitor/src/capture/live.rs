@@ -6,6 +6,7 @@
 //! `pcap_stats`, polled periodically. Each thread reads with a short timeout so it notices
 //! [`LiveCapture::stop`] promptly.
 
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -153,6 +154,9 @@ impl LiveCapture {
             let counters = Arc::new(SourceCounters::default());
             counters.running.store(true, Ordering::SeqCst);
             let worker = Worker {
+                poll_ms: i32::try_from(opts.read_timeout.as_millis())
+                    .unwrap_or(i32::MAX)
+                    .max(1),
                 cap,
                 linktype,
                 tx: tx.clone(),
@@ -222,17 +226,17 @@ fn open(
     filter: &str,
     opts: &LiveOptions,
 ) -> Result<(String, pcap::Capture<pcap::Active>, LinkType), Error> {
-    let timeout_ms = i32::try_from(opts.read_timeout.as_millis())
-        .unwrap_or(i32::MAX)
-        .max(1);
     let mut cap = pcap::Capture::from_device(iface)
         .map_err(|e| open_error(iface, &e))?
         .promisc(false)
         .immediate_mode(true)
         .snaplen(opts.snaplen)
         .buffer_size(opts.buffer_size)
-        .timeout(timeout_ms)
         .open()
+        .map_err(|e| open_error(iface, &e))?
+        // Non-blocking reads plus our own poll(2) with a timeout: libpcap's read timeout does not
+        // fire in immediate mode, and the thread must notice shutdown.
+        .setnonblock()
         .map_err(|e| open_error(iface, &e))?;
     let dlt = cap.get_datalink();
     let linktype = LinkType::from_linktype(dlt.0).ok_or_else(|| {
@@ -259,6 +263,8 @@ struct Worker {
     tx: SyncSender<Packet>,
     stop: Arc<AtomicBool>,
     counters: Arc<SourceCounters>,
+    /// Longest wait in poll(2) before the stop flag is checked again.
+    poll_ms: i32,
     /// Last `pcap_stats` values (32-bit, they wrap): (dropped, if_dropped).
     last_stats: (u32, u32),
 }
@@ -293,7 +299,8 @@ impl Worker {
                         Err(TrySendError::Disconnected(_)) => break,
                     }
                 }
-                Err(pcap::Error::TimeoutExpired) => {}
+                // Non-blocking: nothing buffered; wait for the descriptor (or the timeout).
+                Err(pcap::Error::TimeoutExpired) => self.wait_readable(),
                 Err(e) => {
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     result = Some(e.to_string());
@@ -308,6 +315,16 @@ impl Worker {
         self.poll_stats();
         self.counters.running.store(false, Ordering::SeqCst);
         result
+    }
+
+    fn wait_readable(&self) {
+        let mut pfd = libc::pollfd {
+            fd: self.cap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, owned by this frame, for the duration of the call.
+        let _ = unsafe { libc::poll(&mut pfd, 1, self.poll_ms) };
     }
 
     /// Adds the growth of the kernel's cumulative 32-bit drop counters since the last poll.

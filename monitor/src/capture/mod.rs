@@ -26,6 +26,28 @@ impl Timestamp {
     pub const fn since(self, earlier: Timestamp) -> i64 {
         self.0 - earlier.0
     }
+
+    /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T17:49:30.123456Z`.
+    pub fn rfc3339(self) -> String {
+        use std::fmt::Write;
+        let nanos = i128::from(self.0) * 1000;
+        let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+            return self.0.to_string();
+        };
+        let mut s = String::with_capacity(27);
+        let _ = write!(
+            s,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        );
+        s
+    }
 }
 
 /// Link-layer header types we decode (values are libpcap's LINKTYPE_* numbers).

@@ -85,6 +85,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut write_err: Option<io::Error> = None;
+    let mut connections = json::ConnectionWriter::default();
     let mut events = Vec::new();
     let mut next_tick: Option<Timestamp> = None;
 
@@ -93,7 +94,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<i32, Error> {
             summary.add(conn);
             if args.json
                 && write_err.is_none()
-                && let Err(e) = json::write_connection(&mut out, conn)
+                && let Err(e) = connections.write(&mut out, conn)
             {
                 write_err = Some(e);
             }

@@ -13,18 +13,9 @@ use super::classify::RejectingSide;
 use crate::capture::Timestamp;
 use crate::trust::{Disagreement, PresentedCa};
 
-/// RFC 3339 UTC with microseconds, e.g. `2026-01-02T03:04:05.000006Z`.
+/// RFC 3339 UTC with microseconds (see [`Timestamp::rfc3339`]).
 pub fn rfc3339(ts: Timestamp) -> String {
-    let nanos = i128::from(ts.micros()) * 1000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => {
-            let fmt = time::macros::format_description!(
-                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-            );
-            t.format(&fmt).unwrap_or_else(|_| ts.micros().to_string())
-        }
-        Err(_) => ts.micros().to_string(),
-    }
+    ts.rfc3339()
 }
 
 /// Where a CA key was seen.

@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use hashlink::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -10,24 +11,6 @@ use crate::capture::Timestamp;
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::tls::alert;
-
-/// RFC 3339 UTC with microseconds, e.g. `2026-11-26T17:49:30.123456Z`.
-pub fn rfc3339(ts: Timestamp) -> String {
-    let nanos = i128::from(ts.micros()) * 1000;
-    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        ),
-        Err(_) => "1970-01-01T00:00:00.000000Z".to_string(),
-    }
-}
 
 /// A cipher suite as its IANA name, or `0xXXXX` when unknown (no allocation for known ones).
 struct CipherName(u16);
@@ -89,7 +72,7 @@ struct TlsClient<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ja4: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    supported_ciphers: Option<Vec<CipherName>>,
+    supported_ciphers: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<Hash>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,7 +140,7 @@ impl From<&Alert> for AlertJson {
                 }),
                 from: from.as_str(),
                 encrypted: false,
-                ts: rfc3339(ts),
+                ts: ts.rfc3339(),
             },
             Alert::Encrypted { from, ts } => AlertJson {
                 code: None,
@@ -165,7 +148,7 @@ impl From<&Alert> for AlertJson {
                 level: None,
                 from: from.as_str(),
                 encrypted: true,
-                ts: rfc3339(ts),
+                ts: ts.rfc3339(),
             },
         }
     }
@@ -312,14 +295,14 @@ fn leaf_hash(chain: &[Presented]) -> Option<Hash> {
     })
 }
 
-fn record(c: &Connection) -> Record<'_> {
+fn record<'a>(c: &'a Connection, supported_ciphers: Option<&'a RawValue>) -> Record<'a> {
     let ch = c.client_hello.as_deref();
     let sh = c.server_hello.as_deref();
     let server_leaf = leaf(&c.server_chain);
     let client_leaf = leaf(&c.client_chain);
     let established = c.outcome == Outcome::Established;
     Record {
-        timestamp: rfc3339(c.start),
+        timestamp: c.start.rfc3339(),
         event: Event {
             kind: "event",
             category: ["network"],
@@ -329,8 +312,8 @@ fn record(c: &Connection) -> Record<'_> {
                 Outcome::Incomplete => "unknown",
                 _ => "failure",
             },
-            start: rfc3339(c.start),
-            end: rfc3339(c.end),
+            start: c.start.rfc3339(),
+            end: c.end.rfc3339(),
             duration: c.end.since(c.start).saturating_mul(1000),
         },
         source: Endpoint {
@@ -357,7 +340,7 @@ fn record(c: &Connection) -> Record<'_> {
                 server_name: ch.and_then(|h| h.sni.as_deref()),
                 ja3: ch.map(|h| h.ja3_md5.as_str()),
                 ja4: ch.map(|h| h.ja4.as_str()),
-                supported_ciphers: ch.map(|h| h.ciphers.iter().copied().map(CipherName).collect()),
+                supported_ciphers,
                 hash: leaf_hash(&c.client_chain),
                 subject: client_leaf.map(|l| l.subject.as_str()),
                 issuer: client_leaf.map(|l| l.issuer.as_str()),
@@ -391,10 +374,43 @@ fn record(c: &Connection) -> Record<'_> {
     }
 }
 
-/// Writes one connection as a JSON line.
-pub fn write_connection(w: &mut impl Write, c: &Connection) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, &record(c))?;
-    w.write_all(b"\n")
+/// Cipher lists whose rendering is remembered: a fleet of edges offers very few distinct lists.
+const CIPHER_LISTS: usize = 256;
+
+/// Writes connection records as JSON lines.
+pub struct ConnectionWriter {
+    cipher_lists: LruCache<Vec<u16>, Box<RawValue>>,
+}
+
+impl Default for ConnectionWriter {
+    fn default() -> Self {
+        ConnectionWriter {
+            cipher_lists: LruCache::new(CIPHER_LISTS),
+        }
+    }
+}
+
+impl ConnectionWriter {
+    /// Writes one connection as a JSON line.
+    pub fn write(&mut self, w: &mut impl Write, c: &Connection) -> io::Result<()> {
+        let ciphers = match c.client_hello.as_deref() {
+            Some(ch) => Some(self.cipher_list(&ch.ciphers)),
+            None => None,
+        };
+        serde_json::to_writer(&mut *w, &record(c, ciphers))?;
+        w.write_all(b"\n")
+    }
+
+    /// `["TLS_AES_128_GCM_SHA256", …]`, rendered once per distinct list.
+    fn cipher_list(&mut self, ids: &[u16]) -> &RawValue {
+        if !self.cipher_lists.contains_key(ids) {
+            let names: Vec<CipherName> = ids.iter().copied().map(CipherName).collect();
+            let raw = serde_json::value::to_raw_value(&names)
+                .unwrap_or_else(|_| RawValue::NULL.to_owned());
+            self.cipher_lists.insert(ids.to_vec(), raw);
+        }
+        self.cipher_lists.get(ids).map_or(RawValue::NULL, |raw| raw)
+    }
 }
 
 /// Writes any serializable event (detector events) as a JSON line.

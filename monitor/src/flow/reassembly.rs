@@ -307,10 +307,12 @@ impl Reassembler {
         }
     }
 
+    /// Keeps a copy of `data`: a slice would pin the capture's whole packet buffer (a shared
+    /// chunk, see [`crate::capture::file`]) for as long as the bytes wait here.
     fn hold(&mut self, at: u64, data: Bytes) {
         if !data.is_empty() {
             self.pending_bytes += data.len();
-            self.pending.insert(at, data);
+            self.pending.insert(at, Bytes::copy_from_slice(&data));
         }
     }
 
