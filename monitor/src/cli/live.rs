@@ -16,13 +16,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, ValueEnum};
 
-use super::{LimitArgs, TrafficArgs};
+use super::{DetectArgs, LimitArgs, TrafficArgs};
 use crate::capture::live::{
     EBPF_CAPABILITIES, LiveCapture, LiveOptions, SourceCounters, bpf_filter,
 };
 use crate::capture::{Packet, Timestamp};
 use crate::detect::event::{Event, render_timeline_line, rfc3339};
-use crate::detect::{DetectConfig, Detector, Snapshot};
+use crate::detect::{Detector, Snapshot};
 use crate::error::Error;
 use crate::export::metrics::{Metrics, MetricsLimits};
 use crate::handshake::Connection;
@@ -30,8 +30,8 @@ use crate::pipeline::Pipeline;
 use crate::serve::state::SourceState;
 use crate::serve::timeline::{Timeline, TimelineLimits};
 use crate::serve::{Shared, StatePage};
+use crate::trust::PresentedCa;
 use crate::trust::probe::{self, ProbeLimits, ProbeResult, ProbeScheduler, ProbeTarget};
-use crate::trust::{CaHash, PresentedCa, TrustOptions, TrustedReference};
 
 /// How often (wall time) the pipeline thread ticks the flow table and the detector, and publishes
 /// metrics gauges and the state page when no packet arrives.
@@ -48,21 +48,9 @@ pub enum SourceKind {
     Ebpf,
 }
 
-/// The detector's trust reference, rules and probes.
+/// Read-only probes of the CloudCore replicas (live only).
 #[derive(Args, Debug, Clone)]
-pub struct LiveDetectArgs {
-    /// Trusted CA certificate(s), PEM or DER (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub trusted_ca: Vec<PathBuf>,
-    /// A mounted kubeedge/casecret: only its `cadata` file is read (never `cakeydata`).
-    #[arg(long, value_name = "DIR")]
-    pub kubeedge_secret_dir: Option<PathBuf>,
-    /// sha256 of the CA certificate DER (as in a join token).
-    #[arg(long, value_name = "HEX")]
-    pub ca_hash: Option<CaHash>,
-    /// A KubeEdge join token: only the CA hash before the first '.' is kept.
-    #[arg(long, value_name = "TOKEN")]
-    pub join_token: Option<String>,
+pub struct ProbeArgs {
     /// Probe `GET /ca.crt` on a replica: https://HOST:PORT (repeatable).
     #[arg(long, value_name = "URL")]
     pub probe_ca: Vec<String>,
@@ -72,15 +60,6 @@ pub struct LiveDetectArgs {
     /// Seconds between periodic probes (failures trigger one sooner).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub probe_interval: u64,
-    /// Sliding window of the collapse rule, seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub trust_window: u64,
-    /// K: distinct clients failing on certificate grounds in the window.
-    #[arg(long, value_name = "K", default_value_t = DetectConfig::default().min_failing_clients)]
-    pub collapse_clients: usize,
-    /// R: share of failing clients among the active ones.
-    #[arg(long, value_name = "R", default_value_t = DetectConfig::default().min_failure_share)]
-    pub collapse_share: f64,
 }
 
 #[derive(Args, Debug)]
@@ -121,7 +100,9 @@ pub struct LiveArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
-    pub detect: LiveDetectArgs,
+    pub detect: DetectArgs,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 }
 
 fn usage(msg: String) -> Error {
@@ -135,33 +116,7 @@ fn now_ts() -> Timestamp {
     Timestamp::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// The detector configuration and reference from the flags.
-fn detector(args: &LiveArgs) -> Result<Detector, Error> {
-    let d = &args.detect;
-    let cfg = DetectConfig {
-        window_us: i64::try_from(d.trust_window)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000),
-        min_failing_clients: d.collapse_clients,
-        min_failure_share: d.collapse_share,
-        services: args.traffic.services(),
-        ..DetectConfig::default()
-    };
-    cfg.validate()?;
-    let opts = TrustOptions {
-        trusted_ca: d.trusted_ca.clone(),
-        kubeedge_secret_dir: d.kubeedge_secret_dir.clone(),
-        ca_hash: d.ca_hash,
-        join_token_hash: d
-            .join_token
-            .as_deref()
-            .map(CaHash::from_join_token)
-            .transpose()?,
-    };
-    Ok(Detector::new(cfg, TrustedReference::load(&opts)?))
-}
-
-fn probe_targets(d: &LiveDetectArgs) -> Result<Vec<ProbeTarget>, Error> {
+fn probe_targets(d: &ProbeArgs) -> Result<Vec<ProbeTarget>, Error> {
     let mut t = Vec::new();
     for s in &d.probe_ca {
         t.push(ProbeTarget::parse_ca_url(s)?);
@@ -499,8 +454,8 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         .filter(|s| *s > 0)
         .ok_or_else(|| usage("--buffer-size must be positive".into()))?;
     let services = args.traffic.services();
-    let detector = detector(args)?;
-    let targets = probe_targets(&args.detect)?;
+    let detector = args.detect.detector(args.traffic.services())?;
+    let targets = probe_targets(&args.probes)?;
     let sink = EventSink::open(args.events.as_ref())?;
 
     // Bind before capturing: a busy port is reported before anything starts.
@@ -566,7 +521,7 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         );
     }
     let (probe_tx, probe_rx) = mpsc::channel();
-    let probe_interval = Duration::from_secs(args.detect.probe_interval.max(1));
+    let probe_interval = Duration::from_secs(args.probes.probe_interval.max(1));
     let sources = capture
         .sources()
         .iter()

@@ -7,7 +7,6 @@ use hashlink::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::capture::Timestamp;
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::tls::alert;
