@@ -115,6 +115,13 @@ pub struct AnalyzeArgs {
     pub detect: DetectArgs,
 }
 
+/// clap's message without its usage and help hints, on one line.
+fn one_line(rendered: &str) -> String {
+    let message = rendered.split("\n\n").next().unwrap_or_default();
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     // A panic is a bug, never bad input: one line, no backtrace dump.
@@ -123,10 +130,14 @@ pub fn main() -> i32 {
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return code;
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("trustwatch: {}", one_line(&e.render().to_string()));
+            return 2;
         }
     };
     let result = match cli.command {

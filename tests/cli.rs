@@ -1,0 +1,168 @@
+//! `trustwatch analyze` on bad input: one line on stderr naming the file and the problem, exit code
+//! 2, never a panic or a backtrace; a capture cut short is analyzed up to the cut.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn analyze(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trustwatch"))
+        .arg("analyze")
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run trustwatch")
+}
+
+fn validation_pcap(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/validation/pcaps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: ../shared must be beside the repository",
+        p.display()
+    );
+    p
+}
+
+/// A pcap global header (microsecond, little-endian) with the given link type.
+fn pcap_header(linktype: u32) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    h.extend_from_slice(&2u16.to_le_bytes());
+    h.extend_from_slice(&4u16.to_le_bytes());
+    h.extend_from_slice(&0i32.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&65535u32.to_le_bytes());
+    h.extend_from_slice(&linktype.to_le_bytes());
+    h
+}
+
+/// Exit 2 and exactly one stderr line that names `name` and contains `problem`.
+fn assert_bad_input(out: &Output, name: &str, problem: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "no output on bad input");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].contains(name) && lines[0].contains(problem),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_files_are_one_line_errors_with_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let missing = d.join("missing.pcap");
+    assert_bad_input(
+        &analyze(&[missing.to_str().unwrap()]),
+        "missing.pcap",
+        "no such file",
+    );
+    assert_bad_input(
+        &analyze(&[d.to_str().unwrap()]),
+        &d.display().to_string(),
+        "directory",
+    );
+
+    let empty = d.join("empty.pcap");
+    std::fs::write(&empty, b"").unwrap();
+    assert_bad_input(&analyze(&[empty.to_str().unwrap()]), "empty.pcap", "empty");
+
+    let garbage = d.join("garbage.pcap");
+    std::fs::write(
+        &garbage,
+        b"this is not a capture file at all, just text\n".repeat(20),
+    )
+    .unwrap();
+    assert_bad_input(
+        &analyze(&[garbage.to_str().unwrap()]),
+        "garbage.pcap",
+        "not a pcap",
+    );
+
+    // 802.11 radiotap (127): a real link type trustwatch does not decode.
+    let wifi = d.join("wifi.pcap");
+    std::fs::write(&wifi, pcap_header(127)).unwrap();
+    assert_bad_input(
+        &analyze(&[wifi.to_str().unwrap()]),
+        "wifi.pcap",
+        "unsupported link type 127",
+    );
+
+    // A bad file among good ones fails before any output.
+    let good = validation_pcap("sv-ja4-tls.pcap");
+    let out = analyze(&["--json", good.to_str().unwrap(), garbage.to_str().unwrap()]);
+    assert_bad_input(&out, "garbage.pcap", "not a pcap");
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let good = validation_pcap("sv-ja4-tls.pcap");
+    for args in [
+        vec!["--ports", "0"],
+        vec!["--ports", "http"],
+        vec!["--max-flows", "0"],
+        vec!["--collapse-share", "1.5"],
+        vec!["--ca-hash", "xyz"],
+        vec!["--no-such-flag"],
+        vec!["--join-token", "nothex.eyJhbGciOi.SECRET-JWT"],
+    ] {
+        let mut all = args.clone();
+        all.push(good.to_str().unwrap());
+        let out = analyze(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("trustwatch: "), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("SECRET-JWT") && !stderr.contains("eyJ"),
+            "{stderr}"
+        );
+    }
+    // A missing argument names it on the one line.
+    let out = analyze(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("<FILE>"), "{stderr}");
+}
+
+#[test]
+fn truncated_capture_is_analyzed_up_to_the_cut() {
+    let src = validation_pcap("sv-tls-cert-issuer.pcap");
+    let bytes = std::fs::read(&src).unwrap();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cut = dir.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4]).unwrap();
+
+    let full = analyze(&["--any-port", "--json", "-q", src.to_str().unwrap()]);
+    let part = analyze(&["--any-port", "--json", "-q", cut.to_str().unwrap()]);
+    assert_eq!(full.status.code(), Some(0));
+    assert_eq!(
+        part.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&part.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&part.stderr);
+    assert!(
+        stderr.contains("cut.pcap") && stderr.contains("cut short"),
+        "{stderr}"
+    );
+    let n = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count();
+    assert_eq!(n(&full), 5, "sv-tls-cert-issuer holds 5 TLS sessions");
+    assert!(
+        n(&part) >= 1 && n(&part) <= n(&full),
+        "{} of {}",
+        n(&part),
+        n(&full)
+    );
+}
