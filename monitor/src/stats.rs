@@ -34,8 +34,12 @@ pub struct Stats {
     pub tls_records: u64,
     pub malformed_records: u64,
     pub malformed_handshakes: u64,
+    /// Alerts beyond the per-connection limit (the first ones decide).
+    pub alerts_dropped: u64,
     // certificates
     pub certificates: u64,
+    /// Certificates of a chain beyond `Limits::max_chain_len`.
+    pub chain_certs_dropped: u64,
     pub malformed_certificates: u64,
     pub cert_cache_hits: u64,
     // connections

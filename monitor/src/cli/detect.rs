@@ -8,7 +8,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
 use crate::config::Services;
-use crate::detect::{DetectConfig, Detector};
+use crate::detect::{DetectConfig, DetectLimits, Detector};
 use crate::error::Error;
 use crate::trust::{CaHash, TrustOptions, TrustedReference};
 
@@ -63,6 +63,18 @@ pub struct DetectArgs {
     /// R: share of failing clients among the active ones.
     #[arg(long, value_name = "R", default_value_t = DetectConfig::default().min_failure_share)]
     pub collapse_share: f64,
+    /// Distinct client addresses tracked per service in the window (beyond, dropped and counted).
+    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_clients)]
+    pub max_tracked_clients: usize,
+    /// Handshakes kept per service in the window (beyond, dropped and counted).
+    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_window_entries)]
+    pub max_window_handshakes: usize,
+    /// Server addresses (replicas) tracked per service.
+    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_servers)]
+    pub max_replicas: usize,
+    /// CA key ids tracked per service.
+    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_ca_keys)]
+    pub max_ca_keys: usize,
 }
 
 impl DetectArgs {
@@ -75,6 +87,13 @@ impl DetectArgs {
             min_failing_clients: self.collapse_clients,
             min_failure_share: self.collapse_share,
             services,
+            limits: DetectLimits {
+                max_clients: self.max_tracked_clients.max(1),
+                max_window_entries: self.max_window_handshakes.max(1),
+                max_servers: self.max_replicas.max(1),
+                max_ca_keys: self.max_ca_keys.max(1),
+                ..DetectLimits::default()
+            },
             ..DetectConfig::default()
         };
         cfg.validate()?;

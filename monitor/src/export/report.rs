@@ -191,6 +191,8 @@ fn counters(s: &Stats) -> String {
         ("window-dropped bytes", s.window_dropped_bytes),
         ("malformed records", s.malformed_records),
         ("malformed handshakes", s.malformed_handshakes),
+        ("alerts over the per-connection limit", s.alerts_dropped),
+        ("chain certificates over --max-chain", s.chain_certs_dropped),
         ("certificates", s.certificates),
         ("malformed certificates", s.malformed_certificates),
     ];

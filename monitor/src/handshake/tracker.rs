@@ -71,6 +71,14 @@ pub struct Tracker {
     window: usize,
     verdict: Option<(Outcome, String)>,
     reported: bool,
+    dropped: Dropped,
+}
+
+/// Drops counted inside the tracker, moved to [`Stats`] when it has them.
+#[derive(Default)]
+struct Dropped {
+    alerts: u64,
+    certs: u64,
 }
 
 const fn idx(side: Side) -> usize {
@@ -112,6 +120,7 @@ impl Tracker {
             window: limits.handshake_window,
             verdict: None,
             reported: false,
+            dropped: Dropped::default(),
         }
     }
 
@@ -189,7 +198,16 @@ impl Tracker {
     fn push_alert(&mut self, alert: Alert) {
         if self.alerts.len() < MAX_ALERTS {
             self.alerts.push(alert);
+        } else {
+            self.dropped.alerts += 1;
         }
+    }
+
+    /// Moves the drops counted while the stream was parsing (when `Stats` was lent to it).
+    fn flush_drops(&mut self, stats: &mut Stats) {
+        let d = std::mem::take(&mut self.dropped);
+        stats.alerts_dropped += d.alerts;
+        stats.chain_certs_dropped += d.certs;
     }
 
     fn evaluate(&mut self, ended: bool) {
@@ -271,6 +289,7 @@ impl Tracker {
                 if side == Side::Server {
                     self.server_certificate_seen = true;
                 }
+                self.dropped.certs += ders.len().saturating_sub(self.max_chain) as u64;
                 let chain: Chain = ders
                     .iter()
                     .take(self.max_chain)
@@ -347,6 +366,7 @@ impl StreamHandler for Tracker {
         });
         self.streams[i] = stream;
         self.evaluate(false);
+        self.flush_drops(stats);
     }
 
     fn on_gap(&mut self, _ctx: &mut TrackerCtx, side: Side, bytes: u64) {
@@ -355,7 +375,7 @@ impl StreamHandler for Tracker {
         self.streams[idx(side)].gap();
     }
 
-    fn on_close_from(&mut self, _ctx: &mut TrackerCtx, side: Side, ts: Timestamp, rst: bool) {
+    fn on_close_from(&mut self, ctx: &mut TrackerCtx, side: Side, ts: Timestamp, rst: bool) {
         self.last = ts;
         let facts = &mut self.sides[idx(side)].facts;
         if facts.close.is_none() {
@@ -364,6 +384,7 @@ impl StreamHandler for Tracker {
         if self.saw_hello {
             self.evaluate(false);
         }
+        self.flush_drops(&mut ctx.stats);
     }
 
     fn wants_data(&self) -> bool {

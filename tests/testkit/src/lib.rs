@@ -9,9 +9,12 @@
 //!   pcapng) that must analyze the same.
 //! - [`tshark`]: what is on the wire, read by an independent dissector.
 //! - [`analyzer`]: runs `trustwatch analyze --json` and parses its JSON Lines.
+//! - [`demo`]: the incident demo and the live benchmarks (`trustwatch live` against a simulated
+//!   KubeEdge on loopback).
 
 pub mod analyzer;
 pub mod capture;
+pub mod demo;
 pub mod peers;
 pub mod pki;
 pub mod rewrite;
