@@ -474,7 +474,15 @@ fn mtls_established(stack: Stack, version: TlsVersion, ip: IpAddr) {
                 "{rec:#}"
             );
         }
-        TlsVersion::V13 => assert_no_chains(rec),
+        TlsVersion::V13 => {
+            assert_no_chains(rec);
+            // CertificateRequest is encrypted: inferred from the client's Certificate records.
+            assert_eq!(
+                get(rec, "trustwatch.client_auth_requested").as_bool(),
+                Some(true),
+                "{rec:#}"
+            );
+        }
     }
 }
 

@@ -232,7 +232,8 @@ impl Tracker {
             if let Some(alert) = inferred {
                 self.push_alert(alert);
             }
-            if self.is_tls13() && outcome == Outcome::Established {
+            // A client that aborted sent no flight to read this from.
+            if self.is_tls13() && outcome != Outcome::RejectedByClient {
                 self.infer_tls13_client_auth();
             }
             self.verdict = Some((outcome, evidence));
