@@ -25,8 +25,9 @@ const PCAP_RECORD_OVERHEAD: u64 = 16;
 const PCAPNG_RECORD_OVERHEAD: u64 = 32;
 /// First four bytes of a pcapng file (Section Header Block type).
 const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
-/// Size of a [`PacketArena`] chunk: small enough to stay in cache while packets are recycled.
-const ARENA_CHUNK: usize = 256 * 1024;
+/// Size of a [`PacketArena`] chunk: small enough to stay in L2 cache while packets are recycled
+/// (256 KiB measured slower and 2 MiB more resident on the throughput bench).
+const ARENA_CHUNK: usize = 64 * 1024;
 
 /// Copies packets into shared chunks: each packet is a [`Bytes`] view of a chunk, so copying one
 /// costs no allocation. A chunk whose packets have all been dropped is reused from its start; one

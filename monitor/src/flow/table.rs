@@ -5,9 +5,11 @@
 //! back), so the front is always the least recently active flow: idle expiry pops from the front
 //! and stops at the first live flow, and a full table evicts the front.
 
-use std::net::SocketAddr;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 
 use hashlink::LinkedHashMap;
+use hashlink::linked_hash_map::RawEntryMut;
 
 use crate::capture::Timestamp;
 use crate::config::Limits;
@@ -17,20 +19,68 @@ use crate::stats::Stats;
 use super::reassembly::{Reassembler, Sink};
 use super::{CloseReason, ClosedFlow, Endpoints, FlowFactory, Side, StreamHandler};
 
+/// One end of a connection, packed for cheap comparison and hashing: the address as a 128-bit
+/// number (an IPv4 address in the low 32 bits) with its family kept apart, so an IPv4 flow never
+/// matches an IPv6 one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Endpoint {
+    v6: bool,
+    ip: u128,
+    port: u16,
+}
+
+impl Endpoint {
+    fn new(ip: IpAddr, port: u16) -> Self {
+        match ip {
+            IpAddr::V4(ip) => Endpoint {
+                v6: false,
+                ip: u128::from(ip.to_bits()),
+                port,
+            },
+            IpAddr::V6(ip) => Endpoint {
+                v6: true,
+                ip: ip.to_bits(),
+                port,
+            },
+        }
+    }
+}
+
 /// A connection's identity regardless of direction: its two endpoints, lower first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlowKey {
-    lo: SocketAddr,
-    hi: SocketAddr,
+    lo: Endpoint,
+    hi: Endpoint,
 }
 
 impl FlowKey {
-    fn new(a: SocketAddr, b: SocketAddr) -> Self {
+    fn new(a: Endpoint, b: Endpoint) -> Self {
         if a <= b {
             FlowKey { lo: a, hi: b }
         } else {
             FlowKey { lo: b, hi: a }
         }
+    }
+
+    fn of(seg: &TcpSegment) -> Self {
+        Self::new(
+            Endpoint::new(seg.src, seg.sport),
+            Endpoint::new(seg.dst, seg.dport),
+        )
+    }
+}
+
+/// Three words per key (every field once), instead of a hasher call per field.
+impl Hash for FlowKey {
+    fn hash<S: Hasher>(&self, state: &mut S) {
+        state.write_u128(self.lo.ip);
+        state.write_u128(self.hi.ip);
+        state.write_u64(
+            u64::from(self.lo.port)
+                | u64::from(self.hi.port) << 16
+                | u64::from(self.lo.v6) << 32
+                | u64::from(self.hi.v6) << 33,
+        );
     }
 }
 
@@ -122,40 +172,56 @@ impl<H: StreamHandler> FlowTable<H> {
         ctx: &mut H::Ctx,
         closed: &mut Vec<ClosedFlow<H>>,
     ) -> Option<&mut H> {
-        let key = FlowKey::new(
-            SocketAddr::new(seg.src, seg.sport),
-            SocketAddr::new(seg.dst, seg.dport),
-        );
+        let key = FlowKey::of(&seg);
+        // Hashed once; the lookups below reuse it.
+        let hash = self.flows.hasher().hash_one(key);
 
         // A new SYN on a finished connection (or with another ISN) is a new connection: port reuse.
         if seg.flags.syn
             && !seg.flags.ack
-            && let Some(flow) = self.flows.get(&key)
-            && (flow.any_fin() || flow.client_isn.is_some_and(|isn| isn != seg.seq))
+            && let RawEntryMut::Occupied(entry) = self
+                .flows
+                .raw_entry_mut()
+                .from_key_hashed_nocheck(hash, &key)
+            && (entry.get().any_fin() || entry.get().client_isn.is_some_and(|isn| isn != seg.seq))
         {
+            let flow = entry.remove();
             let reason = if flow.any_fin() {
                 CloseReason::Fin
             } else {
                 CloseReason::IdleTimeout
             };
-            if let Some(flow) = self.flows.remove(&key) {
-                closed.push(flow.close(reason, ctx));
-            }
+            closed.push(flow.close(reason, ctx));
         }
 
-        if self.flows.to_back(&key).is_none() {
+        let known = match self
+            .flows
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &key)
+        {
+            RawEntryMut::Occupied(mut entry) => {
+                entry.to_back();
+                true
+            }
+            RawEntryMut::Vacant(_) => false,
+        };
+        if !known {
             let flow = Self::open(&seg, factory, ctx.as_mut())?;
             self.make_room(ctx, closed);
             self.flows.insert(key, flow);
             ctx.as_mut().flows_opened += 1;
         }
-        let flow = self.flows.get_mut(&key)?;
-        match Self::feed(flow, &seg, self.limits.handshake_window, ctx) {
-            Outcome::Open => self.flows.get_mut(&key).map(|f| &mut f.handler),
+        let RawEntryMut::Occupied(mut entry) = self
+            .flows
+            .raw_entry_mut()
+            .from_key_hashed_nocheck(hash, &key)
+        else {
+            return None;
+        };
+        match Self::feed(entry.get_mut(), &seg, self.limits.handshake_window, ctx) {
+            Outcome::Open => Some(&mut entry.into_mut().handler),
             Outcome::Closed(reason) => {
-                if let Some(flow) = self.flows.remove(&key) {
-                    closed.push(flow.close(reason, ctx));
-                }
+                closed.push(entry.remove().close(reason, ctx));
                 None
             }
         }
@@ -329,7 +395,10 @@ impl<H: StreamHandler> FlowTable<H> {
     /// The handler of the flow between `a` and `b` (either order), if tracked.
     pub fn handler_mut(&mut self, a: SocketAddr, b: SocketAddr) -> Option<&mut H> {
         self.flows
-            .get_mut(&FlowKey::new(a, b))
+            .get_mut(&FlowKey::new(
+                Endpoint::new(a.ip(), a.port()),
+                Endpoint::new(b.ip(), b.port()),
+            ))
             .map(|f| &mut f.handler)
     }
 }
