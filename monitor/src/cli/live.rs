@@ -251,6 +251,9 @@ impl Worker {
         if self.conns.is_empty() {
             return;
         }
+        // A probe's connection may be decided before the next tick: learn its client address
+        // first, so the detector excludes it.
+        self.drain_probes(now_ts());
         let conns = std::mem::take(&mut self.conns);
         for conn in &conns {
             self.handshakes += 1;

@@ -105,14 +105,21 @@ impl Proc {
         let pid = libc::pid_t::try_from(pid)?;
         // SAFETY: kill(2) on our own child's pid, which is not reaped yet (we hold its Child).
         if unsafe { libc::kill(pid, sig) } != 0 {
-            return Err(format!("kill {} ({pid}): {}", self.name, std::io::Error::last_os_error()).into());
+            return Err(format!(
+                "kill {} ({pid}): {}",
+                self.name,
+                std::io::Error::last_os_error()
+            )
+            .into());
         }
         Ok(())
     }
 
     /// Whether the child has exited (and how).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Sends `sig`, waits up to `grace` for the exit, then kills. Returns the exit status.

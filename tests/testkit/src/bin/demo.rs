@@ -1,0 +1,316 @@
+//! `demo`: the incident demo (`cargo xtask demo`) and the live benchmarks (`cargo xtask bench
+//! --live`), run against a `trustwatch` binary (default: the release build in `target/`).
+//!
+//! ```text
+//! demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]
+//! demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--base-port N] [--trustwatch PATH]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use trustwatch_testkit::demo::load::{self, LoadOptions};
+use trustwatch_testkit::demo::proc::install_stop_handler;
+use trustwatch_testkit::demo::scenario::{self, Options, Report};
+use trustwatch_testkit::demo::{Ports, proc};
+
+const USAGE: &str = "usage: demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]\n       demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--base-port N] [--trustwatch PATH]";
+
+/// Flags common to both modes.
+#[derive(Default)]
+struct Common {
+    base_port: Option<u16>,
+    http_port: Option<u16>,
+    trustwatch: Option<PathBuf>,
+}
+
+impl Common {
+    fn ports(&self) -> Result<Ports, String> {
+        let mut p = match self.base_port {
+            Some(b) => Ports::from_base(b).ok_or("--base-port too large")?,
+            None => Ports::default(),
+        };
+        if let Some(h) = self.http_port {
+            p.http = h;
+        }
+        Ok(p)
+    }
+
+    fn trustwatch(&self) -> Result<PathBuf, String> {
+        let p = self
+            .trustwatch
+            .clone()
+            .unwrap_or_else(|| trustwatch_testkit::target_dir().join("release/trustwatch"));
+        if !p.exists() {
+            return Err(format!(
+                "{} not found: build it (cargo build --release -p trustwatch) or pass --trustwatch PATH",
+                p.display()
+            ));
+        }
+        Ok(p)
+    }
+}
+
+fn value<T: std::str::FromStr>(flag: &str, v: Option<&String>) -> Result<T, String> {
+    v.and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{flag} needs a valid value\n{USAGE}"))
+}
+
+fn demo(args: &[String]) -> Result<(), String> {
+    let mut c = Common::default();
+    let (mut quick, mut forever, mut edges) = (false, false, 12u8);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--forever" => forever = true,
+            "--base-port" => c.base_port = Some(value(a, it.next())?),
+            "--http-port" => c.http_port = Some(value(a, it.next())?),
+            "--edges" => edges = value(a, it.next())?,
+            "--trustwatch" => c.trustwatch = Some(value(a, it.next())?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let tw = c.trustwatch()?;
+    let mut o = if quick {
+        Options::quick(tw)
+    } else {
+        Options::standard(tw)
+    };
+    o.ports = c.ports()?;
+    o.edges = edges;
+    if forever {
+        o.run_for = None;
+    }
+    println!(
+        "trustwatch demo: a simulated KubeEdge loses trust in CloudCore, watched live by `trustwatch live --iface lo`"
+    );
+    let r = scenario::run(&o).map_err(|e| e.to_string())?;
+    print!("{}", scenario::summary(&r));
+    if r.switched_at.is_some() && r.collapse().is_none() && !r.interrupted {
+        return Err("the trust collapse was not detected".into());
+    }
+    Ok(())
+}
+
+/// One latency figure of a run (ms).
+type Measure = Box<dyn Fn(&Report) -> Option<f64>>;
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1000.0)
+}
+
+fn fmt_ms(x: Option<f64>) -> String {
+    x.map_or_else(|| "—".into(), |x| format!("{x:.0} ms"))
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let mut c = Common::default();
+    let (mut runs, mut rate, mut secs) = (3usize, 1000u32, 20u64);
+    let (mut latency, mut cpu) = (true, true);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => (runs, secs) = (1, 10),
+            "--runs" => runs = value(a, it.next())?,
+            "--rate" => rate = value(a, it.next())?,
+            "--secs" => secs = value(a, it.next())?,
+            "--no-latency" => latency = false,
+            "--no-cpu" => cpu = false,
+            "--base-port" => c.base_port = Some(value(a, it.next())?),
+            "--http-port" => c.http_port = Some(value(a, it.next())?),
+            "--trustwatch" => c.trustwatch = Some(value(a, it.next())?),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let tw = c.trustwatch()?;
+    let ports = c.ports()?;
+    let mut missed = Vec::new();
+    let mut table: Vec<(String, String, String, String)> = Vec::new();
+    if latency {
+        let mut runs_out: Vec<Report> = Vec::new();
+        for i in 0..runs.max(1) {
+            eprintln!(
+                "demo bench: detection latency, run {}/{} (incident scenario, switch after 5 s)",
+                i + 1,
+                runs
+            );
+            let o = Options {
+                ports,
+                narrate: false,
+                run_for: Some(Duration::from_secs(30)),
+                end_after_detection: Some(Duration::from_secs(1)),
+                ..Options::quick(tw.clone())
+            };
+            let r = scenario::run(&o).map_err(|e| e.to_string())?;
+            if proc::stop_requested() {
+                return Err("interrupted".into());
+            }
+            let c = r.collapse().ok_or("run {i}: no trust_collapse event")?;
+            let k = r.collapse_clients;
+            let fired = usize::try_from(
+                c.json["trustwatch"]["failing_clients"]
+                    .as_u64()
+                    .unwrap_or(0),
+            )
+            .unwrap_or(0);
+            println!(
+                "  run {}: first failure → event {}, → /metrics {}; after failing edge #{k}: event {}, /metrics {}; \
+                 rule fired at {fired} failing edges (+{} after #{fired}); trustwatch (capture time) {:.0} ms",
+                i + 1,
+                fmt_ms(ms(r.after_nth(1, Some(c.at)))),
+                fmt_ms(ms(r.after_nth(1, r.metrics_collapsed_at))),
+                fmt_ms(ms(r.after_nth(k, Some(c.at)))),
+                fmt_ms(ms(r.after_nth(k, r.metrics_collapsed_at))),
+                fmt_ms(ms(r.after_nth(fired, Some(c.at)))),
+                c.json["trustwatch"]["detection_latency_us"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    / 1000.0,
+            );
+            runs_out.push(r);
+        }
+        let col = |f: &dyn Fn(&Report) -> Option<f64>| -> (Option<f64>, Option<f64>) {
+            let v: Vec<f64> = runs_out.iter().filter_map(f).collect();
+            (median(v.clone()), v.into_iter().reduce(f64::max))
+        };
+        let k = runs_out.first().map_or(3, |r| r.collapse_clients);
+        let rows: [(&str, Measure, bool); 4] = [
+            (
+                "first failing handshake → collapse event (stdout)",
+                Box::new(|r: &Report| ms(r.after_nth(1, r.collapse().map(|c| c.at)))),
+                false,
+            ),
+            (
+                "first failing handshake → trust_state 2 (/metrics, 50 ms poll)",
+                Box::new(|r: &Report| ms(r.after_nth(1, r.metrics_collapsed_at))),
+                false,
+            ),
+            (
+                "failing edge #K → collapse event (stdout)",
+                Box::new(move |r: &Report| ms(r.after_nth(k, r.collapse().map(|c| c.at)))),
+                true,
+            ),
+            (
+                "failing edge #K → trust_state 2 (/metrics)",
+                Box::new(move |r: &Report| ms(r.after_nth(k, r.metrics_collapsed_at))),
+                true,
+            ),
+        ];
+        for (what, f, targeted) in rows {
+            let (med, max) = col(&*f);
+            let target = if targeted {
+                let ok = max.is_some_and(|m| m <= 1000.0);
+                if !ok {
+                    missed.push(what.replace('K', &k.to_string()));
+                }
+                format!("≤ 1000 ms: {}", if ok { "ok" } else { "MISSED" })
+            } else {
+                String::new()
+            };
+            table.push((
+                format!("(a) {}", what.replace('K', &k.to_string())),
+                fmt_ms(med),
+                fmt_ms(max),
+                target,
+            ));
+        }
+    }
+    if cpu {
+        eprintln!(
+            "demo bench: CPU of trustwatch live at {rate} handshakes/s for {secs} s (after 3 s warm-up)"
+        );
+        let o = LoadOptions {
+            ports,
+            rate,
+            measure: Duration::from_secs(secs),
+            ..LoadOptions::new(tw.clone())
+        };
+        let r = load::run(&o).map_err(|e| e.to_string())?;
+        println!(
+            "  load: {:.0} handshakes/s completed by the clients ({} failed), monitor counted {:.0} ({:.0}/s); \
+             monitor user {:.2} s + system {:.2} s over {:.1} s; peak RSS {:.1} MiB; {:.0} packets analyzed, dropped: {}; machine busy {:.0}%",
+            r.rate(),
+            r.failed,
+            r.monitor_handshakes,
+            r.monitor_handshakes / r.window.as_secs_f64(),
+            r.monitor_user_s,
+            r.monitor_system_s,
+            r.window.as_secs_f64(),
+            r.max_rss_kib as f64 / 1024.0,
+            r.packets,
+            if r.dropped.iter().all(|d| d.1 == 0.0) {
+                "none".to_string()
+            } else {
+                r.dropped
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            r.machine_busy * 100.0
+        );
+        let share = r.cpu_share() * 100.0;
+        let ok = share <= 25.0;
+        if !ok {
+            missed.push("CPU ≤ 25%".into());
+        }
+        table.push((
+            format!(
+                "(b) CPU of trustwatch live at {:.0} handshakes/s (user+sys, one core)",
+                r.rate()
+            ),
+            format!("{share:.1}%"),
+            format!(
+                "user {:.1}%",
+                r.monitor_user_s / r.window.as_secs_f64() * 100.0
+            ),
+            format!("≤ 25%: {}", if ok { "ok" } else { "MISSED" }),
+        ));
+    }
+    let w = table
+        .iter()
+        .map(|r| r.0.chars().count())
+        .max()
+        .unwrap_or(10);
+    println!("\ntrustwatch live benchmark");
+    println!(
+        "{:<w$}  {:>9}  {:>10}  target",
+        "measure", "median", "max/other"
+    );
+    for (a, b, c2, d) in &table {
+        println!("{a:<w$}  {b:>9}  {c2:>10}  {d}");
+    }
+    if missed.is_empty() {
+        Ok(())
+    } else {
+        println!("targets missed: {}", missed.join("; "));
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    install_stop_handler();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let r = match args.first().map(String::as_str) {
+        Some("bench") => bench(&args[1..]),
+        _ => demo(&args),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `cargo xtask demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N]`: installs
+//! what is missing, builds `trustwatch` and the testkit's `demo` binary (release), and replaces
+//! this process with the demo (so Ctrl-C reaches it directly and it stops its children in order).
+//! The demo builds the Go peer itself (`go build`, cached in `target/go-peer/`).
+//!
+//! `cargo xtask bench` runs the offline benchmarks (`bench.rs`) and then the live ones;
+//! `cargo xtask bench --live [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu]` only the
+//! live ones, run by the same binary (`demo bench`): detection latency in the incident scenario
+//! and the monitor's CPU at a steady handshake rate; `--no-live` only the offline ones.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{cargo, run};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+fn release_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
+        .join("release")
+}
+
+/// Setup, release build of the monitor and the demo; the paths of both.
+fn build() -> Result<(PathBuf, PathBuf), String> {
+    crate::setup::ensure()?;
+    eprintln!("xtask: building trustwatch and the demo (release)");
+    run(cargo().current_dir(workspace()).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "trustwatch",
+        "--bin",
+        "trustwatch",
+        "-p",
+        "trustwatch-testkit",
+        "--bin",
+        "demo",
+    ]))?;
+    let rel = release_dir();
+    Ok((rel.join("trustwatch"), rel.join("demo")))
+}
+
+/// Runs `demo <args> --trustwatch <path>` in place of this process.
+fn exec_demo(args: &[String]) -> Result<(), String> {
+    let (tw, demo) = build()?;
+    let mut cmd = Command::new(&demo);
+    cmd.args(args).arg("--trustwatch").arg(&tw);
+    // Only returns on failure.
+    let e = cmd.exec();
+    Err(format!("{} could not start: {e}", demo.display()))
+}
+
+/// The demo captures on `lo`: without root or CAP_NET_RAW it stops with the monitor's message.
+pub fn demo(args: &[String]) -> Result<(), String> {
+    exec_demo(args)
+}
+
+/// `cargo xtask bench`: the offline benchmarks (`bench.rs`), then the live ones. `--live [ARGS]`:
+/// only the live ones, with ARGS for `demo bench`; `--no-live`: only the offline ones. `--quick`
+/// also shortens the live part (one latency run, 10 s of load).
+pub fn bench(args: &[String]) -> Result<(), String> {
+    if let Some(i) = args.iter().position(|a| a == "--live") {
+        let mut live: Vec<String> = args[..i].to_vec();
+        live.extend_from_slice(&args[i + 1..]);
+        return bench_live(&live);
+    }
+    let no_live = args.iter().any(|a| a == "--no-live");
+    let offline: Vec<String> = args.iter().filter(|a| *a != "--no-live").cloned().collect();
+    crate::bench::bench(&offline)?;
+    if no_live {
+        return Ok(());
+    }
+    let live: Vec<String> = if offline.iter().any(|a| a == "--quick") {
+        vec!["--runs".into(), "1".into(), "--secs".into(), "10".into()]
+    } else {
+        Vec::new()
+    };
+    println!();
+    bench_live(&live)
+}
+
+/// The live benchmarks (`demo bench ARGS`).
+fn bench_live(args: &[String]) -> Result<(), String> {
+    let (tw, demo) = build()?;
+    run(Command::new(&demo)
+        .arg("bench")
+        .args(args)
+        .arg("--trustwatch")
+        .arg(&tw))
+}
