@@ -256,10 +256,14 @@ impl Worker {
         self.drain_probes(now_ts());
         let conns = std::mem::take(&mut self.conns);
         for conn in &conns {
-            self.handshakes += 1;
-            self.metrics.connection(conn);
-            let fallback = self.presented_key(conn.server);
-            self.timeline.observe(conn, fallback.as_deref());
+            // The detector counts (and skips) the probes' own connections; the passive figures
+            // never include them.
+            if !self.detector.is_probe_connection(conn) {
+                self.handshakes += 1;
+                self.metrics.connection(conn);
+                let fallback = self.presented_key(conn.server);
+                self.timeline.observe(conn, fallback.as_deref());
+            }
             self.detector.observe(conn, &mut self.evs);
         }
         self.conns = conns;

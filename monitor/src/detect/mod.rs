@@ -354,6 +354,11 @@ impl Detector {
         self.services.get(service).map(ServiceState::state)
     }
 
+    /// A connection the monitor's own probe made (excluded from the passive figures).
+    pub fn is_probe_connection(&self, conn: &Connection) -> bool {
+        self.is_probe_client(conn.client, conn.end)
+    }
+
     fn is_probe_client(&self, client: SocketAddr, now: Timestamp) -> bool {
         self.probe_clients
             .iter()
