@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::{cargo, run};
+use crate::{cargo, run, target_dir, workspace};
 
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
@@ -63,19 +63,6 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         }
     }
     Ok(o)
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
 }
 
 fn manifest_of(file: &Path) -> PathBuf {

@@ -9,23 +9,13 @@
 //! and the monitor's CPU at a steady handshake rate; `--no-live` only the offline ones.
 
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{cargo, run};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
-}
+use crate::{cargo, run, target_dir, workspace};
 
 fn release_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target"))
-        .join("release")
+    target_dir().join("release")
 }
 
 /// Setup, release build of the monitor and the demo; the paths of both.

@@ -11,6 +11,7 @@ mod bench;
 mod demo;
 mod setup;
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
@@ -26,6 +27,21 @@ pub fn run(cmd: &mut Command) -> Result<(), String> {
         Ok(s) => Err(format!("{shown} failed ({s})")),
         Err(e) => Err(format!("{shown} could not start: {e}")),
     }
+}
+
+/// The workspace root (xtask's parent folder).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Cargo's target folder.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"))
 }
 
 fn cargo() -> Command {
