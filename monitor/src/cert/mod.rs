@@ -72,7 +72,11 @@ impl Eq for Rendered {}
 
 impl std::fmt::Debug for Rendered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "Rendered(cached)" } else { "Rendered(empty)" })
+        f.write_str(if self.0.get().is_some() {
+            "Rendered(cached)"
+        } else {
+            "Rendered(empty)"
+        })
     }
 }
 

@@ -392,7 +392,10 @@ impl Default for ConnectionWriter {
 impl ConnectionWriter {
     /// Writes one connection as a JSON line.
     pub fn write(&mut self, w: &mut impl Write, c: &Connection) -> io::Result<()> {
-        let ciphers = c.client_hello.as_deref().map(|ch| self.cipher_list(&ch.ciphers));
+        let ciphers = c
+            .client_hello
+            .as_deref()
+            .map(|ch| self.cipher_list(&ch.ciphers));
         serde_json::to_writer(&mut *w, &record(c, ciphers))?;
         w.write_all(b"\n")
     }
