@@ -34,7 +34,10 @@ fn quick_demo_detects_the_collapse_live() -> Result<()> {
         r.edge_ok >= 12,
         "healthy phase: every edge succeeded: {r:?}"
     );
-    assert_eq!(r.edge_ok_after_switch, 0, "no edge trusts CA_B");
+    assert_eq!(
+        r.edge_ok_after_switch, 0,
+        "an edge that met CA_B never succeeds again"
+    );
     assert_eq!(r.failures.len(), 12, "every edge failed after the switch");
     assert!(
         r.edge_error

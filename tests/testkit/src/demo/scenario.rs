@@ -91,7 +91,7 @@ pub struct Report {
     /// Edge attempts by result (the edges' own logs).
     pub edge_ok: u64,
     pub edge_failed: u64,
-    /// Edge attempts that succeeded after the switch (must be none).
+    /// Successes of edges that had already failed against CA_B (must be none).
     pub edge_ok_after_switch: u64,
     /// One example of the edges' error after the switch.
     pub edge_error: Option<String>,
@@ -654,7 +654,9 @@ fn handle(
             let after = switched.is_some_and(|s| l.at >= s);
             if v["ok"].as_bool() == Some(true) {
                 r.edge_ok += 1;
-                if after {
+                // A handshake in flight at the switch may still complete with CA_A; an edge
+                // that has met CA_B must never succeed again.
+                if after && failed.contains(&ip) {
                     r.edge_ok_after_switch += 1;
                 }
                 return;
