@@ -1,5 +1,10 @@
 //! JSON Lines output: one object per connection, nested keys in Elastic Common Schema form
 //! (`source.ip` is `{"source":{"ip":…}}`). The field names are a contract (README, tests).
+//!
+//! A connection record is written by [`Obj`], a small writer whose keys are static identifiers
+//! written as they are: this runs for every connection, and generic serialization spent a sixth
+//! of the analyzer's time escaping keys. Values that may hold arbitrary bytes (names, SNI,
+//! evidence) are escaped by serde_json; certificates are rendered once per certificate.
 
 use std::io::{self, Write};
 
@@ -7,6 +12,7 @@ use hashlink::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::capture::Timestamp;
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::tls::alert;
@@ -23,134 +29,138 @@ impl Serialize for CipherName {
     }
 }
 
-#[derive(Serialize)]
-struct Endpoint {
-    ip: String,
-    port: u16,
+/// Writes one JSON object into a buffer. Keys are `'static` identifiers that need no escaping.
+struct Obj<'b> {
+    buf: &'b mut Vec<u8>,
+    first: bool,
 }
 
-#[derive(Serialize)]
-struct Event {
-    kind: &'static str,
-    category: [&'static str; 1],
-    #[serde(rename = "type")]
-    kind_type: [&'static str; 1],
-    outcome: &'static str,
-    start: String,
-    end: String,
-    /// Nanoseconds, as ECS asks.
-    duration: i64,
+impl<'b> Obj<'b> {
+    fn new(buf: &'b mut Vec<u8>) -> Self {
+        buf.push(b'{');
+        Obj { buf, first: true }
+    }
+
+    fn key(&mut self, key: &'static str) -> &mut Vec<u8> {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        self.buf
+    }
+
+    /// A string value, escaped as needed.
+    fn str(&mut self, key: &'static str, value: &str) {
+        let buf = self.key(key);
+        if value
+            .bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+        {
+            buf.push(b'"');
+            buf.extend_from_slice(value.as_bytes());
+            buf.push(b'"');
+        } else {
+            let _ = serde_json::to_writer(&mut *buf, value);
+        }
+    }
+
+    fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.str(key, v);
+        }
+    }
+
+    /// A string value or `null`.
+    fn str_or_null(&mut self, key: &'static str, value: Option<&str>) {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.key(key).extend_from_slice(b"null"),
+        }
+    }
+
+    fn upper_hex(&mut self, key: &'static str, hex: &str) {
+        let buf = self.key(key);
+        buf.push(b'"');
+        buf.extend(hex.bytes().map(|b| b.to_ascii_uppercase()));
+        buf.push(b'"');
+    }
+
+    fn time(&mut self, key: &'static str, ts: Timestamp) {
+        self.str(key, &ts.rfc3339());
+    }
+
+    fn num(&mut self, key: &'static str, value: impl std::fmt::Display) {
+        let _ = write!(self.key(key), "{value}");
+    }
+
+    fn bool(&mut self, key: &'static str, value: bool) {
+        let v: &[u8] = if value { b"true" } else { b"false" };
+        self.key(key).extend_from_slice(v);
+    }
+
+    fn raw(&mut self, key: &'static str, value: &[u8]) {
+        self.key(key).extend_from_slice(value);
+    }
+
+    /// A nested object; finish it with [`Obj::end`] before writing the next key here.
+    fn obj(&mut self, key: &'static str) -> Obj<'_> {
+        Obj::new(self.key(key))
+    }
+
+    /// An array whose items `each` writes (commas are added here).
+    fn array<T>(&mut self, key: &'static str, items: &[T], mut each: impl FnMut(&mut Vec<u8>, &T)) {
+        let buf = self.key(key);
+        buf.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            each(buf, item);
+        }
+        buf.push(b']');
+    }
+
+    fn end(self) {
+        self.buf.push(b'}');
+    }
 }
 
-#[derive(Serialize)]
-struct Vlan {
-    id: String,
-}
-
-#[derive(Serialize)]
-struct Network {
-    transport: &'static str,
-    protocol: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vlan: Option<Vlan>,
-}
-
-/// ECS hashes are upper-case hex.
-#[derive(Serialize)]
-struct Hash {
-    sha256: String,
-    sha1: String,
-}
-
-#[derive(Serialize)]
-struct TlsClient<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    server_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ja3: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ja4: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    supported_ciphers: Option<&'a RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hash: Option<Hash>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct TlsServer<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hash: Option<Hash>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issuer: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    not_before: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    not_after: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Tls<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version_protocol: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cipher: Option<CipherName>,
-    established: bool,
-    resumed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_protocol: Option<&'a str>,
-    client: TlsClient<'a>,
-    server: TlsServer<'a>,
-}
-
-#[derive(Serialize)]
-struct AlertJson {
-    code: Option<u8>,
-    name: Option<&'static str>,
-    level: Option<&'static str>,
-    from: &'static str,
-    encrypted: bool,
-    #[serde(rename = "@timestamp")]
-    ts: String,
-}
-
-impl From<&Alert> for AlertJson {
-    fn from(a: &Alert) -> Self {
-        match *a {
-            Alert::Plain {
-                from,
-                level,
-                code,
-                ts,
-            } => AlertJson {
-                code: Some(code),
-                name: Some(alert::name(code)),
-                level: Some(match level {
+fn write_alert(buf: &mut Vec<u8>, a: &Alert) {
+    let mut o = Obj::new(buf);
+    match *a {
+        Alert::Plain {
+            from,
+            level,
+            code,
+            ts,
+        } => {
+            o.num("code", code);
+            o.str("name", alert::name(code));
+            o.str(
+                "level",
+                match level {
                     1 => "warning",
                     2 => "fatal",
                     _ => "unknown",
-                }),
-                from: from.as_str(),
-                encrypted: false,
-                ts: ts.rfc3339(),
-            },
-            Alert::Encrypted { from, ts } => AlertJson {
-                code: None,
-                name: None,
-                level: None,
-                from: from.as_str(),
-                encrypted: true,
-                ts: ts.rfc3339(),
-            },
+                },
+            );
+            o.str("from", from.as_str());
+            o.bool("encrypted", false);
+            o.time("@timestamp", ts);
+        }
+        Alert::Encrypted { from, ts } => {
+            o.raw("code", b"null");
+            o.raw("name", b"null");
+            o.raw("level", b"null");
+            o.str("from", from.as_str());
+            o.bool("encrypted", true);
+            o.time("@timestamp", ts);
         }
     }
+    o.end();
 }
 
 #[derive(Serialize)]
@@ -176,21 +186,6 @@ struct CertJson<'a> {
     malformed: bool,
 }
 
-/// A chain entry: the certificate's cached rendering, or the hashes of unparseable DER.
-enum CertOut<'a> {
-    Rendered(&'a RawValue),
-    Malformed(CertJson<'a>),
-}
-
-impl Serialize for CertOut<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            CertOut::Rendered(raw) => raw.serialize(s),
-            CertOut::Malformed(c) => c.serialize(s),
-        }
-    }
-}
-
 fn parsed_json(c: &CertInfo) -> CertJson<'_> {
     CertJson {
         sha256: &c.sha256,
@@ -211,71 +206,38 @@ fn parsed_json(c: &CertInfo) -> CertJson<'_> {
     }
 }
 
-fn cert_json(p: &Presented) -> CertOut<'_> {
+/// A chain entry: the certificate's cached rendering, or the hashes of unparseable DER.
+fn write_cert(buf: &mut Vec<u8>, p: &Presented) {
     match p {
-        Presented::Parsed(c) => CertOut::Rendered(c.rendered.get_or_init(|| {
-            serde_json::value::to_raw_value(&parsed_json(c))
-                .unwrap_or_else(|_| RawValue::NULL.to_owned())
-        })),
-        Presented::Malformed { sha256, sha1 } => CertOut::Malformed(CertJson {
-            sha256,
-            sha1,
-            subject: None,
-            issuer: None,
-            serial: None,
-            not_before: None,
-            not_after: None,
-            ski: None,
-            aki: None,
-            spki_sha256: None,
-            is_ca: false,
-            key_type: None,
-            key_bits: None,
-            san: &[],
-            malformed: true,
-        }),
+        Presented::Parsed(c) => {
+            let raw = c.rendered.get_or_init(|| {
+                serde_json::value::to_raw_value(&parsed_json(c))
+                    .unwrap_or_else(|_| RawValue::NULL.to_owned())
+            });
+            buf.extend_from_slice(raw.get().as_bytes());
+        }
+        Presented::Malformed { sha256, sha1 } => {
+            let malformed = CertJson {
+                sha256,
+                sha1,
+                subject: None,
+                issuer: None,
+                serial: None,
+                not_before: None,
+                not_after: None,
+                ski: None,
+                aki: None,
+                spki_sha256: None,
+                is_ca: false,
+                key_type: None,
+                key_bits: None,
+                san: &[],
+                malformed: true,
+            };
+            let _ = serde_json::to_writer(&mut *buf, &malformed);
+        }
     }
 }
-
-#[derive(Serialize)]
-struct Trustwatch<'a> {
-    service: &'a str,
-    outcome: Outcome,
-    evidence: &'a str,
-    alert: Option<AlertJson>,
-    alerts: Vec<AlertJson>,
-    server_chain: Vec<CertOut<'a>>,
-    client_chain: Vec<CertOut<'a>>,
-    ca_key_id: Option<&'a str>,
-    client_ca_key_id: Option<&'a str>,
-    client_auth_requested: bool,
-    resumed: bool,
-    hello_retry: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ja3_string: Option<&'a str>,
-    app_records: [u32; 2],
-    #[serde(skip_serializing_if = "is_zero_pair")]
-    gap_bytes: [u64; 2],
-}
-
-fn is_zero_pair(p: &[u64; 2]) -> bool {
-    p[0] == 0 && p[1] == 0
-}
-
-#[derive(Serialize)]
-struct Record<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    event: Event,
-    source: Endpoint,
-    destination: Endpoint,
-    network: Network,
-    tls: Tls<'a>,
-    trustwatch: Trustwatch<'a>,
-}
-
 fn leaf(chain: &[Presented]) -> Option<&CertInfo> {
     match chain.first() {
         Some(Presented::Parsed(c)) => Some(c),
@@ -283,94 +245,126 @@ fn leaf(chain: &[Presented]) -> Option<&CertInfo> {
     }
 }
 
-fn leaf_hash(chain: &[Presented]) -> Option<Hash> {
-    let (sha256, sha1) = match chain.first()? {
+/// `{"sha256":…,"sha1":…}` of a chain's leaf, upper-case hex as ECS asks.
+fn leaf_hash(o: &mut Obj<'_>, chain: &[Presented]) {
+    let Some(first) = chain.first() else { return };
+    let (sha256, sha1) = match first {
         Presented::Parsed(c) => (&c.sha256, &c.sha1),
         Presented::Malformed { sha256, sha1 } => (sha256, sha1),
     };
-    Some(Hash {
-        sha256: sha256.to_ascii_uppercase(),
-        sha1: sha1.to_ascii_uppercase(),
-    })
+    let mut h = o.obj("hash");
+    h.upper_hex("sha256", sha256);
+    h.upper_hex("sha1", sha1);
+    h.end();
 }
 
-fn record<'a>(c: &'a Connection, supported_ciphers: Option<&'a RawValue>) -> Record<'a> {
+fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&RawValue>) {
     let ch = c.client_hello.as_deref();
     let sh = c.server_hello.as_deref();
-    let server_leaf = leaf(&c.server_chain);
-    let client_leaf = leaf(&c.client_chain);
-    let established = c.outcome == Outcome::Established;
-    Record {
-        timestamp: c.start.rfc3339(),
-        event: Event {
-            kind: "event",
-            category: ["network"],
-            kind_type: ["connection"],
-            outcome: match c.outcome {
-                Outcome::Established => "success",
-                Outcome::Incomplete => "unknown",
-                _ => "failure",
-            },
-            start: c.start.rfc3339(),
-            end: c.end.rfc3339(),
-            duration: c.end.since(c.start).saturating_mul(1000),
+    let mut r = Obj::new(buf);
+    r.time("@timestamp", c.start);
+
+    let mut event = r.obj("event");
+    event.str("kind", "event");
+    event.raw("category", b"[\"network\"]");
+    event.raw("type", b"[\"connection\"]");
+    event.str(
+        "outcome",
+        match c.outcome {
+            Outcome::Established => "success",
+            Outcome::Incomplete => "unknown",
+            _ => "failure",
         },
-        source: Endpoint {
-            ip: c.client.ip().to_string(),
-            port: c.client.port(),
-        },
-        destination: Endpoint {
-            ip: c.server.ip().to_string(),
-            port: c.server.port(),
-        },
-        network: Network {
-            transport: "tcp",
-            protocol: "tls",
-            vlan: c.vlan.map(|id| Vlan { id: id.to_string() }),
-        },
-        tls: Tls {
-            version: c.version.and_then(|v| v.ecs_version()),
-            version_protocol: c.version.map(|v| v.ecs_protocol()),
-            cipher: sh.map(|s| CipherName(s.cipher)),
-            established,
-            resumed: c.resumed,
-            next_protocol: sh.and_then(|s| s.alpn.as_deref()),
-            client: TlsClient {
-                server_name: ch.and_then(|h| h.sni.as_deref()),
-                ja3: ch.map(|h| h.ja3_md5.as_str()),
-                ja4: ch.map(|h| h.ja4.as_str()),
-                supported_ciphers,
-                hash: leaf_hash(&c.client_chain),
-                subject: client_leaf.map(|l| l.subject.as_str()),
-                issuer: client_leaf.map(|l| l.issuer.as_str()),
-            },
-            server: TlsServer {
-                hash: leaf_hash(&c.server_chain),
-                subject: server_leaf.map(|l| l.subject.as_str()),
-                issuer: server_leaf.map(|l| l.issuer.as_str()),
-                not_before: server_leaf.map(|l| l.not_before.as_str()),
-                not_after: server_leaf.map(|l| l.not_after.as_str()),
-            },
-        },
-        trustwatch: Trustwatch {
-            service: &c.service,
-            outcome: c.outcome,
-            evidence: &c.evidence,
-            alert: c.deciding_alert().map(AlertJson::from),
-            alerts: c.alerts.iter().map(AlertJson::from).collect(),
-            server_chain: c.server_chain.iter().map(cert_json).collect(),
-            client_chain: c.client_chain.iter().map(cert_json).collect(),
-            ca_key_id: c.ca_key_id.as_deref(),
-            client_ca_key_id: c.client_ca_key_id.as_deref(),
-            client_auth_requested: c.client_auth_requested,
-            resumed: c.resumed,
-            hello_retry: c.hello_retry,
-            version_name: c.version.map(|v| v.name()),
-            ja3_string: ch.map(|h| h.ja3.as_str()),
-            app_records: [c.app_records.0, c.app_records.1],
-            gap_bytes: [c.gap_bytes.0, c.gap_bytes.1],
-        },
+    );
+    event.time("start", c.start);
+    event.time("end", c.end);
+    // Nanoseconds, as ECS asks.
+    event.num("duration", c.end.since(c.start).saturating_mul(1000));
+    event.end();
+
+    for (key, addr) in [("source", c.client), ("destination", c.server)] {
+        let mut e = r.obj(key);
+        e.str("ip", &addr.ip().to_string());
+        e.num("port", addr.port());
+        e.end();
     }
+
+    let mut network = r.obj("network");
+    network.str("transport", "tcp");
+    network.str("protocol", "tls");
+    if let Some(id) = c.vlan {
+        let mut vlan = network.obj("vlan");
+        vlan.str("id", &id.to_string());
+        vlan.end();
+    }
+    network.end();
+
+    let mut tls = r.obj("tls");
+    tls.opt_str("version", c.version.and_then(|v| v.ecs_version()));
+    tls.opt_str("version_protocol", c.version.map(|v| v.ecs_protocol()));
+    if let Some(sh) = sh {
+        match crate::tls::cipher_name(sh.cipher) {
+            Some(name) => tls.str("cipher", name),
+            None => tls.str("cipher", &format!("0x{:04X}", sh.cipher)),
+        }
+    }
+    tls.bool("established", c.outcome == Outcome::Established);
+    tls.bool("resumed", c.resumed);
+    tls.opt_str("next_protocol", sh.and_then(|s| s.alpn.as_deref()));
+    let mut client = tls.obj("client");
+    client.opt_str("server_name", ch.and_then(|h| h.sni.as_deref()));
+    client.opt_str("ja3", ch.map(|h| h.ja3_md5.as_str()));
+    client.opt_str("ja4", ch.map(|h| h.ja4.as_str()));
+    if let Some(list) = supported_ciphers {
+        client.raw("supported_ciphers", list.get().as_bytes());
+    }
+    leaf_hash(&mut client, &c.client_chain);
+    let client_leaf = leaf(&c.client_chain);
+    client.opt_str("subject", client_leaf.map(|l| l.subject.as_str()));
+    client.opt_str("issuer", client_leaf.map(|l| l.issuer.as_str()));
+    client.end();
+    let mut server = tls.obj("server");
+    leaf_hash(&mut server, &c.server_chain);
+    if let Some(l) = leaf(&c.server_chain) {
+        server.str("subject", &l.subject);
+        server.str("issuer", &l.issuer);
+        server.str("not_before", &l.not_before);
+        server.str("not_after", &l.not_after);
+    }
+    server.end();
+    tls.end();
+
+    let mut tw = r.obj("trustwatch");
+    tw.str("service", &c.service);
+    tw.str("outcome", c.outcome.as_str());
+    tw.str("evidence", &c.evidence);
+    match c.deciding_alert() {
+        Some(a) => write_alert(tw.key("alert"), a),
+        None => tw.raw("alert", b"null"),
+    }
+    tw.array("alerts", &c.alerts, write_alert);
+    tw.array("server_chain", &c.server_chain, write_cert);
+    tw.array("client_chain", &c.client_chain, write_cert);
+    tw.str_or_null("ca_key_id", c.ca_key_id.as_deref());
+    tw.str_or_null("client_ca_key_id", c.client_ca_key_id.as_deref());
+    tw.bool("client_auth_requested", c.client_auth_requested);
+    tw.bool("resumed", c.resumed);
+    tw.bool("hello_retry", c.hello_retry);
+    if let Some(v) = c.version {
+        tw.str("version_name", &v.name());
+    }
+    tw.opt_str("ja3_string", ch.map(|h| h.ja3.as_str()));
+    let _ = write!(
+        tw.key("app_records"),
+        "[{},{}]",
+        c.app_records.0,
+        c.app_records.1
+    );
+    if c.gap_bytes != (0, 0) {
+        let _ = write!(tw.key("gap_bytes"), "[{},{}]", c.gap_bytes.0, c.gap_bytes.1);
+    }
+    tw.end();
+    r.end();
 }
 
 /// Cipher lists whose rendering is remembered: a fleet of edges offers very few distinct lists.
@@ -379,12 +373,15 @@ const CIPHER_LISTS: usize = 256;
 /// Writes connection records as JSON lines.
 pub struct ConnectionWriter {
     cipher_lists: LruCache<Vec<u16>, Box<RawValue>>,
+    /// One record, reused.
+    buf: Vec<u8>,
 }
 
 impl Default for ConnectionWriter {
     fn default() -> Self {
         ConnectionWriter {
             cipher_lists: LruCache::new(CIPHER_LISTS),
+            buf: Vec::with_capacity(8192),
         }
     }
 }
@@ -392,12 +389,17 @@ impl Default for ConnectionWriter {
 impl ConnectionWriter {
     /// Writes one connection as a JSON line.
     pub fn write(&mut self, w: &mut impl Write, c: &Connection) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         let ciphers = c
             .client_hello
             .as_deref()
             .map(|ch| self.cipher_list(&ch.ciphers));
-        serde_json::to_writer(&mut *w, &record(c, ciphers))?;
-        w.write_all(b"\n")
+        write_record(&mut buf, c, ciphers);
+        buf.push(b'\n');
+        let written = w.write_all(&buf);
+        self.buf = buf;
+        written
     }
 
     /// `["TLS_AES_128_GCM_SHA256", …]`, rendered once per distinct list.
