@@ -2,9 +2,9 @@
 //! (`source.ip` is `{"source":{"ip":…}}`). The field names are a contract (README, tests).
 //!
 //! A connection record is written by [`Obj`], a small writer whose keys are static identifiers
-//! written as they are: this runs for every connection, and generic serialization spent a sixth
-//! of the analyzer's time escaping keys. Values that may hold arbitrary bytes (names, SNI,
-//! evidence) are escaped by serde_json; certificates are rendered once per certificate.
+//! written as they are: this runs for every connection, and with derived serialization 15% of the
+//! analyzer's instructions went to escaping strings, keys included. Values that may hold arbitrary
+//! bytes (names, SNI, evidence) are escaped by serde_json; certificates are rendered once each.
 
 use std::io::{self, Write};
 
