@@ -27,16 +27,21 @@ impl Timestamp {
         self.0 - earlier.0
     }
 
-    /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T17:49:30.123456Z`.
+    /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T17:49:30.123456Z` (also its `Display`).
     pub fn rfc3339(self) -> String {
-        use std::fmt::Write;
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    /// RFC 3339 UTC with microseconds; the raw microseconds when out of range.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let nanos = i128::from(self.0) * 1000;
         let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
-            return self.0.to_string();
+            return write!(f, "{}", self.0);
         };
-        let mut s = String::with_capacity(27);
-        let _ = write!(
-            s,
+        write!(
+            f,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
             t.year(),
             u8::from(t.month()),
@@ -45,8 +50,7 @@ impl Timestamp {
             t.minute(),
             t.second(),
             t.microsecond()
-        );
-        s
+        )
     }
 }
 

@@ -89,7 +89,12 @@ impl<'b> Obj<'b> {
     }
 
     fn time(&mut self, key: &'static str, ts: Timestamp) {
-        self.str(key, &ts.rfc3339());
+        let _ = write!(self.key(key), "\"{ts}\"");
+    }
+
+    /// A value whose `Display` needs no escaping (addresses, numbers), as a string.
+    fn display_str(&mut self, key: &'static str, value: impl std::fmt::Display) {
+        let _ = write!(self.key(key), "\"{value}\"");
     }
 
     fn num(&mut self, key: &'static str, value: impl std::fmt::Display) {
@@ -284,7 +289,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
 
     for (key, addr) in [("source", c.client), ("destination", c.server)] {
         let mut e = r.obj(key);
-        e.str("ip", &addr.ip().to_string());
+        e.display_str("ip", addr.ip());
         e.num("port", addr.port());
         e.end();
     }
@@ -294,7 +299,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     network.str("protocol", "tls");
     if let Some(id) = c.vlan {
         let mut vlan = network.obj("vlan");
-        vlan.str("id", &id.to_string());
+        vlan.display_str("id", id);
         vlan.end();
     }
     network.end();
