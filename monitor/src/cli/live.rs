@@ -21,7 +21,7 @@ use crate::capture::live::{
     EBPF_CAPABILITIES, LiveCapture, LiveOptions, SourceCounters, bpf_filter,
 };
 use crate::capture::{Packet, Timestamp};
-use crate::detect::event::{Event, render_timeline_line, rfc3339};
+use crate::detect::event::{Event, render_timeline_line};
 use crate::detect::{Detector, Snapshot};
 use crate::error::Error;
 use crate::export::metrics::{Metrics, MetricsLimits};
@@ -408,7 +408,7 @@ impl Worker {
         self.shared.capture_running.store(running, Ordering::SeqCst);
         self.shared.publish(StatePage {
             version: env!("CARGO_PKG_VERSION"),
-            updated: rfc3339(now_ts()),
+            updated: now_ts().rfc3339(),
             started: self.started.clone(),
             ca_consistent: consistent,
             sources,
@@ -517,7 +517,7 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         .build()
         .map_err(|e| Error::Capture(format!("tokio runtime: {e}")))?;
 
-    let started = rfc3339(now_ts());
+    let started = now_ts().rfc3339();
     if !args.quiet {
         eprintln!(
             "trustwatch live: capturing on {} ({filter}); http://{}/ (/metrics, /api/state)",

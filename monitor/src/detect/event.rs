@@ -13,11 +13,6 @@ use super::classify::RejectingSide;
 use crate::capture::Timestamp;
 use crate::trust::{Disagreement, PresentedCa};
 
-/// RFC 3339 UTC with microseconds (see [`Timestamp::rfc3339`]).
-pub fn rfc3339(ts: Timestamp) -> String {
-    ts.rfc3339()
-}
-
 /// Where a CA key was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,7 +164,7 @@ impl Event {
                 c.failing_clients,
                 c.rejecting_side.as_str(),
                 c.failure_share * 100.0,
-                rfc3339(c.first_failure),
+                c.first_failure.rfc3339(),
                 key(&c.previous_ca_key_id),
                 key(&c.current_ca_key_id),
             ),
@@ -178,7 +173,7 @@ impl Event {
                 r.succeeding_clients,
                 key(&r.ca_key_id),
                 r.failing_clients,
-                rfc3339(r.collapsed_at)
+                r.collapsed_at.rfc3339()
             ),
             EventDetail::CaChanged(c) => format!(
                 "{} now presents CA key {} (was {}), seen by {}",
@@ -242,7 +237,7 @@ fn short_key(k: &str) -> String {
 pub fn render_timeline_line(e: &Event) -> String {
     format!(
         "{}  {:<10} {:<16} {}",
-        rfc3339(e.at),
+        e.at.rfc3339(),
         e.service,
         e.name().to_uppercase(),
         e.evidence()
@@ -264,12 +259,12 @@ impl Serialize for Event {
         let mut tw = Map::new();
         tw.insert("event".into(), json!(self.name()));
         tw.insert("service".into(), json!(&*self.service));
-        tw.insert("detection_time".into(), json!(rfc3339(self.at)));
+        tw.insert("detection_time".into(), json!(self.at.rfc3339()));
         let fields = match &self.detail {
             EventDetail::TrustCollapse(c) => {
                 let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("first_failure".into(), json!(rfc3339(c.first_failure)));
+                    o.insert("first_failure".into(), json!(c.first_failure.rfc3339()));
                     o.insert(
                         "detection_latency_us".into(),
                         json!(self.at.since(c.first_failure)),
@@ -280,7 +275,7 @@ impl Serialize for Event {
             EventDetail::TrustRecovered(r) => {
                 let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
                 if let Some(o) = v.as_object_mut() {
-                    o.insert("collapsed_at".into(), json!(rfc3339(r.collapsed_at)));
+                    o.insert("collapsed_at".into(), json!(r.collapsed_at.rfc3339()));
                 }
                 v
             }
@@ -294,7 +289,7 @@ impl Serialize for Event {
         let evidence = self.evidence();
         tw.insert("evidence".into(), json!(evidence));
         let mut m = s.serialize_map(None)?;
-        m.serialize_entry("@timestamp", &rfc3339(self.at))?;
+        m.serialize_entry("@timestamp", &self.at.rfc3339())?;
         m.serialize_entry(
             "event",
             &json!({

@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use classify::{Class, RejectingSide, classify};
 pub use event::{
     CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent,
-    Recovered, Replica, exit_worthy, render_timeline_line, rfc3339,
+    Recovered, Replica, exit_worthy, render_timeline_line,
 };
 pub use service::{
     CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState,

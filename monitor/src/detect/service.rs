@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::classify::{Class, RejectingSide};
 use super::event::{
     CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent,
-    Recovered, Replica, rfc3339,
+    Recovered, Replica,
 };
 use super::{DetectConfig, DetectStats};
 use crate::capture::Timestamp;
@@ -916,8 +916,8 @@ impl ServiceState {
             .filter(|(_, c)| c.last == Last::CertFailure)
             .map(|(ip, c)| ClientSnapshot {
                 address: *ip,
-                failing_since: c.fail_since.map(rfc3339),
-                last_seen: rfc3339(c.last_t),
+                failing_since: c.fail_since.map(Timestamp::rfc3339),
+                last_seen: c.last_t.rfc3339(),
             })
             .collect();
         failing.sort_by_key(|c| c.address);
@@ -925,7 +925,7 @@ impl ServiceState {
         ServiceSnapshot {
             service: self.name.to_string(),
             state: self.state,
-            state_since: self.state_since.map(rfc3339),
+            state_since: self.state_since.map(Timestamp::rfc3339),
             window: self.counts,
             failing_clients: self.n_failing,
             succeeding_clients: self.n_succeeding,
@@ -948,7 +948,7 @@ impl ServiceState {
                     address: *a,
                     presented_ca_key_id: s.presented.as_ref().map(|p| p.key.to_string()),
                     presented_source: s.presented.as_ref().map(|p| p.source),
-                    presented_seen: s.presented.as_ref().map(|p| rfc3339(p.last_seen)),
+                    presented_seen: s.presented.as_ref().map(|p| p.last_seen.rfc3339()),
                     window: s.counts,
                 })
                 .collect(),
