@@ -38,17 +38,23 @@ impl Progress {
         if !self.enabled {
             return;
         }
-        if self.bar.is_none() && self.started.elapsed() > Duration::from_secs(1) {
+        let elapsed = self.started.elapsed();
+        if self.bar.is_none() && elapsed > Duration::from_secs(1) {
             let bar = ProgressBar::new(len);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            ) {
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix} [{bar:40}] {bytes}/{total_bytes} {msg}")
+            {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.set_message(name.to_string());
+            bar.set_prefix(name.to_string());
             self.bar = Some(bar);
         }
         if let Some(bar) = &self.bar {
+            // The rate over the whole file so far (the bar appears a second late, so indicatif's
+            // own estimate would start from a jump).
+            let rate = pos as f64 / elapsed.as_secs_f64().max(1e-3);
+            let eta = len.saturating_sub(pos) as f64 / rate.max(1.0);
+            bar.set_message(format!("{:.0} MB/s, eta {eta:.0}s", rate / 1e6));
             bar.set_position(pos);
         }
     }
