@@ -125,6 +125,19 @@ pub struct Edge<'a> {
     pub identity: Option<&'a Leaf>,
 }
 
+/// One edge per certificate, on 127.0.`net`.1, .2, …, trusting `ca`.
+pub fn edges_trusting<'a>(certs: &'a [Leaf], net: u8, ca: &'a Ca) -> Vec<Edge<'a>> {
+    certs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Edge {
+            ip: edge_ip(net, i as u8 + 1),
+            trust: ca,
+            identity: Some(c),
+        })
+        .collect()
+}
+
 /// Each edge in turn connects `attempts` times (50 ms apart) with `stack`.
 pub fn connect_all(
     stack: Stack,

@@ -74,15 +74,7 @@ pub fn healthy(stack: Stack, version: TlsVersion, net: u8) {
     let w = World::new();
     let leaf = w.cloudcore(&w.ca_a);
     let certs = w.edges(&w.ca_a, "h", EDGES);
-    let edges: Vec<Edge> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Edge {
-            ip: edge_ip(net, i as u8 + 1),
-            trust: &w.ca_a,
-            identity: Some(c),
-        })
-        .collect();
+    let edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
     let cap = w.capture("healthy");
     let s = serve(stack, w.addr(1), &leaf, Some(&w.ca_a), version, EDGES * 2);
     let res = connect_all(stack, w.addr(1), version, &edges, 2);
@@ -137,15 +129,7 @@ pub fn incident_with(
         leaf_b = with_ca(&w, leaf_b, &w.ca_b);
     }
     let certs = w.edges(&w.ca_a, "i", EDGES);
-    let edges: Vec<Edge> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Edge {
-            ip: edge_ip(net, i as u8 + 1),
-            trust: &w.ca_a,
-            identity: Some(c),
-        })
-        .collect();
+    let edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
     let cap = w.capture("incident");
     let mut before = Vec::new();
     let mut after = Vec::new();
@@ -234,15 +218,7 @@ pub fn server_rejects(server: Stack, client: Stack, version: TlsVersion, net: u8
     let w = World::new();
     let leaf_a = w.cloudcore(&w.ca_a);
     let certs = w.edges(&w.ca_a, "s", EDGES);
-    let edges: Vec<Edge> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Edge {
-            ip: edge_ip(net, i as u8 + 1),
-            trust: &w.ca_a,
-            identity: Some(c),
-        })
-        .collect();
+    let edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
     let cap = w.capture("server-rejects");
     let mut before = Vec::new();
     let mut after = Vec::new();
@@ -359,15 +335,7 @@ pub fn divergence(version: TlsVersion, net: u8) {
     let w = World::new();
     let (leaf_a, leaf_b) = (w.cloudcore(&w.ca_a), w.cloudcore(&w.ca_b));
     let certs = w.edges(&w.ca_a, "d", EDGES);
-    let edges: Vec<Edge> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Edge {
-            ip: edge_ip(net, i as u8 + 1),
-            trust: &w.ca_a,
-            identity: Some(c),
-        })
-        .collect();
+    let edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
     let certsvc = trustwatch_testkit::free_port().expect("port");
     let cap = trustwatch_testkit::capture::Capture::start(
         w.dir.path(),
@@ -591,15 +559,7 @@ pub fn one_bad_client(version: TlsVersion, net: u8) {
     let w = World::new();
     let leaf_a = w.cloudcore(&w.ca_a);
     let certs = w.edges(&w.ca_a, "b", EDGES + 1);
-    let mut edges: Vec<Edge> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Edge {
-            ip: edge_ip(net, i as u8 + 1),
-            trust: &w.ca_a,
-            identity: Some(c),
-        })
-        .collect();
+    let mut edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
     edges[EDGES].trust = &w.ca_b;
     let cap = w.capture("one-bad");
     let s = serve(
@@ -695,15 +655,7 @@ pub fn no_client_cert(server: Stack, net: u8) {
     let w = World::new();
     let leaf_a = w.cloudcore(&w.ca_a);
     let certs = w.edges(&w.ca_a, "n", K);
-    let mut edges: Vec<Edge> = certs
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Edge {
-            ip: edge_ip(net, i as u8 + 1),
-            trust: &w.ca_a,
-            identity: Some(c),
-        })
-        .collect();
+    let mut edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
     edges.push(Edge {
         ip: edge_ip(net, K as u8 + 1),
         trust: &w.ca_a,

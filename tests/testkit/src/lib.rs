@@ -26,10 +26,28 @@ pub use tempfile;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A port nobody listens on right now (bind to port 0, read it back, release it).
+/// A port nobody listens on right now, distinct from every other this process handed out.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Below the kernel's ephemeral range (32768–60999): a port handed out here can never be
+    // borrowed as a client's source port by a test running in parallel, which a port from
+    // `bind(0)` can (between this call and the server's bind, or while a server restarts).
+    // Steps of 3 leave room for the demo's three consecutive ports.
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN / 3 {
+        let port = (FIRST + NEXT.fetch_add(3, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port below the ephemeral range".into())
 }
 
 /// The workspace `target/` directory (or `CARGO_TARGET_DIR`), for built helpers and caches.

@@ -51,6 +51,8 @@ fn nums(s: &str) -> Vec<u32> {
 #[derive(Clone, Debug, Default)]
 pub struct TlsFrame {
     pub frame: u32,
+    /// tshark's TCP stream index.
+    pub stream: u32,
     pub src_port: u16,
     pub dst_port: u16,
     /// Record content types (for TLS 1.3 encrypted records, the outer type 23).
@@ -79,6 +81,7 @@ pub fn tls_frames(path: &Path) -> Result<Vec<TlsFrame>> {
             "tls.alert_message.level",
             "tls.alert_message.desc",
             "tls.handshake.certificate",
+            "tcp.stream",
         ],
     )?;
     Ok(rows
@@ -91,6 +94,7 @@ pub fn tls_frames(path: &Path) -> Result<Vec<TlsFrame>> {
             let descs = nums(col(8));
             TlsFrame {
                 frame: col(0).parse().unwrap_or(0),
+                stream: col(10).parse().unwrap_or(0),
                 src_port: col(1).parse().unwrap_or(0),
                 dst_port: col(2).parse().unwrap_or(0),
                 content_types,
@@ -115,9 +119,23 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The TLS frames of the connections made *to* `server_port`. Tests run in parallel on
+    /// loopback, so another test's client may borrow `server_port` as its ephemeral source port
+    /// (e.g. while a server restarts); such streams match the capture filter but are not ours.
     pub fn read(path: &Path, server_port: u16) -> Result<Summary> {
+        let foreign: std::collections::HashSet<u32> = fields(
+            path,
+            "tcp.flags.syn == 1 && tcp.flags.ack == 0",
+            &["tcp.stream", "tcp.dstport"],
+        )?
+        .iter()
+        .filter(|r| r.get(1).and_then(|p| p.parse::<u16>().ok()) != Some(server_port))
+        .filter_map(|r| r.first()?.parse().ok())
+        .collect();
+        let mut frames = tls_frames(path)?;
+        frames.retain(|f| !foreign.contains(&f.stream));
         Ok(Summary {
-            frames: tls_frames(path)?,
+            frames,
             server_port,
         })
     }
