@@ -30,42 +30,44 @@ fn scenario(name: &str, server: Stack, client: Stack, v: TlsVersion) -> String {
     )
 }
 
-/// A CloudCore that serves `first` (client CA `first_ca`) for `switch_after` connections, then
-/// `second` (client CA `second_ca`) for `after` more. Go switches identity in-process (as on a
-/// SIGHUP); rustls and OpenSSL restart on the same port with the other certificate.
-#[allow(clippy::too_many_arguments)]
-fn serve_switching<F: FnOnce(), G: FnOnce()>(
-    stack: Stack,
-    addr: SocketAddr,
-    version: TlsVersion,
+/// The edges of `tag` (trusting CA_A, holding CA_A certificates) connect once while the server
+/// presents `first`, then twice after it "restarts" with `second`; returns both phases' results
+/// and the capture. Go switches in place (`-switch-after`); other stacks restart on the port.
+fn switch_run(
+    w: &World,
+    (server, client, version, net): (Stack, Stack, TlsVersion, u8),
+    tag: &str,
     (first, first_ca): (&Leaf, &Ca),
     (second, second_ca): (&Leaf, &Ca),
-    (before, after): (usize, usize),
-    phase1: F,
-    phase2: G,
-) {
-    if stack == Stack::Go {
+) -> (Vec<PeerResult>, Vec<PeerResult>, PathBuf) {
+    let certs = w.edges(&w.ca_a, tag, EDGES);
+    let edges = edges_trusting(&certs, net, &w.ca_a);
+    let cap = w.capture(tag);
+    let addr = w.addr(1);
+    let (before, after);
+    if server == Stack::Go {
         let mut o = ServerOpts::new(addr, first);
         o.client_ca = Some(first_ca.cert_path.clone());
         o.max_version = Some(version);
         o.second = Some((second, second_ca.cert_path.clone()));
-        o.switch_after = before;
-        o.accept = before + after;
+        o.switch_after = EDGES;
+        o.accept = EDGES * 3;
         let s = go::server(o).expect("go server");
-        phase1();
+        before = connect_all(client, addr, version, &edges, 1);
         std::thread::sleep(Duration::from_millis(100));
-        phase2();
+        after = connect_all(client, addr, version, &edges, 2);
         let rec = s.join(Duration::from_secs(5));
         assert!(rec.iter().any(|r| r["event"] == "switch"), "{rec:?}");
     } else {
-        let s = serve(stack, addr, first, Some(first_ca), version, before);
-        phase1();
+        let s = serve(server, addr, first, Some(first_ca), version, EDGES);
+        before = connect_all(client, addr, version, &edges, 1);
         let _ = s.join();
         std::thread::sleep(Duration::from_millis(100));
-        let s = serve(stack, addr, second, Some(second_ca), version, after);
-        phase2();
+        let s = serve(server, addr, second, Some(second_ca), version, EDGES * 2);
+        after = connect_all(client, addr, version, &edges, 2);
         let _ = s.join();
     }
+    (before, after, cap.stop().expect("stop").path)
 }
 
 /// Healthy: every edge trusts the server's CA and holds a certificate the server trusts.
@@ -128,22 +130,13 @@ pub fn incident_with(
         leaf_a = with_ca(&w, leaf_a, &w.ca_a);
         leaf_b = with_ca(&w, leaf_b, &w.ca_b);
     }
-    let certs = w.edges(&w.ca_a, "i", EDGES);
-    let edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
-    let cap = w.capture("incident");
-    let mut before = Vec::new();
-    let mut after = Vec::new();
-    serve_switching(
-        server,
-        w.addr(1),
-        version,
+    let (before, after, pcap) = switch_run(
+        &w,
+        (server, client, version, net),
+        "i",
         (&leaf_a, &w.ca_a),
         (&leaf_b, &w.ca_b),
-        (EDGES, EDGES * 2),
-        || before = connect_all(client, w.addr(1), version, &edges, 1),
-        || after = connect_all(client, w.addr(1), version, &edges, 2),
     );
-    let pcap = cap.stop().expect("stop").path;
     assert!(
         before.iter().all(|r| r.ok),
         "{name}: edges trust CA_A: {before:?}"
@@ -217,22 +210,13 @@ pub fn server_rejects(server: Stack, client: Stack, version: TlsVersion, net: u8
     let name = scenario("server-rejects", server, client, version);
     let w = World::new();
     let leaf_a = w.cloudcore(&w.ca_a);
-    let certs = w.edges(&w.ca_a, "s", EDGES);
-    let edges: Vec<Edge> = edges_trusting(&certs, net, &w.ca_a);
-    let cap = w.capture("server-rejects");
-    let mut before = Vec::new();
-    let mut after = Vec::new();
-    serve_switching(
-        server,
-        w.addr(1),
-        version,
+    let (before, after, pcap) = switch_run(
+        &w,
+        (server, client, version, net),
+        "s",
         (&leaf_a, &w.ca_a),
         (&leaf_a, &w.ca_b),
-        (EDGES, EDGES * 2),
-        || before = connect_all(client, w.addr(1), version, &edges, 1),
-        || after = connect_all(client, w.addr(1), version, &edges, 2),
     );
-    let pcap = cap.stop().expect("stop").path;
     assert!(before.iter().all(|r| r.ok), "{name}: {before:?}");
     assert!(
         after.iter().all(|r| !r.ok),

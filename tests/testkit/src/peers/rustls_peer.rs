@@ -200,15 +200,9 @@ fn serve_one(cfg: Arc<ServerConfig>, tcp: TcpStream, chunk: Option<usize>) -> Pe
             return r;
         }
     };
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
-            r.error = Some(e.to_string());
-            return r;
-        }
+    if !handshake(&mut *conn, &mut tcp, &mut r) {
+        return r;
     }
-    r.handshake_ok = true;
-    r.version = version_name(conn.protocol_version());
-    r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let mut s = rustls::Stream::new(&mut conn, &mut tcp);
     let mut buf = [0u8; 64];
     let res = s
@@ -290,15 +284,9 @@ fn client_once(cfg: Arc<ClientConfig>, name: ServerName<'static>, opts: &ClientO
             return r;
         }
     };
-    while conn.is_handshaking() {
-        if let Err(e) = conn.complete_io(&mut tcp) {
-            r.error = Some(e.to_string());
-            return r;
-        }
+    if !handshake(&mut *conn, &mut tcp, &mut r) {
+        return r;
     }
-    r.handshake_ok = true;
-    r.version = version_name(conn.protocol_version());
-    r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     let mut s = rustls::Stream::new(&mut conn, &mut tcp);
     let mut buf = [0u8; 64];
     let res = s
@@ -313,4 +301,23 @@ fn client_once(cfg: Arc<ClientConfig>, name: ServerName<'static>, opts: &ClientO
     conn.send_close_notify();
     let _ = conn.complete_io(&mut tcp);
     r
+}
+
+/// Drives the handshake of either side to the end and records its result in `r`; false (with
+/// `r.error`) when it failed.
+fn handshake<D>(
+    conn: &mut rustls::ConnectionCommon<D>,
+    tcp: &mut (impl Read + Write),
+    r: &mut PeerResult,
+) -> bool {
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(tcp) {
+            r.error = Some(e.to_string());
+            return false;
+        }
+    }
+    r.handshake_ok = true;
+    r.version = version_name(conn.protocol_version());
+    r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    true
 }
