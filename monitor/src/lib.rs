@@ -10,6 +10,7 @@
 //! [`pipeline::Pipeline`] wires the stages; every source (pcap file, live libpcap, eBPF) produces the
 //! same [`capture::Packet`], and nothing downstream knows which one did.
 
+pub mod base;
 pub mod capture;
 pub mod cert;
 pub mod cli;

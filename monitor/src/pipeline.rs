@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::capture::{Packet, Timestamp};
+use crate::base::Timestamp;
+use crate::capture::Packet;
 use crate::cert::CertCache;
 use crate::config::{Limits, Services};
 use crate::decode::{self, Skip, TcpSegment};

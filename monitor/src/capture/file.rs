@@ -10,11 +10,16 @@
 //! from a [`PacketArena`] rather than allocated one by one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pcap::{Capture, Linktype, Offline, Precision};
 
-use super::{LinkType, Packet, Timestamp};
+use super::source::{
+    Backend, PacketSink, RunEnd, SinkFull, Source, SourceCounters, StopSignal, source_name,
+};
+use super::{LinkType, Packet};
+use crate::base::Timestamp;
 use crate::error::{Error, Result};
 
 /// Bytes of a pcap file header (pcapng section/interface blocks are larger; positions are estimates).
@@ -51,6 +56,8 @@ impl PacketArena {
 /// An open capture file.
 pub struct FileSource {
     path: PathBuf,
+    name: String,
+    counters: Arc<SourceCounters>,
     capture: Capture<Offline>,
     linktype: LinkType,
     raw_linktype: i32,
@@ -121,6 +128,8 @@ impl FileSource {
         };
         Ok(FileSource {
             path: path.to_path_buf(),
+            name: source_name(Backend::File, &path.display().to_string()),
+            counters: Arc::new(SourceCounters::default()),
             capture,
             linktype,
             raw_linktype,
@@ -214,6 +223,43 @@ impl FileSource {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Offline the sink is the pipeline itself: a file is read at its pace and never dropped from.
+impl Source for FileSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::File
+    }
+
+    fn counters(&self) -> Arc<SourceCounters> {
+        self.counters.clone()
+    }
+
+    fn run(&mut self, sink: &mut dyn PacketSink, stop: &StopSignal) -> Result<RunEnd> {
+        self.counters.set_up();
+        let end = loop {
+            if stop.is_stopped() {
+                break RunEnd::Stopped;
+            }
+            let Some(pkt) = self.next_packet()? else {
+                break RunEnd::Exhausted;
+            };
+            let len = pkt.data.len();
+            match sink.push(pkt) {
+                Ok(()) => self.counters.handed(len),
+                Err(SinkFull::Full) => {
+                    self.counters.count_drop(super::DropReason::QueueFull, 1);
+                }
+                Err(SinkFull::Closed) => break RunEnd::Exhausted,
+            }
+        };
+        self.counters.set_down();
+        Ok(end)
     }
 }
 

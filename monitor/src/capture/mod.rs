@@ -1,58 +1,26 @@
 //! Capture: sources that yield [`Packet`]s.
 //!
-//! Consumes files or interfaces; produces `Packet { ts, linktype, data }`. Every source meets at this
-//! type, so decode and everything after it never know where a packet came from.
+//! Consumes files or interfaces; produces `Packet { ts, linktype, data }`. Every source — a capture
+//! file ([`file`]), libpcap on an interface ([`pcap`]), the eBPF TC program — implements one
+//! interface, [`Source`], and meets at this type, so decode and everything after it never know
+//! where a packet came from. [`running`] runs live sources on threads and restarts them after
+//! errors. Adding a source: a module here, implementing [`Source`], and one arm in [`open_live`].
 
 pub mod file;
-pub mod live;
+pub mod pcap;
+pub mod running;
+pub mod source;
 
 use bytes::Bytes;
 
-/// Capture timestamp, microseconds since the Unix epoch (packet time drives every window).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp(pub i64);
+pub use source::{
+    Backend, DropReason, FlowFeedback, PacketSink, RunEnd, SinkFull, Source, SourceCounters,
+    SourceKind, StopSignal,
+};
 
-impl Timestamp {
-    pub const fn from_micros(us: i64) -> Self {
-        Timestamp(us)
-    }
-    pub const fn micros(self) -> i64 {
-        self.0
-    }
-    pub fn secs_f64(self) -> f64 {
-        self.0 as f64 / 1e6
-    }
-    /// Microseconds from `earlier` to `self` (negative when `earlier` is later).
-    pub const fn since(self, earlier: Timestamp) -> i64 {
-        self.0 - earlier.0
-    }
-
-    /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T17:49:30.123456Z` (also its `Display`).
-    pub fn rfc3339(self) -> String {
-        self.to_string()
-    }
-}
-
-impl std::fmt::Display for Timestamp {
-    /// RFC 3339 UTC with microseconds; the raw microseconds when out of range.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let nanos = i128::from(self.0) * 1000;
-        let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
-            return write!(f, "{}", self.0);
-        };
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        )
-    }
-}
+use crate::base::Timestamp;
+use crate::config::Services;
+use crate::error::Error;
 
 /// Link-layer header types we decode (values are libpcap's LINKTYPE_* numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,4 +64,40 @@ pub struct Packet {
     pub linktype: LinkType,
     /// The captured bytes (possibly shorter than the frame on the wire).
     pub data: Bytes,
+}
+
+/// What a live source needs besides its interface.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub services: Services,
+    pub pcap: pcap::PcapOptions,
+}
+
+/// The live sources of a session, and for `auto` a note on the backend chosen and why.
+pub struct Opened {
+    pub sources: Vec<Box<dyn Source>>,
+    pub note: Option<String>,
+}
+
+/// Opens the live sources for `ifaces` with backend `kind` (all or nothing: the first failure is
+/// returned and nothing runs).
+pub fn open_live(kind: SourceKind, ifaces: &[String], opts: &LiveOptions) -> Result<Opened, Error> {
+    match kind {
+        SourceKind::Ebpf => Err(Error::Capture(format!(
+            "--source ebpf: eBPF source not available in this build (use --source pcap; eBPF will need {})",
+            Backend::Ebpf.capabilities()
+        ))),
+        SourceKind::Pcap | SourceKind::Auto => {
+            let filter = pcap::bpf_filter(&opts.services);
+            let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(ifaces.len());
+            for iface in ifaces {
+                sources.push(Box::new(pcap::PcapSource::open(
+                    iface, &filter, &opts.pcap,
+                )?));
+            }
+            let note = (kind == SourceKind::Auto)
+                .then(|| "libpcap (the eBPF source is not in this build)".to_string());
+            Ok(Opened { sources, note })
+        }
+    }
 }

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use std::sync::Arc;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::capture::file::FileSource;
 use crate::detect::event::{Event, render_timeline_line};
 use crate::error::Error;

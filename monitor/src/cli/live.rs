@@ -14,13 +14,14 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::{DetectArgs, LimitArgs, TrafficArgs};
-use crate::capture::live::{
-    EBPF_CAPABILITIES, LiveCapture, LiveOptions, SourceCounters, bpf_filter,
-};
-use crate::capture::{Packet, Timestamp};
+use crate::base::Timestamp;
+use crate::capture::Packet;
+use crate::capture::pcap::PcapOptions;
+use crate::capture::running::{self, Backoff};
+use crate::capture::{DropReason, SourceCounters, SourceKind, StopSignal};
 use crate::detect::event::{Event, render_timeline_line};
 use crate::detect::{Detector, Snapshot};
 use crate::error::Error;
@@ -38,15 +39,6 @@ use crate::trust::probe::{self, ProbeLimits, ProbeResult, ProbeScheduler, ProbeT
 const TICK: Duration = Duration::from_millis(200);
 /// Longest wait for the pipeline thread to finish after a signal (the whole exit stays under 2 s).
 const FINISH_DEADLINE: Duration = Duration::from_millis(1500);
-
-/// Capture backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SourceKind {
-    /// libpcap (until the eBPF source exists).
-    Auto,
-    Pcap,
-    Ebpf,
-}
 
 /// Read-only probes of the CloudCore replicas (live only).
 #[derive(Args, Debug, Clone)]
@@ -230,15 +222,7 @@ impl Worker {
         if let Some(e) = self.write_error.take() {
             return Err(e);
         }
-        let dropped = self
-            .sources
-            .iter()
-            .map(|(_, c)| {
-                c.queue_full.load(Ordering::Relaxed)
-                    + c.kernel.load(Ordering::Relaxed)
-                    + c.interface.load(Ordering::Relaxed)
-            })
-            .sum();
+        let dropped = self.sources.iter().map(|(_, c)| c.dropped_total()).sum();
         Ok(Summary {
             packets: self.pipeline.stats().packets,
             handshakes: self.handshakes,
@@ -389,11 +373,11 @@ impl Worker {
         for (name, c) in &self.sources {
             let s = SourceState {
                 name: name.clone(),
-                running: c.running.load(Ordering::SeqCst),
-                packets: c.packets.load(Ordering::Relaxed),
-                dropped_queue_full: c.queue_full.load(Ordering::Relaxed),
-                dropped_kernel: c.kernel.load(Ordering::Relaxed),
-                dropped_interface: c.interface.load(Ordering::Relaxed),
+                running: c.running(),
+                packets: c.packets(),
+                dropped_queue_full: c.dropped(DropReason::QueueFull),
+                dropped_kernel: c.dropped(DropReason::Kernel),
+                dropped_interface: c.dropped(DropReason::Interface),
             };
             running &= s.running;
             self.metrics.capture(
@@ -440,11 +424,6 @@ async fn shutdown_signal() {
 }
 
 pub fn run(args: &LiveArgs) -> Result<i32, Error> {
-    if args.source == SourceKind::Ebpf {
-        return Err(Error::Capture(format!(
-            "--source ebpf: eBPF source not available in this build (use --source pcap; eBPF will need {EBPF_CAPABILITIES})"
-        )));
-    }
     let limits = args.limits.limits()?;
     if args.queue == 0 {
         return Err(usage("--queue must be at least 1".into()));
@@ -499,15 +478,34 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         args.ready_requires_consistent_ca,
     ));
 
-    let filter = bpf_filter(&services);
-    let opts = LiveOptions {
-        snaplen,
-        buffer_size,
-        ..LiveOptions::default()
+    let opts = crate::capture::LiveOptions {
+        services: services.clone(),
+        pcap: PcapOptions {
+            snaplen,
+            buffer_size,
+            ..PcapOptions::default()
+        },
     };
+    let crate::capture::Opened {
+        sources: opened,
+        note,
+    } = crate::capture::open_live(args.source, &args.iface, &opts)?;
+    let filter = crate::capture::pcap::bpf_filter(&services);
     let (tx, rx) = mpsc::sync_channel::<Packet>(args.queue);
-    let capture = LiveCapture::start(&args.iface, &filter, &opts, &tx)?;
+    let stop = StopSignal::new();
+    let mut capture = Vec::with_capacity(opened.len());
+    for source in opened {
+        capture.push(running::spawn(
+            source,
+            tx.clone(),
+            stop.clone(),
+            Backoff::default(),
+        )?);
+    }
     drop(tx);
+    if let (Some(note), false) = (note, args.quiet) {
+        eprintln!("trustwatch live: capture backend: {note}");
+    }
     shared.capture_running.store(true, Ordering::SeqCst);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -529,18 +527,13 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
     }
     let (probe_tx, probe_rx) = mpsc::channel();
     let probe_interval = Duration::from_secs(args.probes.probe_interval.max(1));
-    let sources = capture
-        .sources()
-        .iter()
-        .map(|s| (s.name.clone(), s.counters.clone()))
-        .collect();
     let worker = Worker {
         pipeline: Pipeline::new(services, limits),
         detector,
         metrics,
         timeline: Timeline::new(TimelineLimits::default()),
         shared: shared.clone(),
-        sources,
+        sources: Vec::new(),
         sink,
         quiet: args.quiet,
         probes: ProbeScheduler::new(targets, probe_interval, Duration::from_secs(5)),
@@ -557,6 +550,12 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         evs: Vec::new(),
         presented: HashMap::new(),
     };
+    let counters: Vec<_> = capture
+        .iter()
+        .map(|r| (r.name.clone(), r.counters.clone()))
+        .collect();
+    let mut worker = worker;
+    worker.sources = counters;
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
         .spawn(move || worker.run(&rx))
@@ -572,9 +571,9 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
 
     // Stop capturing; the pipeline thread drains the queue, finishes and returns.
     shared.capture_running.store(false, Ordering::SeqCst);
-    let errors = capture.stop();
-    for e in errors {
-        eprintln!("trustwatch: capture {e}");
+    stop.stop();
+    for r in capture {
+        r.join();
     }
     let summary = join_within(
         pipeline_thread,

@@ -20,7 +20,8 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use etherparse::{IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use crate::capture::{LinkType, Packet, Timestamp};
+use crate::base::Timestamp;
+use crate::capture::{LinkType, Packet};
 
 /// TCP flags we act on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

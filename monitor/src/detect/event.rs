@@ -10,7 +10,7 @@ use serde::ser::SerializeMap as _;
 use serde_json::{Map, Value, json};
 
 use super::classify::RejectingSide;
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::trust::{Disagreement, PresentedCa};
 
 /// Where a CA key was seen.

@@ -27,7 +27,7 @@ pub use service::{
     CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState,
 };
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::cert::Presented;
 use crate::config::Services;
 use crate::error::Error;

@@ -17,7 +17,7 @@ use super::event::{
     Recovered, Replica,
 };
 use super::{DetectConfig, DetectStats};
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::trust::{PresentedCa, TrustedReference};
 
 /// Trust state of a service.

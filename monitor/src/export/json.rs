@@ -12,7 +12,7 @@ use hashlink::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::tls::alert;

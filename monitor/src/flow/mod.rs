@@ -13,31 +13,10 @@ use std::net::SocketAddr;
 
 pub use table::FlowTable;
 
-use crate::capture::Timestamp;
+pub use crate::base::Side;
+use crate::base::Timestamp;
 use crate::decode::TcpSegment;
 use crate::stats::Stats;
-
-/// Which end of a connection sent something.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Side {
-    Client,
-    Server,
-}
-
-impl Side {
-    pub fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Server,
-            Side::Server => Side::Client,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Side::Client => "client",
-            Side::Server => "server",
-        }
-    }
-}
 
 /// The two ends of a connection, oriented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

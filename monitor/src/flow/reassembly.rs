@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::stats::Stats;
 
 use super::{Side, StreamHandler};

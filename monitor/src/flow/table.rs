@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use hashlink::LinkedHashMap;
 use hashlink::linked_hash_map::RawEntryMut;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::config::Limits;
 use crate::decode::TcpSegment;
 use crate::stats::Stats;

@@ -11,7 +11,7 @@ pub mod tracker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::cert::Presented;
 use crate::flow::Side;
 use crate::tls::{ClientHello, ServerHello, Version};

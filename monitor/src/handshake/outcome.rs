@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::flow::Side;
 use crate::tls::{Version, alert};
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::cert::{self, CertCache};
 use crate::config::Limits;
 use crate::flow::{CloseReason, Endpoints, Side, StreamHandler};

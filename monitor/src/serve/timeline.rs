@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::detect::{Class, classify};
 use crate::handshake::Connection;
 

@@ -12,7 +12,7 @@ use rustls::{RootCertStore, ServerConfig, ServerConnection};
 use sha2::{Digest as _, Sha256};
 
 use super::*;
-use crate::capture::Timestamp;
+use crate::base::Timestamp;
 use crate::detect::{CaSource, DetectConfig, Detector, DivergenceBasis, EventDetail};
 use crate::trust::testpki::{TestCa, TestLeaf};
 use crate::trust::tests::TempDir;
