@@ -2,8 +2,10 @@
 //!
 //! Nothing here depends on another module of the crate.
 
+mod counters;
 mod side;
 mod time;
 
+pub use counters::{Counter, CounterKind};
 pub use side::{PerSide, Side};
 pub use time::Timestamp;

@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use pcap::{Capture, Linktype, Offline, Precision};
@@ -63,7 +64,8 @@ pub struct FileSource {
     raw_linktype: i32,
     file_size: u64,
     record_overhead: u64,
-    position: u64,
+    /// Estimated bytes consumed, shared with a progress display.
+    position: Arc<AtomicU64>,
     packets: u64,
     truncated: bool,
     finished: bool,
@@ -135,7 +137,7 @@ impl FileSource {
             raw_linktype,
             file_size: meta.len(),
             record_overhead,
-            position: FILE_HEADER_LEN.min(meta.len()),
+            position: Arc::new(AtomicU64::new(FILE_HEADER_LEN.min(meta.len()))),
             packets: 0,
             truncated: false,
             finished: false,
@@ -152,10 +154,12 @@ impl FileSource {
             Ok(p) => {
                 let ts = timestamp_from_nanos(p.header.ts.tv_sec, p.header.ts.tv_usec);
                 self.packets += 1;
-                self.position = self
+                let pos = self
                     .position
+                    .load(Ordering::Relaxed)
                     .saturating_add(u64::from(p.header.caplen) + self.record_overhead)
                     .min(self.file_size);
+                self.position.store(pos, Ordering::Relaxed);
                 Ok(Some(Packet {
                     ts,
                     linktype: self.linktype,
@@ -188,7 +192,7 @@ impl FileSource {
 
     fn finish(&mut self) {
         self.finished = true;
-        self.position = self.file_size;
+        self.position.store(self.file_size, Ordering::Relaxed);
     }
 
     /// The decodable link type of the file's packets.
@@ -203,7 +207,12 @@ impl FileSource {
 
     /// Estimated bytes of the file consumed so far (exact at the end), for a progress bar.
     pub fn position(&self) -> u64 {
-        self.position
+        self.position.load(Ordering::Relaxed)
+    }
+
+    /// The position, readable while the source runs (for a progress display).
+    pub fn position_handle(&self) -> Arc<AtomicU64> {
+        self.position.clone()
     }
 
     /// Size of the file in bytes.

@@ -200,6 +200,14 @@ impl ServiceState {
         self.state
     }
 
+    /// The CA key `server` presents (chains, probes), if known.
+    pub fn presented_key(&self, server: SocketAddr) -> Option<Arc<str>> {
+        self.servers
+            .get(&server)
+            .and_then(|s| s.presented.as_ref())
+            .map(|p| p.key.clone())
+    }
+
     pub fn take_probe_request(&mut self) -> bool {
         std::mem::take(&mut self.probe_request)
     }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::*;
+use crate::export::text::timeline_line as render_timeline_line;
 use crate::flow::Side;
 use crate::handshake::{Alert, Outcome};
 use crate::trust::testpki::TestCa;

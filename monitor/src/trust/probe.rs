@@ -34,6 +34,15 @@ pub enum ProbeKind {
     Chain,
 }
 
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::CaEndpoint => "ca_endpoint",
+            ProbeKind::Chain => "chain",
+        }
+    }
+}
+
 /// A probe destination.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ProbeTarget {

@@ -1,4 +1,4 @@
-//! JSON Lines output: one object per connection, nested keys in Elastic Common Schema form
+//! A connection record as one JSON object, nested keys in Elastic Common Schema form
 //! (`source.ip` is `{"source":{"ip":…}}`). The field names are a contract (README, tests).
 //!
 //! A connection record is written by [`Obj`], a small writer whose keys are static identifiers
@@ -417,10 +417,4 @@ impl ConnectionWriter {
         }
         self.cipher_lists.get(ids).map_or(RawValue::NULL, |raw| raw)
     }
-}
-
-/// Writes any serializable event (detector events) as a JSON line.
-pub fn write_line(w: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, value)?;
-    w.write_all(b"\n")
 }
