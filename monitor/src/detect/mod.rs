@@ -34,7 +34,7 @@ use crate::error::Error;
 use crate::handshake::Connection;
 use crate::trust::probe::{ProbeKind, ProbeResult};
 use crate::trust::{CaIdentity, PresentedCa, TrustedReference, normalize_hex};
-use service::{Obs, ServiceState};
+use service::{Ctx, Obs, ServiceState};
 
 /// Service name of events about the stored CA itself (the mounted Secret).
 pub const SECRET_SERVICE: &str = "kubeedge/casecret";
@@ -260,21 +260,18 @@ impl Detector {
             .as_deref()
             .map(normalize_hex)
             .filter(|k| !k.is_empty());
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            reference: &self.reference,
+            stats: &mut self.stats,
+            out,
+        };
         if let Some(key) = &ca_key {
             let ca = PresentedCa {
                 key_ids: vec![key.clone()],
                 der_sha256: chain_ca_sha256(conn, key),
             };
-            svc.present(
-                conn.server,
-                ca,
-                CaSource::Passive,
-                now,
-                &self.cfg,
-                &self.reference,
-                &mut self.stats,
-                out,
-            );
+            svc.present(conn.server, ca, CaSource::Passive, now, &mut ctx);
         }
         let obs = Obs {
             t: now,
@@ -283,7 +280,7 @@ impl Detector {
             class,
             ca: ca_key.map(Arc::from),
         };
-        svc.observe(obs, &self.cfg, &mut self.stats, out);
+        svc.observe(obs, &mut ctx);
         self.record(out, start);
     }
 
@@ -299,8 +296,14 @@ impl Detector {
         {
             self.probe_clients.pop_front();
         }
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            reference: &self.reference,
+            stats: &mut self.stats,
+            out,
+        };
         for svc in self.services.values_mut() {
-            svc.tick(now, &self.cfg, out);
+            svc.tick(now, &mut ctx);
         }
         self.record(out, start);
     }
@@ -330,16 +333,13 @@ impl Detector {
             self.stats.services_dropped += 1;
             return;
         };
-        svc.present(
-            addr,
-            ca,
-            source,
-            now,
-            &self.cfg,
-            &self.reference,
-            &mut self.stats,
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            reference: &self.reference,
+            stats: &mut self.stats,
             out,
-        );
+        };
+        svc.present(addr, ca, source, now, &mut ctx);
         self.record(out, start);
     }
 
@@ -433,7 +433,13 @@ impl Detector {
             }),
         });
         for svc in self.services.values_mut() {
-            svc.recheck_reference(now, &self.cfg, &self.reference, &mut self.stats, out);
+            let mut ctx = Ctx {
+                cfg: &self.cfg,
+                reference: &self.reference,
+                stats: &mut self.stats,
+                out,
+            };
+            svc.recheck_reference(now, &mut ctx);
         }
     }
 
