@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::classify::RejectingSide;
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::trust::{Disagreement, PresentedCa};
 
 /// Where a CA key was seen.
@@ -51,7 +51,7 @@ pub enum DivergenceBasis {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Replica {
     pub address: SocketAddr,
-    pub ca_key_id: Option<String>,
+    pub ca_key_id: Option<KeyId>,
     pub ca_source: Option<CaSource>,
     pub successes: u32,
     pub cert_failures: u32,
@@ -63,9 +63,9 @@ pub struct Replica {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Collapse {
     /// The last CA key that had successful handshakes on the service.
-    pub previous_ca_key_id: Option<String>,
+    pub previous_ca_key_id: Option<KeyId>,
     /// The CA key presented now, when visible (TLS 1.2 chain or probe).
-    pub current_ca_key_id: Option<String>,
+    pub current_ca_key_id: Option<KeyId>,
     pub rejecting_side: RejectingSide,
     /// Distinct clients whose latest handshake in the window failed on certificate grounds.
     pub failing_clients: u32,
@@ -85,8 +85,8 @@ pub struct Recovered {
     #[serde(skip)]
     pub collapsed_at: Timestamp,
     /// The CA key of the successful handshakes, when visible.
-    pub ca_key_id: Option<String>,
-    pub previous_ca_key_id: Option<String>,
+    pub ca_key_id: Option<KeyId>,
+    pub previous_ca_key_id: Option<KeyId>,
     pub succeeding_clients: u32,
     pub failing_clients: u32,
 }
@@ -94,8 +94,8 @@ pub struct Recovered {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CaChange {
     pub server: Option<SocketAddr>,
-    pub previous_ca_key_id: String,
-    pub current_ca_key_id: String,
+    pub previous_ca_key_id: KeyId,
+    pub current_ca_key_id: KeyId,
     pub source: CaSource,
 }
 
@@ -106,7 +106,7 @@ pub struct Divergence {
     /// Clients that succeeded on one of the replicas and were rejected by another (outcome split).
     pub split_clients: u32,
     /// Distinct CA keys presented.
-    pub ca_key_ids: Vec<String>,
+    pub ca_key_ids: Vec<KeyId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

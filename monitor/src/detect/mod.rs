@@ -27,13 +27,13 @@ pub use service::{
     CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState,
 };
 
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::cert::Presented;
 use crate::config::Services;
 use crate::error::Error;
 use crate::handshake::Connection;
 use crate::trust::probe::{ProbeKind, ProbeResult};
-use crate::trust::{CaIdentity, PresentedCa, TrustedReference, normalize_hex};
+use crate::trust::{CaIdentity, PresentedCa, TrustedReference};
 use service::{Ctx, Obs, ServiceState};
 
 /// Service name of events about the stored CA itself (the mounted Secret).
@@ -255,11 +255,7 @@ impl Detector {
             self.stats.services_dropped += 1;
             return;
         };
-        let ca_key = conn
-            .ca_key_id
-            .as_deref()
-            .map(normalize_hex)
-            .filter(|k| !k.is_empty());
+        let ca_key = conn.ca_key_id.clone();
         let mut ctx = Ctx {
             cfg: &self.cfg,
             reference: &self.reference,
@@ -278,7 +274,7 @@ impl Detector {
             client: conn.client.ip(),
             server: conn.server,
             class,
-            ca: ca_key.map(Arc::from),
+            ca: ca_key,
         };
         svc.observe(obs, &mut ctx);
         self.record(out, start);
@@ -371,7 +367,7 @@ impl Detector {
             && services
                 .iter()
                 .flat_map(|s| &s.servers)
-                .filter_map(|s| s.presented_ca_key_id.as_deref())
+                .filter_map(|s| s.presented_ca_key_id.clone())
                 .any(|k| {
                     !self
                         .reference
@@ -389,7 +385,7 @@ impl Detector {
     }
 
     /// The CA key `server` of `service` presents (chains, probes), if known.
-    pub fn presented_key(&self, service: &str, server: SocketAddr) -> Option<Arc<str>> {
+    pub fn presented_key(&self, service: &str, server: SocketAddr) -> Option<KeyId> {
         self.services.get(service)?.presented_key(server)
     }
 
@@ -479,12 +475,9 @@ fn service_entry<'a>(
 }
 
 /// sha256 of the issuing CA's DER when the server chain carries the CA itself.
-fn chain_ca_sha256(conn: &Connection, key: &str) -> Option<String> {
+fn chain_ca_sha256(conn: &Connection, key: &KeyId) -> Option<String> {
     conn.server_chain.iter().skip(1).find_map(|p| match p {
-        Presented::Parsed(c)
-            // Key ids from the certificate stage are already lower-case hex.
-            if c.ski.as_deref() == Some(key) || c.key_sha1 == key =>
-        {
+        Presented::Parsed(c) if c.ski.as_ref() == Some(key) || c.key_sha1 == *key => {
             Some(c.sha256.clone())
         }
         _ => None,

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::base::Counter;
+use crate::base::{Counter, KeyId};
 use crate::capture::DropReason;
 use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
@@ -390,7 +390,7 @@ impl Metrics {
                     conn.ca_key_id.as_ref().or(conn.client_ca_key_id.as_ref())
                 }
             };
-            let key = key.map_or(UNKNOWN, String::as_str).to_string();
+            let key = key.map_or(UNKNOWN, KeyId::as_str).to_string();
             self.touch_key(&key);
             let labels = [service.as_str(), key.as_str()];
             self.cert_failures.with_label_values(&labels).inc();
@@ -406,7 +406,7 @@ impl Metrics {
             let Some(key) = key else { continue };
             self.touch_key(key);
             if role == "server" {
-                self.issuers.insert(key.clone(), leaf.issuer.clone());
+                self.issuers.insert(key.to_string(), leaf.issuer.clone());
             }
             let labels = [service.as_str(), role, key.as_str()];
             self.cert_not_after
@@ -491,7 +491,7 @@ impl Metrics {
                 .with_label_values(&[source, ca.key_id.as_str()])
                 .set(1);
             self.issuers
-                .entry(ca.key_id.clone())
+                .entry(ca.key_id.to_string())
                 .or_insert_with(|| ca.subject.clone());
         }
     }
@@ -509,7 +509,7 @@ impl Metrics {
             let keys: BTreeSet<String> = svc
                 .servers
                 .iter()
-                .filter_map(|s| s.presented_ca_key_id.clone())
+                .filter_map(|s| s.presented_ca_key_id.as_ref().map(KeyId::to_string))
                 .collect();
             self.ca_divergence
                 .with_label_values(&[&service])

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::base::{Counter, CounterKind};
+use crate::base::{Counter, CounterKind, KeyId};
 use crate::cert::Presented;
 use crate::detect::{DetectStats, Event};
 use crate::export::text::timeline_line;
@@ -40,7 +40,7 @@ struct Service {
     versions: BTreeMap<String, u64>,
     /// (sender, plaintext code or None for encrypted) → count
     alerts: BTreeMap<(&'static str, Option<u8>), u64>,
-    ca_keys: BTreeMap<String, CaKey>,
+    ca_keys: BTreeMap<KeyId, CaKey>,
     other_keys: u64,
     failing_clients: BTreeMap<IpAddr, u64>,
     other_clients: u64,

@@ -6,14 +6,14 @@
 
 use std::fmt::Write as _;
 
+use crate::base::KeyId;
 use crate::detect::{DivergenceBasis, Event, EventDetail};
 
 /// Human-readable evidence for an event, one sentence.
 pub fn evidence(e: &Event) -> String {
-    let key = |k: &Option<String>| {
-        k.as_deref()
-            .map_or_else(|| "unknown".to_string(), short_key)
-    };
+    fn key(k: &Option<KeyId>) -> &str {
+        k.as_ref().map_or("unknown", KeyId::short)
+    }
     match &e.detail {
         EventDetail::TrustCollapse(c) => format!(
             "{} distinct clients failed on certificate grounds ({} rejecting) in the window, {:.0}% of active clients; \
@@ -36,8 +36,8 @@ pub fn evidence(e: &Event) -> String {
             "{} now presents CA key {} (was {}), seen by {}",
             c.server
                 .map_or_else(|| "the stored CA".to_string(), |s| s.to_string()),
-            short_key(&c.current_ca_key_id),
-            short_key(&c.previous_ca_key_id),
+            c.current_ca_key_id.short(),
+            c.previous_ca_key_id.short(),
             c.source.as_str()
         ),
         EventDetail::CaDivergence(d) => {
@@ -69,7 +69,7 @@ pub fn evidence(e: &Event) -> String {
                 .der_sha256
                 .as_ref()
                 .map(|h| format!("sha256:{}", &h[..h.len().min(16)]))
-                .or_else(|| i.presented.key_ids.first().map(|k| short_key(k)))
+                .or_else(|| i.presented.key_ids.first().map(|k| k.short().to_string()))
                 .unwrap_or_else(|| "unknown".into());
             let srcs: Vec<&str> = i.disagreements.iter().map(|d| d.source.as_str()).collect();
             format!(
@@ -81,10 +81,6 @@ pub fn evidence(e: &Event) -> String {
             )
         }
     }
-}
-
-fn short_key(k: &str) -> String {
-    k.chars().take(16).collect()
 }
 
 /// One line for the trust timeline: `<time> <service> <EVENT> <evidence>`.

@@ -6,13 +6,12 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::window::Obs;
 use super::{Ctx, ServiceState};
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::detect::classify::Class;
 use crate::detect::event::{Collapse, EventDetail, Recovered};
 
@@ -35,12 +34,12 @@ pub(super) struct TrustMachine {
     pub since: Option<Timestamp>,
     collapsed_at: Option<Timestamp>,
     /// The last CA key with successes when the collapse began.
-    collapse_prev_ca: Option<Arc<str>>,
+    collapse_prev_ca: Option<KeyId>,
     /// Clients that succeeded since the collapse.
     ok_since_collapse: HashSet<IpAddr>,
     /// The CA key of the latest success / certificate failure (when known).
-    pub last_good_ca: Option<Arc<str>>,
-    last_fail_ca: Option<Arc<str>>,
+    pub last_good_ca: Option<KeyId>,
+    last_fail_ca: Option<KeyId>,
     last_fail_server: Option<SocketAddr>,
     /// Failures started since the last probe request was taken.
     pub probe_request: bool,
@@ -121,8 +120,8 @@ impl ServiceState {
                     now,
                     EventDetail::TrustRecovered(Recovered {
                         collapsed_at: t.collapsed_at.unwrap_or(now),
-                        ca_key_id: t.last_good_ca.as_deref().map(str::to_string),
-                        previous_ca_key_id: t.collapse_prev_ca.as_deref().map(str::to_string),
+                        ca_key_id: t.last_good_ca.clone(),
+                        previous_ca_key_id: t.collapse_prev_ca.clone(),
                         succeeding_clients: w.n_succeeding,
                         failing_clients: w.n_failing,
                     }),
@@ -164,8 +163,8 @@ impl ServiceState {
         self.event(
             now,
             EventDetail::TrustCollapse(Collapse {
-                previous_ca_key_id: self.trust.last_good_ca.as_deref().map(str::to_string),
-                current_ca_key_id: current.as_deref().map(str::to_string),
+                previous_ca_key_id: self.trust.last_good_ca.clone(),
+                current_ca_key_id: current,
                 rejecting_side: w.rejecters.side(),
                 failing_clients: w.n_failing,
                 succeeding_clients: w.n_succeeding,

@@ -9,11 +9,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use super::servers::{MAX_REPLACED, PresentedKey, same_ca};
 use super::{Ctx, ServiceState};
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::detect::DetectConfig;
 use crate::detect::event::{CaChange, CaSource, Divergence, DivergenceBasis, EventDetail, Replica};
 use crate::trust::PresentedCa;
@@ -22,7 +21,7 @@ use crate::trust::PresentedCa;
 #[derive(Debug, Default)]
 pub(super) struct DivergenceState {
     /// The key set of the divergence last reported (None when the replicas agree).
-    pub keys: Option<Vec<Arc<str>>>,
+    pub keys: Option<Vec<KeyId>>,
     /// An outcome-split divergence is reported and its evidence still holds.
     pub split_active: bool,
 }
@@ -38,8 +37,8 @@ struct SplitEvidence {
     bad_clients: HashMap<SocketAddr, u32>,
 }
 
-fn distinct_keys(replicas: &[Replica]) -> Vec<String> {
-    let set: BTreeSet<String> = replicas
+fn distinct_keys(replicas: &[Replica]) -> Vec<KeyId> {
+    let set: BTreeSet<KeyId> = replicas
         .iter()
         .filter_map(|r| r.ca_key_id.clone())
         .collect();
@@ -144,7 +143,7 @@ impl ServiceState {
         };
         Replica {
             address: addr,
-            ca_key_id: p.map(|p| p.key.to_string()),
+            ca_key_id: p.map(|p| p.key.clone()),
             ca_source: p.map(|p| p.source),
             successes: s.map_or(0, |s| s.counts.successes),
             cert_failures: s.map_or(0, |s| s.counts.cert_failures),
@@ -162,7 +161,7 @@ impl ServiceState {
         now: Timestamp,
         ctx: &mut Ctx<'_>,
     ) {
-        let Some(key) = ca.key_ids.first().map(|k| Arc::<str>::from(k.as_str())) else {
+        let Some(key) = ca.key_ids.first().cloned() else {
             return;
         };
         if !self.servers.contains(&server) && !self.servers.make_room(ctx.cfg.limits.max_servers) {
@@ -211,7 +210,7 @@ impl ServiceState {
                                 basis: DivergenceBasis::Alternating,
                                 replicas: vec![replica],
                                 split_clients: 0,
-                                ca_key_ids: keys.iter().map(|k| k.to_string()).collect(),
+                                ca_key_ids: keys.clone(),
                             }),
                         ));
                     }
@@ -220,8 +219,8 @@ impl ServiceState {
                         now,
                         EventDetail::CaChanged(CaChange {
                             server: Some(server),
-                            previous_ca_key_id: prev_key.to_string(),
-                            current_ca_key_id: key.to_string(),
+                            previous_ca_key_id: prev_key,
+                            current_ca_key_id: key,
                             source,
                         }),
                     ));
@@ -260,7 +259,7 @@ impl ServiceState {
             }
             return;
         }
-        let mut keys: Vec<Arc<str>> = groups.iter().map(|g| g.key.clone()).collect();
+        let mut keys: Vec<KeyId> = groups.iter().map(|g| g.key.clone()).collect();
         keys.sort();
         if self.divergence.keys.as_ref() == Some(&keys) {
             return;
@@ -277,7 +276,7 @@ impl ServiceState {
                 basis: DivergenceBasis::PresentedKeys,
                 replicas,
                 split_clients: 0,
-                ca_key_ids: keys.iter().map(|k| k.to_string()).collect(),
+                ca_key_ids: keys.clone(),
             }),
         ));
     }

@@ -33,7 +33,7 @@ pub(crate) use window::Obs;
 
 use super::event::{Event, EventDetail};
 use super::{DetectConfig, DetectStats};
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::trust::TrustedReference;
 use collapse::TrustMachine;
 use divergence::DivergenceState;
@@ -59,8 +59,8 @@ pub(crate) struct ServiceState {
     servers: Servers,
     trust: TrustMachine,
     divergence: DivergenceState,
-    /// (server, key[/sha256]) already reported as inconsistent with the reference.
-    inconsistent_seen: HashSet<(Option<SocketAddr>, Arc<str>)>,
+    /// (server, key, sha256 of the CA when seen) already reported as inconsistent.
+    inconsistent_seen: HashSet<(Option<SocketAddr>, KeyId, Option<String>)>,
 }
 
 impl ServiceState {
@@ -81,7 +81,7 @@ impl ServiceState {
     }
 
     /// The CA key `server` presents (chains, probes), if known.
-    pub fn presented_key(&self, server: SocketAddr) -> Option<Arc<str>> {
+    pub fn presented_key(&self, server: SocketAddr) -> Option<KeyId> {
         self.servers
             .get(&server)
             .and_then(|s| s.presented.as_ref())

@@ -5,11 +5,10 @@
 //! once per (server, CA) — and again for everything presented when the reference changes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use super::servers::PresentedKey;
 use super::{Ctx, ServiceState};
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::detect::event::{CaSource, EventDetail, Inconsistent};
 use crate::trust::PresentedCa;
 
@@ -18,7 +17,7 @@ impl ServiceState {
     pub fn check_reference(
         &mut self,
         server: Option<SocketAddr>,
-        key: &Arc<str>,
+        key: &KeyId,
         ca: &PresentedCa,
         source: CaSource,
         now: Timestamp,
@@ -27,20 +26,13 @@ impl ServiceState {
         if ctx.reference.is_empty() {
             return;
         }
-        let id = (server, key.clone());
-        // A hash-only reference can compare a DER-bearing sighting later: key on the hash too.
-        if ca.der_sha256.is_none() && self.inconsistent_seen.contains(&id) {
+        // A hash-only reference can compare a DER-bearing sighting later: keyed on the hash too.
+        let id = (server, key.clone(), ca.der_sha256.clone());
+        if self.inconsistent_seen.contains(&id) {
             return;
         }
         let disagreements = ctx.reference.check(ca);
         if disagreements.is_empty() {
-            return;
-        }
-        let id = match &ca.der_sha256 {
-            Some(h) => (server, Arc::<str>::from(format!("{key}/{h}"))),
-            None => id,
-        };
-        if self.inconsistent_seen.contains(&id) {
             return;
         }
         let limits = &ctx.cfg.limits;

@@ -5,17 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use super::window::Counts;
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::detect::event::CaSource;
 use crate::trust::PresentedCa;
 
 /// The CA key a server address presents.
 #[derive(Clone, Debug)]
 pub(super) struct PresentedKey {
-    pub key: Arc<str>,
+    pub key: KeyId,
     pub ca: PresentedCa,
     pub source: CaSource,
     pub last_seen: Timestamp,

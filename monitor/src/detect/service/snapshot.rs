@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::window::Counts;
 use super::{ServiceState, TrustState};
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::detect::DetectConfig;
 use crate::detect::classify::RejectingSide;
 use crate::detect::event::CaSource;
@@ -22,7 +22,7 @@ pub struct ClientSnapshot {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CaKeySnapshot {
-    pub ca_key_id: String,
+    pub ca_key_id: KeyId,
     pub successes: u32,
     pub failures: u32,
 }
@@ -30,7 +30,7 @@ pub struct CaKeySnapshot {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ServerSnapshot {
     pub address: SocketAddr,
-    pub presented_ca_key_id: Option<String>,
+    pub presented_ca_key_id: Option<KeyId>,
     pub presented_source: Option<CaSource>,
     pub presented_seen: Option<String>,
     pub window: Counts,
@@ -49,13 +49,13 @@ pub struct ServiceSnapshot {
     /// Up to `max_listed_clients` failing clients.
     pub failing_client_list: Vec<ClientSnapshot>,
     pub rejecting_side: RejectingSide,
-    pub last_good_ca_key_id: Option<String>,
+    pub last_good_ca_key_id: Option<KeyId>,
     /// CA keys seen in the window with their success / certificate-failure counts.
     pub ca_keys: Vec<CaKeySnapshot>,
     /// CA presented per server address, with that address's window counts.
     pub servers: Vec<ServerSnapshot>,
     /// Non-empty while replicas present different CA keys.
-    pub divergent_ca_key_ids: Vec<String>,
+    pub divergent_ca_key_ids: Vec<KeyId>,
 }
 
 impl ServiceState {
@@ -82,12 +82,12 @@ impl ServiceState {
             succeeding_clients: w.n_succeeding,
             failing_client_list: failing,
             rejecting_side: w.rejecters.side(),
-            last_good_ca_key_id: self.trust.last_good_ca.as_deref().map(str::to_string),
+            last_good_ca_key_id: self.trust.last_good_ca.clone(),
             ca_keys: w
                 .ca_keys
                 .iter()
                 .map(|(k, c)| CaKeySnapshot {
-                    ca_key_id: k.to_string(),
+                    ca_key_id: k.clone(),
                     successes: c.successes,
                     failures: c.cert_failures,
                 })
@@ -97,7 +97,7 @@ impl ServiceState {
                 .iter()
                 .map(|(a, s)| ServerSnapshot {
                     address: *a,
-                    presented_ca_key_id: s.presented.as_ref().map(|p| p.key.to_string()),
+                    presented_ca_key_id: s.presented.as_ref().map(|p| p.key.clone()),
                     presented_source: s.presented.as_ref().map(|p| p.source),
                     presented_seen: s.presented.as_ref().map(|p| p.last_seen.rfc3339()),
                     window: s.counts,
@@ -109,7 +109,7 @@ impl ServiceState {
                 .as_ref()
                 .map(|k| {
                     k.iter()
-                        .map(|k| k.to_string())
+                        .cloned()
                         .collect::<BTreeSet<_>>()
                         .into_iter()
                         .collect()

@@ -8,12 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::servers::Servers;
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::detect::classify::{Class, RejectingSide};
 
 /// One connection as the window keeps it.
@@ -23,7 +22,7 @@ pub(crate) struct Obs {
     pub client: IpAddr,
     pub server: SocketAddr,
     pub class: Class,
-    pub ca: Option<Arc<str>>,
+    pub ca: Option<KeyId>,
 }
 
 /// Handshake counts.
@@ -133,7 +132,7 @@ pub(super) struct Window {
     /// Clients whose latest verdict is a certificate failure / a success.
     pub n_failing: u32,
     pub n_succeeding: u32,
-    pub ca_keys: BTreeMap<Arc<str>, Counts>,
+    pub ca_keys: BTreeMap<KeyId, Counts>,
     pub counts: Counts,
     pub rejecters: Rejecters,
 }
