@@ -74,8 +74,8 @@ fn conn(t: f64, client: SocketAddr, server: &str, how: How, ca: Option<&str>) ->
         evidence: String::new(),
         ca_key_id: ca.map(|k| KeyId::parse(k).expect("hex key id")),
         client_ca_key_id: None,
-        app_records: (0, 0),
-        gap_bytes: (0, 0),
+        app_records: Default::default(),
+        gap_bytes: Default::default(),
     }
 }
 

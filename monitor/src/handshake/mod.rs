@@ -11,7 +11,7 @@ pub mod tracker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::base::{KeyId, Timestamp};
+use crate::base::{KeyId, PerSide, Timestamp};
 use crate::cert::Presented;
 use crate::flow::Side;
 use crate::tls::{ClientHello, ServerHello, Version};
@@ -95,9 +95,9 @@ pub struct Connection {
     /// The key of the CA that issued the client leaf.
     pub client_ca_key_id: Option<KeyId>,
     /// Application data records seen per direction (client, server).
-    pub app_records: (u32, u32),
+    pub app_records: PerSide<u32>,
     /// Stream bytes lost to gaps during the handshake (client, server).
-    pub gap_bytes: (u64, u64),
+    pub gap_bytes: PerSide<u64>,
 }
 
 impl Connection {
