@@ -585,6 +585,31 @@ mod tests {
         );
     }
 
+    /// Everything the summary counts is on `/metrics`, and documented.
+    #[test]
+    fn every_declared_counter_is_registered_and_documented() {
+        let m = Metrics::new(MetricsLimits::default()).unwrap();
+        let t = text(&m);
+        let readme = include_str!("../../../README.md");
+        for c in Stats::COUNTERS.iter().chain(DetectStats::COUNTERS) {
+            assert!(
+                t.contains(&format!("# TYPE {} counter", c.metric)),
+                "{}",
+                c.metric
+            );
+            assert!(
+                t.contains(&format!("# HELP {} {}", c.metric, c.help)),
+                "{}",
+                c.metric
+            );
+            assert!(
+                readme.contains(&format!("`{}`", c.metric)),
+                "README lacks {}",
+                c.metric
+            );
+        }
+    }
+
     #[test]
     fn services_are_capped() {
         let mut m = Metrics::new(MetricsLimits {
