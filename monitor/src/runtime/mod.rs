@@ -32,7 +32,7 @@ pub mod sinks;
 use std::io;
 use std::sync::Arc;
 
-pub use probes::{ProbeStatus, Probes};
+pub use probes::Probes;
 pub use sink::{Seen, Sink, SourceView, View};
 
 use crate::base::Timestamp;
