@@ -101,7 +101,9 @@ impl FromStr for Services {
 /// Bounds on the packet path; every one is a flag and every drop it causes is counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes buffered per direction until the handshake is decided (out-of-order data included).
+    /// Bytes buffered per direction until the handshake is decided: out-of-order data, a record
+    /// cut by a segment boundary, a handshake message spanning records (a 300 KB certificate
+    /// chain must fit).
     pub handshake_window: usize,
     /// Concurrent flows; beyond it the least recently active flow is evicted.
     pub max_flows: usize,
@@ -111,17 +113,75 @@ pub struct Limits {
     pub cert_cache: usize,
     /// Certificates kept per chain in a connection record.
     pub max_chain_len: usize,
+    /// Memory for flows and their buffers (part of `--memory-limit`); beyond it the least useful
+    /// flows are shed.
+    pub flow_memory: usize,
+    /// Memory for parsed certificates (part of `--memory-limit`).
+    pub cert_memory: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            handshake_window: 64 * 1024,
+            handshake_window: 512 * 1024,
             max_flows: 100_000,
             idle_timeout_us: 120 * 1_000_000,
             cert_cache: 10_000,
             max_chain_len: 16,
+            flow_memory: MemoryLimit::DEFAULT.flows(),
+            cert_memory: MemoryLimit::DEFAULT.certificates(),
         }
+    }
+}
+
+/// `--memory-limit`: one budget for the state the packet path keeps, split between flows (with
+/// their reassembly and record buffers), parsed certificates and the detector. Sized so that a
+/// monitor under hostile traffic stays well inside a 512 MiB pod (see the README).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryLimit(pub usize);
+
+impl MemoryLimit {
+    pub const DEFAULT: MemoryLimit = MemoryLimit(160 << 20);
+
+    /// Flows and their buffers: five eighths.
+    pub const fn flows(self) -> usize {
+        self.0 / 8 * 5
+    }
+    /// Parsed certificates: one eighth.
+    pub const fn certificates(self) -> usize {
+        self.0 / 8
+    }
+    /// Detector state: a quarter.
+    pub const fn detector(self) -> usize {
+        self.0 / 4
+    }
+}
+
+impl FromStr for MemoryLimit {
+    type Err = String;
+
+    /// `160MiB`, `512M`, `1G`, `1048576`: binary units (k, m, g with or without `iB`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: usize = num
+            .parse()
+            .map_err(|_| format!("'{s}' is not a size (e.g. 160MiB)"))?;
+        let shift = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 0,
+            "k" | "kb" | "kib" => 10,
+            "m" | "mb" | "mib" => 20,
+            "g" | "gb" | "gib" => 30,
+            other => return Err(format!("unknown size unit '{other}' (use KiB, MiB or GiB)")),
+        };
+        let bytes = n
+            .checked_mul(1usize << shift)
+            .ok_or_else(|| format!("'{s}' is too large"))?;
+        if bytes < 16 << 20 {
+            return Err("must be at least 16MiB".into());
+        }
+        Ok(MemoryLimit(bytes))
     }
 }
 

@@ -20,6 +20,8 @@ use crate::tls::record::looks_like_tls_start;
 
 /// How often (packet time) idle flows are swept.
 const EXPIRE_EVERY_US: i64 = 1_000_000;
+/// Flows closed (expired, drained) before they are finalized: a burst never holds them all.
+const CLOSE_BATCH: usize = 256;
 
 /// Opens a [`Tracker`] for segments that belong to a watched service.
 struct Factory {
@@ -81,7 +83,7 @@ impl Pipeline {
         Pipeline {
             table: FlowTable::new(&limits),
             ctx: TrackerCtx {
-                certs: CertCache::new(limits.cert_cache),
+                certs: CertCache::new(limits.cert_cache, limits.cert_memory),
                 stats: Stats::default(),
             },
             factory: Factory {
@@ -119,7 +121,8 @@ impl Pipeline {
         match self.next_expire {
             Some(at) if pkt.ts < at => {}
             _ => {
-                self.table.expire(pkt.ts, &mut self.ctx, &mut self.closed);
+                self.flush_closed(out);
+                self.expire(pkt.ts, out);
                 self.next_expire = Some(Timestamp(pkt.ts.0.saturating_add(EXPIRE_EVERY_US)));
             }
         }
@@ -128,13 +131,27 @@ impl Pipeline {
 
     /// Advances packet time without a packet (live capture on a quiet link).
     pub fn tick(&mut self, now: Timestamp, out: &mut impl FnMut(Connection)) {
-        self.table.expire(now, &mut self.ctx, &mut self.closed);
+        self.expire(now, out);
+    }
+
+    fn expire(&mut self, now: Timestamp, out: &mut impl FnMut(Connection)) {
+        while self
+            .table
+            .expire(now, CLOSE_BATCH, &mut self.ctx, &mut self.closed)
+            == CLOSE_BATCH
+        {
+            self.flush_closed(out);
+        }
         self.flush_closed(out);
     }
 
     /// Ends the capture: every open flow is finalized.
     pub fn finish(&mut self, out: &mut impl FnMut(Connection)) {
-        self.table.drain(&mut self.ctx, &mut self.closed);
+        while !self.table.is_empty() {
+            self.table
+                .drain(CLOSE_BATCH, &mut self.ctx, &mut self.closed);
+            self.flush_closed(out);
+        }
         self.flush_closed(out);
     }
 

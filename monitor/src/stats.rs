@@ -25,6 +25,8 @@ crate::counters! {
             "Segments of flows that were not opened (unwatched port, mid-stream without a TLS record start).";
         flows_evicted: Loss, "trustwatch_flows_evicted_total", "flows evicted",
             "Flows evicted because the flow table was full (--max-flows).";
+        flows_shed: Loss, "trustwatch_flows_shed_total", "flows shed for --memory-limit",
+            "Flows closed early to keep flows and their buffers within --memory-limit (those worth least first).";
         flows_timed_out: Volume, "trustwatch_flows_timed_out_total", "flows timed out",
             "Flows closed by the idle timeout (--idle-timeout).";
         reassembly_gaps: Loss, "trustwatch_reassembly_gaps_total", "reassembly gaps",

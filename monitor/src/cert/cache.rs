@@ -2,7 +2,8 @@
 //!
 //! Consumes DER slices; produces [`Presented`] values (an `Arc` clone on a hit). Keyed by the DER
 //! itself in an LRU map (foldhash over the bytes, equality by comparison), bounded by a number of
-//! entries; DER larger than [`MAX_CACHED_DER`] is parsed every time rather than kept.
+//! entries and by bytes (the DER, the parsed fields and their JSON rendering, estimated when an
+//! entry is added); DER larger than [`MAX_CACHED_DER`] is parsed every time rather than kept.
 
 use hashlink::LruCache;
 
@@ -26,8 +27,27 @@ pub struct CertCounters {
 
 /// Parsed certificates by DER, least recently used evicted first.
 pub struct CertCache {
-    map: LruCache<Box<[u8]>, Presented>,
+    map: LruCache<Box<[u8]>, (Presented, usize)>,
     counters: CertCounters,
+    /// Bytes charged for the entries, at most `max_bytes`.
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// What an entry costs: its DER twice (the key, and the parsed copy's hashes and names are of the
+/// same order), the parsed fields, and room for the JSON rendering of those fields.
+fn entry_cost(der: &[u8], p: &Presented) -> usize {
+    let fields = match p {
+        Presented::Parsed(c) => {
+            std::mem::size_of::<super::CertInfo>()
+                + c.subject.len()
+                + c.issuer.len()
+                + c.sans.iter().map(|s| s.len() + 24).sum::<usize>()
+                + 256
+        }
+        Presented::Malformed { .. } => 128,
+    };
+    der.len() + 2 * fields + 64
 }
 
 impl std::fmt::Debug for CertCache {
@@ -40,25 +60,44 @@ impl std::fmt::Debug for CertCache {
 }
 
 impl CertCache {
-    /// A cache holding at most `capacity` (≥ 1) distinct certificates.
-    pub fn new(capacity: usize) -> Self {
+    /// A cache holding at most `capacity` (≥ 1) distinct certificates and `max_bytes` of them.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         CertCache {
             map: LruCache::new(capacity.max(1)),
             counters: CertCounters::default(),
+            bytes: 0,
+            max_bytes,
         }
+    }
+
+    /// Bytes charged for the cached certificates.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The parsed form of `der`, from the cache or parsed now. Counts into the cache's own
     /// counters (see [`CertCache::take_counters`]) so it can be called while `Stats` is borrowed.
     pub fn get(&mut self, der: &[u8]) -> Presented {
         self.counters.certificates += 1;
-        let presented = if let Some(p) = self.map.get(der) {
+        let presented = if let Some((p, _)) = self.map.get(der) {
             self.counters.hits += 1;
             p.clone()
         } else {
             let p = parse(der);
-            if der.len() <= MAX_CACHED_DER {
-                self.map.insert(der.into(), p.clone());
+            let cost = entry_cost(der, &p);
+            if der.len() <= MAX_CACHED_DER && cost <= self.max_bytes {
+                while self.bytes + cost > self.max_bytes
+                    && let Some((_, (_, c))) = self.map.remove_lru()
+                {
+                    self.bytes -= c;
+                }
+                if self.map.len() == self.map.capacity()
+                    && let Some((_, (_, c))) = self.map.remove_lru()
+                {
+                    self.bytes -= c;
+                }
+                self.bytes += cost;
+                self.map.insert(der.into(), (p.clone(), cost));
             }
             p
         };

@@ -167,7 +167,7 @@ fn cache_hits_share_the_parse_and_evict_lru() {
     let (ca_der, ca_p, ca_key) = kubeedge_ca();
     let (l1, _) = leaf(&ca_p, &ca_key, "a", true);
     let (l2, _) = leaf(&ca_p, &ca_key, "b", true);
-    let mut cache = CertCache::new(2);
+    let mut cache = CertCache::new(2, usize::MAX);
     let first = info(cache.get(&ca_der));
     let again = info(cache.get(&ca_der));
     assert!(Arc::ptr_eq(&first, &again));
@@ -211,7 +211,7 @@ macro_rules! testdata {
 /// The certificate chains in a captured flight, parsed through the cache.
 fn chains(bytes: &[u8]) -> Vec<Vec<Presented>> {
     let mut stats = Stats::default();
-    let mut cache = CertCache::new(100);
+    let mut cache = CertCache::new(100, usize::MAX);
     let mut out = Vec::new();
     RecordStream::new(64 * 1024).feed(bytes, &mut stats, &mut |e| {
         if let TlsEvent::Certificate { certs, .. } = e {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Limits, Services};
+use crate::config::{Limits, MemoryLimit, Services};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +81,10 @@ pub struct LimitArgs {
     /// Certificates kept per presented chain.
     #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = Limits::default().max_chain_len)]
     pub max_chain: usize,
+    /// Memory for the state the packet path keeps (flows and buffers 5/8, certificates 1/8,
+    /// detector 1/4); beyond it the least useful state is shed and counted.
+    #[arg(long, value_name = "SIZE", default_value = "160MiB")]
+    pub memory_limit: MemoryLimit,
 }
 
 impl LimitArgs {
@@ -93,6 +97,8 @@ impl LimitArgs {
                 .saturating_mul(1_000_000),
             cert_cache: self.cert_cache,
             max_chain_len: self.max_chain,
+            flow_memory: self.memory_limit.flows(),
+            cert_memory: self.memory_limit.certificates(),
         }
     }
 }

@@ -54,6 +54,26 @@ pub trait StreamHandler {
     /// False once the handler needs no more payload: the table then skips reassembly for the flow
     /// (the fast path for bulk application data) but still tracks FIN/RST and idleness.
     fn wants_data(&self) -> bool;
+    /// Heap memory the handler holds (buffers, parsed messages), for the memory budget.
+    fn heap_bytes(&self) -> usize {
+        0
+    }
+    /// How much is lost if the flow is shed to stay within the memory budget: flows that never
+    /// showed anything useful go first.
+    fn worth(&self) -> Worth {
+        Worth::InProgress
+    }
+}
+
+/// What a flow is worth keeping, least first (see [`StreamHandler::worth`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Worth {
+    /// Nothing useful seen yet (a SYN, bytes that are not a hello).
+    Nothing,
+    /// Already reported; kept only to see it close.
+    Reported,
+    /// A handshake in progress.
+    InProgress,
 }
 
 /// Decides whether a segment that matches no flow opens one, and with which handler.

@@ -6,7 +6,7 @@
 //! stream offsets relative to the next expected byte (32-bit wrapping arithmetic), so wraparound
 //! near 2^32 and streams longer than 4 GiB need no special cases.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -68,14 +68,137 @@ impl Cursor {
     }
 }
 
+/// Out-of-order bytes waiting for the hole before them: one buffer covering stream offsets
+/// `[base, base + buf.len())` and the ranges of it that hold data (sorted, disjoint, never
+/// adjacent). Memory follows the span held, never the number of segments: a thousand one-byte
+/// segments cost a thousand bytes and at most one range each.
+#[derive(Debug, Default)]
+struct Held {
+    base: u64,
+    buf: Vec<u8>,
+    ranges: VecDeque<(u64, u64)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn first(&self) -> Option<u64> {
+        self.ranges.front().map(|r| r.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.buf.capacity() + self.ranges.capacity() * std::mem::size_of::<(u64, u64)>()
+    }
+
+    /// From the first held byte to the last, were `[start, end)` held too.
+    fn span_with(&self, start: u64, end: u64) -> u64 {
+        match (self.ranges.front(), self.ranges.back()) {
+            (Some(f), Some(l)) => end.max(l.1) - start.min(f.0),
+            _ => end - start,
+        }
+    }
+
+    /// Stores `data` at stream offset `start`: bytes already held win, and held bytes that
+    /// differ from the new copy are returned as the conflict count.
+    fn put(&mut self, start: u64, data: &[u8]) -> u64 {
+        if self.ranges.is_empty() {
+            self.base = start;
+            self.buf.clear();
+        } else if start < self.base {
+            let shift = (self.base - start) as usize;
+            self.buf.splice(0..0, std::iter::repeat_n(0, shift));
+            self.base = start;
+        }
+        let end = start + data.len() as u64;
+        let need = (end - self.base) as usize;
+        if self.buf.len() < need {
+            self.buf.resize(need, 0);
+        }
+        let mut conflicts = 0;
+        let mut at = start;
+        let mut i = self.ranges.partition_point(|r| r.1 <= start);
+        while at < end {
+            let (copy_to, held) = match self.ranges.get(i) {
+                Some(&(rs, re)) if rs < end => (rs.max(at), Some((rs.max(at), re.min(end)))),
+                _ => (end, None),
+            };
+            if copy_to > at {
+                let (b, d) = ((at - self.base) as usize, (at - start) as usize);
+                let n = (copy_to - at) as usize;
+                if let (Some(dst), Some(src)) = (self.buf.get_mut(b..b + n), data.get(d..d + n)) {
+                    dst.copy_from_slice(src);
+                }
+                self.bytes += n;
+            }
+            let Some((os, oe)) = held else { break };
+            conflicts += differing(
+                self.buf
+                    .get((os - self.base) as usize..(oe - self.base) as usize),
+                data.get((os - start) as usize..(oe - start) as usize),
+            );
+            at = oe;
+            i += 1;
+        }
+        // The union of [start, end) with every range it overlaps or touches.
+        let lo = self.ranges.partition_point(|r| r.1 < start);
+        let hi = self.ranges.partition_point(|r| r.0 <= end);
+        let (mut s, mut e) = (start, end);
+        if let (Some(f), Some(l)) = (
+            self.ranges.get(lo),
+            hi.checked_sub(1).and_then(|h| self.ranges.get(h)),
+        ) && lo < hi
+        {
+            s = s.min(f.0);
+            e = e.max(l.1);
+        }
+        self.ranges.drain(lo..hi.max(lo));
+        self.ranges.insert(lo, (s, e));
+        conflicts
+    }
+
+    /// The held bytes of the first range when it starts at `next`; `done` must follow.
+    fn front_at(&self, next: u64) -> Option<&[u8]> {
+        let &(s, e) = self.ranges.front()?;
+        if s != next {
+            return None;
+        }
+        self.buf
+            .get((s - self.base) as usize..(e - self.base) as usize)
+    }
+
+    /// The first range was delivered.
+    fn pop_front(&mut self) -> u64 {
+        let Some((s, e)) = self.ranges.pop_front() else {
+            return 0;
+        };
+        let n = e - s;
+        self.bytes -= n as usize;
+        if self.ranges.is_empty() {
+            self.buf.clear();
+        } else if (e - self.base) as usize > self.buf.len() / 2 {
+            // Drop the delivered prefix once it is most of the buffer (amortised: each byte moves
+            // at most once more).
+            self.buf.drain(..(e - self.base) as usize);
+            self.base = e;
+        }
+        n
+    }
+
+    fn clear(&mut self) {
+        *self = Held::default();
+    }
+}
+
 /// Reassembly state of one direction.
 #[derive(Debug, Default)]
 pub struct Reassembler {
     /// `None` until the direction's SYN or first payload segment fixes the stream start.
     next: Option<Cursor>,
-    /// Out-of-order data by stream offset; entries never overlap and all start after `next`.
-    pending: BTreeMap<u64, Bytes>,
-    pending_bytes: usize,
+    /// Out-of-order data, spanning at most the window.
+    held: Held,
     /// Stream offset of the FIN, once seen.
     fin_at: Option<u64>,
     /// The FIN was reported to the handler.
@@ -106,7 +229,12 @@ impl Reassembler {
 
     /// Bytes held out of order.
     pub fn buffered(&self) -> usize {
-        self.pending_bytes
+        self.held.bytes
+    }
+
+    /// Heap memory this direction holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.held.heap_bytes()
     }
 
     /// A FIN from this side was seen (whether or not it was reported yet).
@@ -122,8 +250,7 @@ impl Reassembler {
     /// Stops reassembling (the handler wants no more payload) and frees the buffer.
     pub fn bypass(&mut self) {
         self.bypass = true;
-        self.pending = BTreeMap::new();
-        self.pending_bytes = 0;
+        self.held.clear();
     }
 
     /// One segment from this side. `seq` is the sequence number of the first payload byte (the
@@ -159,12 +286,7 @@ impl Reassembler {
         let Ok(acked) = u64::try_from(cursor.offset_of(ack)) else {
             return;
         };
-        while !self.bypass
-            && self
-                .pending
-                .first_key_value()
-                .is_some_and(|(&first, _)| first < acked)
-        {
+        while !self.bypass && self.held.first().is_some_and(|first| first < acked) {
             self.skip_hole(sink);
         }
         self.report_fin_if_reached(sink);
@@ -173,7 +295,7 @@ impl Reassembler {
     /// The flow is closing: skip every hole, deliver everything held, then report a FIN that was
     /// seen but not yet reached (the bytes before it that never arrived count as a gap).
     pub(crate) fn flush<H: StreamHandler>(&mut self, sink: &mut Sink<'_, H>) {
-        while !self.pending.is_empty() && !self.bypass {
+        while !self.held.is_empty() && !self.bypass {
             self.skip_hole(sink);
         }
         if let (Some(fin), Some(cursor)) = (self.fin_at, self.next)
@@ -211,6 +333,9 @@ impl Reassembler {
     }
 
     /// Places `data` (starting at stream offset `start`) and delivers whatever became in order.
+    /// Out-of-order data is held in one span of at most `window` bytes: what does not fit first
+    /// skips the holes before held data (they will not fill in time), and what still does not
+    /// fit is dropped and counted.
     fn insert<H: StreamHandler>(
         &mut self,
         start: i64,
@@ -234,14 +359,10 @@ impl Reassembler {
             let Some(fresh) = data.get(skip..) else {
                 return;
             };
-            let fresh = data.slice_ref(fresh);
 
             if begin == next {
                 // In order. Bytes already held from `first` on were received first and win.
-                let stop = self
-                    .pending
-                    .first_key_value()
-                    .map_or(end_u, |(&k, _)| k.min(end_u));
+                let stop = self.held.first().map_or(end_u, |k| k.min(end_u));
                 let now = (stop - begin) as usize;
                 if let Some(head) = fresh.get(..now) {
                     sink.data(head);
@@ -251,68 +372,32 @@ impl Reassembler {
                     self.bypass();
                     return;
                 }
-                if stop < end_u {
-                    let rest = fresh.slice(now.min(fresh.len())..);
-                    self.merge(stop, &rest, sink.stats());
+                if stop < end_u
+                    && let Some(rest) = fresh.get(now..)
+                {
+                    sink.stats().overlap_conflicts += self.held.put(stop, rest);
                 }
                 self.drain(sink);
                 return;
             }
 
-            // Out of order: make room by skipping holes (they will not fill in time), then hold it.
-            if self.pending_bytes + fresh.len() > window && !self.pending.is_empty() {
+            // Out of order: held data spans at most the window; make room by skipping holes (they
+            // will not fill in time), and of what still does not fit, drop the end.
+            if !self.held.is_empty() && self.held.span_with(begin, end_u) > window as u64 {
                 self.skip_hole(sink);
                 if self.bypass {
                     return;
                 }
                 continue;
             }
-            let fresh = if fresh.len() > window {
-                sink.stats().window_dropped_bytes += (fresh.len() - window) as u64;
-                fresh.slice(..window)
-            } else {
-                fresh
-            };
-            self.merge(begin, &fresh, sink.stats());
+            let keep = fresh.len().min(window);
+            if keep < fresh.len() {
+                sink.stats().window_dropped_bytes += (fresh.len() - keep) as u64;
+            }
+            if let Some(kept) = fresh.get(..keep) {
+                sink.stats().overlap_conflicts += self.held.put(begin, kept);
+            }
             return;
-        }
-    }
-
-    /// Adds `data` at `start` (> next) to the held data: only the bytes not already held are
-    /// stored (first copy wins); held bytes that differ from the new copy count as conflicts.
-    fn merge(&mut self, start: u64, data: &Bytes, stats: &mut Stats) {
-        let end = start + data.len() as u64;
-        let mut at = start;
-        // A held segment that starts before `start` and reaches into it.
-        if let Some((&k, held)) = self.pending.range(..start).next_back() {
-            let held_end = k + held.len() as u64;
-            if held_end > at {
-                let upto = held_end.min(end);
-                stats.overlap_conflicts += differing(held, k, data, start, at, upto);
-                at = upto;
-            }
-        }
-        while at < end {
-            let Some((&k, held)) = self.pending.range(at..end).next() else {
-                self.hold(at, data.slice((at - start) as usize..));
-                return;
-            };
-            let held = held.clone();
-            if k > at {
-                self.hold(at, data.slice((at - start) as usize..(k - start) as usize));
-            }
-            let upto = (k + held.len() as u64).min(end);
-            stats.overlap_conflicts += differing(&held, k, data, start, k, upto);
-            at = upto;
-        }
-    }
-
-    /// Keeps a copy of `data`: a slice would pin the capture's whole packet buffer (a shared
-    /// chunk, see [`crate::capture::file`]) for as long as the bytes wait here.
-    fn hold(&mut self, at: u64, data: Bytes) {
-        if !data.is_empty() {
-            self.pending_bytes += data.len();
-            self.pending.insert(at, Bytes::copy_from_slice(&data));
         }
     }
 
@@ -320,16 +405,12 @@ impl Reassembler {
     fn drain<H: StreamHandler>(&mut self, sink: &mut Sink<'_, H>) {
         loop {
             let next = self.next_offset();
-            let Some(entry) = self.pending.first_entry() else {
+            let Some(data) = self.held.front_at(next) else {
                 return;
             };
-            if *entry.key() != next {
-                return;
-            }
-            let data = entry.remove();
-            self.pending_bytes -= data.len();
-            sink.data(&data);
-            self.advance(data.len() as u64);
+            sink.data(data);
+            let n = self.held.pop_front();
+            self.advance(n);
             if !sink.handler.wants_data() {
                 self.bypass();
                 return;
@@ -337,9 +418,9 @@ impl Reassembler {
         }
     }
 
-    /// Skips the hole before the first held segment and delivers what follows it.
+    /// Skips the hole before the first held range and delivers what follows it.
     fn skip_hole<H: StreamHandler>(&mut self, sink: &mut Sink<'_, H>) {
-        let Some((&first, _)) = self.pending.first_key_value() else {
+        let Some(first) = self.held.first() else {
             return;
         };
         let hole = first.saturating_sub(self.next_offset());
@@ -349,13 +430,9 @@ impl Reassembler {
     }
 }
 
-/// Number of bytes in `[from, to)` (stream offsets) where `a` (at `a_start`) and `b` (at `b_start`)
-/// differ.
-fn differing(a: &[u8], a_start: u64, b: &[u8], b_start: u64, from: u64, to: u64) -> u64 {
-    let (Some(x), Some(y)) = (
-        a.get((from - a_start) as usize..(to - a_start) as usize),
-        b.get((from - b_start) as usize..(to - b_start) as usize),
-    ) else {
+/// Number of positions where the two copies of the same bytes differ.
+fn differing(a: Option<&[u8]>, b: Option<&[u8]>) -> u64 {
+    let (Some(x), Some(y)) = (a, b) else {
         return 0;
     };
     if x == y {

@@ -92,9 +92,25 @@ struct Flow<H> {
     /// The client's ISN when its SYN was seen (tells a retransmitted SYN from port reuse).
     client_isn: Option<u32>,
     last_ts: Timestamp,
+    /// Memory charged to the budget for this flow when it was last touched.
+    cost: usize,
+}
+
+/// Memory of a flow besides its buffers: the entry itself and the table's bookkeeping.
+fn base_cost<H>() -> usize {
+    std::mem::size_of::<Flow<H>>()
+        + std::mem::size_of::<FlowKey>()
+        + 4 * std::mem::size_of::<usize>()
 }
 
 impl<H: StreamHandler> Flow<H> {
+    fn cost(&self) -> usize {
+        base_cost::<H>()
+            + self.dirs.client.heap_bytes()
+            + self.dirs.server.heap_bytes()
+            + self.handler.heap_bytes()
+    }
+
     fn sender(&self, seg: &TcpSegment) -> Side {
         if SocketAddr::new(seg.src, seg.sport) == self.endpoints.client {
             Side::Client
@@ -150,13 +166,50 @@ enum Outcome {
 pub struct FlowTable<H> {
     limits: Limits,
     flows: LinkedHashMap<FlowKey, Flow<H>>,
+    /// Memory charged for every flow (see [`Flow::cost`]).
+    bytes: usize,
 }
+
+/// Flows looked at, from the least recently active, for one that is worth nothing.
+const SHED_SCAN: usize = 32;
 
 impl<H: StreamHandler> FlowTable<H> {
     pub fn new(limits: &Limits) -> Self {
         FlowTable {
             limits: limits.clone(),
             flows: LinkedHashMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Memory charged for the flows and their buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn remove_front(&mut self) -> Option<Flow<H>> {
+        let (_, flow) = self.flows.pop_front()?;
+        self.bytes -= flow.cost;
+        Some(flow)
+    }
+
+    /// Sheds flows until the charged memory fits `Limits::flow_memory` again: among the least
+    /// recently active ones, those worth least first.
+    fn shed(&mut self, keep: FlowKey, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
+        while self.bytes > self.limits.flow_memory && self.flows.len() > 1 {
+            let victim = self
+                .flows
+                .iter()
+                .take(SHED_SCAN)
+                .filter(|(k, _)| **k != keep)
+                .min_by_key(|(_, f)| f.handler.worth())
+                .map(|(k, _)| *k);
+            let Some(flow) = victim.and_then(|k| self.flows.remove(&k)) else {
+                return;
+            };
+            self.bytes -= flow.cost;
+            ctx.as_mut().flows_shed += 1;
+            closed.push(flow.close(CloseReason::Evicted, ctx));
         }
     }
 
@@ -185,6 +238,7 @@ impl<H: StreamHandler> FlowTable<H> {
             && (entry.get().any_fin() || entry.get().client_isn.is_some_and(|isn| isn != seg.seq))
         {
             let flow = entry.remove();
+            self.bytes -= flow.cost;
             let reason = if flow.any_fin() {
                 CloseReason::Fin
             } else {
@@ -205,8 +259,10 @@ impl<H: StreamHandler> FlowTable<H> {
             RawEntryMut::Vacant(_) => false,
         };
         if !known {
-            let flow = Self::open(&seg, factory, ctx.as_mut())?;
+            let mut flow = Self::open(&seg, factory, ctx.as_mut())?;
             self.make_room(ctx, closed);
+            flow.cost = flow.cost();
+            self.bytes += flow.cost;
             self.flows.insert(key, flow);
             ctx.as_mut().flows_opened += 1;
         }
@@ -217,10 +273,22 @@ impl<H: StreamHandler> FlowTable<H> {
         else {
             return None;
         };
-        match Self::feed(entry.get_mut(), &seg, self.limits.handshake_window, ctx) {
-            Outcome::Open => Some(&mut entry.into_mut().handler),
+        let flow = entry.get_mut();
+        let outcome = Self::feed(flow, &seg, self.limits.handshake_window, ctx);
+        let before = flow.cost;
+        flow.cost = flow.cost();
+        self.bytes = self.bytes + flow.cost - before;
+        match outcome {
+            Outcome::Open => {
+                if self.bytes > self.limits.flow_memory {
+                    self.shed(key, ctx, closed);
+                }
+                self.flows.get_mut(&key).map(|f| &mut f.handler)
+            }
             Outcome::Closed(reason) => {
-                closed.push(entry.remove().close(reason, ctx));
+                let flow = entry.remove();
+                self.bytes -= flow.cost;
+                closed.push(flow.close(reason, ctx));
                 None
             }
         }
@@ -268,13 +336,14 @@ impl<H: StreamHandler> FlowTable<H> {
             dirs: PerSide::from_fn(|_| Reassembler::new()),
             client_isn: None,
             last_ts: seg.ts,
+            cost: 0,
         })
     }
 
     /// Evicts least recently active flows until one more fits.
     fn make_room(&mut self, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
         while self.flows.len() >= self.limits.max_flows.max(1) {
-            let Some((_, flow)) = self.flows.pop_front() else {
+            let Some(flow) = self.remove_front() else {
                 return;
             };
             ctx.as_mut().flows_evicted += 1;
@@ -354,16 +423,28 @@ impl<H: StreamHandler> FlowTable<H> {
         Outcome::Open
     }
 
-    /// Closes flows idle for longer than `Limits::idle_timeout_us` at packet time `now`. Costs
-    /// O(flows closed): the scan stops at the first flow still live.
-    pub fn expire(&mut self, now: Timestamp, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
-        while let Some((_, flow)) = self.flows.front() {
+    /// Closes flows idle for longer than `Limits::idle_timeout_us` at packet time `now`, at most
+    /// `max` of them (call again while it returns `max`: the caller finalizes each batch, so a
+    /// burst of expiries never holds every closed flow at once). Costs O(flows closed): the scan
+    /// stops at the first flow still live.
+    pub fn expire(
+        &mut self,
+        now: Timestamp,
+        max: usize,
+        ctx: &mut H::Ctx,
+        closed: &mut Vec<ClosedFlow<H>>,
+    ) -> usize {
+        let mut n = 0;
+        while n < max
+            && let Some((_, flow)) = self.flows.front()
+        {
             if now.since(flow.last_ts) <= self.limits.idle_timeout_us {
-                return;
+                break;
             }
-            let Some((_, flow)) = self.flows.pop_front() else {
-                return;
+            let Some(flow) = self.remove_front() else {
+                break;
             };
+            n += 1;
             // A flow that had sent one FIN and then went quiet ended normally.
             let reason = if flow.any_fin() {
                 CloseReason::Fin
@@ -373,11 +454,16 @@ impl<H: StreamHandler> FlowTable<H> {
             };
             closed.push(flow.close(reason, ctx));
         }
+        n
     }
 
-    /// Closes every flow (capture end), delivering what each still holds.
-    pub fn drain(&mut self, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
-        while let Some((_, flow)) = self.flows.pop_front() {
+    /// Closes up to `max` flows (capture end), delivering what each still holds; the caller
+    /// repeats until the table is empty, finalizing each batch.
+    pub fn drain(&mut self, max: usize, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
+        for _ in 0..max {
+            let Some(flow) = self.remove_front() else {
+                return;
+            };
             closed.push(flow.close(CloseReason::CaptureEnd, ctx));
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::base::{PerSide, Timestamp};
 use crate::cert::{self, CertCache};
 use crate::config::Limits;
-use crate::flow::{CloseReason, Endpoints, Side, StreamHandler};
+use crate::flow::{CloseReason, Endpoints, Side, StreamHandler, Worth};
 use crate::stats::Stats;
 use crate::tls::{ClientHello, ContentType, RecordStream, ServerHello, TlsEvent, Version};
 
@@ -19,6 +19,9 @@ use super::{Alert, Chain, Connection, Outcome};
 
 /// Alerts kept per connection (a peer could send thousands; the first ones decide).
 const MAX_ALERTS: usize = 16;
+/// Payload bytes without a hello after which a flow is given up on (not TLS, or a protocol that
+/// never upgrades to TLS).
+const NOT_TLS_AFTER: usize = 64 * 1024;
 /// Sealed TLS 1.3 records remembered; the handshake is always decided well within this.
 const MAX_SEALED: usize = 64;
 
@@ -229,6 +232,9 @@ impl Tracker {
                 self.infer_tls13_client_auth();
             }
             self.verdict = Some((outcome, evidence));
+            // Decided: no more payload is read, so the reassembly buffers go now.
+            self.streams.client.release();
+            self.streams.server.release();
         }
     }
 
@@ -380,6 +386,43 @@ impl StreamHandler for Tracker {
     }
 
     fn wants_data(&self) -> bool {
-        self.verdict.is_none() && (self.saw_hello || self.before_hello <= self.window)
+        self.verdict.is_none()
+            && (self.saw_hello || self.before_hello <= self.window.min(NOT_TLS_AFTER))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let hello = |h: &Option<Box<ClientHello>>| {
+            h.as_deref().map_or(0, |h| {
+                std::mem::size_of::<ClientHello>()
+                    + 2 * (h.ciphers.capacity()
+                        + h.extensions.capacity()
+                        + h.groups.capacity()
+                        + h.signature_algorithms.capacity())
+                    + h.ja3.capacity()
+                    + h.ja4.capacity()
+                    + h.sni.as_ref().map_or(0, String::capacity)
+            })
+        };
+        self.streams.client.heap_bytes()
+            + self.streams.server.heap_bytes()
+            + hello(&self.client_hello)
+            + self
+                .server_hello
+                .as_ref()
+                .map_or(0, |_| std::mem::size_of::<ServerHello>())
+            + self.alerts.capacity() * std::mem::size_of::<Alert>()
+            + self.sealed.capacity() * std::mem::size_of::<SealedRecord>()
+            + (self.sides.client.chain.capacity() + self.sides.server.chain.capacity())
+                * std::mem::size_of::<crate::cert::Presented>()
+    }
+
+    fn worth(&self) -> Worth {
+        if self.reported {
+            Worth::Reported
+        } else if self.saw_hello {
+            Worth::InProgress
+        } else {
+            Worth::Nothing
+        }
     }
 }

@@ -85,13 +85,14 @@ enum Frame {
 }
 
 impl RecordStream {
-    /// A stream whose cut records are buffered up to `max_buffer` bytes (use
-    /// `Limits::handshake_window`); handshake messages up to [`DEFAULT_MAX_HANDSHAKE_MESSAGE`].
+    /// A stream whose cut records and reassembled handshake messages are each buffered up to
+    /// `max_buffer` bytes (use `Limits::handshake_window`; a larger message is skipped and
+    /// counted).
     pub fn new(max_buffer: usize) -> Self {
         RecordStream {
             state: State::Start,
             max_buffer,
-            max_handshake: DEFAULT_MAX_HANDSHAKE_MESSAGE,
+            max_handshake: max_buffer.min(DEFAULT_MAX_HANDSHAKE_MESSAGE),
             partial: Vec::new(),
             hs: Vec::new(),
             hs_skip: 0,
@@ -120,6 +121,18 @@ impl RecordStream {
     /// automatically by a ChangeCipherSpec unless the stream is TLS 1.3.
     pub fn set_encrypted_handshake(&mut self, encrypted: bool) {
         self.encrypted_hs = encrypted;
+    }
+
+    /// Heap memory of the reassembly buffers.
+    pub fn heap_bytes(&self) -> usize {
+        self.partial.capacity() + self.hs.capacity()
+    }
+
+    /// No more bytes will be fed: frees the buffers.
+    pub fn release(&mut self) {
+        self.partial = Vec::new();
+        self.hs = Vec::new();
+        self.hs_skip = 0;
     }
 
     /// The stream started with something that is not TLS.

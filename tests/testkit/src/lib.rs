@@ -15,6 +15,7 @@
 pub mod analyzer;
 pub mod capture;
 pub mod demo;
+pub mod hostile;
 pub mod peers;
 pub mod pki;
 pub mod rewrite;

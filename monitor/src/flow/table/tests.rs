@@ -483,13 +483,16 @@ fn idle_flows_expire_in_activity_order() {
     t.feed(seg_from(C, 1003, 1, 0, F::Syn, b"", 6));
     t.feed(seg_from(C, 1003, 2, 0, F::Fin, b"", 6));
     let at = |s: i64| Timestamp::from_micros(s * 1_000_000);
-    t.table.expire(at(10), &mut t.stats, &mut t.closed);
+    t.table
+        .expire(at(10), usize::MAX, &mut t.stats, &mut t.closed);
     assert!(t.closed.is_empty());
-    t.table.expire(at(12), &mut t.stats, &mut t.closed);
+    t.table
+        .expire(at(12), usize::MAX, &mut t.stats, &mut t.closed);
     assert_eq!(t.closed.len(), 1);
     assert_eq!(t.closed[0].endpoints.client.port(), 1001);
     assert_eq!(t.closed[0].reason, CloseReason::IdleTimeout);
-    t.table.expire(at(17), &mut t.stats, &mut t.closed);
+    t.table
+        .expire(at(17), usize::MAX, &mut t.stats, &mut t.closed);
     assert_eq!(t.closed.len(), 3);
     assert_eq!(t.closed[2].reason, CloseReason::Fin);
     assert_eq!(t.stats.flows_timed_out, 2);
@@ -501,7 +504,7 @@ fn drain_closes_everything_with_capture_end() {
     let mut t = h();
     t.handshake(100, 500);
     t.feed(seg(C, 105, 501, F::Ack, b"late"));
-    t.table.drain(&mut t.stats, &mut t.closed);
+    t.table.drain(usize::MAX, &mut t.stats, &mut t.closed);
     assert!(t.table.is_empty());
     assert_eq!(t.closed[0].reason, CloseReason::CaptureEnd);
     assert_eq!(
@@ -590,10 +593,10 @@ mod corpus {
             if let Ok(s) = decode(&p) {
                 let now = s.ts;
                 t.feed(s);
-                t.table.expire(now, &mut t.stats, &mut t.closed);
+                t.table.expire(now, usize::MAX, &mut t.stats, &mut t.closed);
             }
         }
-        t.table.drain(&mut t.stats, &mut t.closed);
+        t.table.drain(usize::MAX, &mut t.stats, &mut t.closed);
         (t.closed, t.stats)
     }
 

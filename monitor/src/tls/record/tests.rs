@@ -53,7 +53,8 @@ fn feed_all(s: &mut RecordStream, bytes: &[u8], chunk: usize, stats: &mut Stats)
 
 fn run(bytes: &[u8], chunk: usize) -> (Vec<Ev>, Stats) {
     let mut stats = Stats::default();
-    let ev = feed_all(&mut RecordStream::new(64 * 1024), bytes, chunk, &mut stats);
+    let window = crate::config::Limits::default().handshake_window;
+    let ev = feed_all(&mut RecordStream::new(window), bytes, chunk, &mut stats);
     (ev, stats)
 }
 
