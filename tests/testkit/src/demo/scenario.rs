@@ -48,6 +48,9 @@ pub struct Options {
     pub probe_host: String,
     /// More `trustwatch live` arguments.
     pub monitor_args: Vec<String>,
+    /// Give the monitor CA_A as KubeEdge stores it (`--kubeedge-secret-dir` with a `cadata` file),
+    /// as the DaemonSet does.
+    pub casecret: bool,
     /// Told when the monitor answers and when the servers switch (tests that watch from outside).
     pub phases: Option<Sender<Phase>>,
 }
@@ -78,6 +81,7 @@ impl Options {
             narrate: true,
             probe_host: "127.0.0.1".into(),
             monitor_args: Vec::new(),
+            casecret: false,
             phases: None,
         }
     }
@@ -345,7 +349,7 @@ fn server_cmd(bin: &PathBuf, f: &Fixture, port: u16, certsvc: bool) -> Command {
     c
 }
 
-fn monitor_cmd(o: &Options) -> Command {
+fn monitor_cmd(o: &Options, casecret: Option<&std::path::Path>) -> Command {
     let p = o.ports;
     let mut c = Command::new(&o.trustwatch);
     c.args(["live", "--iface", "lo", "--ports"])
@@ -361,6 +365,9 @@ fn monitor_cmd(o: &Options) -> Command {
         .arg("--collapse-clients")
         .arg(o.collapse_clients.to_string())
         .args(&o.monitor_args);
+    if let Some(dir) = casecret {
+        c.arg("--kubeedge-secret-dir").arg(dir);
+    }
     c
 }
 
@@ -404,9 +411,16 @@ pub fn run(o: &Options) -> Result<Report> {
     )?;
     wait_listening(&rx, "certsvc")?;
 
+    let casecret = if o.casecret {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("cadata"), &f.ca_a.cert.der)?;
+        Some(dir)
+    } else {
+        None
+    };
     let mut monitor = Proc::spawn(
         "trustwatch",
-        &mut monitor_cmd(o),
+        &mut monitor_cmd(o, casecret.as_ref().map(|d| d.path())),
         Some(Source::MonitorEvents),
         Some(Source::MonitorLog),
         &tx,
