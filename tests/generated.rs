@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde_json::Value;
 use trustwatch_testkit::analyzer::{self, get, str_at};
@@ -24,9 +25,15 @@ const CERTIFICATE_EXPIRED: u32 = 45;
 const UNKNOWN_CA: u32 = 48;
 const CERTIFICATE_REQUIRED: u32 = 116;
 
-/// A client address unique to the scenario, so records can't be confused.
-fn client_ip(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 10, n))
+/// A client address no other scenario of this run uses, so records can't be confused.
+fn next_client_ip() -> IpAddr {
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        10,
+        NEXT.fetch_add(1, Ordering::Relaxed),
+    ))
 }
 
 /// What one scenario ran and captured.
@@ -486,31 +493,6 @@ fn mtls_established(stack: Stack, version: TlsVersion, ip: IpAddr) {
     }
 }
 
-#[test]
-fn mtls_established_rustls_12() {
-    mtls_established(Stack::Rustls, TlsVersion::V12, client_ip(1));
-}
-#[test]
-fn mtls_established_rustls_13() {
-    mtls_established(Stack::Rustls, TlsVersion::V13, client_ip(2));
-}
-#[test]
-fn mtls_established_openssl_12() {
-    mtls_established(Stack::Openssl, TlsVersion::V12, client_ip(3));
-}
-#[test]
-fn mtls_established_openssl_13() {
-    mtls_established(Stack::Openssl, TlsVersion::V13, client_ip(4));
-}
-#[test]
-fn mtls_established_go_12() {
-    mtls_established(Stack::Go, TlsVersion::V12, client_ip(5));
-}
-#[test]
-fn mtls_established_go_13() {
-    mtls_established(Stack::Go, TlsVersion::V13, client_ip(6));
-}
-
 /// The client trusts another CA with the same name and serial (KubeEdge's trust collapse).
 fn client_rejects_server(
     stack: Stack,
@@ -668,31 +650,6 @@ fn check_client_rejects(stack: Stack, version: TlsVersion, ip: IpAddr) {
     }
 }
 
-#[test]
-fn client_rejects_unknown_ca_go_12() {
-    check_client_rejects(Stack::Go, TlsVersion::V12, client_ip(11));
-}
-#[test]
-fn client_rejects_unknown_ca_go_13() {
-    check_client_rejects(Stack::Go, TlsVersion::V13, client_ip(12));
-}
-#[test]
-fn client_rejects_unknown_ca_openssl_12() {
-    check_client_rejects(Stack::Openssl, TlsVersion::V12, client_ip(13));
-}
-#[test]
-fn client_rejects_unknown_ca_openssl_13() {
-    check_client_rejects(Stack::Openssl, TlsVersion::V13, client_ip(14));
-}
-#[test]
-fn client_rejects_unknown_ca_rustls_12() {
-    check_client_rejects(Stack::Rustls, TlsVersion::V12, client_ip(15));
-}
-#[test]
-fn client_rejects_unknown_ca_rustls_13() {
-    check_client_rejects(Stack::Rustls, TlsVersion::V13, client_ip(16));
-}
-
 fn check_server_rejects(stack: Stack, version: TlsVersion, ip: IpAddr, bad: BadClient) {
     let (run, c, records) = server_rejects_client(stack, version, ip, bad);
     let expect = server_rejection(stack, version, bad);
@@ -721,98 +678,6 @@ fn check_server_rejects(stack: Stack, version: TlsVersion, ip: IpAddr, bad: BadC
         }
         TlsVersion::V13 => assert_no_chains(rec),
     }
-}
-
-#[test]
-fn server_rejects_client_other_ca_go_12() {
-    check_server_rejects(Stack::Go, TlsVersion::V12, client_ip(21), BadClient::Other);
-}
-#[test]
-fn server_rejects_client_other_ca_go_13() {
-    check_server_rejects(Stack::Go, TlsVersion::V13, client_ip(22), BadClient::Other);
-}
-#[test]
-fn server_rejects_client_other_ca_openssl_12() {
-    check_server_rejects(
-        Stack::Openssl,
-        TlsVersion::V12,
-        client_ip(23),
-        BadClient::Other,
-    );
-}
-#[test]
-fn server_rejects_client_other_ca_openssl_13() {
-    check_server_rejects(
-        Stack::Openssl,
-        TlsVersion::V13,
-        client_ip(24),
-        BadClient::Other,
-    );
-}
-#[test]
-fn server_rejects_client_other_ca_rustls_12() {
-    check_server_rejects(
-        Stack::Rustls,
-        TlsVersion::V12,
-        client_ip(25),
-        BadClient::Other,
-    );
-}
-#[test]
-fn server_rejects_client_other_ca_rustls_13() {
-    check_server_rejects(
-        Stack::Rustls,
-        TlsVersion::V13,
-        client_ip(26),
-        BadClient::Other,
-    );
-}
-#[test]
-fn server_rejects_expired_client_go_12() {
-    check_server_rejects(
-        Stack::Go,
-        TlsVersion::V12,
-        client_ip(27),
-        BadClient::Expired,
-    );
-}
-#[test]
-fn server_rejects_expired_client_go_13() {
-    check_server_rejects(
-        Stack::Go,
-        TlsVersion::V13,
-        client_ip(28),
-        BadClient::Expired,
-    );
-}
-#[test]
-fn server_requires_client_cert_go_12() {
-    check_server_rejects(
-        Stack::Go,
-        TlsVersion::V12,
-        client_ip(29),
-        BadClient::Missing,
-    );
-}
-/// Go answers a missing certificate with certificate_required (116), encrypted in TLS 1.3: the
-/// client's error text is the ground truth for the code the analyzer can only infer.
-#[test]
-fn server_requires_client_cert_go_13() {
-    check_server_rejects(
-        Stack::Go,
-        TlsVersion::V13,
-        client_ip(30),
-        BadClient::Missing,
-    );
-}
-#[test]
-fn server_requires_client_cert_rustls_12() {
-    check_server_rejects(
-        Stack::Rustls,
-        TlsVersion::V12,
-        client_ip(31),
-        BadClient::Missing,
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -878,27 +743,6 @@ fn resumption(stack: Stack, version: TlsVersion, tickets: bool, ip: IpAddr) {
     }
 }
 
-#[test]
-fn resumption_rustls_12_session_id() {
-    resumption(Stack::Rustls, TlsVersion::V12, false, client_ip(41));
-}
-#[test]
-fn resumption_rustls_12_ticket() {
-    resumption(Stack::Rustls, TlsVersion::V12, true, client_ip(42));
-}
-#[test]
-fn resumption_rustls_13_psk() {
-    resumption(Stack::Rustls, TlsVersion::V13, false, client_ip(43));
-}
-#[test]
-fn resumption_go_12_ticket() {
-    resumption(Stack::Go, TlsVersion::V12, true, client_ip(44));
-}
-#[test]
-fn resumption_go_13_psk() {
-    resumption(Stack::Go, TlsVersion::V13, true, client_ip(45));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Chains: intermediates and a chain spanning many TCP segments
 
@@ -921,9 +765,10 @@ fn intermediate_chain_openssl_12() {
     let pki = Pki::new().expect("pki");
     let (root, ica, leaf) = pki.intermediate_chain().expect("chain");
     assert_eq!(leaf.chain.len(), 2);
-    let run = chain_scenario(Stack::Openssl, &leaf, &root, client_ip(51), None);
+    let ip = next_client_ip();
+    let run = chain_scenario(Stack::Openssl, &leaf, &root, ip, None);
     let records = run.analyze();
-    let rec = record_from(&records, client_ip(51));
+    let rec = record_from(&records, ip);
     assert_outcome(rec, "established", TlsVersion::V12);
     assert_server_chain(rec, &run.chain, ica.key_id());
     assert_eq!(
@@ -943,7 +788,7 @@ fn big_chain_many_segments() {
         total > 16_384,
         "chain of {total} bytes spans several TLS records"
     );
-    let ip = client_ip(52);
+    let ip = next_client_ip();
     let run = chain_scenario(Stack::Rustls, &leaf, &root, ip, Some(536));
     let segments = tshark::data_segments(&run.pcap, run.port).expect("tshark");
     assert!(segments >= 30, "server flight in {segments} segments");
@@ -981,15 +826,15 @@ fn base() -> &'static Base {
         spec.write_chunk = Some(300);
         let server = peers::start_server(&spec).expect("server");
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let runs: [(u8, TlsVersion, &Ca, &Leaf, bool); 4] = [
-            (61, TlsVersion::V12, &c.ca, &c.edge, true),
-            (62, TlsVersion::V13, &c.ca, &c.edge, true),
-            (63, TlsVersion::V13, &other, &c.edge, false),
-            (64, TlsVersion::V12, &c.ca, &bad_edge, false),
+        let runs: [(TlsVersion, &Ca, &Leaf, bool); 4] = [
+            (TlsVersion::V12, &c.ca, &c.edge, true),
+            (TlsVersion::V13, &c.ca, &c.edge, true),
+            (TlsVersion::V13, &other, &c.edge, false),
+            (TlsVersion::V12, &c.ca, &bad_edge, false),
         ];
-        for (n, v, trust, id, ok) in runs {
+        for (v, trust, id, ok) in runs {
             let opts = ClientOpts::new(addr)
-                .local_ip(client_ip(n))
+                .local_ip(next_client_ip())
                 .version(v)
                 .mss(536);
             let r = peers::run_client(Stack::Go, &opts, trust, Some(id)).expect("client");
@@ -1094,35 +939,64 @@ fn variant_duplicated() {
     assert_eq!(orig.duplicated().frames.len(), 2 * orig.frames.len());
     check_variant(Variant::Duplicated);
 }
-#[test]
-fn variant_vlan() {
-    check_variant(Variant::Vlan);
+
+// ---------------------------------------------------------------------------------------------
+// The scenarios, one test each (they run in parallel)
+
+/// `name => expression;`: one `#[test]` per row.
+macro_rules! scenarios {
+    ($($name:ident => $run:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $run;
+            }
+        )*
+    };
 }
-#[test]
-fn variant_qinq() {
-    check_variant(Variant::QinQ);
-}
-#[test]
-fn variant_ipv6() {
-    check_variant(Variant::Ipv6);
-}
-#[test]
-fn variant_sll() {
-    check_variant(Variant::Sll);
-}
-#[test]
-fn variant_sll2() {
-    check_variant(Variant::Sll2);
-}
-#[test]
-fn variant_null() {
-    check_variant(Variant::Null);
-}
-#[test]
-fn variant_raw() {
-    check_variant(Variant::Raw);
-}
-#[test]
-fn variant_pcapng() {
-    check_variant(Variant::PcapNg);
+
+scenarios! {
+    // Mutual TLS that completes, on each stack and version
+    mtls_established_rustls_12 => mtls_established(Stack::Rustls, TlsVersion::V12, next_client_ip());
+    mtls_established_rustls_13 => mtls_established(Stack::Rustls, TlsVersion::V13, next_client_ip());
+    mtls_established_openssl_12 => mtls_established(Stack::Openssl, TlsVersion::V12, next_client_ip());
+    mtls_established_openssl_13 => mtls_established(Stack::Openssl, TlsVersion::V13, next_client_ip());
+    mtls_established_go_12 => mtls_established(Stack::Go, TlsVersion::V12, next_client_ip());
+    mtls_established_go_13 => mtls_established(Stack::Go, TlsVersion::V13, next_client_ip());
+    // The client rejects the server's chain (it trusts another CA)
+    client_rejects_unknown_ca_go_12 => check_client_rejects(Stack::Go, TlsVersion::V12, next_client_ip());
+    client_rejects_unknown_ca_go_13 => check_client_rejects(Stack::Go, TlsVersion::V13, next_client_ip());
+    client_rejects_unknown_ca_openssl_12 => check_client_rejects(Stack::Openssl, TlsVersion::V12, next_client_ip());
+    client_rejects_unknown_ca_openssl_13 => check_client_rejects(Stack::Openssl, TlsVersion::V13, next_client_ip());
+    client_rejects_unknown_ca_rustls_12 => check_client_rejects(Stack::Rustls, TlsVersion::V12, next_client_ip());
+    client_rejects_unknown_ca_rustls_13 => check_client_rejects(Stack::Rustls, TlsVersion::V13, next_client_ip());
+    // The server rejects the client's certificate: another CA, expired, or none at all. Go answers
+    // a missing certificate with certificate_required (116), encrypted in TLS 1.3: the client's
+    // error text is the ground truth for the code the analyzer can only infer.
+    server_rejects_client_other_ca_go_12 => check_server_rejects(Stack::Go, TlsVersion::V12, next_client_ip(), BadClient::Other);
+    server_rejects_client_other_ca_go_13 => check_server_rejects(Stack::Go, TlsVersion::V13, next_client_ip(), BadClient::Other);
+    server_rejects_client_other_ca_openssl_12 => check_server_rejects(Stack::Openssl, TlsVersion::V12, next_client_ip(), BadClient::Other);
+    server_rejects_client_other_ca_openssl_13 => check_server_rejects(Stack::Openssl, TlsVersion::V13, next_client_ip(), BadClient::Other);
+    server_rejects_client_other_ca_rustls_12 => check_server_rejects(Stack::Rustls, TlsVersion::V12, next_client_ip(), BadClient::Other);
+    server_rejects_client_other_ca_rustls_13 => check_server_rejects(Stack::Rustls, TlsVersion::V13, next_client_ip(), BadClient::Other);
+    server_rejects_expired_client_go_12 => check_server_rejects(Stack::Go, TlsVersion::V12, next_client_ip(), BadClient::Expired);
+    server_rejects_expired_client_go_13 => check_server_rejects(Stack::Go, TlsVersion::V13, next_client_ip(), BadClient::Expired);
+    server_requires_client_cert_go_12 => check_server_rejects(Stack::Go, TlsVersion::V12, next_client_ip(), BadClient::Missing);
+    server_requires_client_cert_go_13 => check_server_rejects(Stack::Go, TlsVersion::V13, next_client_ip(), BadClient::Missing);
+    server_requires_client_cert_rustls_12 => check_server_rejects(Stack::Rustls, TlsVersion::V12, next_client_ip(), BadClient::Missing);
+    // Resumption: TLS 1.2 session id and ticket, TLS 1.3 PSK
+    resumption_rustls_12_session_id => resumption(Stack::Rustls, TlsVersion::V12, false, next_client_ip());
+    resumption_rustls_12_ticket => resumption(Stack::Rustls, TlsVersion::V12, true, next_client_ip());
+    resumption_rustls_13_psk => resumption(Stack::Rustls, TlsVersion::V13, false, next_client_ip());
+    resumption_go_12_ticket => resumption(Stack::Go, TlsVersion::V12, true, next_client_ip());
+    resumption_go_13_psk => resumption(Stack::Go, TlsVersion::V13, true, next_client_ip());
+    // The base capture repackaged: every variant must analyze the same
+    variant_vlan => check_variant(Variant::Vlan);
+    variant_qinq => check_variant(Variant::QinQ);
+    variant_ipv6 => check_variant(Variant::Ipv6);
+    variant_sll => check_variant(Variant::Sll);
+    variant_sll2 => check_variant(Variant::Sll2);
+    variant_null => check_variant(Variant::Null);
+    variant_raw => check_variant(Variant::Raw);
+    variant_pcapng => check_variant(Variant::PcapNg);
 }

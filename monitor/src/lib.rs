@@ -22,6 +22,7 @@ pub mod export;
 pub mod flow;
 pub mod handshake;
 pub mod pipeline;
+pub mod runtime;
 pub mod serve;
 pub mod stats;
 pub mod tls;

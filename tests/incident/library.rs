@@ -91,7 +91,7 @@ fn detect(
         );
     }
     for e in &events {
-        eprintln!("{}", trustwatch::detect::render_timeline_line(e));
+        eprintln!("{}", trustwatch::export::text::timeline_line(e));
     }
     (conns, events, detector)
 }

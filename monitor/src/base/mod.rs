@@ -2,8 +2,12 @@
 //!
 //! Nothing here depends on another module of the crate.
 
+mod counters;
+mod key_id;
 mod side;
 mod time;
 
+pub use counters::{Counter, CounterKind};
+pub use key_id::KeyId;
 pub use side::{PerSide, Side};
 pub use time::Timestamp;

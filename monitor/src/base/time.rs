@@ -8,6 +8,13 @@ impl Timestamp {
     pub const fn from_micros(us: i64) -> Self {
         Timestamp(us)
     }
+    /// The wall clock (live mode: capture timestamps are wall-clock times too).
+    pub fn now() -> Self {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    }
     pub const fn micros(self) -> i64 {
         self.0
     }

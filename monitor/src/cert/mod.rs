@@ -14,6 +14,8 @@ use serde_json::value::RawValue;
 pub use cache::{CertCache, CertCounters};
 pub use parse::parse;
 
+use crate::base::KeyId;
+
 /// One parsed certificate. Hex strings are lower-case unless noted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
@@ -31,14 +33,14 @@ pub struct CertInfo {
     pub not_after: String,
     pub not_before_unix: i64,
     pub not_after_unix: i64,
-    /// Subject Key Identifier, hex.
-    pub ski: Option<String>,
-    /// Authority Key Identifier (keyIdentifier), hex.
-    pub aki: Option<String>,
+    /// Subject Key Identifier.
+    pub ski: Option<KeyId>,
+    /// Authority Key Identifier (keyIdentifier).
+    pub aki: Option<KeyId>,
     /// SHA-256 of the SubjectPublicKeyInfo DER.
     pub spki_sha256: String,
     /// SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 §4.2.1.2 method 1).
-    pub key_sha1: String,
+    pub key_sha1: KeyId,
     pub is_ca: bool,
     /// "RSA", "EC", "Ed25519", ...
     pub key_type: String,
@@ -108,7 +110,7 @@ impl Presented {
     }
 }
 
-/// The key identifier (lower-case hex) of the CA that issued the chain's leaf (`chain[0]`):
+/// The key identifier of the CA that issued the chain's leaf (`chain[0]`):
 ///
 /// 1. the leaf's Authority Key Identifier;
 /// 2. else the issuer certificate found in the chain (its subject equals the leaf's issuer; the
@@ -118,7 +120,7 @@ impl Presented {
 /// 3. else `None` (issuer not presented, leaf malformed or chain empty).
 ///
 /// Two CAs with the same name and serial but different keys always get different ids.
-pub fn ca_key_id(chain: &[Presented]) -> Option<String> {
+pub fn ca_key_id(chain: &[Presented]) -> Option<KeyId> {
     let leaf = chain.first()?.info()?;
     if let Some(aki) = &leaf.aki {
         return Some(aki.clone());

@@ -15,6 +15,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use super::{CertInfo, Presented};
+use crate::base::KeyId;
 
 /// Parses one DER certificate. Never panics; unparseable DER gives `Presented::Malformed`.
 pub fn parse(der: &[u8]) -> Presented {
@@ -41,7 +42,7 @@ pub fn parse(der: &[u8]) -> Presented {
         ski: None,
         aki: None,
         spki_sha256: hex::encode(Sha256::digest(cert.public_key().raw)),
-        key_sha1: hex::encode(Sha1::digest(&cert.public_key().subject_public_key.data)),
+        key_sha1: KeyId::of_public_key(&cert.public_key().subject_public_key.data),
         is_ca: false,
         key_type: String::new(),
         key_bits: None,
@@ -54,9 +55,12 @@ pub fn parse(der: &[u8]) -> Presented {
     info.key_bits = key_bits;
     for ext in cert.extensions() {
         match ext.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(k) => info.ski = Some(hex::encode(k.0)),
+            ParsedExtension::SubjectKeyIdentifier(k) => info.ski = KeyId::from_identifier(k.0),
             ParsedExtension::AuthorityKeyIdentifier(a) => {
-                info.aki = a.key_identifier.as_ref().map(|k| hex::encode(k.0))
+                info.aki = a
+                    .key_identifier
+                    .as_ref()
+                    .and_then(|k| KeyId::from_identifier(k.0))
             }
             ParsedExtension::BasicConstraints(bc) => info.is_ca = bc.ca,
             ParsedExtension::SubjectAlternativeName(san) => {

@@ -7,6 +7,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 
+use super::at_least_one;
 use crate::config::Services;
 use crate::detect::{DetectConfig, DetectLimits, Detector};
 use crate::error::Error;
@@ -55,25 +56,25 @@ pub struct DetectArgs {
     #[arg(long, value_name = "TOKEN", value_parser = JoinTokenParser)]
     pub join_token: Option<CaHash>,
     /// Sliding window of the collapse rule, seconds of packet time.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    pub trust_window: u64,
+    #[arg(long, value_name = "SECS", value_parser = at_least_one, default_value_t = 60)]
+    pub trust_window: usize,
     /// K: distinct clients failing on certificate grounds in the window.
-    #[arg(long, value_name = "K", default_value_t = DetectConfig::default().min_failing_clients)]
+    #[arg(long, value_name = "K", value_parser = at_least_one, default_value_t = DetectConfig::default().min_failing_clients)]
     pub collapse_clients: usize,
     /// R: share of failing clients among the active ones.
     #[arg(long, value_name = "R", default_value_t = DetectConfig::default().min_failure_share)]
     pub collapse_share: f64,
     /// Distinct client addresses tracked per service in the window (beyond, dropped and counted).
-    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_clients)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_clients)]
     pub max_tracked_clients: usize,
     /// Handshakes kept per service in the window (beyond, dropped and counted).
-    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_window_entries)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_window_entries)]
     pub max_window_handshakes: usize,
     /// Server addresses (replicas) tracked per service.
-    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_servers)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_servers)]
     pub max_replicas: usize,
     /// CA key ids tracked per service.
-    #[arg(long, value_name = "N", default_value_t = DetectLimits::default().max_ca_keys)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_ca_keys)]
     pub max_ca_keys: usize,
 }
 
@@ -88,10 +89,10 @@ impl DetectArgs {
             min_failure_share: self.collapse_share,
             services,
             limits: DetectLimits {
-                max_clients: self.max_tracked_clients.max(1),
-                max_window_entries: self.max_window_handshakes.max(1),
-                max_servers: self.max_replicas.max(1),
-                max_ca_keys: self.max_ca_keys.max(1),
+                max_clients: self.max_tracked_clients,
+                max_window_entries: self.max_window_handshakes,
+                max_servers: self.max_replicas,
+                max_ca_keys: self.max_ca_keys,
                 ..DetectLimits::default()
             },
             ..DetectConfig::default()

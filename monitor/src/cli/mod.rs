@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Limits, Services};
-use crate::error::Error;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -58,43 +57,46 @@ impl TrafficArgs {
     }
 }
 
+/// The one check of every count and size flag: a whole number, at least 1.
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("must be a whole number of at least 1".into()),
+    }
+}
+
 /// Bounds on the packet path (every drop they cause is counted).
 #[derive(Args, Debug, Clone)]
 pub struct LimitArgs {
     /// Bytes buffered per direction until a handshake is decided.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().handshake_window)]
+    #[arg(long, value_name = "BYTES", value_parser = at_least_one, default_value_t = Limits::default().handshake_window)]
     pub handshake_window: usize,
     /// Concurrent flows tracked; beyond it the least recently active one is evicted.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_flows)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = Limits::default().max_flows)]
     pub max_flows: usize,
     /// Seconds without a packet after which a flow is closed.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub idle_timeout: u32,
+    #[arg(long, value_name = "SECS", value_parser = at_least_one, default_value_t = 120)]
+    pub idle_timeout: usize,
     /// Distinct certificates kept parsed.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().cert_cache)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = Limits::default().cert_cache)]
     pub cert_cache: usize,
     /// Certificates kept per presented chain.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_chain_len)]
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = Limits::default().max_chain_len)]
     pub max_chain: usize,
 }
 
 impl LimitArgs {
-    pub fn limits(&self) -> Result<Limits, Error> {
-        let positive = |v: usize, flag: &str| {
-            if v == 0 {
-                Err(Error::Usage(format!("--{flag} must be at least 1")))
-            } else {
-                Ok(v)
-            }
-        };
-        Ok(Limits {
-            handshake_window: positive(self.handshake_window, "handshake-window")?,
-            max_flows: positive(self.max_flows, "max-flows")?,
-            idle_timeout_us: i64::from(positive(self.idle_timeout as usize, "idle-timeout")? as u32)
-                * 1_000_000,
-            cert_cache: positive(self.cert_cache, "cert-cache")?,
-            max_chain_len: positive(self.max_chain, "max-chain")?,
-        })
+    pub fn limits(&self) -> Limits {
+        Limits {
+            handshake_window: self.handshake_window,
+            max_flows: self.max_flows,
+            idle_timeout_us: i64::try_from(self.idle_timeout)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+            cert_cache: self.cert_cache,
+            max_chain_len: self.max_chain,
+        }
     }
 }
 
@@ -144,8 +146,8 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Analyze(args) => analyze::run(&args),
-        Command::Live(args) => live::run(&args),
+        Command::Analyze(args) => analyze::run(args),
+        Command::Live(args) => live::run(args),
         Command::Check(args) => check::run(&args),
     };
     match result {

@@ -29,22 +29,6 @@ impl RejectingSide {
             RejectingSide::Unknown => "unknown",
         }
     }
-    pub(crate) fn index(self) -> usize {
-        match self {
-            RejectingSide::Client => 0,
-            RejectingSide::Server => 1,
-            RejectingSide::Both | RejectingSide::Unknown => 2,
-        }
-    }
-    /// Summary of per-side counts `[client, server, unknown]`.
-    pub(crate) fn from_counts(c: [u32; 3]) -> RejectingSide {
-        match (c[0] > 0, c[1] > 0) {
-            (true, true) => RejectingSide::Both,
-            (true, false) => RejectingSide::Client,
-            (false, true) => RejectingSide::Server,
-            (false, false) => RejectingSide::Unknown,
-        }
-    }
 }
 
 /// A connection as the detector counts it.

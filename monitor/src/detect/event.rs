@@ -1,16 +1,13 @@
 //! Detector events: the alert records (`event.kind: "alert"`) written to the JSON Lines stream next
 //! to connection records, their one-line timeline rendering, and which of them fail a run.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde::ser::SerializeMap as _;
-use serde_json::{Map, Value, json};
 
 use super::classify::RejectingSide;
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::trust::{Disagreement, PresentedCa};
 
 /// Where a CA key was seen.
@@ -54,7 +51,7 @@ pub enum DivergenceBasis {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Replica {
     pub address: SocketAddr,
-    pub ca_key_id: Option<String>,
+    pub ca_key_id: Option<KeyId>,
     pub ca_source: Option<CaSource>,
     pub successes: u32,
     pub cert_failures: u32,
@@ -66,9 +63,9 @@ pub struct Replica {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Collapse {
     /// The last CA key that had successful handshakes on the service.
-    pub previous_ca_key_id: Option<String>,
+    pub previous_ca_key_id: Option<KeyId>,
     /// The CA key presented now, when visible (TLS 1.2 chain or probe).
-    pub current_ca_key_id: Option<String>,
+    pub current_ca_key_id: Option<KeyId>,
     pub rejecting_side: RejectingSide,
     /// Distinct clients whose latest handshake in the window failed on certificate grounds.
     pub failing_clients: u32,
@@ -88,8 +85,8 @@ pub struct Recovered {
     #[serde(skip)]
     pub collapsed_at: Timestamp,
     /// The CA key of the successful handshakes, when visible.
-    pub ca_key_id: Option<String>,
-    pub previous_ca_key_id: Option<String>,
+    pub ca_key_id: Option<KeyId>,
+    pub previous_ca_key_id: Option<KeyId>,
     pub succeeding_clients: u32,
     pub failing_clients: u32,
 }
@@ -97,8 +94,8 @@ pub struct Recovered {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CaChange {
     pub server: Option<SocketAddr>,
-    pub previous_ca_key_id: String,
-    pub current_ca_key_id: String,
+    pub previous_ca_key_id: KeyId,
+    pub current_ca_key_id: KeyId,
     pub source: CaSource,
 }
 
@@ -109,7 +106,7 @@ pub struct Divergence {
     /// Clients that succeeded on one of the replicas and were rejected by another (outcome split).
     pub split_clients: u32,
     /// Distinct CA keys presented.
-    pub ca_key_ids: Vec<String>,
+    pub ca_key_ids: Vec<KeyId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -150,98 +147,6 @@ impl Event {
             EventDetail::CaInconsistent(_) => "ca_inconsistent",
         }
     }
-
-    /// Human-readable evidence, one sentence.
-    pub fn evidence(&self) -> String {
-        let key = |k: &Option<String>| {
-            k.as_deref()
-                .map_or_else(|| "unknown".to_string(), short_key)
-        };
-        match &self.detail {
-            EventDetail::TrustCollapse(c) => format!(
-                "{} distinct clients failed on certificate grounds ({} rejecting) in the window, {:.0}% of active clients; \
-                 first failure {}; last trusted CA key {}, presented CA key {}",
-                c.failing_clients,
-                c.rejecting_side.as_str(),
-                c.failure_share * 100.0,
-                c.first_failure.rfc3339(),
-                key(&c.previous_ca_key_id),
-                key(&c.current_ca_key_id),
-            ),
-            EventDetail::TrustRecovered(r) => format!(
-                "{} clients succeed again (CA key {}), {} still failing; collapsed at {}",
-                r.succeeding_clients,
-                key(&r.ca_key_id),
-                r.failing_clients,
-                r.collapsed_at.rfc3339()
-            ),
-            EventDetail::CaChanged(c) => format!(
-                "{} now presents CA key {} (was {}), seen by {}",
-                c.server
-                    .map_or_else(|| "the stored CA".to_string(), |s| s.to_string()),
-                short_key(&c.current_ca_key_id),
-                short_key(&c.previous_ca_key_id),
-                c.source.as_str()
-            ),
-            EventDetail::CaDivergence(d) => {
-                let mut s = match d.basis {
-                    DivergenceBasis::PresentedKeys => {
-                        "replicas present different CA keys:".to_string()
-                    }
-                    DivergenceBasis::Alternating => {
-                        "one address alternates between CA keys:".to_string()
-                    }
-                    DivergenceBasis::OutcomeSplit => format!(
-                        "{} clients succeed on one replica and are rejected on certificate grounds by another:",
-                        d.split_clients
-                    ),
-                };
-                for r in &d.replicas {
-                    let _ = write!(
-                        s,
-                        " {} [CA {}; {} ok / {} cert-rejected clients]",
-                        r.address,
-                        key(&r.ca_key_id),
-                        r.clients_succeeded,
-                        r.clients_rejected
-                    );
-                }
-                s
-            }
-            EventDetail::CaInconsistent(i) => {
-                let presented = i
-                    .presented
-                    .der_sha256
-                    .as_ref()
-                    .map(|h| format!("sha256:{}", &h[..h.len().min(16)]))
-                    .or_else(|| i.presented.key_ids.first().map(|k| short_key(k)))
-                    .unwrap_or_else(|| "unknown".into());
-                let srcs: Vec<&str> = i.disagreements.iter().map(|d| d.source.as_str()).collect();
-                format!(
-                    "{} presents CA {presented} ({}), which differs from {}",
-                    i.server
-                        .map_or_else(|| "the service".to_string(), |s| s.to_string()),
-                    i.source.as_str(),
-                    srcs.join(", ")
-                )
-            }
-        }
-    }
-}
-
-fn short_key(k: &str) -> String {
-    k.chars().take(16).collect()
-}
-
-/// One line for the trust timeline: `<time> <service> <EVENT> <evidence>`.
-pub fn render_timeline_line(e: &Event) -> String {
-    format!(
-        "{}  {:<10} {:<16} {}",
-        e.at.rfc3339(),
-        e.service,
-        e.name().to_uppercase(),
-        e.evidence()
-    )
 }
 
 /// Whether `analyze` exits 3 for this event: a collapse, a divergence or an inconsistency.
@@ -252,69 +157,4 @@ pub fn exit_worthy(e: &Event) -> bool {
             | EventDetail::CaDivergence(_)
             | EventDetail::CaInconsistent(_)
     )
-}
-
-impl Serialize for Event {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut tw = Map::new();
-        tw.insert("event".into(), json!(self.name()));
-        tw.insert("service".into(), json!(&*self.service));
-        tw.insert("detection_time".into(), json!(self.at.rfc3339()));
-        let fields = match &self.detail {
-            EventDetail::TrustCollapse(c) => {
-                let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("first_failure".into(), json!(c.first_failure.rfc3339()));
-                    o.insert(
-                        "detection_latency_us".into(),
-                        json!(self.at.since(c.first_failure)),
-                    );
-                }
-                v
-            }
-            EventDetail::TrustRecovered(r) => {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("collapsed_at".into(), json!(r.collapsed_at.rfc3339()));
-                }
-                v
-            }
-            EventDetail::CaChanged(c) => serde_json::to_value(c).unwrap_or(Value::Null),
-            EventDetail::CaDivergence(d) => serde_json::to_value(d).unwrap_or(Value::Null),
-            EventDetail::CaInconsistent(i) => serde_json::to_value(i).unwrap_or(Value::Null),
-        };
-        if let Value::Object(o) = fields {
-            tw.extend(o);
-        }
-        let evidence = self.evidence();
-        tw.insert("evidence".into(), json!(evidence));
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("@timestamp", &self.at.rfc3339())?;
-        m.serialize_entry(
-            "event",
-            &json!({
-                "kind": "alert",
-                "category": ["network"],
-                "type": ["info"],
-                "action": self.name(),
-                "severity": if exit_worthy(self) { 3 } else { 1 },
-                "reason": evidence,
-            }),
-        )?;
-        m.serialize_entry("message", &render_timeline_line(self))?;
-        if let Some(server) = single_server(&self.detail) {
-            m.serialize_entry("server", &json!({"address": server.ip().to_string(), "ip": server.ip().to_string(), "port": server.port()}))?;
-        }
-        m.serialize_entry("trustwatch", &tw)?;
-        m.end()
-    }
-}
-
-fn single_server(d: &EventDetail) -> Option<SocketAddr> {
-    match d {
-        EventDetail::CaChanged(c) => c.server,
-        EventDetail::CaInconsistent(i) => i.server,
-        EventDetail::TrustCollapse(c) if c.servers.len() == 1 => c.servers.first().copied(),
-        _ => None,
-    }
 }

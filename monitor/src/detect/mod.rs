@@ -21,20 +21,20 @@ use serde::Serialize;
 pub use classify::{Class, RejectingSide, classify};
 pub use event::{
     CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent,
-    Recovered, Replica, exit_worthy, render_timeline_line,
+    Recovered, Replica, exit_worthy,
 };
 pub use service::{
     CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState,
 };
 
-use crate::base::Timestamp;
+use crate::base::{KeyId, Timestamp};
 use crate::cert::Presented;
 use crate::config::Services;
 use crate::error::Error;
 use crate::handshake::Connection;
 use crate::trust::probe::{ProbeKind, ProbeResult};
-use crate::trust::{CaIdentity, PresentedCa, TrustedReference, normalize_hex};
-use service::{Obs, ServiceState};
+use crate::trust::{CaIdentity, PresentedCa, TrustedReference};
+use service::{Ctx, Obs, ServiceState};
 
 /// Service name of events about the stored CA itself (the mounted Secret).
 pub const SECRET_SERVICE: &str = "kubeedge/casecret";
@@ -129,25 +129,38 @@ impl DetectConfig {
     }
 }
 
-/// Detector counters (drops included), for metrics and the report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct DetectStats {
-    pub connections: u64,
-    /// Connections with no outcome (incomplete) that say nothing about trust.
-    pub connections_ignored: u64,
-    /// The monitor's own probe connections, seen in a live capture.
-    pub probe_connections_excluded: u64,
-    pub probes: u64,
-    pub probe_failures: u64,
-    pub services_dropped: u64,
-    pub clients_dropped: u64,
-    pub servers_dropped: u64,
-    pub ca_keys_dropped: u64,
-    pub window_entries_dropped: u64,
-    pub inconsistencies_unreported: u64,
-    pub secret_reloads: u64,
-    pub secret_reload_errors: u64,
-    pub events: u64,
+crate::counters! {
+    /// Detector counters (drops included), for metrics and the report.
+    pub struct DetectStats {
+        connections: Volume, "trustwatch_detector_connections_total", "connections judged",
+            "Connection records the detector received.";
+        connections_ignored: Volume, "trustwatch_detector_connections_ignored_total", "connections without a verdict",
+            "Connections with no outcome (incomplete) that say nothing about trust.";
+        probe_connections_excluded: Volume, "trustwatch_probe_connections_excluded_total", "probe connections excluded",
+            "The monitor's own probe connections, seen in the capture and left out.";
+        probes: Volume, "trustwatch_detector_probes_total", "probe results",
+            "Probe results the detector received.";
+        probe_failures: Loss, "trustwatch_detector_probe_failures_total", "failed probes",
+            "Probes that presented no usable CA (connection or TLS failure, no certificate).";
+        services_dropped: Loss, "trustwatch_detector_services_dropped_total", "services over the limit",
+            "Observations of a new service dropped because the service limit was reached.";
+        clients_dropped: Loss, "trustwatch_detector_clients_dropped_total", "clients over --max-tracked-clients",
+            "Observations of a new client dropped because --max-tracked-clients was reached.";
+        servers_dropped: Loss, "trustwatch_detector_servers_dropped_total", "servers over --max-replicas",
+            "Observations of a new server address dropped because --max-replicas was reached.";
+        ca_keys_dropped: Loss, "trustwatch_detector_ca_keys_dropped_total", "CA keys over --max-ca-keys",
+            "CA key attributions dropped because --max-ca-keys was reached.";
+        window_entries_dropped: Loss, "trustwatch_detector_window_entries_dropped_total", "handshakes over --max-window-handshakes",
+            "Handshakes not added to the window because --max-window-handshakes was reached.";
+        inconsistencies_unreported: Loss, "trustwatch_detector_inconsistencies_unreported_total", "inconsistencies unreported",
+            "CA inconsistencies not reported because the per-service memory of reported ones was full.";
+        secret_reloads: Volume, "trustwatch_secret_reloads_total", "casecret reloads",
+            "Times the mounted casecret's cadata changed and was re-read.";
+        secret_reload_errors: Loss, "trustwatch_secret_reload_errors_total", "casecret reload errors",
+            "Failed re-reads of the mounted casecret (the previous CA is kept).";
+        events: Volume, "trustwatch_detector_events_total", "events",
+            "Detector events emitted.";
+    }
 }
 
 /// Everything the HTTP API, metrics and report need.
@@ -159,6 +172,19 @@ pub struct Snapshot {
     /// Configured reference sources (never a token).
     pub reference: Vec<String>,
     pub reference_cas: Vec<CaIdentity>,
+    /// Some CA presented now (by any service's replicas) disagrees with the trusted reference.
+    pub inconsistent: bool,
+}
+
+impl Snapshot {
+    /// Replicas agree with each other and with the reference (`trustwatch_ca_consistent`, readiness).
+    pub fn ca_consistent(&self) -> bool {
+        !self.inconsistent
+            && self
+                .services
+                .iter()
+                .all(|s| s.divergent_ca_key_ids.is_empty())
+    }
 }
 
 /// Probe connections are excluded for this long after they were announced.
@@ -229,35 +255,28 @@ impl Detector {
             self.stats.services_dropped += 1;
             return;
         };
-        let ca_key = conn
-            .ca_key_id
-            .as_deref()
-            .map(normalize_hex)
-            .filter(|k| !k.is_empty());
+        let ca_key = conn.ca_key_id.clone();
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            reference: &self.reference,
+            stats: &mut self.stats,
+            out,
+        };
         if let Some(key) = &ca_key {
             let ca = PresentedCa {
                 key_ids: vec![key.clone()],
                 der_sha256: chain_ca_sha256(conn, key),
             };
-            svc.present(
-                conn.server,
-                ca,
-                CaSource::Passive,
-                now,
-                &self.cfg,
-                &self.reference,
-                &mut self.stats,
-                out,
-            );
+            svc.present(conn.server, ca, CaSource::Passive, now, &mut ctx);
         }
         let obs = Obs {
             t: now,
             client: conn.client.ip(),
             server: conn.server,
             class,
-            ca: ca_key.map(Arc::from),
+            ca: ca_key,
         };
-        svc.observe(obs, &self.cfg, &mut self.stats, out);
+        svc.observe(obs, &mut ctx);
         self.record(out, start);
     }
 
@@ -273,8 +292,14 @@ impl Detector {
         {
             self.probe_clients.pop_front();
         }
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            reference: &self.reference,
+            stats: &mut self.stats,
+            out,
+        };
         for svc in self.services.values_mut() {
-            svc.tick(now, &self.cfg, out);
+            svc.tick(now, &mut ctx);
         }
         self.record(out, start);
     }
@@ -304,16 +329,13 @@ impl Detector {
             self.stats.services_dropped += 1;
             return;
         };
-        svc.present(
-            addr,
-            ca,
-            source,
-            now,
-            &self.cfg,
-            &self.reference,
-            &mut self.stats,
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            reference: &self.reference,
+            stats: &mut self.stats,
             out,
-        );
+        };
+        svc.present(addr, ca, source, now, &mut ctx);
         self.record(out, start);
     }
 
@@ -336,17 +358,35 @@ impl Detector {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let services: Vec<ServiceSnapshot> = self
+            .services
+            .values()
+            .map(|s| s.snapshot(&self.cfg))
+            .collect();
+        let inconsistent = !self.reference.is_empty()
+            && services
+                .iter()
+                .flat_map(|s| &s.servers)
+                .filter_map(|s| s.presented_ca_key_id.clone())
+                .any(|k| {
+                    !self
+                        .reference
+                        .check(&PresentedCa::from_key_id(k))
+                        .is_empty()
+                });
         Snapshot {
-            services: self
-                .services
-                .values()
-                .map(|s| s.snapshot(&self.cfg))
-                .collect(),
+            services,
             recent_events: self.recent.iter().cloned().collect(),
             stats: self.stats.clone(),
             reference: self.reference.describe(),
             reference_cas: self.reference.cas().into_iter().cloned().collect(),
+            inconsistent,
         }
+    }
+
+    /// The CA key `server` of `service` presents (chains, probes), if known.
+    pub fn presented_key(&self, service: &str, server: SocketAddr) -> Option<KeyId> {
+        self.services.get(service)?.presented_key(server)
     }
 
     /// Trust state of one service, if seen.
@@ -389,7 +429,13 @@ impl Detector {
             }),
         });
         for svc in self.services.values_mut() {
-            svc.recheck_reference(now, &self.cfg, &self.reference, &mut self.stats, out);
+            let mut ctx = Ctx {
+                cfg: &self.cfg,
+                reference: &self.reference,
+                stats: &mut self.stats,
+                out,
+            };
+            svc.recheck_reference(now, &mut ctx);
         }
     }
 
@@ -429,12 +475,9 @@ fn service_entry<'a>(
 }
 
 /// sha256 of the issuing CA's DER when the server chain carries the CA itself.
-fn chain_ca_sha256(conn: &Connection, key: &str) -> Option<String> {
+fn chain_ca_sha256(conn: &Connection, key: &KeyId) -> Option<String> {
     conn.server_chain.iter().skip(1).find_map(|p| match p {
-        Presented::Parsed(c)
-            // Key ids from the certificate stage are already lower-case hex.
-            if c.ski.as_deref() == Some(key) || c.key_sha1 == key =>
-        {
+        Presented::Parsed(c) if c.ski.as_ref() == Some(key) || c.key_sha1 == *key => {
             Some(c.sha256.clone())
         }
         _ => None,

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::*;
+use crate::base::KeyId;
+use crate::export::text::timeline_line as render_timeline_line;
 use crate::flow::Side;
 use crate::handshake::{Alert, Outcome};
 use crate::trust::testpki::TestCa;
@@ -70,10 +72,10 @@ fn conn(t: f64, client: SocketAddr, server: &str, how: How, ca: Option<&str>) ->
         alerts,
         outcome,
         evidence: String::new(),
-        ca_key_id: ca.map(str::to_string),
+        ca_key_id: ca.map(|k| KeyId::parse(k).expect("hex key id")),
         client_ca_key_id: None,
-        app_records: (0, 0),
-        gap_bytes: (0, 0),
+        app_records: Default::default(),
+        gap_bytes: Default::default(),
     }
 }
 

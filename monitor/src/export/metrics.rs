@@ -1,21 +1,29 @@
 //! Prometheus metrics of the live monitor.
 //!
-//! Consumes connection records, detector events and snapshots, pipeline [`Stats`] and capture
-//! counters (all on the pipeline thread); produces a [`prometheus::Registry`] that the HTTP server
-//! encodes on `/metrics` (prometheus types are thread-safe, so scrapes never block the packet path).
+//! Consumes connection records, detector events and, at every publish, the runtime's [`View`]
+//! (detector snapshot, the pipeline's and detector's counters, capture sources, probes), all on the
+//! pipeline thread; produces a [`prometheus::Registry`] that the HTTP server encodes on `/metrics`
+//! (prometheus types are thread-safe, so scrapes never block the packet path). Every counter of
+//! [`Stats`] and [`DetectStats`] is registered from their declared lists, so everything the
+//! summary report counts is exported too.
 //!
 //! Every label is bounded: no client address is ever a label; services are capped
 //! ([`MetricsLimits::max_services`], the rest is `other`); alert names come from the IANA registry;
 //! CA key ids are kept for the N most recently seen keys and every series of an older key is removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use crate::detect::{Class, RejectingSide, Snapshot, TrustState, classify};
+use crate::base::{Counter, KeyId};
+use crate::capture::DropReason;
+use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
+use crate::runtime::{ProbeStatus, SourceView, View};
 use crate::stats::Stats;
 use crate::tls::alert;
+use crate::trust::TrustedReference;
 
 /// Label value for a CA key that is not visible (TLS 1.3 encrypts the chains).
 pub const UNKNOWN: &str = "unknown";
@@ -72,11 +80,17 @@ pub struct Metrics {
     alerts: IntCounterVec,
     cert_failures: IntCounterVec,
     trust_events: IntCounterVec,
+    /// `Stats` then `DetectStats`, in declaration order.
+    stage_counters: Vec<IntCounter>,
     packets: IntCounterVec,
+    capture_bytes: IntCounterVec,
     dropped: IntCounterVec,
-    reassembly_gaps: IntCounter,
-    flows_evicted: IntCounter,
+    capture_errors: IntCounterVec,
+    capture_restarts: IntCounterVec,
+    source_up: IntGaugeVec,
     probe_errors: IntCounterVec,
+    probe_success: IntGaugeVec,
+    probe_duration: GaugeVec,
     trust_state: IntGaugeVec,
     failing_clients: IntGaugeVec,
     presented_ca: IntGaugeVec,
@@ -104,6 +118,17 @@ fn counter_vec(
     Ok(c)
 }
 
+/// One plain counter per declared counter.
+fn declared(r: &Registry, list: &[Counter]) -> prometheus::Result<Vec<IntCounter>> {
+    list.iter()
+        .map(|c| {
+            let counter = IntCounter::new(c.metric, c.help)?;
+            r.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        })
+        .collect()
+}
+
 fn gauge_vec(
     r: &Registry,
     name: &str,
@@ -126,16 +151,16 @@ fn advance(c: &IntCounter, total: u64) {
 impl Metrics {
     pub fn new(limits: MetricsLimits) -> prometheus::Result<Metrics> {
         let r = Registry::new();
-        let reassembly_gaps = IntCounter::new(
-            "trustwatch_reassembly_gaps_total",
-            "Holes in TCP streams that were skipped (lost segments, window exceeded).",
+        let mut stage_counters = declared(&r, Stats::COUNTERS)?;
+        stage_counters.extend(declared(&r, DetectStats::COUNTERS)?);
+        let probe_duration = GaugeVec::new(
+            Opts::new(
+                "trustwatch_probe_duration_seconds",
+                "Duration of the latest probe of a target, successful or not.",
+            ),
+            &["target", "kind"],
         )?;
-        r.register(Box::new(reassembly_gaps.clone()))?;
-        let flows_evicted = IntCounter::new(
-            "trustwatch_flows_evicted_total",
-            "Flows evicted because the flow table was full (--max-flows).",
-        )?;
-        r.register(Box::new(flows_evicted.clone()))?;
+        r.register(Box::new(probe_duration.clone()))?;
         let ca_consistent = IntGauge::new(
             "trustwatch_ca_consistent",
             "1 while every presented CA agrees with the trusted reference and the replicas agree with each other, else 0.",
@@ -179,26 +204,56 @@ impl Metrics {
                 "Detector events: trust_collapse, trust_recovered, ca_changed, ca_divergence, ca_inconsistent.",
                 &["service", "event"],
             )?,
+            stage_counters,
             packets: counter_vec(
                 &r,
                 "trustwatch_packets_total",
-                "Packets handed to the pipeline, by capture source.",
+                "Packets handed to the pipeline, by capture source (BACKEND:INTERFACE).",
+                &["source"],
+            )?,
+            capture_bytes: counter_vec(
+                &r,
+                "trustwatch_capture_bytes_total",
+                "Captured bytes handed to user space and the pipeline, by capture source.",
                 &["source"],
             )?,
             dropped: counter_vec(
                 &r,
                 "trustwatch_capture_dropped_packets_total",
-                "Packets lost before analysis: queue_full (pipeline queue), kernel (capture buffer), interface (driver).",
+                "Packets lost before analysis: queue_full (pipeline queue), kernel (libpcap buffer), interface (driver), ring_full (eBPF buffer).",
                 &["source", "reason"],
             )?,
-            reassembly_gaps,
-            flows_evicted,
+            capture_errors: counter_vec(
+                &r,
+                "trustwatch_capture_errors_total",
+                "Errors that stopped a capture source (it is restarted with backoff).",
+                &["source"],
+            )?,
+            capture_restarts: counter_vec(
+                &r,
+                "trustwatch_capture_restarts_total",
+                "Restarts of a capture source after an error.",
+                &["source"],
+            )?,
+            source_up: gauge_vec(
+                &r,
+                "trustwatch_source_up",
+                "1 while a capture source is reading, 0 while it is down.",
+                &["source"],
+            )?,
             probe_errors: counter_vec(
                 &r,
                 "trustwatch_probe_errors_total",
                 "Failed trust probes, by target.",
                 &["target"],
             )?,
+            probe_success: gauge_vec(
+                &r,
+                "trustwatch_probe_success",
+                "1 when the latest probe of a target read a CA, else 0.",
+                &["target", "kind"],
+            )?,
+            probe_duration,
             trust_state: gauge_vec(
                 &r,
                 "trustwatch_trust_state",
@@ -335,7 +390,7 @@ impl Metrics {
                     conn.ca_key_id.as_ref().or(conn.client_ca_key_id.as_ref())
                 }
             };
-            let key = key.map_or(UNKNOWN, String::as_str).to_string();
+            let key = key.map_or(UNKNOWN, KeyId::as_str).to_string();
             self.touch_key(&key);
             let labels = [service.as_str(), key.as_str()];
             self.cert_failures.with_label_values(&labels).inc();
@@ -351,7 +406,7 @@ impl Metrics {
             let Some(key) = key else { continue };
             self.touch_key(key);
             if role == "server" {
-                self.issuers.insert(key.clone(), leaf.issuer.clone());
+                self.issuers.insert(key.to_string(), leaf.issuer.clone());
             }
             let labels = [service.as_str(), role, key.as_str()];
             self.cert_not_after
@@ -367,55 +422,82 @@ impl Metrics {
         self.trust_events.with_label_values(&[&service, name]).inc();
     }
 
-    /// Pipeline counters (cumulative).
-    pub fn stats(&self, stats: &Stats, flows_active: usize) {
-        advance(&self.reassembly_gaps, stats.reassembly_gaps);
-        advance(&self.flows_evicted, stats.flows_evicted);
-        self.flows_active
-            .set(i64::try_from(flows_active).unwrap_or(i64::MAX));
-    }
-
-    /// Capture counters of one source (cumulative).
-    pub fn capture(
-        &self,
-        source: &str,
-        packets: u64,
-        queue_full: u64,
-        kernel: u64,
-        interface: u64,
-    ) {
-        advance(&self.packets.with_label_values(&[source]), packets);
-        for (reason, total) in [
-            ("queue_full", queue_full),
-            ("kernel", kernel),
-            ("interface", interface),
-        ] {
-            advance(&self.dropped.with_label_values(&[source, reason]), total);
+    /// The runtime's state: counters, capture sources, probes, and the detector's snapshot.
+    pub fn publish(&mut self, view: &View<'_>) {
+        let values = view.stats.values().chain(view.snapshot.stats.values());
+        for (counter, (_, total)) in self.stage_counters.iter().zip(values) {
+            advance(counter, total);
         }
+        self.flows_active
+            .set(i64::try_from(view.flows_active).unwrap_or(i64::MAX));
+        for s in view.sources {
+            self.source(s);
+        }
+        for p in view.probes {
+            self.probe(p);
+        }
+        self.snapshot(view.snapshot);
     }
 
-    /// A failed probe of `target` (`host:port`, from the configuration: bounded).
-    pub fn probe_error(&self, target: &str) {
-        self.probe_errors.with_label_values(&[target]).inc();
+    /// Counters of one capture source (cumulative).
+    fn source(&self, s: &SourceView) {
+        let c = &s.counters;
+        let name = s.name.as_str();
+        advance(&self.packets.with_label_values(&[name]), c.packets());
+        advance(&self.capture_bytes.with_label_values(&[name]), c.bytes());
+        for reason in DropReason::ALL {
+            advance(
+                &self.dropped.with_label_values(&[name, reason.as_str()]),
+                c.dropped(reason),
+            );
+        }
+        advance(
+            &self.capture_errors.with_label_values(&[name]),
+            c.errors.load(Ordering::Relaxed),
+        );
+        advance(
+            &self.capture_restarts.with_label_values(&[name]),
+            c.restarts.load(Ordering::Relaxed),
+        );
+        self.source_up
+            .with_label_values(&[name])
+            .set(i64::from(c.running()));
     }
 
-    /// The CAs of the trusted reference: `(source, key_id, subject)`.
-    pub fn trusted_cas(&mut self, cas: &[(String, String, String)]) {
+    /// The latest result of one probe target (targets come from the configuration: bounded).
+    fn probe(&self, p: &ProbeStatus) {
+        let target = p.last.target.authority();
+        let kind = p.last.target.kind.as_str();
+        advance(&self.probe_errors.with_label_values(&[&target]), p.failures);
+        self.probe_success
+            .with_label_values(&[&target, kind])
+            .set(i64::from(p.last.outcome.is_ok()));
+        self.probe_duration
+            .with_label_values(&[&target, kind])
+            .set(p.last.elapsed_ms as f64 / 1000.0);
+    }
+
+    /// The CAs of the trusted reference, by source (`secret` for the mounted casecret,
+    /// `trusted_ca` for files).
+    pub fn trusted_reference(&mut self, reference: &TrustedReference) {
         self.trusted_ca.reset();
-        for (source, key, subject) in cas {
+        for ca in reference.cas() {
+            let source = if reference.secret_ca().is_some_and(|s| s == ca) {
+                "secret"
+            } else {
+                "trusted_ca"
+            };
             self.trusted_ca
-                .with_label_values(&[source.as_str(), key.as_str()])
+                .with_label_values(&[source, ca.key_id.as_str()])
                 .set(1);
             self.issuers
-                .entry(key.clone())
-                .or_insert_with(|| subject.clone());
+                .entry(ca.key_id.to_string())
+                .or_insert_with(|| ca.subject.clone());
         }
     }
 
     /// The detector's state: trust state, failing clients, presented CAs, divergence, consistency.
-    /// `inconsistent` tells whether some presented CA currently disagrees with the reference.
-    pub fn snapshot(&mut self, snap: &Snapshot, inconsistent: bool) {
-        let mut diverging = false;
+    fn snapshot(&mut self, snap: &Snapshot) {
         for svc in &snap.services {
             let service = self.service(&svc.service).to_string();
             self.trust_state
@@ -427,9 +509,8 @@ impl Metrics {
             let keys: BTreeSet<String> = svc
                 .servers
                 .iter()
-                .filter_map(|s| s.presented_ca_key_id.clone())
+                .filter_map(|s| s.presented_ca_key_id.as_ref().map(KeyId::to_string))
                 .collect();
-            diverging |= !svc.divergent_ca_key_ids.is_empty();
             self.ca_divergence
                 .with_label_values(&[&service])
                 .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
@@ -458,8 +539,7 @@ impl Metrics {
                 self.own(key, KeyedFamily::PresentedCa, &labels);
             }
         }
-        self.ca_consistent
-            .set(i64::from(!diverging && !inconsistent));
+        self.ca_consistent.set(i64::from(snap.ca_consistent()));
     }
 }
 
@@ -521,22 +601,36 @@ mod tests {
     #[test]
     fn counters_follow_cumulative_totals() {
         let m = Metrics::new(MetricsLimits::default()).unwrap();
-        m.capture("lo", 10, 1, 0, 0);
-        m.capture("lo", 7, 3, 2, 0);
+        let counters = std::sync::Arc::new(crate::capture::SourceCounters::default());
+        let view = SourceView {
+            name: "pcap:lo".into(),
+            counters: counters.clone(),
+            feedback: None,
+        };
+        (0..10).for_each(|_| counters.handed(100));
+        counters.count_drop(DropReason::QueueFull, 1);
+        m.source(&view);
+        counters.count_drop(DropReason::QueueFull, 2);
+        counters.count_drop(DropReason::Kernel, 2);
+        m.source(&view);
         let t = text(&m);
         assert!(
-            t.contains("trustwatch_packets_total{source=\"lo\"} 10"),
+            t.contains("trustwatch_packets_total{source=\"pcap:lo\"} 10"),
+            "{t}"
+        );
+        assert!(
+            t.contains("trustwatch_capture_bytes_total{source=\"pcap:lo\"} 1000"),
             "{t}"
         );
         assert!(
             t.contains(
-                "trustwatch_capture_dropped_packets_total{reason=\"queue_full\",source=\"lo\"} 3"
+                "trustwatch_capture_dropped_packets_total{reason=\"queue_full\",source=\"pcap:lo\"} 3"
             ),
             "{t}"
         );
         assert!(
             t.contains(
-                "trustwatch_capture_dropped_packets_total{reason=\"kernel\",source=\"lo\"} 2"
+                "trustwatch_capture_dropped_packets_total{reason=\"kernel\",source=\"pcap:lo\"} 2"
             ),
             "{t}"
         );

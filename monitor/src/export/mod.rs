@@ -3,3 +3,4 @@
 pub mod json;
 pub mod metrics;
 pub mod report;
+pub mod text;

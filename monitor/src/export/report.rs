@@ -1,22 +1,30 @@
 //! The human-readable summary printed by `trustwatch analyze`.
 //!
-//! Consumes [`Connection`]s (and the pipeline's [`Stats`]); produces a text report: per service,
-//! connections by outcome and TLS version, alerts by code and sender, every CA key id with its
-//! subject and how many handshakes succeeded and failed under it, and the clients that failed
-//! most. Memory is bounded: at most [`MAX_KEYS`] CA keys and [`MAX_CLIENTS`] clients per service
-//! are tracked (the rest are counted as "other").
+//! Consumes [`Connection`]s, detector [`Event`]s and the counters ([`Stats`], [`DetectStats`]);
+//! produces a text report: per service, connections by outcome and TLS version, alerts by code and
+//! sender, every CA key id with its subject and how many handshakes succeeded and failed under it,
+//! the clients that failed most, every non-zero counter (from the same lists `/metrics` exports),
+//! and the trust timeline. Memory is bounded: at most [`MAX_KEYS`] CA keys and [`MAX_CLIENTS`]
+//! clients per service are tracked (the rest are counted as "other"), at most [`MAX_TIMELINE`]
+//! timeline lines (the rest are counted).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use crate::base::{Counter, CounterKind, KeyId};
 use crate::cert::Presented;
+use crate::detect::{DetectStats, Event};
+use crate::export::text::timeline_line;
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::stats::Stats;
 use crate::tls::alert;
 
 pub const MAX_KEYS: usize = 256;
 pub const MAX_CLIENTS: usize = 4096;
+/// Timeline lines kept for the report (events beyond are still written as JSON and counted).
+pub const MAX_TIMELINE: usize = 10_000;
 
 #[derive(Default)]
 struct CaKey {
@@ -32,7 +40,7 @@ struct Service {
     versions: BTreeMap<String, u64>,
     /// (sender, plaintext code or None for encrypted) → count
     alerts: BTreeMap<(&'static str, Option<u8>), u64>,
-    ca_keys: BTreeMap<String, CaKey>,
+    ca_keys: BTreeMap<KeyId, CaKey>,
     other_keys: u64,
     failing_clients: BTreeMap<IpAddr, u64>,
     other_clients: u64,
@@ -43,6 +51,8 @@ struct Service {
 pub struct Summary {
     services: BTreeMap<String, Service>,
     connections: u64,
+    timeline: Vec<(Arc<str>, String)>,
+    events: u64,
 }
 
 impl Summary {
@@ -97,12 +107,20 @@ impl Summary {
         }
     }
 
+    /// One detector event, for the trust timeline.
+    pub fn event(&mut self, e: &Event) {
+        self.events += 1;
+        if self.timeline.len() < MAX_TIMELINE {
+            self.timeline.push((e.service.clone(), timeline_line(e)));
+        }
+    }
+
     pub fn connections(&self) -> u64 {
         self.connections
     }
 
     /// Renders the report.
-    pub fn render(&self, stats: &Stats) -> String {
+    pub fn render(&self, stats: &Stats, detect: &DetectStats) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -171,39 +189,57 @@ impl Summary {
                 );
             }
         }
-        let _ = writeln!(out, "\ncapture: {}", counters(stats));
+        let all = || stats.values().chain(detect.values());
+        let _ = writeln!(
+            out,
+            "\ncapture: {}",
+            counter_line(all(), CounterKind::Volume)
+        );
+        let _ = writeln!(out, "losses: {}", counter_line(all(), CounterKind::Loss));
+        self.render_timeline(&mut out);
         out
+    }
+
+    /// The trust timeline, grouped by service in time order.
+    fn render_timeline(&self, out: &mut String) {
+        out.push_str("\ntrust timeline:\n");
+        if self.timeline.is_empty() {
+            out.push_str("  no trust events (healthy throughout)\n");
+            return;
+        }
+        let mut services: Vec<&Arc<str>> = self.timeline.iter().map(|(s, _)| s).collect();
+        services.sort();
+        services.dedup();
+        for service in services {
+            let _ = writeln!(out, "  {service}:");
+            for (_, line) in self.timeline.iter().filter(|(s, _)| s == service) {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        let shown = self.timeline.len() as u64;
+        if self.events > shown {
+            let _ = writeln!(
+                out,
+                "  (+{} more events in the JSON output)",
+                self.events - shown
+            );
+        }
     }
 }
 
-/// Non-zero drop/error counters as one line.
-fn counters(s: &Stats) -> String {
-    let items = [
-        ("not TCP", s.not_tcp),
-        ("IP fragments skipped", s.ip_fragments),
-        ("malformed packets", s.malformed_packets),
-        ("flows", s.flows_opened),
-        ("flows evicted", s.flows_evicted),
-        ("flows timed out", s.flows_timed_out),
-        ("reassembly gaps", s.reassembly_gaps),
-        ("gap bytes", s.gap_bytes),
-        ("overlap conflicts", s.overlap_conflicts),
-        ("window-dropped bytes", s.window_dropped_bytes),
-        ("malformed records", s.malformed_records),
-        ("malformed handshakes", s.malformed_handshakes),
-        ("alerts over the per-connection limit", s.alerts_dropped),
-        ("chain certificates over --max-chain", s.chain_certs_dropped),
-        ("certificates", s.certificates),
-        ("malformed certificates", s.malformed_certificates),
-    ];
-    let parts: Vec<String> = items
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{k} {n}"))
+/// The non-zero counters of one kind, `label value` comma-separated (the same list `/metrics`
+/// exports).
+fn counter_line<'a>(
+    counters: impl Iterator<Item = (&'a Counter, u64)>,
+    kind: CounterKind,
+) -> String {
+    let parts: Vec<String> = counters
+        .filter(|(c, n)| c.kind == kind && *n > 0)
+        .map(|(c, n)| format!("{} {n}", c.label))
         .collect();
-    if parts.is_empty() {
-        "no drops".to_string()
-    } else {
-        parts.join(", ")
+    match (parts.is_empty(), kind) {
+        (true, CounterKind::Loss) => "none".to_string(),
+        (true, CounterKind::Volume) => "nothing".to_string(),
+        _ => parts.join(", "),
     }
 }

@@ -11,7 +11,7 @@ pub mod tracker;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::base::Timestamp;
+use crate::base::{KeyId, PerSide, Timestamp};
 use crate::cert::Presented;
 use crate::flow::Side;
 use crate::tls::{ClientHello, ServerHello, Version};
@@ -91,13 +91,13 @@ pub struct Connection {
     /// Human-readable reason for the outcome, e.g. "client sent fatal bad_certificate(42)".
     pub evidence: String,
     /// The key of the CA that issued the server leaf (see [`crate::cert::ca_key_id`]).
-    pub ca_key_id: Option<String>,
+    pub ca_key_id: Option<KeyId>,
     /// The key of the CA that issued the client leaf.
-    pub client_ca_key_id: Option<String>,
+    pub client_ca_key_id: Option<KeyId>,
     /// Application data records seen per direction (client, server).
-    pub app_records: (u32, u32),
+    pub app_records: PerSide<u32>,
     /// Stream bytes lost to gaps during the handshake (client, server).
-    pub gap_bytes: (u64, u64),
+    pub gap_bytes: PerSide<u64>,
 }
 
 impl Connection {

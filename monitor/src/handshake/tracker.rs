@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::base::Timestamp;
+use crate::base::{PerSide, Timestamp};
 use crate::cert::{self, CertCache};
 use crate::config::Limits;
 use crate::flow::{CloseReason, Endpoints, Side, StreamHandler};
@@ -50,8 +50,8 @@ pub struct Tracker {
     service: Arc<str>,
     vlan: Option<u16>,
     max_chain: usize,
-    streams: [RecordStream; 2],
-    sides: [SideState; 2],
+    streams: PerSide<RecordStream>,
+    sides: PerSide<SideState>,
     client_hello: Option<Box<ClientHello>>,
     server_hello: Option<Box<ServerHello>>,
     hello_retry: bool,
@@ -81,13 +81,6 @@ struct Dropped {
     certs: u64,
 }
 
-const fn idx(side: Side) -> usize {
-    match side {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
-}
-
 impl Tracker {
     pub fn new(
         endpoints: Endpoints,
@@ -104,7 +97,7 @@ impl Tracker {
             service,
             vlan,
             max_chain: limits.max_chain_len,
-            streams: [stream(), stream()],
+            streams: PerSide::from_fn(|_| stream()),
             sides: Default::default(),
             client_hello: None,
             server_hello: None,
@@ -163,9 +156,8 @@ impl Tracker {
             .verdict
             .clone()
             .unwrap_or((Outcome::Incomplete, "undecided".into()));
-        let [client, server] = &mut self.sides;
-        let server_chain = std::mem::take(&mut server.chain);
-        let client_chain = std::mem::take(&mut client.chain);
+        let server_chain = std::mem::take(&mut self.sides.server.chain);
+        let client_chain = std::mem::take(&mut self.sides.client.chain);
         Connection {
             start: self.start,
             end: self.last,
@@ -186,8 +178,8 @@ impl Tracker {
             alerts: std::mem::take(&mut self.alerts),
             outcome,
             evidence,
-            app_records: (client.facts.app_records, server.facts.app_records),
-            gap_bytes: (client.gap_bytes, server.gap_bytes),
+            app_records: PerSide::from_fn(|side| self.sides[side].facts.app_records),
+            gap_bytes: PerSide::from_fn(|side| self.sides[side].gap_bytes),
         }
     }
 
@@ -218,8 +210,8 @@ impl Tracker {
             server_hello: self.server_hello.is_some(),
             version: self.version,
             alerts: &self.alerts,
-            client: self.sides[0].facts,
-            server: self.sides[1].facts,
+            client: self.sides.client.facts,
+            server: self.sides.server.facts,
             sealed: &self.sealed,
             ended,
         };
@@ -255,7 +247,7 @@ impl Tracker {
     }
 
     fn on_event(&mut self, certs: &mut CertCache, side: Side, ts: Timestamp, event: TlsEvent<'_>) {
-        let me = idx(side);
+        let me = side;
         match event {
             TlsEvent::ClientHello(ch) if side == Side::Client => {
                 self.saw_hello = true;
@@ -270,7 +262,7 @@ impl Tracker {
                 if sh.selected_version.is_tls13() {
                     // The client's later records are TLS 1.3 too (its second ClientHello after a
                     // HelloRetryRequest stays plaintext despite a compatibility CCS).
-                    self.streams[idx(Side::Client)].set_tls13(true);
+                    self.streams.client.set_tls13(true);
                 }
                 if sh.hello_retry {
                     self.hello_retry = true;
@@ -323,7 +315,7 @@ impl Tracker {
     }
 
     fn on_opaque(&mut self, side: Side, ts: Timestamp, content_type: ContentType, len: u16) {
-        let me = idx(side);
+        let me = side;
         if self.is_tls13() {
             if content_type == ContentType::ApplicationData && self.sealed.len() < MAX_SEALED {
                 self.sealed.push(SealedRecord {
@@ -359,26 +351,25 @@ impl StreamHandler for Tracker {
         }
         // The stream is moved out while it parses so its events can update the rest of the
         // tracker; a stream reacts to its own ServerHello and ChangeCipherSpec by itself.
-        let i = idx(side);
-        let mut stream = std::mem::take(&mut self.streams[i]);
+        let mut stream = std::mem::take(&mut self.streams[side]);
         let TrackerCtx { certs, stats } = ctx;
         stream.feed(data, stats, &mut |event| {
             self.on_event(certs, side, ts, event)
         });
-        self.streams[i] = stream;
+        self.streams[side] = stream;
         self.evaluate(false);
         self.flush_drops(stats);
     }
 
     fn on_gap(&mut self, _ctx: &mut TrackerCtx, side: Side, bytes: u64) {
-        let s = &mut self.sides[idx(side)];
+        let s = &mut self.sides[side];
         s.gap_bytes = s.gap_bytes.saturating_add(bytes);
-        self.streams[idx(side)].gap();
+        self.streams[side].gap();
     }
 
     fn on_close_from(&mut self, ctx: &mut TrackerCtx, side: Side, ts: Timestamp, rst: bool) {
         self.last = ts;
-        let facts = &mut self.sides[idx(side)].facts;
+        let facts = &mut self.sides[side].facts;
         if facts.close.is_none() {
             facts.close = Some(Close { rst, ts });
         }

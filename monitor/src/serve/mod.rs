@@ -46,6 +46,14 @@ impl Shared {
         }
     }
 
+    pub fn set_capture_running(&self, running: bool) {
+        self.capture_running.store(running, Ordering::SeqCst);
+    }
+
+    pub fn set_ca_consistent(&self, consistent: bool) {
+        self.ca_consistent.store(consistent, Ordering::SeqCst);
+    }
+
     /// Replaces the state page (called by the pipeline thread).
     pub fn publish(&self, page: StatePage) {
         let page = Arc::new(page);

@@ -12,12 +12,17 @@ use crate::trust::probe::ProbeResult;
 /// One capture source.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SourceState {
+    /// `BACKEND:INTERFACE`.
     pub name: String,
     pub running: bool,
     pub packets: u64,
+    pub bytes: u64,
     pub dropped_queue_full: u64,
     pub dropped_kernel: u64,
     pub dropped_interface: u64,
+    pub dropped_ring_full: u64,
+    pub errors: u64,
+    pub restarts: u64,
 }
 
 /// Everything `/api/state` returns.

@@ -48,9 +48,9 @@ fn cache_key(ch: &ClientHello, first_alpn: Option<&[u8]>) -> Vec<u16> {
     key
 }
 
-/// Fills `ja3`, `ja3_md5` and `ja4` of a freshly parsed hello. `first_alpn` is the first ALPN
-/// value as raw bytes (ALPN values need not be UTF-8).
-pub(crate) fn fill(ch: &mut ClientHello, first_alpn: Option<&[u8]>) {
+/// Fills `ja3`, `ja3_md5` and `ja4` of a freshly parsed hello.
+pub(crate) fn fill(ch: &mut ClientHello) {
+    let first_alpn = ch.first_alpn.as_deref();
     let key = cache_key(ch, first_alpn);
     let cached = CACHE.with_borrow_mut(|c| c.get(&key).cloned());
     let [ja3, ja3_md5, ja4] = cached.unwrap_or_else(|| {

@@ -9,7 +9,7 @@ use tls_parser::{
     TlsExtension, parse_tls_client_hello_extension, parse_tls_server_hello_extension,
 };
 
-use super::{Version, fingerprint};
+use super::Version;
 
 /// What a ClientHello offered (GREASE values removed everywhere except `raw_*` lists).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct ClientHello {
     pub supported_versions: Vec<Version>,
     pub sni: Option<String>,
     pub alpn: Vec<String>,
+    /// The first ALPN value's raw bytes (JA4 reads them; ALPN values need not be UTF-8).
+    pub first_alpn: Option<Vec<u8>>,
     pub ciphers: Vec<u16>,
     pub groups: Vec<u16>,
     pub ec_point_formats: Vec<u8>,
@@ -32,7 +34,8 @@ pub struct ClientHello {
     pub psk: bool,
     /// The hello came in SSLv2 record format.
     pub sslv2: bool,
-    /// JA3 string (`version,ciphers,extensions,groups,point_formats`) and its MD5.
+    /// JA3 string (`version,ciphers,extensions,groups,point_formats`) and its MD5, filled by
+    /// [`super::fingerprint::fill`].
     pub ja3: String,
     pub ja3_md5: String,
     /// JA4 (client fingerprint `a_b_c`), computed over TCP ("t" prefix).
@@ -104,7 +107,7 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Parses a ClientHello handshake body and computes its JA3/JA4.
+/// Parses a ClientHello handshake body (fingerprints are left empty).
 pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
     let (_, ch) = tls_parser::parse_tls_handshake_client_hello(body).ok()?;
     let mut out = ClientHello {
@@ -118,7 +121,6 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
             .collect(),
         ..ClientHello::default()
     };
-    let mut first_alpn: Option<&[u8]> = None;
     for (ty, data, raw) in RawExtensions(ch.ext.unwrap_or_default()) {
         if is_grease(ty) {
             continue;
@@ -153,7 +155,7 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
                             algs.into_iter().filter(|&a| !is_grease(a)).collect();
                     }
                     TlsExtension::ALPN(protos) => {
-                        first_alpn = protos.first().copied();
+                        out.first_alpn = protos.first().map(|p| p.to_vec());
                         out.alpn = protos.iter().map(|p| lossy(p)).collect();
                     }
                     TlsExtension::SupportedVersions(versions) => {
@@ -169,7 +171,6 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
             _ => {}
         }
     }
-    fingerprint::fill(&mut out, first_alpn);
     Some(out)
 }
 
@@ -189,7 +190,7 @@ pub fn parse_sslv2_client_hello(msg: &[u8]) -> Option<ClientHello> {
     }
     let specs = msg.get(9..9 + specs_len)?;
     let session_id = msg.get(9 + specs_len..9 + specs_len + sid_len)?;
-    let mut out = ClientHello {
+    let out = ClientHello {
         legacy_version: Version(version),
         session_id: session_id.to_vec(),
         ciphers: specs
@@ -201,7 +202,6 @@ pub fn parse_sslv2_client_hello(msg: &[u8]) -> Option<ClientHello> {
         sslv2: true,
         ..ClientHello::default()
     };
-    fingerprint::fill(&mut out, None);
     Some(out)
 }
 

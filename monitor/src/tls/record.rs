@@ -15,6 +15,7 @@
 
 use std::mem;
 
+use super::fingerprint;
 use super::hello::{self, parse_client_hello, parse_draft_hello_retry, parse_server_hello};
 use super::{ContentType, TlsEvent, Version};
 use crate::stats::Stats;
@@ -299,7 +300,10 @@ impl RecordStream {
                 len: u16::try_from(body.len()).unwrap_or(u16::MAX),
             });
             match hello::parse_sslv2_client_hello(body) {
-                Some(ch) => sink(TlsEvent::ClientHello(Box::new(ch))),
+                Some(mut ch) => {
+                    fingerprint::fill(&mut ch);
+                    sink(TlsEvent::ClientHello(Box::new(ch)))
+                }
                 None => self.bad_handshake(stats, sink),
             }
             return;
@@ -434,7 +438,10 @@ impl RecordStream {
     ) {
         let event = match ty {
             1 => match parse_client_hello(body) {
-                Some(ch) => TlsEvent::ClientHello(Box::new(ch)),
+                Some(mut ch) => {
+                    fingerprint::fill(&mut ch);
+                    TlsEvent::ClientHello(Box::new(ch))
+                }
                 None => return self.bad_handshake(stats, sink),
             },
             2 | 6 => {

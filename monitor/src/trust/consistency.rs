@@ -8,6 +8,7 @@
 //! must also be the CA `/ca.crt` names.
 
 use super::probe::{ProbeKind, ProbeResult};
+use crate::base::KeyId;
 use super::{PresentedCa, TrustedReference};
 
 /// What `trustwatch check` concluded.
@@ -69,7 +70,7 @@ pub fn judge(reference: &TrustedReference, results: &[ProbeResult]) -> Verdict {
         return Verdict::new(Outcome::Unknown, "nothing was probed".into());
     }
     let mut seen: Vec<String> = Vec::new();
-    let mut presented_keys: Vec<(String, Vec<String>)> = Vec::new();
+    let mut presented_keys: Vec<(String, Vec<KeyId>)> = Vec::new();
     for r in results {
         let finding = match &r.outcome {
             Ok(f) => f,
@@ -114,8 +115,8 @@ pub fn judge(reference: &TrustedReference, results: &[ProbeResult]) -> Verdict {
                     Outcome::Inconsistent,
                     format!(
                         "{first} names CA key {} but {other} names {}",
-                        keys.first().map_or("?", String::as_str),
-                        k.first().map_or("?", String::as_str)
+                        keys.first().map_or("?", KeyId::as_str),
+                        k.first().map_or("?", KeyId::as_str)
                     ),
                 );
             }
@@ -128,7 +129,7 @@ pub fn judge(reference: &TrustedReference, results: &[ProbeResult]) -> Verdict {
 }
 
 fn describe(p: &PresentedCa) -> String {
-    let key = p.key_ids.first().map_or("unknown", String::as_str);
+    let key = p.key_ids.first().map_or("unknown", KeyId::as_str);
     match &p.der_sha256 {
         Some(sha) => format!("CA key {key} (sha256 {sha})"),
         None => format!("CA key {key}"),
@@ -169,7 +170,7 @@ mod tests {
             elapsed_ms: 1,
             outcome: Ok(ProbeFinding {
                 ca: None,
-                issuer_key_id: Some(issuer_key_id.into()),
+                issuer_key_id: KeyId::parse(issuer_key_id),
                 leaf: None,
                 chain_len: 1,
                 note: None,
@@ -192,14 +193,14 @@ mod tests {
     fn same_ca_is_consistent_other_key_is_not() {
         let (a, b) = (TestCa::kubeedge(), TestCa::kubeedge());
         let (_d, reference) = secret(&a);
-        let v = judge(&reference, &[ca_result(&a), chain_result(&a.key_id())]);
+        let v = judge(&reference, &[ca_result(&a), chain_result(a.key_id().as_str())]);
         assert_eq!(v.outcome, Outcome::Consistent, "{}", v.line);
         assert!(
             v.line
                 .starts_with("consistent: 127.0.0.1:10002 /ca.crt CA key ")
         );
         assert!(
-            v.line.contains(&a.key_id()) && v.line.contains("casecret"),
+            v.line.contains(a.key_id().as_str()) && v.line.contains("casecret"),
             "{}",
             v.line
         );
@@ -207,14 +208,14 @@ mod tests {
         let v = judge(&reference, &[ca_result(&b)]);
         assert_eq!(v.outcome, Outcome::Inconsistent);
         assert!(
-            v.line.contains(&b.key_id()) && v.line.contains(&a.key_id()),
+            v.line.contains(b.key_id().as_str()) && v.line.contains(a.key_id().as_str()),
             "{}",
             v.line
         );
         assert_eq!(v.outcome.exit_code(), 1);
 
         // /ca.crt right, but cloudhub serves a leaf of the other CA.
-        let v = judge(&reference, &[ca_result(&a), chain_result(&b.key_id())]);
+        let v = judge(&reference, &[ca_result(&a), chain_result(b.key_id().as_str())]);
         assert_eq!(v.outcome, Outcome::Inconsistent, "{}", v.line);
         assert!(v.line.contains("chain"), "{}", v.line);
     }
@@ -235,7 +236,7 @@ mod tests {
             judge(&reference, &[ca_result(&b)]).outcome,
             Outcome::Inconsistent
         );
-        let v = judge(&reference, &[chain_result(&a.key_id())]);
+        let v = judge(&reference, &[chain_result(a.key_id().as_str())]);
         assert_eq!(
             v.outcome,
             Outcome::Unknown,

@@ -16,10 +16,10 @@ use std::str::FromStr;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use sha1::{Digest as _, Sha1};
-use sha2::Sha256;
-use x509_parser::extensions::ParsedExtension;
+use sha2::{Digest as _, Sha256};
 
+use crate::base::KeyId;
+use crate::cert::CertInfo;
 use crate::error::Error;
 
 /// The one file of a `casecret` mount that is read. `cakeydata` (the CA key) is never opened.
@@ -28,24 +28,13 @@ pub const SECRET_CA_FILE: &str = "cadata";
 /// Upper bound on a CA file read from disk (a bundle of many CAs is still far below it).
 const MAX_CA_FILE: u64 = 4 * 1024 * 1024;
 
-/// Normalizes a key id or hash for comparison: lower-case hex without `:` separators.
-pub fn normalize_hex(s: &str) -> String {
-    if s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return s.to_owned();
-    }
-    s.chars()
-        .filter(|c| *c != ':')
-        .flat_map(char::to_lowercase)
-        .collect()
-}
-
 /// Who a CA is: its key ids and the hash of its DER.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CaIdentity {
     /// The id reported everywhere: Subject Key Identifier, else SHA-1 of the public key.
-    pub key_id: String,
+    pub key_id: KeyId,
     /// Every id this key is known by (SKI and SHA-1 of the public key; one when they agree).
-    pub key_ids: Vec<String>,
+    pub key_ids: Vec<KeyId>,
     /// sha256 of the certificate DER (what a join token's hash covers).
     pub sha256: String,
     pub subject: String,
@@ -54,36 +43,30 @@ pub struct CaIdentity {
 }
 
 impl CaIdentity {
-    /// Parses one certificate; `None` when it is not valid X.509 DER.
+    /// Parses one certificate (as the certificate stage does); `None` when it is not valid DER.
     pub fn from_der(der: &[u8]) -> Option<CaIdentity> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let key_sha1 = hex::encode(Sha1::digest(&cert.public_key().subject_public_key.data));
-        let ski = cert
-            .iter_extensions()
-            .find_map(|e| match e.parsed_extension() {
-                ParsedExtension::SubjectKeyIdentifier(k) => Some(hex::encode(k.0)),
-                _ => None,
-            });
-        let key_id = ski.clone().unwrap_or_else(|| key_sha1.clone());
-        let mut key_ids = vec![key_id.clone()];
-        if key_sha1 != key_id {
-            key_ids.push(key_sha1);
-        }
-        Some(CaIdentity {
-            key_id,
-            key_ids,
-            sha256: hex::encode(Sha256::digest(der)),
-            subject: cert.subject().to_string(),
-            serial: normalize_hex(&cert.raw_serial_as_string())
-                .trim_start_matches('0')
-                .to_string(),
-        })
+        crate::cert::parse(der).info().map(CaIdentity::from_info)
     }
 
-    /// Whether `id` (any separator or case) names this CA's key.
-    pub fn has_key_id(&self, id: &str) -> bool {
-        let id = normalize_hex(id);
-        self.key_ids.contains(&id)
+    /// The identity of a parsed certificate.
+    pub fn from_info(info: &CertInfo) -> CaIdentity {
+        let key_id = info.ski.clone().unwrap_or_else(|| info.key_sha1.clone());
+        let mut key_ids = vec![key_id.clone()];
+        if info.key_sha1 != key_id {
+            key_ids.push(info.key_sha1.clone());
+        }
+        CaIdentity {
+            key_id,
+            key_ids,
+            sha256: info.sha256.clone(),
+            subject: info.subject.clone(),
+            serial: info.serial.clone(),
+        }
+    }
+
+    /// Whether `id` names this CA's key.
+    pub fn has_key_id(&self, id: &KeyId) -> bool {
+        self.key_ids.contains(id)
     }
 }
 
@@ -119,7 +102,7 @@ impl CaHash {
     }
 
     fn decode(s: &str) -> Option<CaHash> {
-        let s = normalize_hex(s);
+        let s: String = s.chars().filter(|c| *c != ':').collect();
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(CaHash(out))
@@ -232,8 +215,8 @@ impl Source {
 
     fn expected(&self) -> Vec<String> {
         match self {
-            Source::File { cas, .. } => cas.iter().map(|c| c.key_id.clone()).collect(),
-            Source::Secret(s) => vec![s.ca.key_id.clone()],
+            Source::File { cas, .. } => cas.iter().map(|c| c.key_id.to_string()).collect(),
+            Source::Secret(s) => vec![s.ca.key_id.to_string()],
             Source::Hash { hash, .. } => vec![format!("sha256:{}", hash.hex())],
         }
     }
@@ -243,14 +226,14 @@ impl Source {
 /// certificate itself was seen (probe of `/ca.crt`, or a chain that carried the CA).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PresentedCa {
-    pub key_ids: Vec<String>,
+    pub key_ids: Vec<KeyId>,
     pub der_sha256: Option<String>,
 }
 
 impl PresentedCa {
-    pub fn from_key_id(id: &str) -> PresentedCa {
+    pub fn from_key_id(id: KeyId) -> PresentedCa {
         PresentedCa {
-            key_ids: vec![normalize_hex(id)],
+            key_ids: vec![id],
             der_sha256: None,
         }
     }

@@ -27,9 +27,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
-use x509_parser::extensions::ParsedExtension;
 
-use super::{CaIdentity, PresentedCa, normalize_hex};
+use super::{CaIdentity, PresentedCa};
+use crate::base::KeyId;
 use crate::error::Error;
 
 /// Which probe.
@@ -40,6 +40,15 @@ pub enum ProbeKind {
     CaEndpoint,
     /// TLS handshake only, to record the presented chain.
     Chain,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::CaEndpoint => "ca_endpoint",
+            ProbeKind::Chain => "chain",
+        }
+    }
 }
 
 /// A probe destination.
@@ -227,7 +236,7 @@ pub struct ProbeFinding {
     /// The CA certificate itself: the `/ca.crt` body, or the chain element that issued the leaf.
     pub ca: Option<CaIdentity>,
     /// The key id of the CA that issued the presented leaf (its AKI), for chain probes.
-    pub issuer_key_id: Option<String>,
+    pub issuer_key_id: Option<KeyId>,
     /// Subject and key of the presented leaf, for chain probes.
     pub leaf: Option<CaIdentity>,
     /// Certificates the server presented (chain probe).
@@ -244,7 +253,7 @@ impl ProbeFinding {
         }
         self.issuer_key_id
             .as_ref()
-            .map(|k| PresentedCa::from_key_id(k))
+            .map(|k| PresentedCa::from_key_id(k.clone()))
     }
 
     /// The CA key id this finding names.
@@ -346,18 +355,15 @@ pub fn probe_chain(
 
 fn finding_from_chain(chain: Vec<Vec<u8>>, note: Option<String>) -> Result<ProbeFinding, String> {
     let leaf_der = chain.first().ok_or("server presented no certificate")?;
-    let leaf = CaIdentity::from_der(leaf_der);
-    let issuer_key_id = authority_key_id(leaf_der);
+    let parsed = crate::cert::parse(leaf_der);
+    let leaf = parsed.info().map(CaIdentity::from_info);
+    let issuer_key_id = parsed.info().and_then(|i| i.aki.clone());
     // The issuing CA, when the chain carries it: the element whose key id the leaf's AKI names.
     let ca = chain
         .iter()
         .skip(1)
         .filter_map(|d| CaIdentity::from_der(d))
-        .find(|c| {
-            issuer_key_id
-                .as_deref()
-                .is_some_and(|aki| c.has_key_id(aki))
-        });
+        .find(|c| issuer_key_id.as_ref().is_some_and(|aki| c.has_key_id(aki)));
     Ok(ProbeFinding {
         ca,
         issuer_key_id,
@@ -365,19 +371,6 @@ fn finding_from_chain(chain: Vec<Vec<u8>>, note: Option<String>) -> Result<Probe
         chain_len: chain.len(),
         note,
     })
-}
-
-/// The keyIdentifier of a certificate's Authority Key Identifier.
-pub fn authority_key_id(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    cert.iter_extensions()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::AuthorityKeyIdentifier(a) => a
-                .key_identifier
-                .as_ref()
-                .map(|k| normalize_hex(&hex::encode(k.0))),
-            _ => None,
-        })
 }
 
 type Tls = rustls::StreamOwned<ClientConnection, TcpStream>;

@@ -50,7 +50,7 @@ impl TestCa {
     }
 
     /// The key id a leaf it signs names (AKI = this CA's SKI).
-    pub fn key_id(&self) -> String {
+    pub fn key_id(&self) -> crate::base::KeyId {
         self.identity().key_id
     }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::testpki::TestCa;
 use super::*;
+use crate::base::KeyId;
 
 /// A directory removed on drop.
 pub(crate) struct TempDir(PathBuf);
@@ -79,17 +80,20 @@ fn join_token_keeps_only_the_hash() {
     assert_eq!(r.describe(), vec!["join-token ca hash".to_string()]);
     // A CA with that hash agrees; another does not.
     let ok = PresentedCa {
-        key_ids: vec!["01".into()],
+        key_ids: vec![KeyId::parse("01").unwrap()],
         der_sha256: Some(hash.into()),
     };
     assert!(r.check(&ok).is_empty());
     let bad = PresentedCa {
-        key_ids: vec!["01".into()],
+        key_ids: vec![KeyId::parse("01").unwrap()],
         der_sha256: Some("00".repeat(32)),
     };
     assert_eq!(r.check(&bad).len(), 1);
     // Key ids alone cannot be compared with a hash: no verdict.
-    assert!(r.check(&PresentedCa::from_key_id("01")).is_empty());
+    assert!(
+        r.check(&PresentedCa::from_key_id(KeyId::parse("01").unwrap()))
+            .is_empty()
+    );
 }
 
 #[test]
@@ -153,16 +157,19 @@ fn trusted_ca_pem_bundle_and_der() {
     assert_ne!(i1.key_id, i2.key_id);
     // rcgen's SKI is a truncated SHA-256 of the key, so the key SHA-1 is an alias.
     assert_eq!(i1.key_ids.len(), 2);
-    assert!(i1.has_key_id(&i1.key_ids[1].to_uppercase()));
+    assert!(i1.has_key_id(&KeyId::parse(&i1.key_ids[1].to_uppercase()).unwrap()));
     assert_eq!(i1.sha256, hex::encode(Sha256::digest(ca1.der())));
     // ca2 is only in the bundle, so the DER-only file disagrees with it.
     let d = r.check(&PresentedCa::from_identity(&i2));
     assert_eq!(d.len(), 1);
     assert!(d[0].source.ends_with("ca.der"), "{d:?}");
-    assert!(r.check(&PresentedCa::from_key_id(&i1.key_id)).is_empty());
+    assert!(
+        r.check(&PresentedCa::from_key_id(i1.key_id.clone()))
+            .is_empty()
+    );
     let stranger = TestCa::kubeedge();
     assert_eq!(
-        r.check(&PresentedCa::from_key_id(&stranger.key_id())).len(),
+        r.check(&PresentedCa::from_key_id(stranger.key_id())).len(),
         2
     );
 }

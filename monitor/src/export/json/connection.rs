@@ -1,4 +1,4 @@
-//! JSON Lines output: one object per connection, nested keys in Elastic Common Schema form
+//! A connection record as one JSON object, nested keys in Elastic Common Schema form
 //! (`source.ip` is `{"source":{"ip":…}}`). The field names are a contract (README, tests).
 //!
 //! A connection record is written by [`Obj`], a small writer whose keys are static identifiers
@@ -12,7 +12,7 @@ use hashlink::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::base::Timestamp;
+use crate::base::{PerSide, Timestamp};
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::tls::alert;
@@ -362,11 +362,12 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     let _ = write!(
         tw.key("app_records"),
         "[{},{}]",
-        c.app_records.0,
-        c.app_records.1
+        c.app_records.client,
+        c.app_records.server
     );
-    if c.gap_bytes != (0, 0) {
-        let _ = write!(tw.key("gap_bytes"), "[{},{}]", c.gap_bytes.0, c.gap_bytes.1);
+    if c.gap_bytes != PerSide::default() {
+        let g = c.gap_bytes;
+        let _ = write!(tw.key("gap_bytes"), "[{},{}]", g.client, g.server);
     }
     tw.end();
     r.end();
@@ -417,10 +418,4 @@ impl ConnectionWriter {
         }
         self.cipher_lists.get(ids).map_or(RawValue::NULL, |raw| raw)
     }
-}
-
-/// Writes any serializable event (detector events) as a JSON line.
-pub fn write_line(w: &mut impl Write, value: &impl Serialize) -> io::Result<()> {
-    serde_json::to_writer(&mut *w, value)?;
-    w.write_all(b"\n")
 }

@@ -1,0 +1,157 @@
+//! One service's detector state: its sliding window and the rules evaluated on it.
+//!
+//! Consumes classified observations (one per connection) and presented CA keys (chains, probes);
+//! produces the service's events. One file per concern:
+//!
+//! | file | concern |
+//! |---|---|
+//! | [`window`] | the sliding window and its tallies (clients, CA keys, rejecting side) |
+//! | [`servers`] | server addresses: window counts and the CA key each presents |
+//! | [`collapse`] | the trust state machine: degraded, collapse, recovery |
+//! | [`divergence`] | replicas that disagree: CA changes, presented keys, alternation, outcome split |
+//! | [`reference`] | presented CAs against the trusted reference |
+//! | [`snapshot`] | the service as `/api/state`, metrics and the report show it |
+//!
+//! Every rule gets the same [`Ctx`]: the configuration, the trusted reference, the counters and
+//! where events go.
+
+mod collapse;
+mod divergence;
+mod reference;
+mod servers;
+mod snapshot;
+mod window;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use collapse::TrustState;
+pub use snapshot::{CaKeySnapshot, ClientSnapshot, ServerSnapshot, ServiceSnapshot};
+pub use window::Counts;
+pub(crate) use window::Obs;
+
+use super::event::{Event, EventDetail};
+use super::{DetectConfig, DetectStats};
+use crate::base::{KeyId, Timestamp};
+use crate::trust::TrustedReference;
+use collapse::TrustMachine;
+use divergence::DivergenceState;
+use servers::Servers;
+use window::Window;
+
+/// What every rule of a service needs besides its own state.
+pub(crate) struct Ctx<'a> {
+    pub cfg: &'a DetectConfig,
+    pub reference: &'a TrustedReference,
+    pub stats: &'a mut DetectStats,
+    pub out: &'a mut Vec<Event>,
+}
+
+/// All detector state of one service.
+#[derive(Debug)]
+pub(crate) struct ServiceState {
+    name: Arc<str>,
+    /// The servers of this service are replicas of one CloudCore (a configured port or a probed
+    /// target), so CA divergence between them is checked.
+    replicas: bool,
+    window: Window,
+    servers: Servers,
+    trust: TrustMachine,
+    divergence: DivergenceState,
+    /// (server, key, sha256 of the CA when seen) already reported as inconsistent.
+    inconsistent_seen: HashSet<(Option<SocketAddr>, KeyId, Option<String>)>,
+}
+
+impl ServiceState {
+    pub fn new(name: Arc<str>, replicas: bool) -> Self {
+        ServiceState {
+            name,
+            replicas,
+            window: Window::default(),
+            servers: Servers::default(),
+            trust: TrustMachine::default(),
+            divergence: DivergenceState::default(),
+            inconsistent_seen: HashSet::new(),
+        }
+    }
+
+    pub fn state(&self) -> TrustState {
+        self.trust.state
+    }
+
+    /// The CA key `server` presents (chains, probes), if known.
+    pub fn presented_key(&self, server: SocketAddr) -> Option<KeyId> {
+        self.servers
+            .get(&server)
+            .and_then(|s| s.presented.as_ref())
+            .map(|p| p.key.clone())
+    }
+
+    /// True once after certificate failures start: probe the replicas.
+    pub fn take_probe_request(&mut self) -> bool {
+        std::mem::take(&mut self.trust.probe_request)
+    }
+
+    fn event(&self, at: Timestamp, detail: EventDetail) -> Event {
+        Event {
+            at,
+            service: self.name.clone(),
+            detail,
+        }
+    }
+
+    /// Adds one connection, then re-evaluates the rules at its time.
+    pub fn observe(&mut self, obs: Obs, ctx: &mut Ctx<'_>) {
+        let now = obs.t;
+        let cfg = ctx.cfg;
+        self.window.expire(now, cfg.window_us, &mut self.servers);
+        if self.window.len() >= cfg.limits.max_window_entries {
+            ctx.stats.window_entries_dropped += 1;
+            return;
+        }
+        if !self.window.clients.contains_key(&obs.client)
+            && self.window.clients.len() >= cfg.limits.max_clients
+        {
+            ctx.stats.clients_dropped += 1;
+            return;
+        }
+        if !self.servers.contains(&obs.server) && !self.servers.make_room(cfg.limits.max_servers) {
+            ctx.stats.servers_dropped += 1;
+            return;
+        }
+        // Attribute a TLS 1.3 connection to the key its server presents (probe), when fresh.
+        let mut obs = obs;
+        if obs.ca.is_none() {
+            obs.ca = self
+                .servers
+                .fresh_key(&obs.server, now, cfg.window_us)
+                .map(|p| p.key.clone());
+        }
+        if let Some(ca) = &obs.ca
+            && !self.window.ca_keys.contains_key(ca)
+            && self.window.ca_keys.len() >= cfg.limits.max_ca_keys
+        {
+            ctx.stats.ca_keys_dropped += 1;
+            obs.ca = None;
+        }
+
+        self.window.add(&obs, &mut self.servers);
+        self.trust.observed(&obs, now);
+        self.evaluate(now, ctx);
+        if !self.divergence.split_active && self.window.client_is_split(obs.client) {
+            self.check_split(now, ctx);
+        }
+    }
+
+    /// Window expiry at packet time `now`; re-evaluates what expiry can change.
+    pub fn tick(&mut self, now: Timestamp, ctx: &mut Ctx<'_>) {
+        self.window
+            .expire(now, ctx.cfg.window_us, &mut self.servers);
+        self.evaluate(now, ctx);
+        if self.divergence.split_active {
+            self.divergence.split_active = self.split_holds(ctx.cfg);
+        }
+        self.check_key_divergence(now, ctx);
+    }
+}

@@ -1,0 +1,662 @@
+use std::net::{IpAddr, Ipv4Addr};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::decode::TcpFlags;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ev {
+    Data(Side, Vec<u8>),
+    Gap(Side, u64),
+    Close(Side, bool),
+}
+
+/// Records every call; stops wanting data after `budget` data calls, if set.
+#[derive(Default)]
+struct Rec {
+    events: Vec<Ev>,
+    budget: Option<usize>,
+}
+
+impl Rec {
+    fn stream(&self, side: Side) -> Vec<u8> {
+        let mut v = Vec::new();
+        for e in &self.events {
+            if let Ev::Data(s, d) = e
+                && *s == side
+            {
+                v.extend_from_slice(d);
+            }
+        }
+        v
+    }
+}
+
+impl StreamHandler for Rec {
+    type Ctx = Stats;
+    fn on_data(&mut self, _: &mut Stats, side: Side, _: Timestamp, data: &[u8]) {
+        self.events.push(Ev::Data(side, data.to_vec()));
+        if let Some(b) = self.budget.as_mut() {
+            *b = b.saturating_sub(1);
+        }
+    }
+    fn on_gap(&mut self, _: &mut Stats, side: Side, bytes: u64) {
+        self.events.push(Ev::Gap(side, bytes));
+    }
+    fn on_close_from(&mut self, _: &mut Stats, side: Side, _: Timestamp, rst: bool) {
+        self.events.push(Ev::Close(side, rst));
+    }
+    fn wants_data(&self) -> bool {
+        self.budget != Some(0)
+    }
+}
+
+struct Factory {
+    server_ports: Vec<u16>,
+    refuse: bool,
+    budget: Option<usize>,
+    opened: Vec<(Side, Endpoints)>,
+}
+
+impl Default for Factory {
+    fn default() -> Self {
+        Factory {
+            server_ports: vec![443],
+            refuse: false,
+            budget: None,
+            opened: Vec::new(),
+        }
+    }
+}
+
+impl FlowFactory for Factory {
+    type Handler = Rec;
+    fn open(&mut self, _: &TcpSegment, sender: Side, endpoints: Endpoints) -> Option<Rec> {
+        self.opened.push((sender, endpoints));
+        (!self.refuse).then(|| Rec {
+            events: Vec::new(),
+            budget: self.budget,
+        })
+    }
+    fn is_server_port(&self, port: u16) -> bool {
+        self.server_ports.contains(&port)
+    }
+}
+
+const CLIENT: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 0, 0, 1), 40000);
+const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 0, 0, 2), 443);
+
+#[derive(Clone, Copy)]
+enum F {
+    Syn,
+    SynAck,
+    Ack,
+    Fin,
+    Rst,
+}
+
+fn seg_from(
+    from: Side,
+    client_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: F,
+    data: &[u8],
+    ts_s: i64,
+) -> TcpSegment {
+    let (src, dst) = match from {
+        Side::Client => ((CLIENT.0, client_port), SERVER),
+        Side::Server => (SERVER, (CLIENT.0, client_port)),
+    };
+    let flags = match flags {
+        F::Syn => TcpFlags {
+            syn: true,
+            ..TcpFlags::default()
+        },
+        F::SynAck => TcpFlags {
+            syn: true,
+            ack: true,
+            ..TcpFlags::default()
+        },
+        F::Ack => TcpFlags {
+            ack: true,
+            ..TcpFlags::default()
+        },
+        F::Fin => TcpFlags {
+            ack: true,
+            fin: true,
+            ..TcpFlags::default()
+        },
+        F::Rst => TcpFlags {
+            rst: true,
+            ..TcpFlags::default()
+        },
+    };
+    TcpSegment {
+        ts: Timestamp::from_micros(ts_s * 1_000_000),
+        src: IpAddr::V4(src.0),
+        dst: IpAddr::V4(dst.0),
+        sport: src.1,
+        dport: dst.1,
+        seq,
+        ack,
+        flags,
+        payload: Bytes::copy_from_slice(data),
+        vlan: None,
+    }
+}
+
+fn seg(from: Side, seq: u32, ack: u32, flags: F, data: &[u8]) -> TcpSegment {
+    seg_from(from, CLIENT.1, seq, ack, flags, data, 1)
+}
+
+use Side::{Client as C, Server as S};
+
+struct Harness {
+    table: FlowTable<Rec>,
+    factory: Factory,
+    stats: Stats,
+    closed: Vec<ClosedFlow<Rec>>,
+}
+
+impl Harness {
+    fn new(limits: Limits) -> Self {
+        Harness {
+            table: FlowTable::new(&limits),
+            factory: Factory::default(),
+            stats: Stats::default(),
+            closed: Vec::new(),
+        }
+    }
+    fn feed(&mut self, s: TcpSegment) -> bool {
+        self.table
+            .segment(s, &mut self.factory, &mut self.stats, &mut self.closed)
+            .is_some()
+    }
+    /// Events of the single flow (open or closed).
+    fn events(&mut self) -> Vec<Ev> {
+        if let Some(f) = self.closed.first() {
+            return f.handler.events.clone();
+        }
+        let a = SocketAddr::new(IpAddr::V4(CLIENT.0), CLIENT.1);
+        let b = SocketAddr::new(IpAddr::V4(SERVER.0), SERVER.1);
+        self.table
+            .handler_mut(a, b)
+            .map(|h| h.events.clone())
+            .unwrap_or_default()
+    }
+    fn handshake(&mut self, cisn: u32, sisn: u32) {
+        self.feed(seg(C, cisn, 0, F::Syn, b""));
+        self.feed(seg(S, sisn, cisn.wrapping_add(1), F::SynAck, b""));
+        self.feed(seg(
+            C,
+            cisn.wrapping_add(1),
+            sisn.wrapping_add(1),
+            F::Ack,
+            b"",
+        ));
+    }
+    fn stream(&mut self, side: Side) -> Vec<u8> {
+        let ev = self.events();
+        Rec {
+            events: ev,
+            budget: None,
+        }
+        .stream(side)
+    }
+}
+
+fn h() -> Harness {
+    Harness::new(Limits::default())
+}
+
+#[test]
+fn in_order_exchange_and_fin_close() {
+    let mut t = h();
+    t.handshake(100, 500);
+    assert_eq!(
+        t.factory.opened,
+        vec![(
+            C,
+            Endpoints {
+                client: SocketAddr::new(IpAddr::V4(CLIENT.0), CLIENT.1),
+                server: SocketAddr::new(IpAddr::V4(SERVER.0), SERVER.1)
+            }
+        )]
+    );
+    assert!(t.feed(seg(C, 101, 501, F::Ack, b"hello")));
+    assert!(t.feed(seg(S, 501, 106, F::Ack, b"world")));
+    assert!(t.feed(seg(C, 106, 506, F::Fin, b"!")));
+    assert!(!t.feed(seg(S, 506, 108, F::Fin, b"")));
+    assert_eq!(t.closed.len(), 1);
+    assert_eq!(t.closed[0].reason, CloseReason::Fin);
+    assert!(t.table.is_empty());
+    assert_eq!(
+        t.events(),
+        vec![
+            Ev::Data(C, b"hello".to_vec()),
+            Ev::Data(S, b"world".to_vec()),
+            Ev::Data(C, b"!".to_vec()),
+            Ev::Close(C, false),
+            Ev::Close(S, false),
+        ]
+    );
+    assert_eq!(t.stats.flows_opened, 1);
+    // The last ACK matches no flow and opens none.
+    assert!(!t.feed(seg(C, 108, 507, F::Ack, b"")));
+    assert_eq!(t.stats.segments_ignored, 1);
+    assert_eq!(t.stats.reassembly_gaps, 0);
+}
+
+#[test]
+fn out_of_order_segments_are_reordered() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Ack, b"aaa"));
+    t.feed(seg(C, 107, 501, F::Ack, b"ccc"));
+    t.feed(seg(C, 110, 501, F::Ack, b"ddd"));
+    assert_eq!(t.stream(C), b"aaa");
+    t.feed(seg(C, 104, 501, F::Ack, b"bbb"));
+    assert_eq!(t.stream(C), b"aaabbbcccddd");
+    assert_eq!(t.stats.reassembly_gaps, 0);
+    assert_eq!(t.stats.overlap_conflicts, 0);
+}
+
+#[test]
+fn retransmission_first_copy_wins_and_conflicts_count() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Ack, b"abc"));
+    // Retransmission of delivered data (even with other bytes) is ignored.
+    t.feed(seg(C, 101, 501, F::Ack, b"XXX"));
+    // Held out of order, then retransmitted with one byte different.
+    t.feed(seg(C, 110, 501, F::Ack, b"XYZ"));
+    t.feed(seg(C, 110, 501, F::Ack, b"XQZ"));
+    assert_eq!(t.stats.overlap_conflicts, 1);
+    t.feed(seg(C, 104, 501, F::Ack, b"defghi"));
+    assert_eq!(t.stream(C), b"abcdefghiXYZ");
+    // Identical retransmission: no conflict.
+    t.feed(seg(C, 110, 501, F::Ack, b"XYZ"));
+    t.feed(seg(C, 113, 501, F::Ack, b"-"));
+    assert_eq!(t.stats.overlap_conflicts, 1);
+    assert_eq!(t.stream(C), b"abcdefghiXYZ-");
+}
+
+#[test]
+fn overlapping_segments_keep_held_bytes() {
+    let mut t = h();
+    t.handshake(0, 500);
+    t.feed(seg(C, 1, 501, F::Ack, b"0123"));
+    // Held: [10,14) and [16,18). A segment [8,20) overlaps both, differs in [12,14).
+    t.feed(seg(C, 11, 501, F::Ack, b"ABCD"));
+    t.feed(seg(C, 17, 501, F::Ack, b"GH"));
+    t.feed(seg(C, 9, 501, F::Ack, b"89ABxxEFGHIJ"));
+    assert_eq!(t.stats.overlap_conflicts, 2);
+    // An in-order segment that runs into held data: the held copy wins there (4 bytes differ).
+    t.feed(seg(C, 5, 501, F::Ack, b"4567zzzz"));
+    assert_eq!(t.stream(C), b"0123456789ABCDEFGHIJ");
+    assert_eq!(t.stats.overlap_conflicts, 6);
+    assert_eq!(t.stats.reassembly_gaps, 0);
+}
+
+#[test]
+fn gap_is_skipped_at_fin() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Ack, b"aaa"));
+    // 104..107 lost; FIN after 110.
+    t.feed(seg(C, 107, 501, F::Ack, b"ccc"));
+    t.feed(seg(C, 110, 501, F::Fin, b""));
+    assert_eq!(
+        t.events(),
+        vec![
+            Ev::Data(C, b"aaa".to_vec()),
+            Ev::Gap(C, 3),
+            Ev::Data(C, b"ccc".to_vec()),
+            Ev::Close(C, false),
+        ]
+    );
+    assert_eq!((t.stats.reassembly_gaps, t.stats.gap_bytes), (1, 3));
+    // The last data before a FIN was lost: reported as a gap up to the FIN.
+    t.feed(seg(S, 501, 111, F::Ack, b"xy"));
+    t.feed(seg(S, 505, 111, F::Fin, b""));
+    assert_eq!(t.closed.len(), 1);
+    let ev = t.events();
+    assert_eq!(
+        &ev[4..],
+        &[
+            Ev::Data(S, b"xy".to_vec()),
+            Ev::Gap(S, 2),
+            Ev::Close(S, false)
+        ]
+    );
+}
+
+#[test]
+fn full_window_skips_the_hole_and_drops_what_cannot_fit() {
+    let mut t = Harness::new(Limits {
+        handshake_window: 10,
+        ..Limits::default()
+    });
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Ack, b"aaa"));
+    t.feed(seg(C, 107, 501, F::Ack, b"ccccccc")); // held: 7 bytes, hole 104..107
+    assert_eq!(t.stats.reassembly_gaps, 0);
+    t.feed(seg(C, 116, 501, F::Ack, b"eeeeeee")); // 14 > 10: the hole is skipped
+    assert_eq!(
+        t.events(),
+        vec![
+            Ev::Data(C, b"aaa".to_vec()),
+            Ev::Gap(C, 3),
+            Ev::Data(C, b"ccccccc".to_vec()),
+        ]
+    );
+    assert_eq!(t.stats.window_dropped_bytes, 0);
+    // [114,116) still missing; the 7 new bytes are held. A 15-byte segment further on
+    // cannot fit even in an empty buffer: 5 bytes dropped.
+    t.feed(seg(C, 200, 501, F::Ack, &[b'z'; 15]));
+    assert_eq!(t.stats.window_dropped_bytes, 5);
+    assert_eq!(t.stats.reassembly_gaps, 2);
+    assert_eq!(t.stream(C), [&b"aaaccccccc"[..], b"eeeeeee"].concat());
+    t.feed(seg(C, 215, 501, F::Fin, b""));
+    // Held 10 z's delivered after a gap; the 5 dropped bytes become the gap before the FIN.
+    let ev = t.events();
+    assert_eq!(
+        &ev[ev.len() - 4..],
+        &[
+            Ev::Gap(C, 200 - 123),
+            Ev::Data(C, vec![b'z'; 10]),
+            Ev::Gap(C, 5),
+            Ev::Close(C, false)
+        ]
+    );
+}
+
+#[test]
+fn sequence_numbers_wrap_around() {
+    let mut t = h();
+    let isn = u32::MAX - 2; // data starts at 2^32 - 2
+    t.handshake(isn, 7);
+    t.feed(seg(C, u32::MAX - 1, 8, F::Ack, b"abcd")); // crosses the wrap: next seq is 2
+    t.feed(seg(C, 6, 8, F::Ack, b"ijkl")); // out of order, after the wrap
+    t.feed(seg(C, 2, 8, F::Ack, b"efgh"));
+    t.feed(seg(C, u32::MAX, 8, F::Ack, b"bc")); // old retransmission from before the wrap
+    assert_eq!(t.stream(C), b"abcdefghijkl");
+    assert_eq!(t.stats.reassembly_gaps, 0);
+    // Server ISN near the top too, with the SYN consuming the last number.
+    let mut t = h();
+    t.handshake(1, u32::MAX);
+    t.feed(seg(S, 0, 2, F::Ack, b"xyz"));
+    assert_eq!(t.stream(S), b"xyz");
+}
+
+#[test]
+fn mid_stream_pickup_orients_by_server_port() {
+    let mut t = h();
+    // No SYN seen; first segments are pure ACKs: they open nothing.
+    assert!(!t.feed(seg(S, 9000, 5000, F::Ack, b"")));
+    assert_eq!(t.stats.segments_ignored, 1);
+    // First server payload: the sender is the server (source port 443).
+    assert!(t.feed(seg(S, 9000, 5000, F::Ack, b"\x16\x03\x03")));
+    assert_eq!(t.factory.opened[0].0, S);
+    assert!(t.feed(seg(C, 5000, 9003, F::Ack, b"hi")));
+    assert!(t.feed(seg(S, 9003, 5002, F::Ack, b"!")));
+    assert_eq!(t.stream(S), b"\x16\x03\x03!");
+    assert_eq!(t.stream(C), b"hi");
+    // A refused flow counts its segments as ignored.
+    let mut t = h();
+    t.factory.refuse = true;
+    assert!(!t.feed(seg(C, 1, 1, F::Ack, b"x")));
+    assert_eq!((t.stats.segments_ignored, t.stats.flows_opened), (1, 0));
+    // Any-port mode: neither port is a server port; the lower port is guessed as the server.
+    let mut t = h();
+    t.factory.server_ports.clear();
+    t.feed(seg(C, 1, 1, F::Ack, b"x"));
+    assert_eq!(t.factory.opened[0].0, C);
+    assert_eq!(t.factory.opened[0].1.server.port(), 443);
+}
+
+#[test]
+fn syn_ack_orients_the_flow() {
+    let mut t = h();
+    t.factory.server_ports.clear();
+    t.feed(seg(S, 500, 101, F::SynAck, b""));
+    assert_eq!(t.factory.opened[0].0, S);
+    t.feed(seg(S, 501, 101, F::Ack, b"srv"));
+    assert_eq!(t.stream(S), b"srv");
+}
+
+#[test]
+fn rst_closes_immediately_after_flushing() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Ack, b"aa"));
+    t.feed(seg(C, 105, 501, F::Ack, b"cc"));
+    assert!(!t.feed(seg(S, 501, 0, F::Rst, b"")));
+    assert_eq!(t.closed[0].reason, CloseReason::Rst(S));
+    assert_eq!(
+        t.events(),
+        vec![
+            Ev::Data(C, b"aa".to_vec()),
+            Ev::Gap(C, 2),
+            Ev::Data(C, b"cc".to_vec()),
+            Ev::Close(S, true),
+        ]
+    );
+    assert!(t.table.is_empty());
+    // A stray RST opens nothing.
+    assert!(!t.feed(seg(C, 1, 0, F::Rst, b"")));
+    assert!(t.table.is_empty());
+}
+
+#[test]
+fn full_table_evicts_least_recently_active() {
+    let mut t = Harness::new(Limits {
+        max_flows: 2,
+        ..Limits::default()
+    });
+    let open = |t: &mut Harness, port: u16| {
+        t.feed(seg_from(C, port, 1, 0, F::Syn, b"", 1));
+    };
+    open(&mut t, 1001);
+    open(&mut t, 1002);
+    // Flow 1001 becomes the most recently active.
+    t.feed(seg_from(C, 1001, 2, 0, F::Ack, b"x", 2));
+    open(&mut t, 1003);
+    assert_eq!(t.table.len(), 2);
+    assert_eq!(t.stats.flows_evicted, 1);
+    assert_eq!(t.closed.len(), 1);
+    assert_eq!(t.closed[0].reason, CloseReason::Evicted);
+    assert_eq!(t.closed[0].endpoints.client.port(), 1002);
+}
+
+#[test]
+fn idle_flows_expire_in_activity_order() {
+    let mut t = Harness::new(Limits {
+        idle_timeout_us: 10_000_000,
+        ..Limits::default()
+    });
+    t.feed(seg_from(C, 1001, 1, 0, F::Syn, b"", 0));
+    t.feed(seg_from(C, 1002, 1, 0, F::Syn, b"", 5));
+    // 1003 sent a FIN at t=6 and then went quiet.
+    t.feed(seg_from(C, 1003, 1, 0, F::Syn, b"", 6));
+    t.feed(seg_from(C, 1003, 2, 0, F::Fin, b"", 6));
+    let at = |s: i64| Timestamp::from_micros(s * 1_000_000);
+    t.table.expire(at(10), &mut t.stats, &mut t.closed);
+    assert!(t.closed.is_empty());
+    t.table.expire(at(12), &mut t.stats, &mut t.closed);
+    assert_eq!(t.closed.len(), 1);
+    assert_eq!(t.closed[0].endpoints.client.port(), 1001);
+    assert_eq!(t.closed[0].reason, CloseReason::IdleTimeout);
+    t.table.expire(at(17), &mut t.stats, &mut t.closed);
+    assert_eq!(t.closed.len(), 3);
+    assert_eq!(t.closed[2].reason, CloseReason::Fin);
+    assert_eq!(t.stats.flows_timed_out, 2);
+    assert!(t.table.is_empty());
+}
+
+#[test]
+fn drain_closes_everything_with_capture_end() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 105, 501, F::Ack, b"late"));
+    t.table.drain(&mut t.stats, &mut t.closed);
+    assert!(t.table.is_empty());
+    assert_eq!(t.closed[0].reason, CloseReason::CaptureEnd);
+    assert_eq!(
+        t.events(),
+        vec![Ev::Gap(C, 4), Ev::Data(C, b"late".to_vec())]
+    );
+}
+
+#[test]
+fn wants_data_false_skips_reassembly_but_tracks_fin() {
+    let mut t = h();
+    t.factory.budget = Some(1);
+    t.handshake(100, 500);
+    t.feed(seg(C, 105, 501, F::Ack, b"held")); // out of order, held
+    t.feed(seg(C, 101, 501, F::Ack, b"1st!")); // delivered; handler then wants no more
+    t.feed(seg(C, 109, 501, F::Ack, b"bulk"));
+    t.feed(seg(S, 501, 113, F::Ack, b"more bulk"));
+    t.feed(seg(S, 600, 113, F::Ack, b"even with a hole"));
+    t.feed(seg(S, 700, 113, F::Fin, b""));
+    assert!(!t.feed(seg(C, 113, 701, F::Fin, b"")));
+    assert_eq!(
+        t.events(),
+        vec![
+            Ev::Data(C, b"1st!".to_vec()),
+            Ev::Close(S, false),
+            Ev::Close(C, false)
+        ]
+    );
+    assert_eq!(t.stats.reassembly_gaps, 0);
+    assert_eq!(t.closed[0].reason, CloseReason::Fin);
+}
+
+#[test]
+fn port_reuse_starts_a_new_flow() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Fin, b""));
+    // A new SYN after a FIN: the old flow closes, a new one opens.
+    t.feed(seg(C, 9000, 0, F::Syn, b""));
+    assert_eq!(t.stats.flows_opened, 2);
+    assert_eq!(t.closed.len(), 1);
+    assert_eq!(t.closed[0].reason, CloseReason::Fin);
+    // A retransmitted SYN (same ISN) is the same flow.
+    t.feed(seg(C, 9000, 0, F::Syn, b""));
+    assert_eq!(t.stats.flows_opened, 2);
+    t.feed(seg(C, 9001, 0, F::Ack, b"new"));
+    assert_eq!(t.table.len(), 1);
+}
+
+#[test]
+fn ack_beyond_a_hole_skips_it_early() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Ack, b"aaa"));
+    t.feed(seg(C, 107, 501, F::Ack, b"ccc"));
+    // The server ACKs 104: nothing is known missing yet.
+    t.feed(seg(S, 501, 104, F::Ack, b""));
+    assert_eq!(t.stats.reassembly_gaps, 0);
+    // The server ACKs 110: it received 104..107, which the capture lost.
+    t.feed(seg(S, 501, 110, F::Ack, b""));
+    assert_eq!(
+        t.events(),
+        vec![
+            Ev::Data(C, b"aaa".to_vec()),
+            Ev::Gap(C, 3),
+            Ev::Data(C, b"ccc".to_vec()),
+        ]
+    );
+}
+
+mod corpus {
+    use std::path::Path;
+
+    use super::*;
+    use crate::capture::file::FileSource;
+    use crate::decode::decode;
+
+    const PCAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/validation/pcaps");
+
+    /// Every flow of a capture (any port), closed at capture end.
+    fn run(name: &str) -> (Vec<ClosedFlow<Rec>>, Stats) {
+        let mut src = FileSource::open(Path::new(PCAPS).join(name)).unwrap();
+        let mut t = h();
+        t.factory.server_ports = vec![443, 4433, 8080, 9090, 10000, 389, 3306, 4343, 43, 80];
+        while let Some(p) = src.next_packet().unwrap() {
+            if let Ok(s) = decode(&p) {
+                let now = s.ts;
+                t.feed(s);
+                t.table.expire(now, &mut t.stats, &mut t.closed);
+            }
+        }
+        t.table.drain(&mut t.stats, &mut t.closed);
+        (t.closed, t.stats)
+    }
+
+    #[test]
+    fn out_of_order_server_flight_is_reassembled() {
+        // The server's first segment arrives after the next ones and is retransmitted later.
+        let (flows, stats) = run("sv-tls-fingerprint-alert.pcap");
+        assert_eq!(flows.len(), 1);
+        let f = &flows[0];
+        assert_eq!(f.endpoints.server.port(), 443);
+        assert_eq!(f.reason, CloseReason::Rst(Side::Client));
+        let server = f.handler.stream(Side::Server);
+        let client = f.handler.stream(Side::Client);
+        assert_eq!((client.len(), server.len()), (566, 4009));
+        // ServerHello record, then the Certificate handshake message inside it.
+        assert_eq!(&server[..3], b"\x16\x03\x03");
+        assert_eq!(server[5], 2);
+        assert_eq!(&client[..3], b"\x16\x03\x01");
+        assert_eq!(stats.reassembly_gaps, 0);
+    }
+
+    #[test]
+    fn lossy_capture_streams_start_with_tls_records() {
+        // 40 TLS sessions with retransmitted, out-of-order and lost segments.
+        let (flows, _) = run("sv-tls-subjectaltname.pcap");
+        let tls: Vec<_> = flows
+            .iter()
+            .filter(|f| {
+                // Flows picked up mid-stream from data sent after a RST have no client bytes.
+                let has = |side| !f.handler.stream(side).is_empty();
+                f.endpoints.server.port() == 443 && has(Side::Server) && has(Side::Client)
+            })
+            .collect();
+        assert!(tls.len() >= 40, "{}", tls.len());
+        for f in tls {
+            let (c, s) = (
+                f.handler.stream(Side::Client),
+                f.handler.stream(Side::Server),
+            );
+            assert_eq!(c.first(), Some(&0x16), "{:?}", f.endpoints);
+            assert_eq!(s.first(), Some(&0x16), "{:?}", f.endpoints);
+        }
+    }
+
+    #[test]
+    fn every_capture_reassembles_without_panics() {
+        let mut names: Vec<_> = std::fs::read_dir(PCAPS)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        for name in names {
+            let (flows, stats) = run(&name);
+            assert!(stats.window_dropped_bytes == 0, "{name}");
+            eprintln!(
+                "{name}: flows {} gaps {} gap_bytes {} conflicts {} dropped {} ignored {}",
+                flows.len(),
+                stats.reassembly_gaps,
+                stats.gap_bytes,
+                stats.overlap_conflicts,
+                stats.window_dropped_bytes,
+                stats.segments_ignored
+            );
+        }
+    }
+}
