@@ -8,8 +8,8 @@
 //! must also be the CA `/ca.crt` names.
 
 use super::probe::{ProbeKind, ProbeResult};
-use crate::base::KeyId;
 use super::{PresentedCa, TrustedReference};
+use crate::base::KeyId;
 
 /// What `trustwatch check` concluded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,7 +193,10 @@ mod tests {
     fn same_ca_is_consistent_other_key_is_not() {
         let (a, b) = (TestCa::kubeedge(), TestCa::kubeedge());
         let (_d, reference) = secret(&a);
-        let v = judge(&reference, &[ca_result(&a), chain_result(a.key_id().as_str())]);
+        let v = judge(
+            &reference,
+            &[ca_result(&a), chain_result(a.key_id().as_str())],
+        );
         assert_eq!(v.outcome, Outcome::Consistent, "{}", v.line);
         assert!(
             v.line
@@ -215,7 +218,10 @@ mod tests {
         assert_eq!(v.outcome.exit_code(), 1);
 
         // /ca.crt right, but cloudhub serves a leaf of the other CA.
-        let v = judge(&reference, &[ca_result(&a), chain_result(b.key_id().as_str())]);
+        let v = judge(
+            &reference,
+            &[ca_result(&a), chain_result(b.key_id().as_str())],
+        );
         assert_eq!(v.outcome, Outcome::Inconsistent, "{}", v.line);
         assert!(v.line.contains("chain"), "{}", v.line);
     }
