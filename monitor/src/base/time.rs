@@ -52,3 +52,10 @@ impl std::fmt::Display for Timestamp {
         )
     }
 }
+
+/// RFC 3339, as everywhere in trustwatch's output.
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}

@@ -250,23 +250,33 @@ impl Source for FileSource {
     }
 
     fn run(&mut self, sink: &mut dyn PacketSink, stop: &StopSignal) -> Result<RunEnd> {
+        /// Packets between looks at the stop signal and updates of the shared counters.
+        const BATCH: u32 = 4096;
         self.counters.set_up();
+        let mut batch = (0u32, 0usize);
         let end = loop {
-            if stop.is_stopped() {
-                break RunEnd::Stopped;
+            if batch.0 == BATCH {
+                self.counters
+                    .handed_many(u64::from(batch.0), batch.1 as u64);
+                batch = (0, 0);
+                if stop.is_stopped() {
+                    break RunEnd::Stopped;
+                }
             }
             let Some(pkt) = self.next_packet()? else {
                 break RunEnd::Exhausted;
             };
             let len = pkt.data.len();
             match sink.push(pkt) {
-                Ok(()) => self.counters.handed(len),
+                Ok(()) => batch = (batch.0 + 1, batch.1 + len),
                 Err(SinkFull::Full) => {
                     self.counters.count_drop(super::DropReason::QueueFull, 1);
                 }
                 Err(SinkFull::Closed) => break RunEnd::Exhausted,
             }
         };
+        self.counters
+            .handed_many(u64::from(batch.0), batch.1 as u64);
         self.counters.set_down();
         Ok(end)
     }

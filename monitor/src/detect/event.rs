@@ -75,14 +75,15 @@ pub struct Collapse {
     pub clients: Vec<IpAddr>,
     pub handshakes: u32,
     pub cert_failures: u32,
-    #[serde(skip)]
+    /// The start of the earliest failure run within one window of the detection.
     pub first_failure: Timestamp,
+    /// Detection time minus `first_failure`.
+    pub detection_latency_us: i64,
     pub servers: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recovered {
-    #[serde(skip)]
     pub collapsed_at: Timestamp,
     /// The CA key of the successful handshakes, when visible.
     pub ca_key_id: Option<KeyId>,
@@ -117,8 +118,10 @@ pub struct Inconsistent {
     pub disagreements: Vec<Disagreement>,
 }
 
-/// The event's kind and its fields.
-#[derive(Clone, Debug, PartialEq)]
+/// The event's kind and its fields (serialized as the fields alone: the kind is
+/// [`Event::name`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum EventDetail {
     TrustCollapse(Collapse),
     TrustRecovered(Recovered),
@@ -145,6 +148,16 @@ impl Event {
             EventDetail::CaChanged(_) => "ca_changed",
             EventDetail::CaDivergence(_) => "ca_divergence",
             EventDetail::CaInconsistent(_) => "ca_inconsistent",
+        }
+    }
+
+    /// The one server the event is about, when there is one.
+    pub fn server(&self) -> Option<SocketAddr> {
+        match &self.detail {
+            EventDetail::CaChanged(c) => c.server,
+            EventDetail::CaInconsistent(i) => i.server,
+            EventDetail::TrustCollapse(c) if c.servers.len() == 1 => c.servers.first().copied(),
+            _ => None,
         }
     }
 }

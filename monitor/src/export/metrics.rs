@@ -17,13 +17,13 @@ use std::sync::atomic::Ordering;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::base::{Counter, KeyId};
-use crate::capture::DropReason;
+use crate::capture::{DropReason, SourceCounters};
 use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
-use crate::runtime::{ProbeStatus, SourceView, View};
 use crate::stats::Stats;
 use crate::tls::alert;
 use crate::trust::TrustedReference;
+use crate::trust::probe::ProbeStatus;
 
 /// Label value for a CA key that is not visible (TLS 1.3 encrypts the chains).
 pub const UNKNOWN: &str = "unknown";
@@ -422,27 +422,26 @@ impl Metrics {
         self.trust_events.with_label_values(&[&service, name]).inc();
     }
 
-    /// The runtime's state: counters, capture sources, probes, and the detector's snapshot.
-    pub fn publish(&mut self, view: &View<'_>) {
-        let values = view.stats.values().chain(view.snapshot.stats.values());
-        for (counter, (_, total)) in self.stage_counters.iter().zip(values) {
+    /// The packet path's counters (cumulative) and the flows tracked.
+    pub fn pipeline(&self, stats: &Stats, flows_active: usize) {
+        for (counter, (_, total)) in self.stage_counters.iter().zip(stats.values()) {
             advance(counter, total);
         }
         self.flows_active
-            .set(i64::try_from(view.flows_active).unwrap_or(i64::MAX));
-        for s in view.sources {
-            self.source(s);
-        }
-        for p in view.probes {
-            self.probe(p);
-        }
-        self.snapshot(view.snapshot);
+            .set(i64::try_from(flows_active).unwrap_or(i64::MAX));
     }
 
-    /// Counters of one capture source (cumulative).
-    fn source(&self, s: &SourceView) {
-        let c = &s.counters;
-        let name = s.name.as_str();
+    /// The detector's counters and state.
+    pub fn detector(&mut self, snap: &Snapshot) {
+        let detector_counters = self.stage_counters.iter().skip(Stats::COUNTERS.len());
+        for (counter, (_, total)) in detector_counters.zip(snap.stats.values()) {
+            advance(counter, total);
+        }
+        self.snapshot(snap);
+    }
+
+    /// Counters of one capture source (cumulative); `name` is `BACKEND:INTERFACE`.
+    pub fn source(&self, name: &str, c: &SourceCounters) {
         advance(&self.packets.with_label_values(&[name]), c.packets());
         advance(&self.capture_bytes.with_label_values(&[name]), c.bytes());
         for reason in DropReason::ALL {
@@ -465,7 +464,7 @@ impl Metrics {
     }
 
     /// The latest result of one probe target (targets come from the configuration: bounded).
-    fn probe(&self, p: &ProbeStatus) {
+    pub fn probe(&self, p: &ProbeStatus) {
         let target = p.last.target.authority();
         let kind = p.last.target.kind.as_str();
         advance(&self.probe_errors.with_label_values(&[&target]), p.failures);
@@ -585,6 +584,31 @@ mod tests {
         );
     }
 
+    /// Everything the summary counts is on `/metrics`, and documented.
+    #[test]
+    fn every_declared_counter_is_registered_and_documented() {
+        let m = Metrics::new(MetricsLimits::default()).unwrap();
+        let t = text(&m);
+        let readme = include_str!("../../../README.md");
+        for c in Stats::COUNTERS.iter().chain(DetectStats::COUNTERS) {
+            assert!(
+                t.contains(&format!("# TYPE {} counter", c.metric)),
+                "{}",
+                c.metric
+            );
+            assert!(
+                t.contains(&format!("# HELP {} {}", c.metric, c.help)),
+                "{}",
+                c.metric
+            );
+            assert!(
+                readme.contains(&format!("`{}`", c.metric)),
+                "README lacks {}",
+                c.metric
+            );
+        }
+    }
+
     #[test]
     fn services_are_capped() {
         let mut m = Metrics::new(MetricsLimits {
@@ -602,17 +626,12 @@ mod tests {
     fn counters_follow_cumulative_totals() {
         let m = Metrics::new(MetricsLimits::default()).unwrap();
         let counters = std::sync::Arc::new(crate::capture::SourceCounters::default());
-        let view = SourceView {
-            name: "pcap:lo".into(),
-            counters: counters.clone(),
-            feedback: None,
-        };
         (0..10).for_each(|_| counters.handed(100));
         counters.count_drop(DropReason::QueueFull, 1);
-        m.source(&view);
+        m.source("pcap:lo", &counters);
         counters.count_drop(DropReason::QueueFull, 2);
         counters.count_drop(DropReason::Kernel, 2);
-        m.source(&view);
+        m.source("pcap:lo", &counters);
         let t = text(&m);
         assert!(
             t.contains("trustwatch_packets_total{source=\"pcap:lo\"} 10"),

@@ -32,7 +32,7 @@ pub mod sinks;
 use std::io;
 use std::sync::Arc;
 
-pub use probes::{ProbeStatus, Probes};
+pub use probes::Probes;
 pub use sink::{Seen, Sink, SourceView, View};
 
 use crate::base::Timestamp;
@@ -53,18 +53,19 @@ pub enum Clock {
     External,
 }
 
-/// The [`View`] of a monitor, borrowing its fields one by one (so `outputs` stays free).
+/// The [`View`] of a monitor, borrowing the judge's fields one by one (so its `outputs` stay free
+/// for the sinks).
 macro_rules! view {
-    ($m:expr, $now:expr, $snapshot:expr, $stats:expr) => {
+    ($judge:expr, $pipeline:expr, $now:expr, $snapshot:expr, $stats:expr) => {
         View {
             now: $now,
             snapshot: $snapshot,
             stats: $stats,
-            flows_active: $m.pipeline.flows_active(),
-            probes: $m.probes.as_ref().map_or(&[], |p| p.results()),
-            sources: &$m.sources,
-            handshakes: $m.handshakes,
-            events: $m.events_total,
+            flows_active: $pipeline.flows_active(),
+            probes: $judge.probes.as_ref().map_or(&[], |p| p.results()),
+            sources: &$judge.sources,
+            handshakes: $judge.handshakes,
+            events: $judge.events_total,
         }
     };
 }
@@ -72,86 +73,99 @@ macro_rules! view {
 /// The stateful stages and where their output goes.
 pub struct Monitor {
     pipeline: Pipeline,
+    /// Everything after the pipeline (a separate field, so the pipeline's callback can reach it).
+    judge: Judge,
+    clock: Clock,
+    next_tick: Option<Timestamp>,
+}
+
+/// What happens to a connection record once the pipeline produced it.
+struct Judge {
     detector: Detector,
     probes: Option<Probes>,
     outputs: Outputs,
     feedback: Vec<Arc<dyn FlowFeedback>>,
     /// The capture sources' counters, shown when publishing (live).
     sources: Vec<SourceView>,
-    clock: Clock,
-    next_tick: Option<Timestamp>,
-    conns: Vec<Connection>,
     events: Vec<Event>,
     /// Connections handed to the sinks (the monitor's own probes excluded).
     handshakes: u64,
     events_total: u64,
+    /// An event changed the state since the last publish.
+    publish_due: bool,
 }
 
 impl Monitor {
     pub fn new(pipeline: Pipeline, detector: Detector, clock: Clock) -> Self {
         Monitor {
             pipeline,
-            detector,
-            probes: None,
-            outputs: Outputs::default(),
-            feedback: Vec::new(),
-            sources: Vec::new(),
+            judge: Judge {
+                detector,
+                probes: None,
+                outputs: Outputs::default(),
+                feedback: Vec::new(),
+                sources: Vec::new(),
+                events: Vec::new(),
+                handshakes: 0,
+                events_total: 0,
+                publish_due: false,
+            },
             clock,
             next_tick: None,
-            conns: Vec::new(),
-            events: Vec::new(),
-            handshakes: 0,
-            events_total: 0,
         }
     }
 
     /// Adds a sink; sinks see records and events in the order they were added.
     pub fn with_sink(mut self, sink: impl Sink + 'static) -> Self {
-        self.outputs.sinks.push((Box::new(sink), false));
+        self.judge.outputs.sinks.push((Box::new(sink), false));
         self
     }
 
     /// Probes the replicas (live).
     pub fn with_probes(mut self, probes: Probes) -> Self {
-        self.probes = Some(probes);
+        self.judge.probes = Some(probes);
         self
     }
 
     /// The capture sources: their counters are published, and those that take feedback are told
     /// about every decided connection.
     pub fn with_sources(mut self, sources: Vec<SourceView>) -> Self {
-        self.feedback = sources.iter().filter_map(|s| s.feedback.clone()).collect();
-        self.sources = sources;
+        self.judge.feedback = sources.iter().filter_map(|s| s.feedback.clone()).collect();
+        self.judge.sources = sources;
         self
     }
 
     /// One captured packet.
     pub fn on_packet(&mut self, pkt: &Packet) {
-        let conns = &mut self.conns;
-        self.pipeline.packet(pkt, &mut |c| conns.push(c));
-        self.handle_connections();
+        let judge = &mut self.judge;
+        self.pipeline.packet(pkt, &mut |c| judge.connection(&c));
         if let Clock::PacketTime { every_us } = self.clock
             && self.next_tick.is_none_or(|t| pkt.ts >= t)
         {
-            self.advance(pkt.ts);
+            self.judge.advance(pkt.ts);
             self.next_tick = Some(Timestamp(pkt.ts.0.saturating_add(every_us)));
+        }
+        if self.judge.publish_due {
+            // An event changes gauges: publish now, not at the next tick (detection latency).
+            self.publish(pkt.ts);
         }
     }
 
     /// One connection record (from the pipeline, or injected by a test).
     pub fn on_connection(&mut self, conn: Connection) {
-        self.conns.push(conn);
-        self.handle_connections();
+        self.judge.connection(&conn);
+        if self.judge.publish_due {
+            self.publish(conn.end);
+        }
     }
 
     /// Advances time to `now` without a packet: idle flows close, windows age, probes run, and
     /// (live) the sinks publish.
     pub fn tick(&mut self, now: Timestamp) {
-        let conns = &mut self.conns;
-        self.pipeline.tick(now, &mut |c| conns.push(c));
-        self.handle_connections();
-        self.advance(now);
-        if let Some(p) = &mut self.probes {
+        let judge = &mut self.judge;
+        self.pipeline.tick(now, &mut |c| judge.connection(&c));
+        self.judge.advance(now);
+        if let Some(p) = &mut self.judge.probes {
             p.start_due();
         }
         self.publish(now);
@@ -160,18 +174,15 @@ impl Monitor {
     /// Ends the capture at time `now`: open flows are finalized (incomplete when undecided), the
     /// detector ticks once more, and every sink finishes (the summary is printed here).
     pub fn finish(&mut self, now: Timestamp) -> io::Result<()> {
-        let conns = &mut self.conns;
-        self.pipeline.finish(&mut |c| conns.push(c));
-        self.handle_connections();
-        self.advance(now);
-        if self.clock == Clock::External {
-            self.publish(now);
-        }
-        let snapshot = self.detector.snapshot();
+        let judge = &mut self.judge;
+        self.pipeline.finish(&mut |c| judge.connection(&c));
+        self.judge.advance(now);
+        self.publish(now);
+        let snapshot = self.judge.detector.snapshot();
         let stats = self.pipeline.stats();
-        let view = view!(self, now, &snapshot, &stats);
-        self.outputs.each(|sink| sink.finish(&view));
-        match self.outputs.error.take() {
+        let view = view!(self.judge, self.pipeline, now, &snapshot, &stats);
+        self.judge.outputs.each(|sink| sink.finish(&view));
+        match self.judge.outputs.error.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -179,52 +190,64 @@ impl Monitor {
 
     /// Live only: hands the current state to the sinks (gauges, the status page).
     fn publish(&mut self, now: Timestamp) {
+        self.judge.publish_due = false;
         if self.clock != Clock::External {
             return;
         }
-        let snapshot = self.detector.snapshot();
+        let snapshot = self.judge.detector.snapshot();
         let stats = self.pipeline.stats();
-        let view = view!(self, now, &snapshot, &stats);
-        self.outputs.each(|sink| {
+        let view = view!(self.judge, self.pipeline, now, &snapshot, &stats);
+        self.judge.outputs.each(|sink| {
             sink.publish(&view);
             Ok(())
         });
     }
 
-    /// Judges and hands on the connections the pipeline produced.
-    fn handle_connections(&mut self) {
-        if self.conns.is_empty() {
-            return;
-        }
+    pub fn detector(&self) -> &Detector {
+        &self.judge.detector
+    }
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+    /// Connections handed to the sinks (probes excluded).
+    pub fn handshakes(&self) -> u64 {
+        self.judge.handshakes
+    }
+    pub fn events(&self) -> u64 {
+        self.judge.events_total
+    }
+    /// A sink failed (e.g. a closed pipe): the caller may stop feeding packets.
+    pub fn has_failed(&self) -> bool {
+        self.judge.outputs.sinks.iter().any(|(_, failed)| *failed)
+    }
+    /// The first sink error, taken (live reports it once).
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        self.judge.outputs.error.take()
+    }
+}
+
+impl Judge {
+    /// One connection record: the detector judges it, then every sink gets it and the events.
+    fn connection(&mut self, conn: &Connection) {
         // A probe's connection may be decided before the next tick: learn its client address
         // first, so the detector excludes it.
         if let Some(p) = &mut self.probes {
             p.drain(&mut self.detector, &mut self.events);
         }
-        let conns = std::mem::take(&mut self.conns);
-        let events_before = self.events_total;
-        for conn in &conns {
-            for f in &self.feedback {
-                f.decided(conn.client, conn.server);
-            }
-            let probe = self.detector.is_probe_connection(conn);
-            self.detector.observe(conn, &mut self.events);
-            if !probe {
-                self.handshakes += 1;
-            }
-            let seen = Seen {
-                probe,
-                detector: &self.detector,
-            };
-            self.outputs.each(|sink| sink.connection(conn, &seen));
-            self.dispatch_events();
+        for f in &self.feedback {
+            f.decided(conn.client, conn.server);
         }
-        self.conns = conns;
-        self.conns.clear();
-        // An event changes gauges: publish now, not at the next tick (detection latency).
-        if self.events_total != events_before {
-            self.publish(self.pipeline.last_ts());
+        let probe = self.detector.is_probe_connection(conn);
+        self.detector.observe(conn, &mut self.events);
+        if !probe {
+            self.handshakes += 1;
         }
+        let seen = Seen {
+            probe,
+            detector: &self.detector,
+        };
+        self.outputs.each(|sink| sink.connection(conn, &seen));
+        self.dispatch_events();
     }
 
     /// Detector tick at `now` (and the probes' results so far).
@@ -238,8 +261,8 @@ impl Monitor {
 
     fn dispatch_events(&mut self) {
         // Certificate failures started: probe the replicas now rather than at the next interval.
-        if self.detector.take_probe_request()
-            && let Some(p) = &mut self.probes
+        if let Some(p) = &mut self.probes
+            && self.detector.take_probe_request()
         {
             p.trigger();
         }
@@ -253,28 +276,7 @@ impl Monitor {
         }
         self.events = events;
         self.events.clear();
-    }
-
-    pub fn detector(&self) -> &Detector {
-        &self.detector
-    }
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
-    }
-    /// Connections handed to the sinks (probes excluded).
-    pub fn handshakes(&self) -> u64 {
-        self.handshakes
-    }
-    pub fn events(&self) -> u64 {
-        self.events_total
-    }
-    /// A sink failed (e.g. a closed pipe): the caller may stop feeding packets.
-    pub fn has_failed(&self) -> bool {
-        self.outputs.sinks.iter().any(|(_, failed)| *failed)
-    }
-    /// The first sink error, taken (live reports it once).
-    pub fn take_error(&mut self) -> Option<io::Error> {
-        self.outputs.error.take()
+        self.publish_due = true;
     }
 }
 

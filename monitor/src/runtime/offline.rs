@@ -63,6 +63,7 @@ struct Feed<'a> {
 }
 
 impl PacketSink for Feed<'_> {
+    #[inline]
     fn push(&mut self, pkt: Packet) -> Result<(), SinkFull> {
         self.monitor.on_packet(&pkt);
         self.n += 1;

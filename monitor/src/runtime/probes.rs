@@ -13,23 +13,15 @@ use std::time::{Duration, Instant};
 
 use crate::base::Timestamp;
 use crate::detect::{Detector, Event};
-use crate::trust::probe::{self, ProbeLimits, ProbeResult, ProbeScheduler, ProbeTarget};
+use crate::trust::probe::{
+    self, ProbeLimits, ProbeResult, ProbeScheduler, ProbeStatus, ProbeTarget,
+};
 
 /// What a probe worker sends back.
 enum ProbeMsg {
     /// The probe's TCP connection is up: exclude it from the passive figures.
     Connected(SocketAddr),
     Done(Box<ProbeResult>),
-}
-
-/// The latest result of one target and its totals.
-#[derive(Clone, Debug)]
-pub struct ProbeStatus {
-    pub last: ProbeResult,
-    /// Probes of this target completed.
-    pub runs: u64,
-    /// Of them, failed ones.
-    pub failures: u64,
 }
 
 /// Probe scheduling and results.

@@ -7,12 +7,12 @@
 use std::io;
 use std::sync::Arc;
 
-use super::probes::ProbeStatus;
 use crate::base::Timestamp;
 use crate::capture::{FlowFeedback, SourceCounters};
 use crate::detect::{Detector, Event, Snapshot};
 use crate::handshake::Connection;
 use crate::stats::Stats;
+use crate::trust::probe::ProbeStatus;
 
 /// How the monitor saw a connection record.
 pub struct Seen<'a> {

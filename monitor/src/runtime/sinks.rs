@@ -122,7 +122,14 @@ impl Sink for MetricsSink {
         Ok(())
     }
     fn publish(&mut self, view: &View<'_>) {
-        self.0.publish(view);
+        self.0.pipeline(view.stats, view.flows_active);
+        for s in view.sources {
+            self.0.source(&s.name, &s.counters);
+        }
+        for p in view.probes {
+            self.0.probe(p);
+        }
+        self.0.detector(view.snapshot);
     }
 }
 

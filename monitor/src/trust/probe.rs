@@ -277,6 +277,16 @@ pub struct ProbeResult {
     pub outcome: Result<ProbeFinding, String>,
 }
 
+/// The latest result of one target and its totals.
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    pub last: ProbeResult,
+    /// Probes of this target completed.
+    pub runs: u64,
+    /// Of them, failed ones.
+    pub failures: u64,
+}
+
 /// Runs the probe `target.kind` names.
 pub fn run(
     target: &ProbeTarget,

@@ -177,6 +177,7 @@ impl ServiceState {
                 handshakes: w.counts.handshakes,
                 cert_failures: w.counts.cert_failures,
                 first_failure,
+                detection_latency_us: now.since(first_failure),
                 servers,
             }),
         )

@@ -1,13 +1,11 @@
 //! Detector events as JSON lines: alert records (`event.kind: "alert"`) that share the stream with
 //! the connection records.
 
-use std::net::SocketAddr;
-
 use serde::Serialize;
 use serde::ser::SerializeMap as _;
 use serde_json::{Map, Value, json};
 
-use crate::detect::{Event, EventDetail, exit_worthy};
+use crate::detect::{Event, exit_worthy};
 use crate::export::text::{evidence, timeline_line};
 
 impl Serialize for Event {
@@ -16,29 +14,7 @@ impl Serialize for Event {
         tw.insert("event".into(), json!(self.name()));
         tw.insert("service".into(), json!(&*self.service));
         tw.insert("detection_time".into(), json!(self.at.rfc3339()));
-        let fields = match &self.detail {
-            EventDetail::TrustCollapse(c) => {
-                let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("first_failure".into(), json!(c.first_failure.rfc3339()));
-                    o.insert(
-                        "detection_latency_us".into(),
-                        json!(self.at.since(c.first_failure)),
-                    );
-                }
-                v
-            }
-            EventDetail::TrustRecovered(r) => {
-                let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("collapsed_at".into(), json!(r.collapsed_at.rfc3339()));
-                }
-                v
-            }
-            EventDetail::CaChanged(c) => serde_json::to_value(c).unwrap_or(Value::Null),
-            EventDetail::CaDivergence(d) => serde_json::to_value(d).unwrap_or(Value::Null),
-            EventDetail::CaInconsistent(i) => serde_json::to_value(i).unwrap_or(Value::Null),
-        };
+        let fields = serde_json::to_value(&self.detail).unwrap_or(Value::Null);
         if let Value::Object(o) = fields {
             tw.extend(o);
         }
@@ -58,19 +34,10 @@ impl Serialize for Event {
             }),
         )?;
         m.serialize_entry("message", &timeline_line(self))?;
-        if let Some(server) = single_server(&self.detail) {
+        if let Some(server) = self.server() {
             m.serialize_entry("server", &json!({"address": server.ip().to_string(), "ip": server.ip().to_string(), "port": server.port()}))?;
         }
         m.serialize_entry("trustwatch", &tw)?;
         m.end()
-    }
-}
-
-fn single_server(d: &EventDetail) -> Option<SocketAddr> {
-    match d {
-        EventDetail::CaChanged(c) => c.server,
-        EventDetail::CaInconsistent(i) => i.server,
-        EventDetail::TrustCollapse(c) if c.servers.len() == 1 => c.servers.first().copied(),
-        _ => None,
     }
 }
