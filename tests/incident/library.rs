@@ -348,6 +348,7 @@ fn replicas_disagree_outcome_split_tls13_and_probe_confirms() {
             kind: ProbeKind::CaEndpoint,
             host: ip_str(addr),
             port: certsvc_port,
+            addr: None,
         };
         let r = probe::probe_ca(&t, &ProbeLimits::default(), &mut |_| {});
         let _ = s.join(Duration::from_secs(5));

@@ -1,7 +1,10 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
 //! - `setup`: installs what the build and tests need on a fresh Debian 12 machine (apt packages,
-//!   Go for the test peers); idempotent and quiet when everything is present.
+//!   Go for the test peers, the deployment tests' Python tools); idempotent and quiet when
+//!   everything is present. `setup --build`: only what the release build needs.
+//! - `dist`: the release binary as the image ships it, in `target/dist/trustwatch` (the image's
+//!   builder stage runs exactly this; `--print` shows the cargo command).
 //! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
 //! - `demo`: setup, build, and run the incident demo.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
@@ -15,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <setup|test|demo|bench> [args]");
+    eprintln!("usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench> [args]");
     ExitCode::from(2)
 }
 
@@ -48,6 +51,48 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// The release build the image ships (deploy/image/Dockerfile runs `cargo xtask dist`).
+const DIST_BUILD: [&str; 8] = [
+    "build",
+    "--release",
+    "--locked",
+    "-p",
+    "trustwatch",
+    "--bin",
+    "trustwatch",
+    "--quiet",
+];
+
+/// `cargo xtask dist`: builds [`DIST_BUILD`] and copies the binary, without debug info, to
+/// `target/dist/trustwatch`.
+fn dist(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--print") {
+        println!("cargo {}", DIST_BUILD.join(" "));
+        return Ok(());
+    }
+    if let Some(a) = args.first() {
+        return Err(format!("unknown argument {a}"));
+    }
+    run(cargo().current_dir(workspace()).args(DIST_BUILD))?;
+    let built = target_dir().join("release/trustwatch");
+    let out_dir = target_dir().join("dist");
+    std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
+    let out = out_dir.join("trustwatch");
+    std::fs::copy(&built, &out).map_err(|e| format!("{}: {e}", built.display()))?;
+    // Line tables are for debugging here; the image needs none (a panic prints one line).
+    if Command::new("strip")
+        .arg("--strip-debug")
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("xtask dist: {}", out.display());
+    } else {
+        eprintln!("xtask dist: {} (not stripped: no `strip`)", out.display());
+    }
+    Ok(())
+}
+
 fn test(extra: &[String]) -> Result<(), String> {
     setup::ensure()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -68,7 +113,9 @@ fn main() -> ExitCode {
         return usage();
     };
     let result = match task.as_str() {
+        "setup" if rest.iter().any(|a| a == "--build") => setup::ensure_build(),
         "setup" => setup::ensure(),
+        "dist" => dist(rest),
         "test" => test(rest),
         "demo" => demo::demo(rest),
         "bench" => demo::bench(rest),

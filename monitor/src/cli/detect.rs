@@ -16,7 +16,7 @@ use crate::trust::{CaHash, TrustOptions, TrustedReference};
 /// `--join-token`: keeps only the CA hash; the JWT part never reaches the parsed arguments, and an
 /// error never echoes the value (clap's default message would print the whole token).
 #[derive(Clone, Copy, Debug)]
-struct JoinTokenParser;
+pub(super) struct JoinTokenParser;
 
 impl TypedValueParser for JoinTokenParser {
     type Value = CaHash;
@@ -35,7 +35,7 @@ impl TypedValueParser for JoinTokenParser {
     }
 }
 
-fn ca_hash(s: &str) -> Result<CaHash, String> {
+pub(super) fn ca_hash(s: &str) -> Result<CaHash, String> {
     CaHash::from_hex(s).map_err(|e| e.to_string())
 }
 

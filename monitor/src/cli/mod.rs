@@ -4,6 +4,7 @@
 //! (one line on stderr, no backtrace), 3 `analyze` found a trust problem.
 
 mod analyze;
+mod check;
 mod detect;
 
 pub use detect::DetectArgs;
@@ -32,6 +33,8 @@ pub enum Command {
     Analyze(AnalyzeArgs),
     /// Capture live (libpcap), detect trust collapse, serve /metrics, /healthz, /readyz, /api/state and a status page.
     Live(live::LiveArgs),
+    /// Check once that a CloudCore replica serves the stored CA (/ca.crt, optionally the cloudhub chain): exit 0 consistent, 1 inconsistent, 2 could not check.
+    Check(check::CheckArgs),
 }
 
 /// Which traffic is analyzed.
@@ -151,6 +154,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Live(args) => live::run(args),
+        Command::Check(args) => check::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@
 //! the Secret changes ([`TrustedReference::refresh`]). CA identity is the key (SKI, else the SHA-1 of
 //! the public key), plus sha256 of the DER for the hash sources.
 
+pub mod consistency;
 pub mod probe;
 
 use std::fmt;
@@ -338,6 +339,15 @@ impl TrustedReference {
                 expected: s.expected(),
             })
             .collect()
+    }
+
+    /// How many sources can compare `presented` at all (a hash source cannot compare a CA known
+    /// only by its key id).
+    pub fn comparable(&self, presented: &PresentedCa) -> usize {
+        self.sources
+            .iter()
+            .filter(|s| s.agrees(presented).is_some())
+            .count()
     }
 
     /// Re-reads the Secret's `cadata` when its mtime or size changed. Returns the change when the

@@ -8,9 +8,17 @@
 //! a read/write timeout, an overall deadline and a response size cap; the live mode runs them on a
 //! thread. [`ProbeScheduler`] decides when: periodically, and immediately (rate-limited) when
 //! failures start, never two at once per target.
+//!
+//! A target may name a host instead of an address. Resolution has a timeout ([`resolve_all`]), and
+//! the scheduler follows the answer: a name that resolves to several addresses (a headless Service
+//! of CloudCore replicas) becomes one probe target per address, re-resolved at every probe
+//! interval in the background (never on the caller's thread); new addresses get probed, vanished
+//! ones are dropped, and a failed resolution keeps the last known addresses and is reported as a
+//! failed probe of the name.
 
 use std::io::{self, Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -47,8 +55,13 @@ impl ProbeKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ProbeTarget {
     pub kind: ProbeKind,
+    /// As configured: an address or a host name (also the TLS server name when it is a name).
     pub host: String,
     pub port: u16,
+    /// The address `host` resolved to, when this target is one of the addresses of a name (set by
+    /// [`ProbeScheduler`]); `None`: `host` is an address, or is resolved when probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<IpAddr>,
 }
 
 impl ProbeTarget {
@@ -69,6 +82,7 @@ impl ProbeTarget {
             kind: ProbeKind::CaEndpoint,
             host,
             port,
+            addr: None,
         })
     }
 
@@ -80,17 +94,89 @@ impl ProbeTarget {
             kind: ProbeKind::Chain,
             host,
             port,
+            addr: None,
         })
     }
 
-    /// `host:port` as shown in events.
+    /// `host:port` as shown in events and metric labels: the resolved address when this target is
+    /// one address of a name (one label per replica), else the host as configured.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let host = self
+            .addr
+            .map_or_else(|| self.host.clone(), |a| a.to_string());
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{host}:{}", self.port)
         }
     }
+
+    /// The same target pinned to one address of its host name.
+    pub fn at(&self, addr: IpAddr) -> ProbeTarget {
+        ProbeTarget {
+            addr: Some(addr),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `host` is a name (to be resolved) rather than an address.
+    pub fn is_name(&self) -> bool {
+        self.host.parse::<IpAddr>().is_err()
+    }
+}
+
+/// Resolves `host` (an address or a name) to its addresses, sorted and without duplicates, at most
+/// `max`; fails after `timeout` (the system resolver has no timeout of its own: it runs on a
+/// short-lived thread that is left to finish on its own when the answer comes too late).
+pub fn resolve_all(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    max: usize,
+) -> Result<Vec<IpAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let rx = spawn_resolve(host, port)?;
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r.map(|mut a| {
+            a.truncate(max.max(1));
+            a
+        }),
+        Err(RecvTimeoutError::Timeout) => Err(format!(
+            "resolve {host}: no answer within {} ms",
+            timeout.as_millis()
+        )),
+        Err(RecvTimeoutError::Disconnected) => Err(format!("resolve {host}: resolver failed")),
+    }
+}
+
+type Resolution = Result<Vec<IpAddr>, String>;
+
+/// Runs the system resolver for `host` on its own thread; the answer arrives on the receiver.
+fn spawn_resolve(host: &str, port: u16) -> Result<Receiver<Resolution>, String> {
+    let (tx, rx) = mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new()
+        .name("probe-resolve".into())
+        .spawn(move || {
+            let r = (name.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| format!("resolve {name}: {e}"))
+                .and_then(|it| {
+                    let mut a: Vec<IpAddr> = it.map(|s| s.ip()).collect();
+                    a.sort();
+                    a.dedup();
+                    if a.is_empty() {
+                        Err(format!("resolve {name}: no address"))
+                    } else {
+                        Ok(a)
+                    }
+                });
+            let _ = tx.send(r);
+        })
+        .map_err(|e| format!("resolve {host}: cannot start the resolver thread: {e}"))?;
+    Ok(rx)
 }
 
 fn split_host_port(s: &str, default_port: Option<u16>) -> Result<(String, u16), String> {
@@ -128,6 +214,8 @@ pub struct ProbeLimits {
     pub deadline: Duration,
     /// Bytes of HTTP response (headers and body) accepted from `/ca.crt`.
     pub max_response: usize,
+    /// Host-name resolution (part of the deadline).
+    pub resolve_timeout: Duration,
 }
 
 impl Default for ProbeLimits {
@@ -137,6 +225,7 @@ impl Default for ProbeLimits {
             io_timeout: Duration::from_secs(3),
             deadline: Duration::from_secs(10),
             max_response: 64 * 1024,
+            resolve_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -308,7 +397,7 @@ fn with_session(
     let mut addr = None;
     let mut local = None;
     let outcome = (|| {
-        let a = resolve(target)?;
+        let a = resolve(target, limits)?;
         addr = Some(a);
         let sock = TcpStream::connect_timeout(&a, limits.connect_timeout)
             .map_err(|e| format!("connect {a}: {e}"))?;
@@ -361,14 +450,17 @@ fn with_session(
     }
 }
 
-fn resolve(target: &ProbeTarget) -> Result<SocketAddr, String> {
-    if let Ok(ip) = target.host.parse::<IpAddr>() {
+/// The address to connect to: the pinned one, the literal one, or the first the name resolves to
+/// (within the resolve timeout).
+fn resolve(target: &ProbeTarget, limits: &ProbeLimits) -> Result<SocketAddr, String> {
+    if let Some(ip) = target.addr {
         return Ok(SocketAddr::new(ip, target.port));
     }
-    (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolve {}: {e}", target.host))?
-        .next()
+    let timeout = limits.resolve_timeout.min(limits.deadline);
+    let first = resolve_all(&target.host, target.port, timeout, 1)?;
+    first
+        .first()
+        .map(|ip| SocketAddr::new(*ip, target.port))
         .ok_or_else(|| format!("resolve {}: no address", target.host))
 }
 
@@ -573,11 +665,22 @@ impl ServerCertVerifier for RecordingVerifier {
 /// When to probe: every `interval`, and as soon as possible after [`ProbeScheduler::trigger`] but
 /// never sooner than `min_gap` after the previous probe of the same target; one probe in flight
 /// per target.
+///
+/// Targets given by host name are resolved in the background (at start, then every `interval`, or
+/// sooner after a trigger) and expand into one target per address ([`ProbeTarget::at`]), at most
+/// `max_addresses` per name; an address already probed through another target of the same kind
+/// and port is not probed twice. A resolution that fails or takes longer than `resolve_timeout`
+/// keeps the previous addresses and hands out the name itself once, so that its probe reports the
+/// resolution error.
 #[derive(Debug)]
 pub struct ProbeScheduler {
     targets: Vec<Slot>,
+    names: Vec<Name>,
     pub interval: Duration,
     pub min_gap: Duration,
+    pub resolve_timeout: Duration,
+    pub max_addresses: usize,
+    resolver: Resolver,
 }
 
 #[derive(Debug)]
@@ -586,42 +689,159 @@ struct Slot {
     last_start: Option<Instant>,
     in_flight: bool,
     triggered: bool,
+    /// Its address vanished from the name's answer while its probe was in flight: removed when
+    /// that probe completes.
+    retired: bool,
+}
+
+impl Slot {
+    fn new(target: ProbeTarget) -> Slot {
+        Slot {
+            target,
+            last_start: None,
+            in_flight: false,
+            triggered: false,
+            retired: false,
+        }
+    }
+
+    /// The address probed, when known without resolving.
+    fn ip(&self) -> Option<IpAddr> {
+        self.target
+            .addr
+            .or_else(|| self.target.host.parse::<IpAddr>().ok())
+    }
+}
+
+/// A target given by host name.
+#[derive(Debug)]
+struct Name {
+    target: ProbeTarget,
+    pending: Option<Pending>,
+    last_start: Option<Instant>,
+    triggered: bool,
+    /// A resolution failed: hand out the name once so its probe reports the error.
+    report: bool,
+    report_in_flight: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    rx: Receiver<Resolution>,
+    started: Instant,
+    timed_out: bool,
+}
+
+/// A host-name resolver (the system's by default; tests substitute their own).
+pub type ResolveFn = Arc<dyn Fn(&str, u16) -> Resolution + Send + Sync>;
+
+struct Resolver(Option<ResolveFn>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Resolver(custom)"
+        } else {
+            "Resolver(system)"
+        })
+    }
+}
+
+impl Resolver {
+    fn start(&self, host: &str, port: u16) -> Result<Receiver<Resolution>, String> {
+        let Some(f) = &self.0 else {
+            return spawn_resolve(host, port);
+        };
+        let (tx, rx) = mpsc::channel();
+        let (f, name) = (f.clone(), host.to_string());
+        std::thread::Builder::new()
+            .name("probe-resolve".into())
+            .spawn(move || {
+                let _ = tx.send(f(&name, port));
+            })
+            .map_err(|e| format!("resolve {host}: cannot start the resolver thread: {e}"))?;
+        Ok(rx)
+    }
 }
 
 impl ProbeScheduler {
     pub fn new(targets: Vec<ProbeTarget>, interval: Duration, min_gap: Duration) -> Self {
-        let targets = targets
-            .into_iter()
-            .map(|target| Slot {
-                target,
-                last_start: None,
-                in_flight: false,
-                triggered: false,
-            })
-            .collect();
+        let mut slots = Vec::new();
+        let mut names = Vec::new();
+        for target in targets {
+            if target.addr.is_none() && target.is_name() {
+                names.push(Name {
+                    target,
+                    pending: None,
+                    last_start: None,
+                    triggered: false,
+                    report: false,
+                    report_in_flight: false,
+                });
+            } else {
+                slots.push(Slot::new(target));
+            }
+        }
         ProbeScheduler {
-            targets,
+            targets: slots,
+            names,
             interval,
             min_gap,
+            resolve_timeout: ProbeLimits::default().resolve_timeout,
+            max_addresses: 64,
+            resolver: Resolver(None),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
+    /// Resolves host names with `f` instead of the system resolver.
+    pub fn with_resolver(mut self, f: ResolveFn) -> Self {
+        self.resolver = Resolver(Some(f));
+        self
     }
 
-    /// Failures started (see [`crate::detect::Detector::take_probe_request`]): probe every target soon.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty() && self.names.is_empty()
+    }
+
+    /// The targets probed now: addresses (configured, or current answers of the names) and the
+    /// names themselves. Results of targets not listed here are stale (a vanished replica).
+    pub fn targets(&self) -> Vec<ProbeTarget> {
+        self.targets
+            .iter()
+            .filter(|s| !s.retired)
+            .map(|s| s.target.clone())
+            .chain(self.names.iter().map(|n| n.target.clone()))
+            .collect()
+    }
+
+    /// Failures started (see [`crate::detect::Detector::take_probe_request`]): probe every target
+    /// soon, and resolve every name again.
     pub fn trigger(&mut self) {
         for s in &mut self.targets {
             s.triggered = true;
         }
+        for n in &mut self.names {
+            n.triggered = true;
+        }
     }
 
-    /// Targets to probe now; each is marked in flight until [`ProbeScheduler::completed`].
+    /// Targets to probe now; each is marked in flight until [`ProbeScheduler::completed`]. Never
+    /// blocks: name resolutions run on their own threads and are collected here.
     pub fn due(&mut self, now: Instant) -> Vec<ProbeTarget> {
         let mut out = Vec::new();
+        for i in 0..self.names.len() {
+            if let Some(addrs) = self.poll_name(i, now) {
+                self.follow(i, addrs);
+            }
+            let n = &mut self.names[i];
+            if n.report && !n.report_in_flight {
+                n.report = false;
+                n.report_in_flight = true;
+                out.push(n.target.clone());
+            }
+        }
         for s in &mut self.targets {
-            if s.in_flight {
+            if s.in_flight || s.retired {
                 continue;
             }
             let since = s.last_start.map(|t| now.saturating_duration_since(t));
@@ -639,11 +859,102 @@ impl ProbeScheduler {
         out
     }
 
+    /// Collects the answer of name `i` (or notices its timeout) and starts its next resolution
+    /// when due. Returns the addresses of a new answer.
+    fn poll_name(&mut self, i: usize, now: Instant) -> Option<Vec<IpAddr>> {
+        let (interval, min_gap, timeout) = (self.interval, self.min_gap, self.resolve_timeout);
+        let n = &mut self.names[i];
+        let mut answer = None;
+        if let Some(p) = &mut n.pending {
+            match p.rx.try_recv() {
+                Ok(Ok(addrs)) => {
+                    answer = Some(addrs);
+                    n.pending = None;
+                }
+                Ok(Err(_)) | Err(TryRecvError::Disconnected) => {
+                    n.report = true;
+                    n.pending = None;
+                }
+                Err(TryRecvError::Empty) => {
+                    // Still waiting: past the timeout it counts as failed (reported once); a late
+                    // answer is still used, and no second resolution of this name starts meanwhile.
+                    if !p.timed_out && now.saturating_duration_since(p.started) >= timeout {
+                        p.timed_out = true;
+                        n.report = true;
+                    }
+                }
+            }
+        }
+        if n.pending.is_none() {
+            let since = n.last_start.map(|t| now.saturating_duration_since(t));
+            let go = match since {
+                None => true,
+                Some(d) => d >= interval || (n.triggered && d >= min_gap),
+            };
+            if go {
+                n.last_start = Some(now);
+                n.triggered = false;
+                match self.resolver.start(&n.target.host, n.target.port) {
+                    Ok(rx) => {
+                        n.pending = Some(Pending {
+                            rx,
+                            started: now,
+                            timed_out: false,
+                        });
+                    }
+                    Err(_) => n.report = true,
+                }
+            }
+        }
+        answer
+    }
+
+    /// Makes the address targets of name `i` those of `addrs`: new addresses are probed at once,
+    /// vanished ones dropped (after their probe in flight completes).
+    fn follow(&mut self, i: usize, mut addrs: Vec<IpAddr>) {
+        let name = self.names[i].target.clone();
+        let of_name = |t: &ProbeTarget| {
+            t.addr.is_some() && t.kind == name.kind && t.host == name.host && t.port == name.port
+        };
+        // Addresses probed through another target already (e.g. the node's own address).
+        let elsewhere: Vec<IpAddr> = self
+            .targets
+            .iter()
+            .filter(|s| !of_name(&s.target) && s.target.kind == name.kind)
+            .filter(|s| s.target.port == name.port)
+            .filter_map(Slot::ip)
+            .collect();
+        addrs.retain(|a| !elsewhere.contains(a));
+        addrs.truncate(self.max_addresses.max(1));
+        self.targets.retain_mut(|s| {
+            if !of_name(&s.target) || s.ip().is_some_and(|ip| addrs.contains(&ip)) {
+                return true;
+            }
+            if s.in_flight {
+                s.retired = true;
+                return true;
+            }
+            false
+        });
+        for a in addrs {
+            let t = name.at(a);
+            match self.targets.iter_mut().find(|s| s.target == t) {
+                Some(s) => s.retired = false,
+                None => self.targets.push(Slot::new(t)),
+            }
+        }
+    }
+
     /// The probe of `target` finished (whatever its outcome).
     pub fn completed(&mut self, target: &ProbeTarget) {
+        for n in self.names.iter_mut().filter(|n| n.target == *target) {
+            n.report_in_flight = false;
+        }
         for s in self.targets.iter_mut().filter(|s| s.target == *target) {
             s.in_flight = false;
         }
+        self.targets
+            .retain(|s| !(s.retired && !s.in_flight && s.target == *target));
     }
 }
 

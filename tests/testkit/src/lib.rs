@@ -11,6 +11,8 @@
 //! - [`analyzer`]: runs `trustwatch analyze --json` and parses its JSON Lines.
 //! - [`demo`]: the incident demo and the live benchmarks (`trustwatch live` against a simulated
 //!   KubeEdge on loopback).
+//! - [`prom`]: a real Prometheus on loopback (queries, alerts) and promtool; [`tools`]: kustomize,
+//!   kubernetes-validate, checkov and a YAML reader for the deployment tests.
 
 pub mod analyzer;
 pub mod capture;
@@ -18,7 +20,9 @@ pub mod demo;
 pub mod hostile;
 pub mod peers;
 pub mod pki;
+pub mod prom;
 pub mod rewrite;
+pub mod tools;
 pub mod tshark;
 
 pub use tempfile;

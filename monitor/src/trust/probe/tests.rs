@@ -136,6 +136,7 @@ fn target(kind: ProbeKind, a: SocketAddr) -> ProbeTarget {
         kind,
         host: a.ip().to_string(),
         port: a.port(),
+        addr: None,
     }
 }
 
@@ -145,6 +146,7 @@ fn quick() -> ProbeLimits {
         io_timeout: Duration::from_millis(800),
         deadline: Duration::from_secs(5),
         max_response: 16 * 1024,
+        resolve_timeout: Duration::from_secs(2),
     }
 }
 
@@ -395,8 +397,8 @@ fn target_parsing() {
 
 #[test]
 fn scheduler_interval_trigger_rate_limit_and_single_flight() {
-    let a = ProbeTarget::parse_ca_url("https://a:10002").unwrap();
-    let b = ProbeTarget::parse_chain("b:10000").unwrap();
+    let a = ProbeTarget::parse_ca_url("https://10.0.0.1:10002").unwrap();
+    let b = ProbeTarget::parse_chain("10.0.0.2:10000").unwrap();
     let mut s = ProbeScheduler::new(
         vec![a.clone(), b.clone()],
         Duration::from_secs(60),
@@ -432,4 +434,224 @@ fn scheduler_interval_trigger_rate_limit_and_single_flight() {
         "trigger consumed"
     );
     assert_eq!(s.due(t0 + Duration::from_secs(65)), vec![a, b], "periodic");
+}
+
+/// A resolver whose answer the test changes; counts its calls.
+#[derive(Clone)]
+struct FakeDns {
+    answer: Arc<std::sync::Mutex<Result<Vec<IpAddr>, String>>>,
+    delay: Duration,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakeDns {
+    fn new(ips: &[&str]) -> FakeDns {
+        let d = FakeDns {
+            answer: Arc::new(std::sync::Mutex::new(Ok(Vec::new()))),
+            delay: Duration::ZERO,
+            calls: Arc::default(),
+        };
+        d.set(ips);
+        d
+    }
+    fn set(&self, ips: &[&str]) {
+        *self.answer.lock().unwrap() = Ok(ips.iter().map(|i| i.parse().unwrap()).collect());
+    }
+    fn fail(&self, why: &str) {
+        *self.answer.lock().unwrap() = Err(why.to_string());
+    }
+    fn resolver(&self) -> ResolveFn {
+        let d = self.clone();
+        Arc::new(move |_host: &str, _port: u16| {
+            d.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            thread::sleep(d.delay);
+            d.answer.lock().unwrap().clone()
+        })
+    }
+}
+
+/// `due(now)` until it returns something (the answer of a background resolution), at most 2 s.
+fn due_soon(s: &mut ProbeScheduler, now: Instant) -> Vec<ProbeTarget> {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let d = s.due(now);
+        if !d.is_empty() || Instant::now() > until {
+            return d;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn authorities(t: &[ProbeTarget]) -> Vec<String> {
+    let mut a: Vec<String> = t.iter().map(ProbeTarget::authority).collect();
+    a.sort();
+    a
+}
+
+#[test]
+fn scheduler_probes_every_address_of_a_name_and_follows_its_changes() {
+    let name = ProbeTarget::parse_ca_url("https://cloudcore-replicas.kubeedge.svc:10002").unwrap();
+    let dns = FakeDns::new(&["10.0.0.2", "10.0.0.1", "10.0.0.2"]);
+    let mut s = ProbeScheduler::new(
+        vec![name.clone()],
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    )
+    .with_resolver(dns.resolver());
+    // The test's clock jumps by minutes: no resolution may count as timed out here.
+    s.resolve_timeout = Duration::from_secs(3600);
+    let t0 = Instant::now();
+    let first = due_soon(&mut s, t0);
+    assert_eq!(
+        authorities(&first),
+        ["10.0.0.1:10002", "10.0.0.2:10002"],
+        "one probe per address, duplicates merged"
+    );
+    assert!(
+        first.iter().all(|t| t.host == name.host),
+        "SNI stays the name"
+    );
+    for t in &first {
+        s.completed(t);
+    }
+    assert!(s.due(t0 + Duration::from_secs(1)).is_empty());
+
+    // The next interval: the known addresses are probed while the name is resolved again in
+    // the background; its answer adds the new replica and drops the vanished one.
+    dns.set(&["10.0.0.2", "10.0.0.3"]);
+    let t1 = t0 + Duration::from_secs(60);
+    let periodic = s.due(t1);
+    assert_eq!(authorities(&periodic), ["10.0.0.1:10002", "10.0.0.2:10002"]);
+    let new = due_soon(&mut s, t1);
+    assert_eq!(
+        authorities(&new),
+        ["10.0.0.3:10002"],
+        "the new address at once"
+    );
+    assert_eq!(
+        authorities(&s.targets()),
+        [
+            "10.0.0.2:10002",
+            "10.0.0.3:10002",
+            "cloudcore-replicas.kubeedge.svc:10002"
+        ],
+        "the vanished address is no longer a target (its probe in flight completes)"
+    );
+    s.completed(&name.at("10.0.0.1".parse().unwrap()));
+    assert!(
+        s.due(t1 + Duration::from_secs(120))
+            .iter()
+            .all(|t| t.addr != Some("10.0.0.1".parse().unwrap())),
+        "never probed again"
+    );
+    s.completed(&name.at("10.0.0.2".parse().unwrap()));
+
+    // Another vanishes while its probe is in flight (10.0.0.3, handed out above).
+    dns.set(&["10.0.0.2"]);
+    let t2 = t1 + Duration::from_secs(240);
+    let _ = s.due(t2);
+    let until = Instant::now() + Duration::from_secs(2);
+    while s.targets().len() != 2 && Instant::now() < until {
+        let _ = s.due(t2);
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        authorities(&s.targets()),
+        ["10.0.0.2:10002", "cloudcore-replicas.kubeedge.svc:10002"]
+    );
+    s.completed(&name.at("10.0.0.3".parse().unwrap()));
+    s.completed(&name.at("10.0.0.2".parse().unwrap()));
+
+    // A failed resolution keeps the known addresses and hands out the name once (its probe
+    // reports the error).
+    dns.fail("resolve cloudcore-replicas.kubeedge.svc: no such host");
+    let calls = dns.calls.load(std::sync::atomic::Ordering::SeqCst);
+    s.trigger();
+    let t3 = t2 + Duration::from_secs(10);
+    let mut report = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while !report.contains(&name) && Instant::now() < until {
+        report.extend(s.due(t3));
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        dns.calls.load(std::sync::atomic::Ordering::SeqCst) > calls,
+        "trigger re-resolves"
+    );
+    assert!(report.contains(&name), "{report:?}");
+    assert!(
+        s.due(t3).iter().all(|t| *t != name),
+        "reported once until completed"
+    );
+    assert!(s.targets().contains(&name.at("10.0.0.2".parse().unwrap())));
+    let r = run(&name, &quick(), &mut |_| {});
+    assert!(r.outcome.is_err(), "the name itself does not resolve here");
+    s.completed(&name);
+}
+
+#[test]
+fn scheduler_resolution_times_out_without_blocking_and_skips_addresses_probed_already() {
+    let name = ProbeTarget::parse_ca_url("https://replicas:10002").unwrap();
+    let own = ProbeTarget::parse_ca_url("https://10.0.0.7:10002").unwrap();
+    let mut dns = FakeDns::new(&["10.0.0.7", "10.0.0.8"]);
+    dns.delay = Duration::from_millis(400);
+    let mut s = ProbeScheduler::new(
+        vec![own.clone(), name.clone()],
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    )
+    .with_resolver(dns.resolver());
+    s.resolve_timeout = Duration::from_millis(100);
+    let t0 = Instant::now();
+    let started = Instant::now();
+    assert_eq!(
+        s.due(t0),
+        vec![own.clone()],
+        "literal addresses need no resolution"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "due() never waits"
+    );
+    thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        s.due(Instant::now()),
+        vec![name.clone()],
+        "past the resolve timeout the name is reported"
+    );
+    // The late answer is still used; the node's own address is not probed twice.
+    let late = due_soon(&mut s, Instant::now());
+    assert_eq!(authorities(&late), ["10.0.0.8:10002"]);
+}
+
+#[test]
+fn resolve_all_with_a_timeout() {
+    let t = Duration::from_secs(2);
+    assert_eq!(
+        resolve_all("10.1.2.3", 1, t, 8).unwrap(),
+        ["10.1.2.3".parse::<IpAddr>().unwrap()]
+    );
+    let local = resolve_all("localhost", 10002, t, 8).unwrap();
+    assert!(local.contains(&"127.0.0.1".parse().unwrap()), "{local:?}");
+    let e = resolve_all("no-such-host.invalid", 10002, t, 8).unwrap_err();
+    assert!(e.starts_with("resolve no-such-host.invalid"), "{e}");
+}
+
+#[test]
+fn probes_accept_host_names() {
+    let ca = TestCa::kubeedge();
+    let a = replica("127.0.0.1", 0, &ca, Body::Length, 1);
+    let t = ProbeTarget::parse_ca_url(&format!("https://localhost:{}", a.port())).unwrap();
+    let r = probe_ca(&t, &quick(), &mut |_| {});
+    let f = r.outcome.as_ref().expect("probe by name");
+    assert_eq!(
+        f.ca.as_ref().map(|c| c.sha256.clone()),
+        Some(hex::encode(Sha256::digest(ca.der())))
+    );
+    assert_eq!(r.addr.map(|a| a.ip()), Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(t.authority(), format!("localhost:{}", a.port()));
+    assert_eq!(
+        t.at("127.0.0.1".parse().unwrap()).authority(),
+        format!("127.0.0.1:{}", a.port())
+    );
 }

@@ -44,6 +44,26 @@ pub struct Options {
     pub poll: Duration,
     /// Print the timeline as it happens (off: only the report is returned).
     pub narrate: bool,
+    /// Host the monitor's probes name (`127.0.0.1`; `localhost` exercises name resolution).
+    pub probe_host: String,
+    /// More `trustwatch live` arguments.
+    pub monitor_args: Vec<String>,
+    /// Give the monitor CA_A as KubeEdge stores it (`--kubeedge-secret-dir` with a `cadata` file),
+    /// as the DaemonSet does.
+    pub casecret: bool,
+    /// Told when the monitor answers and when the servers switch (tests that watch from outside).
+    pub phases: Option<Sender<Phase>>,
+}
+
+/// Moments of a run, for [`Options::phases`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The monitor answers `/healthz`; the edges start now.
+    MonitorUp,
+    /// The servers switched to CA_B.
+    Switched,
+    /// The run ended; everything is being stopped.
+    Ending,
 }
 
 impl Options {
@@ -59,6 +79,10 @@ impl Options {
             collapse_clients: 3,
             poll: Duration::from_millis(50),
             narrate: true,
+            probe_host: "127.0.0.1".into(),
+            monitor_args: Vec::new(),
+            casecret: false,
+            phases: None,
         }
     }
 
@@ -325,7 +349,7 @@ fn server_cmd(bin: &PathBuf, f: &Fixture, port: u16, certsvc: bool) -> Command {
     c
 }
 
-fn monitor_cmd(o: &Options) -> Command {
+fn monitor_cmd(o: &Options, casecret: Option<&std::path::Path>) -> Command {
     let p = o.ports;
     let mut c = Command::new(&o.trustwatch);
     c.args(["live", "--iface", "lo", "--ports"])
@@ -334,12 +358,16 @@ fn monitor_cmd(o: &Options) -> Command {
         .arg(Ports::addr(p.http).to_string())
         .args(["--events", "-"])
         .arg("--probe-ca")
-        .arg(format!("https://127.0.0.1:{}", p.certsvc))
+        .arg(format!("https://{}:{}", o.probe_host, p.certsvc))
         .arg("--probe-chain")
-        .arg(Ports::addr(p.cloudhub).to_string())
+        .arg(format!("{}:{}", o.probe_host, p.cloudhub))
         .args(["--probe-interval", "30"])
         .arg("--collapse-clients")
-        .arg(o.collapse_clients.to_string());
+        .arg(o.collapse_clients.to_string())
+        .args(&o.monitor_args);
+    if let Some(dir) = casecret {
+        c.arg("--kubeedge-secret-dir").arg(dir);
+    }
     c
 }
 
@@ -383,9 +411,16 @@ pub fn run(o: &Options) -> Result<Report> {
     )?;
     wait_listening(&rx, "certsvc")?;
 
+    let casecret = if o.casecret {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("cadata"), &f.ca_a.cert.der)?;
+        Some(dir)
+    } else {
+        None
+    };
     let mut monitor = Proc::spawn(
         "trustwatch",
-        &mut monitor_cmd(o),
+        &mut monitor_cmd(o, casecret.as_ref().map(|d| d.path())),
         Some(Source::MonitorEvents),
         Some(Source::MonitorLog),
         &tx,
@@ -415,6 +450,12 @@ pub fn run(o: &Options) -> Result<Report> {
     }
 
     let t0 = Instant::now();
+    let tell = |p: Phase| {
+        if let Some(tx) = &o.phases {
+            let _ = tx.send(p);
+        }
+    };
+    tell(Phase::MonitorUp);
     let n = Narrator {
         on: o.narrate,
         t0,
@@ -542,6 +583,7 @@ pub fn run(o: &Options) -> Result<Report> {
             }
             switched = Some(now);
             report.switched_at = Some(now - t0);
+            tell(Phase::Switched);
         }
         if now >= next_status {
             next_status += Duration::from_secs(5);
@@ -609,6 +651,7 @@ pub fn run(o: &Options) -> Result<Report> {
     };
 
     // Stop in order: the edges, then the monitor (its final events and counts), then the servers.
+    tell(Phase::Ending);
     for e in &mut edges {
         e.stop(libc::SIGTERM, Duration::from_millis(500));
     }
