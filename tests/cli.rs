@@ -166,3 +166,58 @@ fn truncated_capture_is_analyzed_up_to_the_cut() {
         n(&full)
     );
 }
+
+/// A reader that goes away (`| head`) or a full disk ends the run with one line and exit code 4,
+/// never a panic or an abort.
+#[test]
+fn closed_pipes_and_full_disks_are_one_line_with_exit_4() {
+    use std::process::Stdio;
+    let pcap = validation_pcap("zeek-tls-fragmented-handshake.pcap");
+    let bin = env!("CARGO_BIN_EXE_trustwatch");
+    for json in [false, true] {
+        // `trustwatch analyze FILE | head -1` once head has exited: the pipe's reader is gone.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(bin)
+            .arg("analyze")
+            .args(json.then_some("--json"))
+            .args(["--any-port"])
+            .arg(&pcap)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "json {json}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "json {json}: {stderr}");
+        assert!(stderr.contains("broken pipe"), "json {json}: {stderr}");
+    }
+    // The summary to a full disk (stderr is /dev/full with --json): nothing can be said, but the
+    // exit code says it, and there is no abort (SIGABRT would be no exit code at all).
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(bin)
+        .args(["analyze", "--json", "--any-port"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(full)
+        .status()
+        .expect("run");
+    assert_eq!(out.code(), Some(4));
+    // And the JSON itself to a full disk.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(bin)
+        .args(["analyze", "--json", "--any-port"])
+        .arg(&pcap)
+        .stdout(full)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("no space left"), "{stderr}");
+}

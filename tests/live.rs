@@ -613,3 +613,164 @@ fn no_permission_names_cap_net_raw() -> Result<()> {
     assert!(err.contains("CAP_NET_RAW"), "{err}");
     Ok(())
 }
+
+/// Idle sockets, a slowloris client and oversized requests cannot make a healthy monitor look dead:
+/// over the connection cap `/healthz` still answers from the reserve, other paths say busy, the
+/// rest is closed and counted; a client that sends its head slowly is cut at the header timeout;
+/// a head over the size limit is refused; the status page can be moved off the metrics port.
+#[test]
+fn http_limits_keep_health_answering() -> Result<()> {
+    use std::io::Read as _;
+    use std::net::TcpStream;
+    let status = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let m = Monitor::start(&[
+        "--http-max-connections",
+        "8",
+        "--status-page",
+        &status.to_string(),
+    ])?;
+    // The page and /api/state moved: not on the metrics port, served on their own.
+    assert_eq!(http_get(m.http, "/api/state")?.0, 404);
+    assert_eq!(http_get(status, "/api/state")?.0, 200);
+    assert_eq!(http_get(m.http, "/metrics")?.0, 200);
+
+    // 8 idle connections take every general slot.
+    let idle: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(m.http))
+        .collect::<std::io::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let (code, body) = http_get(m.http, "/healthz")?;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let (code, body) = http_get(m.http, "/metrics")?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("busy"), "{body}");
+    // Filling the reserve too: further connections are closed at once, and counted.
+    let reserve: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(m.http))
+        .collect::<std::io::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mut refused = TcpStream::connect(m.http)?;
+    refused.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut buf = [0u8; 16];
+    assert_eq!(refused.read(&mut buf)?, 0, "closed without a byte");
+    drop((idle, reserve));
+
+    // The idle connections are cut at the header timeout (5 s): a slowloris client too, though
+    // it keeps sending a byte every 500 ms.
+    let mut slow = TcpStream::connect(m.http)?;
+    let t = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut cut = false;
+    for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if std::io::Write::write_all(&mut slow, &[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if t.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let elapsed = t.elapsed();
+    assert!(
+        cut || n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+        "slow client still served after {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(9), "{elapsed:?}");
+
+    // A 64 KiB request head is refused, not buffered.
+    let mut big = TcpStream::connect(m.http)?;
+    big.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let head = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = std::io::Write::write_all(&mut big, head.as_bytes());
+    let mut resp = Vec::new();
+    let _ = big.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(!resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let metrics = parse_metrics(&http_get(m.http, "/metrics")?.1)?;
+    assert!(
+        sum(&metrics, "trustwatch_http_connections_rejected_total", &[]) >= 1.0,
+        "the refused connection is counted"
+    );
+    Ok(())
+}
+
+/// A capture source that fails is restarted with backoff, and liveness says when it stays down:
+/// an interface (one end of a veth pair) deleted under the monitor, then created again.
+#[test]
+fn a_source_that_stays_down_fails_liveness_and_recovers() -> Result<()> {
+    let port = free_port()?;
+    let iface = format!("twd{port}");
+    let peer = format!("twp{port}");
+    let ip = |args: &[&str]| Command::new("ip").args(args).status();
+    let create = || -> Result<()> {
+        if !ip(&["link", "add", &iface, "type", "veth", "peer", "name", &peer])?.success() {
+            return Err(format!("cannot create veth pair {iface}").into());
+        }
+        ip(&["link", "set", &iface, "up"])?;
+        Ok(())
+    };
+    create()?;
+    struct Link(String);
+    impl Drop for Link {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).status();
+        }
+    }
+    let link = Link(iface.clone());
+    let m = Monitor::start(&["--iface", &iface, "--unhealthy-after", "2"])?;
+    let source = format!("pcap:{iface}");
+    let wait_for = |want: u16, within: Duration| -> Result<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, body) = http_get(m.http, "/healthz")?;
+            if code == want {
+                return Ok(body);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("/healthz stayed {code} ({body})").into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for(200, Duration::from_secs(2))?;
+    ip(&["link", "del", &iface])?;
+    let why = wait_for(503, Duration::from_secs(10))?;
+    assert!(why.contains(&source) && why.contains("down"), "{why}");
+    let metrics = parse_metrics(&http_get(m.http, "/metrics")?.1)?;
+    assert!(
+        sum(
+            &metrics,
+            "trustwatch_capture_errors_total",
+            &[("source", &source)]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sum(&metrics, "trustwatch_source_up", &[("source", &source)]),
+        0.0
+    );
+    // The interface comes back: the retries reopen it and liveness recovers.
+    create()?;
+    wait_for(200, Duration::from_secs(40))?;
+    let metrics = parse_metrics(&http_get(m.http, "/metrics")?.1)?;
+    assert!(
+        sum(
+            &metrics,
+            "trustwatch_capture_restarts_total",
+            &[("source", &source)]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sum(&metrics, "trustwatch_source_up", &[("source", &source)]),
+        1.0
+    );
+    drop(link);
+    Ok(())
+}

@@ -1,6 +1,22 @@
-//! Errors that stop a run. Each renders as one line naming the input and the problem; the binary
-//! maps them to exit code 2 (bad input). Problems inside the data (malformed packets, records,
-//! certificates) are never errors: they are counted in [`crate::stats::Stats`].
+//! Errors that stop a run. Each renders as one line naming the input and the problem, and maps to
+//! a documented exit code ([`Error::exit_code`]). Problems inside the data (malformed packets,
+//! records, certificates) are never errors: they are counted in [`crate::stats::Stats`].
+//!
+//! Exit codes: 0 done, nothing wrong; 1 `check` found the CA inconsistent; 2 bad input (a file,
+//! a flag, an interface, a permission); 3 `analyze` found a trust problem; 4 output could not be
+//! written (a closed pipe, a full disk).
+
+/// Exit code when output could not be written.
+pub const EXIT_OUTPUT: i32 = 4;
+
+/// One line on stderr, best effort: a closed or full stderr never stops the program or panics.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
 
 use std::path::PathBuf;
 
@@ -22,8 +38,8 @@ pub enum Error {
     /// A live interface or permission problem.
     #[error("{0}")]
     Capture(String),
-    /// Writing output failed (e.g. a closed pipe).
-    #[error("output: {0}")]
+    /// Writing output failed (a closed pipe, a full disk).
+    #[error("output: {}", output_reason(.0))]
     Output(#[from] std::io::Error),
 }
 
@@ -31,11 +47,17 @@ impl Error {
     /// Process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            // A closed stdout (e.g. `| head`) is not bad input.
-            Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-            Error::Output(_) => 1,
+            Error::Output(_) => EXIT_OUTPUT,
             _ => 2,
         }
+    }
+}
+
+fn output_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::BrokenPipe => "the reader went away (broken pipe)".into(),
+        std::io::ErrorKind::StorageFull => "no space left on the device".into(),
+        _ => e.to_string(),
     }
 }
 

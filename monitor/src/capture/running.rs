@@ -100,7 +100,7 @@ pub fn spawn(
                         if started.elapsed() > backoff.max {
                             delay = backoff.first;
                         }
-                        eprintln!(
+                        crate::note!(
                             "trustwatch: capture {label}: {e}; retrying in {:.1}s",
                             delay.as_secs_f64()
                         );

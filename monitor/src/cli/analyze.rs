@@ -90,7 +90,7 @@ impl offline::Progress for Progress {
             bar.finish_and_clear();
         }
         if truncated {
-            eprintln!(
+            crate::note!(
                 "trustwatch: {}: capture file is cut short; analyzed what was complete",
                 path.display()
             );

@@ -15,6 +15,7 @@ use crate::capture::{LiveOptions, Opened, SourceKind, open_live};
 use crate::error::Error;
 use crate::export::metrics::MetricsLimits;
 use crate::runtime::live::{self, Live};
+use crate::serve::{HttpLimits, Liveness, StatusPage};
 use crate::trust::probe::ProbeTarget;
 
 /// Read-only probes of the CloudCore replicas (live only).
@@ -73,6 +74,17 @@ pub struct LiveArgs {
     /// /readyz also fails while a CA inconsistency or divergence is reported.
     #[arg(long)]
     pub ready_requires_consistent_ca: bool,
+    /// Where the status page and /api/state are served (they list client addresses): `on` (with
+    /// /metrics), `off`, or an address of their own such as 127.0.0.1:9878.
+    #[arg(long, value_name = "on|off|ADDR", default_value = "on")]
+    pub status_page: StatusPage,
+    /// HTTP connections served at once (a small reserve beyond it still answers /healthz and
+    /// /readyz; beyond that, connections are closed and counted).
+    #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = HttpLimits::default().max_connections)]
+    pub http_max_connections: usize,
+    /// /healthz fails once a capture source has been down (failing and retrying) this long.
+    #[arg(long, value_name = "SECS", value_parser = at_least_one, default_value_t = 60)]
+    pub unhealthy_after: usize,
     /// No timeline on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -112,6 +124,13 @@ pub fn run(args: LiveArgs) -> Result<i32, Error> {
         };
         usage(format!("--listen {}: {why}", args.listen))
     })?;
+    let status_listener = match args.status_page {
+        StatusPage::At(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| usage(format!("--status-page {addr}: {e}")))?,
+        ),
+        _ => None,
+    };
     let opts = LiveOptions {
         services: services.clone(),
         pcap: PcapOptions {
@@ -123,7 +142,7 @@ pub fn run(args: LiveArgs) -> Result<i32, Error> {
     let Opened { sources, note } = open_live(args.source, &args.iface, &opts)?;
     let quiet = args.quiet;
     if let (Some(note), false) = (note, quiet) {
-        eprintln!("trustwatch live: capture backend: {note}");
+        crate::note!("trustwatch live: capture backend: {note}");
     }
     let filter = bpf_filter(&services);
     let ifaces = args.iface.join(", ");
@@ -131,6 +150,16 @@ pub fn run(args: LiveArgs) -> Result<i32, Error> {
         sources,
         queue: args.queue,
         listener,
+        status: args.status_page,
+        status_listener,
+        http: HttpLimits {
+            max_connections: args.http_max_connections,
+            ..HttpLimits::default()
+        },
+        liveness: Liveness {
+            source_down_after: Duration::from_secs(args.unhealthy_after as u64),
+            ..Liveness::default()
+        },
         services,
         limits: args.limits.limits(),
         detector,
@@ -147,18 +176,22 @@ pub fn run(args: LiveArgs) -> Result<i32, Error> {
     };
     let started = |addr: SocketAddr| {
         if !quiet {
-            eprintln!(
+            crate::note!(
                 "trustwatch live: capturing on {ifaces} ({filter}); http://{addr}/ (/metrics, /api/state)"
             );
         }
     };
     match live::run(live, started)? {
-        Some(t) if !quiet => eprintln!(
+        Some(t) if !quiet => crate::note!(
             "trustwatch live: stopped after {:.1}s: {} packets, {} handshakes, {} events, {} packets dropped",
-            t.seconds, t.packets, t.handshakes, t.events, t.dropped
+            t.seconds,
+            t.packets,
+            t.handshakes,
+            t.events,
+            t.dropped
         ),
         Some(_) => {}
-        None => eprintln!("trustwatch live: the pipeline did not finish in time; exiting"),
+        None => crate::note!("trustwatch live: the pipeline did not finish in time; exiting"),
     }
     Ok(0)
 }

@@ -32,7 +32,7 @@ pub enum Command {
     /// Analyze pcap/pcapng files: one record per TLS connection, a summary and the trust timeline.
     Analyze(AnalyzeArgs),
     /// Capture live (libpcap), detect trust collapse, serve /metrics, /healthz, /readyz, /api/state and a status page.
-    Live(live::LiveArgs),
+    Live(Box<live::LiveArgs>),
     /// Check once that a CloudCore replica serves the stored CA (/ca.crt, optionally the cloudhub chain): exit 0 consistent, 1 inconsistent, 2 could not check.
     Check(check::CheckArgs),
 }
@@ -137,7 +137,7 @@ fn one_line(rendered: &str) -> String {
 pub fn main() -> i32 {
     // A panic is a bug, never bad input: one line, no backtrace dump.
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("trustwatch: internal error: {info}");
+        crate::note!("trustwatch: internal error: {info}");
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -147,13 +147,13 @@ pub fn main() -> i32 {
             return 0;
         }
         Err(e) => {
-            eprintln!("trustwatch: {}", one_line(&e.render().to_string()));
+            crate::note!("trustwatch: {}", one_line(&e.render().to_string()));
             return 2;
         }
     };
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
-        Command::Live(args) => live::run(args),
+        Command::Live(args) => live::run(*args),
         Command::Check(args) => check::run(&args),
     };
     match result {
@@ -161,7 +161,7 @@ pub fn main() -> i32 {
         Err(e) => {
             let code = e.exit_code();
             if code != 0 {
-                eprintln!("trustwatch: {e}");
+                crate::note!("trustwatch: {e}");
             }
             code
         }

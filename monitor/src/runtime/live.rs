@@ -26,8 +26,8 @@ use crate::error::Error;
 use crate::export::json::JsonLines;
 use crate::export::metrics::{Metrics, MetricsLimits};
 use crate::pipeline::Pipeline;
-use crate::serve::Shared;
 use crate::serve::timeline::{Timeline, TimelineLimits};
+use crate::serve::{HttpLimits, Liveness, Shared, StatusPage};
 use crate::trust::probe::ProbeTarget;
 
 /// How often (wall time) the pipeline thread ticks the monitor when no packet arrives.
@@ -45,6 +45,11 @@ pub struct Live {
     pub queue: usize,
     /// The bound HTTP listener.
     pub listener: std::net::TcpListener,
+    /// Where the status page and `/api/state` go, and their own bound listener if apart.
+    pub status: StatusPage,
+    pub status_listener: Option<std::net::TcpListener>,
+    pub http: HttpLimits,
+    pub liveness: Liveness,
     pub services: Services,
     pub limits: Limits,
     pub detector: Detector,
@@ -112,7 +117,7 @@ fn pipeline_thread(mut monitor: Monitor, rx: &Receiver<Packet>) -> (Monitor, io:
             next_tick = Instant::now() + TICK;
         }
         if let Some(e) = monitor.take_error() {
-            eprintln!("trustwatch: output: {e}");
+            crate::note!("trustwatch: output: {e}");
             first_error.get_or_insert(e);
         }
     }
@@ -134,6 +139,7 @@ pub fn run(live: Live, started: impl FnOnce(SocketAddr)) -> Result<Option<Totals
     let shared = Arc::new(Shared::new(
         metrics.registry().clone(),
         live.ready_requires_consistent_ca,
+        live.liveness,
     ));
     let timeline = Timeline::new(TimelineLimits::default());
     let mut monitor = Monitor::new(
@@ -202,7 +208,10 @@ pub fn run(live: Live, started: impl FnOnce(SocketAddr)) -> Result<Option<Totals
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(crate::serve::serve(
         live.listener,
+        live.status_listener,
         shared.clone(),
+        live.status,
+        live.http,
         async move {
             let _ = stopped.await;
         },

@@ -181,7 +181,17 @@ impl Monitor {
         let snapshot = self.judge.detector.snapshot();
         let stats = self.pipeline.stats();
         let view = view!(self.judge, self.pipeline, now, &snapshot, &stats);
-        self.judge.outputs.each(|sink| sink.finish(&view));
+        // Once output failed (a closed pipe, a full disk) nothing more is written: the run ends
+        // with that one error.
+        for (sink, failed) in &mut self.judge.outputs.sinks {
+            if self.judge.outputs.error.is_some() {
+                break;
+            }
+            if let Err(e) = sink.finish(&view) {
+                *failed = true;
+                self.judge.outputs.error = Some(e);
+            }
+        }
         match self.judge.outputs.error.take() {
             Some(e) => Err(e),
             None => Ok(()),

@@ -169,6 +169,12 @@ impl Sink for StatusSink {
         let consistent = snap.ca_consistent();
         self.shared.set_ca_consistent(consistent);
         let sources: Vec<SourceState> = view.sources.iter().map(source_state).collect();
+        let down = view
+            .sources
+            .iter()
+            .filter_map(|s| s.counters.down_for().map(|d| (s.name.as_str(), d)))
+            .max_by_key(|(_, d)| *d);
+        self.shared.heartbeat(down);
         self.shared
             .set_capture_running(!sources.is_empty() && sources.iter().all(|s| s.running));
         self.shared.publish(StatePage {

@@ -1,27 +1,77 @@
 //! HTTP server of the live monitor: `/metrics`, `/healthz`, `/readyz`, `/api/state` and `/`.
 //!
 //! Consumes a [`Shared`] that the pipeline thread keeps up to date (a prometheus registry, a state
-//! page swapped in whole behind a mutex, readiness flags); produces HTTP responses. Handlers only
-//! read: a scrape never blocks the packet path (the pipeline holds the mutex for one pointer swap).
+//! page swapped in whole behind a mutex, readiness and liveness facts); produces HTTP responses.
+//! Handlers only read: a scrape never blocks the packet path (the pipeline holds the mutex for one
+//! pointer swap). The connections themselves are bounded in [`http`].
+//!
+//! The status page and `/api/state` list client addresses (the failing edges): they can be served
+//! with the metrics, on another address (e.g. loopback only), or not at all ([`StatusPage`]).
 //!
 //! axum (on hyper) for routing with little code; it runs on the tokio runtime of `trustwatch live`.
 
+pub mod http;
 mod page;
 pub mod state;
 pub mod timeline;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus::{Encoder as _, Registry, TextEncoder};
+use prometheus::{Encoder as _, IntCounter, Registry, TextEncoder};
 
+pub use http::HttpLimits;
 pub use state::StatePage;
+
+/// Where the status page and `/api/state` are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusPage {
+    /// With `/metrics` (the default).
+    WithMetrics,
+    /// On their own address.
+    At(std::net::SocketAddr),
+    /// Not at all.
+    Off,
+}
+
+impl std::str::FromStr for StatusPage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "on" => Ok(StatusPage::WithMetrics),
+            "off" => Ok(StatusPage::Off),
+            addr => addr
+                .parse()
+                .map(StatusPage::At)
+                .map_err(|_| format!("'{s}' is not on, off or an address like 127.0.0.1:9878")),
+        }
+    }
+}
+
+/// When liveness fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// The pipeline thread has not published for this long: it is stuck.
+    pub stalled_after: Duration,
+    /// A capture source has been down (failing and retrying) for this long.
+    pub source_down_after: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            stalled_after: Duration::from_secs(10),
+            source_down_after: Duration::from_secs(60),
+        }
+    }
+}
 
 /// What the HTTP handlers read.
 pub struct Shared {
@@ -33,16 +83,69 @@ pub struct Shared {
     pub ca_consistent: AtomicBool,
     /// `--ready-requires-consistent-ca`.
     pub require_consistent: bool,
+    /// Wall time of the pipeline's last publish, ms since the epoch (0: not yet).
+    heartbeat_ms: AtomicU64,
+    /// Why the monitor is not alive (a source down for too long), if so.
+    down: Mutex<Option<String>>,
+    liveness: Liveness,
+    /// Connections refused because the connection cap and its health reserve were full.
+    pub http_rejected: IntCounter,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Shared {
-    pub fn new(registry: Registry, require_consistent: bool) -> Shared {
+    pub fn new(registry: Registry, require_consistent: bool, liveness: Liveness) -> Shared {
+        let http_rejected = IntCounter::new(
+            "trustwatch_http_connections_rejected_total",
+            "HTTP connections closed at once because the connection cap and its health reserve were full.",
+        )
+        .expect("a valid metric name");
+        let _ = registry.register(Box::new(http_rejected.clone()));
         Shared {
             registry,
             state: Mutex::new(Arc::new(StatePage::default())),
             capture_running: AtomicBool::new(false),
             ca_consistent: AtomicBool::new(true),
             require_consistent,
+            heartbeat_ms: AtomicU64::new(0),
+            down: Mutex::new(None),
+            liveness,
+            http_rejected,
+        }
+    }
+
+    /// The pipeline published; `down` is the longest a source has been down, with its name.
+    pub fn heartbeat(&self, down: Option<(&str, Duration)>) {
+        self.heartbeat_ms.store(now_ms(), Ordering::SeqCst);
+        let why = down
+            .filter(|(_, d)| *d >= self.liveness.source_down_after)
+            .map(|(name, d)| format!("capture source {name} down for {}s", d.as_secs()));
+        *self.down.lock().unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
+    /// `Ok` while alive, else why not: the pipeline stopped publishing, or a source stays down.
+    pub fn liveness(&self) -> Result<(), String> {
+        let last = self.heartbeat_ms.load(Ordering::SeqCst);
+        let stalled = self.liveness.stalled_after.as_millis() as u64;
+        if last > 0 && now_ms().saturating_sub(last) > stalled {
+            return Err(format!(
+                "the pipeline has not published for {}s",
+                now_ms().saturating_sub(last) / 1000
+            ));
+        }
+        match self
+            .down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            Some(why) => Err(why),
+            None => Ok(()),
         }
     }
 
@@ -79,29 +182,92 @@ impl Shared {
     }
 }
 
-/// The routes.
-pub fn router(shared: Arc<Shared>) -> Router {
+/// Health endpoints: served on every listener, and alone to connections over the cap.
+fn health_routes(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/", get(index))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+/// The status page and `/api/state` (they list client addresses).
+fn status_routes(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(index))
         .route("/api/state", get(api_state))
         .with_state(shared)
 }
 
-/// Serves until `shutdown` completes. `listener` is already bound (bind errors are reported
-/// before anything starts).
+/// The routes of the main listener.
+pub fn router(shared: Arc<Shared>, status: StatusPage) -> Router {
+    let main = health_routes(shared.clone()).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(shared.clone()),
+    );
+    if status == StatusPage::WithMetrics {
+        main.merge(status_routes(shared))
+    } else {
+        main
+    }
+}
+
+/// Serves the main listener (and `status_listener` for [`StatusPage::At`]) until `shutdown`.
+/// Listeners are already bound (bind errors are reported before anything starts).
 pub async fn serve(
     listener: std::net::TcpListener,
+    status_listener: Option<std::net::TcpListener>,
     shared: Arc<Shared>,
+    status: StatusPage,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let busy = health_routes(shared.clone()).fallback(busy);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let extra = status_listener.map(|l| {
+        let routes = health_routes(shared.clone()).merge(status_routes(shared.clone()));
+        tokio::spawn(http::serve(
+            l,
+            routes,
+            busy.clone(),
+            limits,
+            shared.http_rejected.clone(),
+            wait(stopped.clone()),
+        ))
+    });
+    let main = http::serve(
+        listener,
+        router(shared.clone(), status),
+        busy,
+        limits,
+        shared.http_rejected.clone(),
+        wait(stopped),
+    );
+    tokio::pin!(main);
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = &mut main => r,
+        () = &mut shutdown => {
+            let _ = stop.send(true);
+            main.await
+        }
+    };
+    if let Some(extra) = extra {
+        let _ = stop.send(true);
+        let _ = extra.await;
+    }
+    result
+}
+
+async fn busy() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy: too many connections\n",
+    )
+        .into_response()
 }
 
 async fn index() -> Response {
@@ -121,8 +287,15 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not alive: {why}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
