@@ -774,3 +774,82 @@ fn a_source_that_stays_down_fails_liveness_and_recovers() -> Result<()> {
     drop(link);
     Ok(())
 }
+
+/// Two monitors on the same traffic, each probing the replica's chain (a handshake without a
+/// client certificate, which the mutual-TLS server rejects): neither counts the other's probes,
+/// or its own, as failing edges — the probes carry trustwatch's mark in their ClientHello — while
+/// the real edges' handshakes are all counted.
+#[test]
+fn two_monitors_leave_each_others_probes_out() -> Result<()> {
+    use trustwatch_testkit::peers::go;
+    let pki = Pki::new()?;
+    let ca = pki.kubeedge_ca()?;
+    let leaf = pki.server_leaf(&ca)?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut opts = go::ServerOpts::new(addr, &leaf);
+    opts.client_ca = Some(ca.cert_path.clone());
+    opts.accept = 0;
+    let _server = go::server(opts)?;
+    let ports = format!("{port}=cloudhub");
+    let chain = addr.to_string();
+    let args = [
+        "--ports",
+        &ports,
+        "--probe-chain",
+        &chain,
+        "--probe-interval",
+        "1",
+        "--collapse-clients",
+        "2",
+    ];
+    let (a, b) = (Monitor::start(&args)?, Monitor::start(&args)?);
+    // Healthy edges, several rounds while both monitors probe every second.
+    let edges: Vec<Leaf> = (0..4)
+        .map(|i| pki.client_leaf(&ca, &format!("node-{i}")))
+        .collect::<Result<_>>()?;
+    for round in 0..3 {
+        for (i, edge) in edges.iter().enumerate() {
+            let opts = ClientOpts::new(addr).local_ip(edge_ip(i as u8 + 4 * round));
+            let r = go::client(&opts, &ca.cert_path, Some(edge), None)?;
+            assert!(r.iter().all(|r| r.ok), "{r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    for m in [&a, &b] {
+        let s = m.wait_metrics(
+            "12 established and probes seen",
+            Duration::from_secs(5),
+            |s| {
+                sum(
+                    s,
+                    "trustwatch_handshakes_total",
+                    &[("outcome", "established")],
+                ) >= 12.0
+                    && sum(s, "trustwatch_probe_connections_excluded_total", &[]) >= 4.0
+            },
+        )?;
+        let state = http_get(m.http, "/api/state")?.1;
+        assert_eq!(
+            sum(&s, "trustwatch_failing_clients", &[("service", "cloudhub")]),
+            0.0,
+            "{state}"
+        );
+        assert_eq!(
+            sum(&s, "trustwatch_trust_state", &[("service", "cloudhub")]),
+            0.0
+        );
+        assert_eq!(sum(&s, "trustwatch_cert_failures_total", &[]), 0.0);
+        assert_eq!(
+            sum(&s, "trustwatch_handshakes_total", &[]),
+            12.0,
+            "only the edges' handshakes are counted"
+        );
+        let state: serde_json::Value = serde_json::from_str(&http_get(m.http, "/api/state")?.1)?;
+        let events = state["detector"]["recent_events"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert_eq!(events, 0, "{state}");
+    }
+    Ok(())
+}

@@ -5,6 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+/// The server name every trustwatch probe sends in its ClientHello: its mark on the wire, so that
+/// every trustwatch — this one, the one on the next node, `analyze` of a capture — leaves probe
+/// handshakes out of the passive figures. `.invalid` is reserved (RFC 2606): no real name is ever
+/// confused with it, and a server that ignores SNI (CloudCore does) answers as usual.
+pub const PROBE_SNI: &str = "trustwatch-probe.invalid";
+
 /// CloudCore's TLS ports and their service names.
 pub const DEFAULT_SERVICES: [(u16, &str); 4] = [
     (10000, "cloudhub"),

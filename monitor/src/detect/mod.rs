@@ -236,7 +236,7 @@ impl Detector {
     pub fn observe(&mut self, conn: &Connection, out: &mut Vec<Event>) {
         self.stats.connections += 1;
         let now = conn.end;
-        if self.is_probe_client(conn.client, now) {
+        if self.is_probe_connection(conn) {
             self.stats.probe_connections_excluded += 1;
             return;
         }
@@ -395,8 +395,10 @@ impl Detector {
     }
 
     /// A connection the monitor's own probe made (excluded from the passive figures).
+    /// A probe's connection: marked on the wire (any trustwatch's probe), or made from an
+    /// address one of this monitor's probes announced.
     pub fn is_probe_connection(&self, conn: &Connection) -> bool {
-        self.is_probe_client(conn.client, conn.end)
+        conn.probe || self.is_probe_client(conn.client, conn.end)
     }
 
     fn is_probe_client(&self, client: SocketAddr, now: Timestamp) -> bool {

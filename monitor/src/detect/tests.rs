@@ -76,6 +76,7 @@ fn conn(t: f64, client: SocketAddr, server: &str, how: How, ca: Option<&str>) ->
         client_ca_key_id: None,
         app_records: Default::default(),
         gap_bytes: Default::default(),
+        probe: false,
     }
 }
 

@@ -98,6 +98,8 @@ pub struct Connection {
     pub app_records: PerSide<u32>,
     /// Stream bytes lost to gaps during the handshake (client, server).
     pub gap_bytes: PerSide<u64>,
+    /// A trustwatch probe made it (its ClientHello carries [`crate::config::PROBE_SNI`]).
+    pub probe: bool,
 }
 
 impl Connection {

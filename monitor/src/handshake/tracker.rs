@@ -159,6 +159,11 @@ impl Tracker {
             .verdict
             .clone()
             .unwrap_or((Outcome::Incomplete, "undecided".into()));
+        let probe = self
+            .client_hello
+            .as_deref()
+            .and_then(|h| h.sni.as_deref())
+            .is_some_and(|sni| sni == crate::config::PROBE_SNI);
         let server_chain = std::mem::take(&mut self.sides.server.chain);
         let client_chain = std::mem::take(&mut self.sides.client.chain);
         Connection {
@@ -181,6 +186,7 @@ impl Tracker {
             alerts: std::mem::take(&mut self.alerts),
             outcome,
             evidence,
+            probe,
             app_records: PerSide::from_fn(|side| self.sides[side].facts.app_records),
             gap_bytes: PerSide::from_fn(|side| self.sides[side].gap_bytes),
         }

@@ -412,7 +412,7 @@ fn with_session(
         let _ = sock.set_nodelay(true);
         let recorder = Arc::new(Recorder::new());
         let config = client_config(recorder.clone())?;
-        let name = server_name(&target.host)?;
+        let name = server_name(crate::config::PROBE_SNI)?;
         let conn =
             ClientConnection::new(Arc::new(config), name).map_err(|e| format!("tls: {e}"))?;
         let mut tls = rustls::StreamOwned::new(conn, sock);

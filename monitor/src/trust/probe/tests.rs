@@ -655,3 +655,30 @@ fn probes_accept_host_names() {
         format!("127.0.0.1:{}", a.port())
     );
 }
+
+/// Every probe's ClientHello carries trustwatch's mark, which the handshake stage recognises: the
+/// bytes a probe sends, parsed as any captured ClientHello is.
+#[test]
+fn probes_carry_the_marker_in_their_client_hello() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while got.len() < 5 || got.len() < 5 + usize::from(u16::from_be_bytes([got[3], got[4]])) {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    let _ = run(&target(ProbeKind::Chain, addr), &quick(), &mut |_| {});
+    let record = server.join().unwrap();
+    let body = &record[5 + 4..];
+    let hello = crate::tls::hello::parse_client_hello(body).expect("a ClientHello");
+    assert_eq!(hello.sni.as_deref(), Some(crate::config::PROBE_SNI));
+}

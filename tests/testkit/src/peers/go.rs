@@ -91,7 +91,15 @@ impl<'a> ServerOpts<'a> {
 pub struct GoServer {
     pub addr: SocketAddr,
     child: Child,
-    lines: JoinHandle<Vec<Value>>,
+    lines: Option<JoinHandle<Vec<Value>>>,
+}
+
+/// A server never outlives its test, even one that fails before `join`.
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl GoServer {
@@ -111,7 +119,10 @@ impl GoServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.lines.join().unwrap_or_default()
+        self.lines
+            .take()
+            .and_then(|l| l.join().ok())
+            .unwrap_or_default()
     }
 
     /// The connection records only, as [`PeerResult`]s.
@@ -200,7 +211,7 @@ pub fn server(opts: ServerOpts<'_>) -> Result<GoServer> {
     Ok(GoServer {
         addr: opts.listen,
         child,
-        lines,
+        lines: Some(lines),
     })
 }
 
