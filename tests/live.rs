@@ -853,3 +853,61 @@ fn two_monitors_leave_each_others_probes_out() -> Result<()> {
     }
     Ok(())
 }
+
+/// What rules and dashboards need: the CA each replica presents (by server address), active
+/// clients, and the trusted CA from the mounted casecret with its sha256 and expiry.
+#[test]
+fn replica_and_reference_metrics() -> Result<()> {
+    let pki = Pki::new()?;
+    let ca = pki.kubeedge_ca()?;
+    let leaf = pki.server_leaf(&ca)?;
+    let secret = tempfile_dir()?;
+    std::fs::write(secret.join("cadata"), &ca.cert.der)?;
+    let port = free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let ports = format!("{port}=cloudhub");
+    let dir = secret.to_string_lossy().into_owned();
+    let m = Monitor::start(&["--ports", &ports, "--kubeedge-secret-dir", &dir])?;
+    assert_eq!(round(addr, &leaf, &ca, 3)?, 3);
+    let s = m.wait_metrics("replica and clients", Duration::from_secs(5), |s| {
+        sum(s, "trustwatch_active_clients", &[("service", "cloudhub")]) >= 3.0
+    })?;
+    assert_eq!(
+        sum(&s, "trustwatch_active_clients", &[("service", "cloudhub")]),
+        3.0
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_replica_ca_info",
+            &[
+                ("service", "cloudhub"),
+                ("server", &addr.to_string()),
+                ("ca_key_id", ca.key_id())
+            ]
+        ),
+        1.0
+    );
+    let sha = ca.cert.sha256.clone();
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_trusted_ca_info",
+            &[
+                ("source", "secret"),
+                ("ca_key_id", ca.key_id()),
+                ("sha256", &sha)
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sum(
+            &s,
+            "trustwatch_trusted_ca_not_after_timestamp_seconds",
+            &[("source", "secret"), ("ca_key_id", ca.key_id())]
+        ),
+        ca.cert.not_after_unix as f64
+    );
+    Ok(())
+}

@@ -171,9 +171,18 @@ pub struct Snapshot {
     pub stats: DetectStats,
     /// Configured reference sources (never a token).
     pub reference: Vec<String>,
-    pub reference_cas: Vec<CaIdentity>,
+    /// The CAs of the reference that have a certificate, with where each comes from.
+    pub reference_cas: Vec<ReferenceCa>,
     /// Some CA presented now (by any service's replicas) disagrees with the trusted reference.
     pub inconsistent: bool,
+}
+
+/// A CA of the trusted reference: the mounted casecret (`secret`) or a `--trusted-ca` file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReferenceCa {
+    pub source: &'static str,
+    #[serde(flatten)]
+    pub ca: CaIdentity,
 }
 
 impl Snapshot {
@@ -379,7 +388,19 @@ impl Detector {
             recent_events: self.recent.iter().cloned().collect(),
             stats: self.stats.clone(),
             reference: self.reference.describe(),
-            reference_cas: self.reference.cas().into_iter().cloned().collect(),
+            reference_cas: self
+                .reference
+                .cas()
+                .into_iter()
+                .map(|ca| ReferenceCa {
+                    source: if self.reference.secret_ca() == Some(ca) {
+                        "secret"
+                    } else {
+                        "trusted_ca"
+                    },
+                    ca: ca.clone(),
+                })
+                .collect(),
             inconsistent,
         }
     }

@@ -18,12 +18,12 @@ use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opt
 
 use crate::base::{Counter, KeyId};
 use crate::capture::{DropReason, SourceCounters};
+use crate::detect::ReferenceCa;
 use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
 use crate::stats::Stats;
 use crate::tls::alert;
-use crate::trust::TrustedReference;
-use crate::trust::probe::ProbeStatus;
+use crate::trust::probe::{ProbeFinding, ProbeStatus};
 
 /// Label value for a CA key that is not visible (TLS 1.3 encrypts the chains).
 pub const UNKNOWN: &str = "unknown";
@@ -94,7 +94,10 @@ pub struct Metrics {
     trust_state: IntGaugeVec,
     failing_clients: IntGaugeVec,
     presented_ca: IntGaugeVec,
+    replica_ca: IntGaugeVec,
+    active_clients: IntGaugeVec,
     trusted_ca: IntGaugeVec,
+    trusted_ca_not_after: IntGaugeVec,
     ca_consistent: IntGauge,
     ca_divergence: IntGaugeVec,
     flows_active: IntGauge,
@@ -105,6 +108,12 @@ pub struct Metrics {
     issuers: HashMap<String, String>,
     /// Presented-CA series currently set, per service (to remove the ones no longer presented).
     presented: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Replica series currently set: (service, server, key).
+    replicas: BTreeSet<[String; 3]>,
+    /// Trusted-CA series currently set: (source, key, sha256).
+    trusted: BTreeSet<[String; 3]>,
+    /// Probe targets with series (to remove those whose replica vanished).
+    probe_targets: BTreeSet<(String, &'static str)>,
 }
 
 fn counter_vec(
@@ -272,10 +281,28 @@ impl Metrics {
                 "Always 1: a CA key currently presented by the service (chains, probes), with its issuer name.",
                 &["service", "ca_key_id", "issuer"],
             )?,
+            replica_ca: gauge_vec(
+                &r,
+                "trustwatch_replica_ca_info",
+                "Always 1: the CA key a replica (server address) presents, from its chain or a probe; bounded by --max-replicas.",
+                &["service", "server", "ca_key_id"],
+            )?,
+            active_clients: gauge_vec(
+                &r,
+                "trustwatch_active_clients",
+                "Distinct clients with a success or a certificate failure in the window.",
+                &["service"],
+            )?,
             trusted_ca: gauge_vec(
                 &r,
                 "trustwatch_trusted_ca_info",
-                "Always 1: a CA of the trusted reference (--trusted-ca file, casecret), by source.",
+                "Always 1: a CA of the trusted reference (--trusted-ca file, casecret), by source, with the sha256 of its DER.",
+                &["source", "ca_key_id", "sha256"],
+            )?,
+            trusted_ca_not_after: gauge_vec(
+                &r,
+                "trustwatch_trusted_ca_not_after_timestamp_seconds",
+                "Expiry (Unix time) of a CA of the trusted reference.",
                 &["source", "ca_key_id"],
             )?,
             ca_consistent,
@@ -298,6 +325,9 @@ impl Metrics {
             services: BTreeSet::new(),
             issuers: HashMap::new(),
             presented: BTreeMap::new(),
+            replicas: BTreeSet::new(),
+            trusted: BTreeSet::new(),
+            probe_targets: BTreeSet::new(),
         })
     }
 
@@ -463,40 +493,92 @@ impl Metrics {
             .set(i64::from(c.running()));
     }
 
-    /// The latest result of one probe target (targets come from the configuration: bounded).
-    pub fn probe(&self, p: &ProbeStatus) {
-        let target = p.last.target.authority();
-        let kind = p.last.target.kind.as_str();
-        advance(&self.probe_errors.with_label_values(&[&target]), p.failures);
-        self.probe_success
-            .with_label_values(&[&target, kind])
-            .set(i64::from(p.last.outcome.is_ok()));
-        self.probe_duration
-            .with_label_values(&[&target, kind])
-            .set(p.last.elapsed_ms as f64 / 1000.0);
+    /// The latest result of every probe target (targets come from the configuration and the
+    /// replicas a name resolves to: bounded); series of targets no longer probed are removed.
+    /// `service` names the service of a port. What a probe read also fills the issuer names and,
+    /// over TLS 1.3 where chains are hidden, the server leaf's expiry.
+    pub fn probes(&mut self, probes: &[ProbeStatus], service: &dyn Fn(u16) -> String) {
+        let mut now = BTreeSet::new();
+        for p in probes {
+            let target = p.last.target.authority();
+            let kind = p.last.target.kind.as_str();
+            advance(&self.probe_errors.with_label_values(&[&target]), p.failures);
+            self.probe_success
+                .with_label_values(&[&target, kind])
+                .set(i64::from(p.last.outcome.is_ok()));
+            self.probe_duration
+                .with_label_values(&[&target, kind])
+                .set(p.last.elapsed_ms as f64 / 1000.0);
+            if let Ok(f) = &p.last.outcome {
+                self.probe_finding(f, &service(p.last.target.port));
+            }
+            now.insert((target, kind));
+        }
+        for (target, kind) in self.probe_targets.difference(&now) {
+            let _ = self.probe_errors.remove_label_values(&[target]);
+            let _ = self
+                .probe_success
+                .remove_label_values(&[target.as_str(), kind]);
+            let _ = self
+                .probe_duration
+                .remove_label_values(&[target.as_str(), kind]);
+        }
+        self.probe_targets = now;
+    }
+
+    fn probe_finding(&mut self, f: &ProbeFinding, service: &str) {
+        if let Some(ca) = &f.ca {
+            self.issuers
+                .insert(ca.key_id.to_string(), ca.subject.clone());
+        }
+        let (Some(leaf), Some(key)) = (&f.leaf, f.ca_key_id()) else {
+            return;
+        };
+        self.issuers
+            .entry(key.to_string())
+            .or_insert_with(|| leaf.issuer.clone());
+        let service = self.service(service).to_string();
+        self.touch_key(key);
+        let labels = [service.as_str(), "server", key];
+        self.cert_not_after
+            .with_label_values(&labels)
+            .set(leaf.not_after_unix);
+        self.own(key, KeyedFamily::CertNotAfter, &labels);
     }
 
     /// The CAs of the trusted reference, by source (`secret` for the mounted casecret,
-    /// `trusted_ca` for files).
-    pub fn trusted_reference(&mut self, reference: &TrustedReference) {
-        self.trusted_ca.reset();
-        for ca in reference.cas() {
-            let source = if reference.secret_ca().is_some_and(|s| s == ca) {
-                "secret"
-            } else {
-                "trusted_ca"
-            };
+    /// `trusted_ca` for files), as the detector has them now (the Secret may have changed).
+    fn trusted_reference(&mut self, cas: &[ReferenceCa]) {
+        let mut now = BTreeSet::new();
+        for r in cas {
+            let key = r.ca.key_id.to_string();
+            let labels = [r.source.to_string(), key.clone(), r.ca.sha256.clone()];
             self.trusted_ca
-                .with_label_values(&[source, ca.key_id.as_str()])
+                .with_label_values(&[&labels[0], &labels[1], &labels[2]])
                 .set(1);
+            self.trusted_ca_not_after
+                .with_label_values(&[r.source, &key])
+                .set(r.ca.not_after_unix);
             self.issuers
-                .entry(ca.key_id.to_string())
-                .or_insert_with(|| ca.subject.clone());
+                .entry(key)
+                .or_insert_with(|| r.ca.subject.clone());
+            now.insert(labels);
         }
+        for [source, key, sha] in self.trusted.difference(&now) {
+            let _ = self.trusted_ca.remove_label_values(&[source, key, sha]);
+            if !now.iter().any(|[s, k, _]| s == source && k == key) {
+                let _ = self
+                    .trusted_ca_not_after
+                    .remove_label_values(&[source, key]);
+            }
+        }
+        self.trusted = now;
     }
 
     /// The detector's state: trust state, failing clients, presented CAs, divergence, consistency.
     fn snapshot(&mut self, snap: &Snapshot) {
+        self.trusted_reference(&snap.reference_cas);
+        let mut replicas = BTreeSet::new();
         for svc in &snap.services {
             let service = self.service(&svc.service).to_string();
             self.trust_state
@@ -505,6 +587,14 @@ impl Metrics {
             self.failing_clients
                 .with_label_values(&[&service])
                 .set(i64::from(svc.failing_clients));
+            self.active_clients
+                .with_label_values(&[&service])
+                .set(i64::from(svc.failing_clients + svc.succeeding_clients));
+            for s in &svc.servers {
+                if let Some(key) = &s.presented_ca_key_id {
+                    replicas.insert([service.clone(), s.address.to_string(), key.to_string()]);
+                }
+            }
             let keys: BTreeSet<String> = svc
                 .servers
                 .iter()
@@ -538,6 +628,15 @@ impl Metrics {
                 self.own(key, KeyedFamily::PresentedCa, &labels);
             }
         }
+        for [service, server, key] in self.replicas.difference(&replicas) {
+            let _ = self.replica_ca.remove_label_values(&[service, server, key]);
+        }
+        for [service, server, key] in &replicas {
+            self.replica_ca
+                .with_label_values(&[service, server, key])
+                .set(1);
+        }
+        self.replicas = replicas;
         self.ca_consistent.set(i64::from(snap.ca_consistent()));
     }
 }

@@ -133,21 +133,21 @@ fn pipeline_thread(mut monitor: Monitor, rx: &Receiver<Packet>) -> (Monitor, io:
 /// Runs until SIGINT/SIGTERM. `started` is called once everything runs, with the HTTP address.
 /// `None` when the pipeline did not finish within the exit deadline.
 pub fn run(live: Live, started: impl FnOnce(SocketAddr)) -> Result<Option<Totals>, Error> {
-    let mut metrics =
+    let metrics =
         Metrics::new(live.metrics).map_err(|e| Error::Capture(format!("metrics: {e}")))?;
-    metrics.trusted_reference(live.detector.reference());
     let shared = Arc::new(Shared::new(
         metrics.registry().clone(),
         live.ready_requires_consistent_ca,
         live.liveness,
     ));
     let timeline = Timeline::new(TimelineLimits::default());
+    let services = live.services.clone();
     let mut monitor = Monitor::new(
         Pipeline::new(live.services, live.limits),
         live.detector,
         Clock::External,
     )
-    .with_sink(MetricsSink(metrics))
+    .with_sink(MetricsSink(metrics, services))
     .with_sink(StatusSink::new(shared.clone(), timeline));
     if !live.quiet {
         monitor = monitor.with_sink(StderrTimeline);

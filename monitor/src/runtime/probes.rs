@@ -91,8 +91,11 @@ impl Probes {
         }
     }
 
-    /// Starts the probes that are due.
+    /// Starts the probes that are due; forgets the results of targets no longer probed (a
+    /// replica address a name stopped resolving to).
     pub fn start_due(&mut self) {
+        let targets = self.scheduler.targets();
+        self.results.retain(|p| targets.contains(&p.last.target));
         for target in self.scheduler.due(Instant::now()) {
             let tx = self.tx.clone();
             let limits = self.limits;

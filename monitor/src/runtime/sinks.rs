@@ -107,8 +107,8 @@ impl Sink for StderrTimeline {
     }
 }
 
-/// Prometheus metrics.
-pub struct MetricsSink(pub Metrics);
+/// Prometheus metrics; `services` names the service of a probed port.
+pub struct MetricsSink(pub Metrics, pub crate::config::Services);
 
 impl Sink for MetricsSink {
     fn connection(&mut self, conn: &Connection, seen: &Seen<'_>) -> io::Result<()> {
@@ -126,9 +126,8 @@ impl Sink for MetricsSink {
         for s in view.sources {
             self.0.source(&s.name, &s.counters);
         }
-        for p in view.probes {
-            self.0.probe(p);
-        }
+        let services = &self.1;
+        self.0.probes(view.probes, &|port| services.label(port));
         self.0.detector(view.snapshot);
     }
 }

@@ -67,7 +67,7 @@ function render(s){
   const ev=(d.recent_events||[]).slice(-20).reverse();
   document.getElementById("events").innerHTML=ev.length?ev.map(e=>`<div class="ev">${esc(e.message)}</div>`).join(""):"none";
   const pr=s.probes||[];
-  if(pr.length)document.getElementById("probes").innerHTML="<table><tr><th>target</th><th>result</th></tr>"+pr.map(p=>`<tr><td>${esc(p.target.host)}:${p.target.port} (${esc(p.target.kind)})</td><td>${p.outcome.Ok?("CA key <code>"+short((p.outcome.Ok.ca&&p.outcome.Ok.ca.key_id)||p.outcome.Ok.issuer_key_id)+"</code>"):'<span class="bad">'+esc(p.outcome.Err)+"</span>"}</td></tr>`).join("")+"</table>";
+  if(pr.length)document.getElementById("probes").innerHTML="<table><tr><th>target</th><th>result</th></tr>"+pr.map(p=>`<tr><td>${esc(p.target.host)}:${p.target.port} (${esc(p.target.kind)})</td><td>${p.ok?("CA key <code>"+short((p.finding.ca&&p.finding.ca.key_id)||p.finding.issuer_key_id)+"</code>"):'<span class="bad">'+esc(p.error)+"</span>"}</td></tr>`).join("")+"</table>";
   document.getElementById("sources").innerHTML="<table><tr><th>source</th><th>running</th><th>packets</th><th>dropped (queue / kernel / interface)</th></tr>"+(s.sources||[]).map(x=>`<tr><td>${esc(x.name)}</td><td>${x.running?'<span class="ok">yes</span>':'<span class="bad">no</span>'}</td><td>${x.packets}</td><td>${x.dropped_queue_full} / ${x.dropped_kernel} / ${x.dropped_interface}</td></tr>`).join("")+`</table><p>handshakes ${s.handshakes} · flows ${s.flows_active}</p>`;
 }
 async function poll(){try{const r=await fetch("api/state");if(r.ok)render(await r.json());}catch(e){document.getElementById("upd").textContent="unreachable";}setTimeout(poll,2000);}

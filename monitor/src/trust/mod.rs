@@ -38,8 +38,13 @@ pub struct CaIdentity {
     /// sha256 of the certificate DER (what a join token's hash covers).
     pub sha256: String,
     pub subject: String,
+    /// The issuer's name (the CA's own for a root).
+    pub issuer: String,
     /// Serial, lower-case hex (shown only: KubeEdge's competing CAs share serial 1024).
     pub serial: String,
+    /// End of validity, RFC 3339, and as Unix seconds.
+    pub not_after: String,
+    pub not_after_unix: i64,
 }
 
 impl CaIdentity {
@@ -60,7 +65,10 @@ impl CaIdentity {
             key_ids,
             sha256: info.sha256.clone(),
             subject: info.subject.clone(),
+            issuer: info.issuer.clone(),
             serial: info.serial.clone(),
+            not_after: info.not_after.clone(),
+            not_after_unix: info.not_after_unix,
         }
     }
 

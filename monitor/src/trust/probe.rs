@@ -55,7 +55,7 @@ impl ProbeKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ProbeTarget {
     pub kind: ProbeKind,
-    /// As configured: an address or a host name (also the TLS server name when it is a name).
+    /// As configured: an address or a host name.
     pub host: String,
     pub port: u16,
     /// The address `host` resolved to, when this target is one of the addresses of a name (set by
@@ -274,7 +274,28 @@ pub struct ProbeResult {
     /// The probe's own address (its connection shows up in a live capture; the detector skips it).
     pub local: Option<SocketAddr>,
     pub elapsed_ms: u64,
+    /// What it read, or why it failed. Serialized as `"finding": {…}` or `"error": "…"`.
+    #[serde(flatten, serialize_with = "serialize_outcome")]
     pub outcome: Result<ProbeFinding, String>,
+}
+
+fn serialize_outcome<S: serde::Serializer>(
+    outcome: &Result<ProbeFinding, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut m = s.serialize_map(Some(2))?;
+    match outcome {
+        Ok(f) => {
+            m.serialize_entry("ok", &true)?;
+            m.serialize_entry("finding", f)?;
+        }
+        Err(e) => {
+            m.serialize_entry("ok", &false)?;
+            m.serialize_entry("error", e)?;
+        }
+    }
+    m.end()
 }
 
 /// The latest result of one target and its totals.
