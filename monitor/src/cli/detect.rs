@@ -61,9 +61,19 @@ pub struct DetectArgs {
     /// K: distinct clients failing on certificate grounds in the window.
     #[arg(long, value_name = "K", value_parser = at_least_one, default_value_t = DetectConfig::default().min_failing_clients)]
     pub collapse_clients: usize,
-    /// R: share of failing clients among the active ones.
+    /// R: share of failing clients among the active ones for a total collapse.
     #[arg(long, value_name = "R", default_value_t = DetectConfig::default().min_failure_share)]
     pub collapse_share: f64,
+    /// P: share from which K failing clients are a partial collapse (one replica, a share of the
+    /// edges).
+    #[arg(long, value_name = "P", default_value_t = DetectConfig::default().partial_share)]
+    pub partial_share: f64,
+    /// Seconds the collapse condition must hold before a collapse is declared.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub collapse_hold: u64,
+    /// Seconds with fewer than K failing clients before a collapse is declared recovered.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub recovery_hold: u64,
     /// Distinct client addresses tracked per service in the window (beyond, dropped and counted).
     #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_clients)]
     pub max_tracked_clients: usize,
@@ -78,15 +88,22 @@ pub struct DetectArgs {
     pub max_ca_keys: usize,
 }
 
+fn secs_to_us(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
+}
+
 impl DetectArgs {
     /// The detector for `services`, with its reference loaded (bad files are errors, exit 2).
     pub fn detector(&self, services: Services) -> Result<Detector, Error> {
         let cfg = DetectConfig {
-            window_us: i64::try_from(self.trust_window)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1_000_000),
+            window_us: secs_to_us(self.trust_window as u64),
             min_failing_clients: self.collapse_clients,
             min_failure_share: self.collapse_share,
+            partial_share: self.partial_share,
+            collapse_hold_us: secs_to_us(self.collapse_hold),
+            recovery_hold_us: secs_to_us(self.recovery_hold),
             services,
             limits: DetectLimits {
                 max_clients: self.max_tracked_clients,

@@ -60,8 +60,28 @@ pub struct Replica {
     pub clients_rejected: u32,
 }
 
+/// How much of a service collapsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollapseScope {
+    /// At least `--collapse-share` of the window's clients fail.
+    Total,
+    /// Fewer (at least `--partial-share`): one replica, or a share of the edges.
+    Partial,
+}
+
+impl CollapseScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollapseScope::Total => "total",
+            CollapseScope::Partial => "partial",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Collapse {
+    pub scope: CollapseScope,
     /// The last CA key that had successful handshakes on the service.
     pub previous_ca_key_id: Option<KeyId>,
     /// The CA key presented now, when visible (TLS 1.2 chain or probe).
@@ -110,6 +130,15 @@ pub struct Divergence {
     pub ca_key_ids: Vec<KeyId>,
 }
 
+/// Replicas present different CA keys while clients keep succeeding under them: a planned
+/// rotation (blue/green, rolling), not an incident.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rotation {
+    pub replicas: Vec<Replica>,
+    /// The CA keys presented.
+    pub ca_key_ids: Vec<KeyId>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Inconsistent {
     pub server: Option<SocketAddr>,
@@ -127,6 +156,7 @@ pub enum EventDetail {
     TrustRecovered(Recovered),
     CaChanged(CaChange),
     CaDivergence(Divergence),
+    CaRotation(Rotation),
     CaInconsistent(Inconsistent),
 }
 
@@ -147,6 +177,7 @@ impl Event {
             EventDetail::TrustRecovered(_) => "trust_recovered",
             EventDetail::CaChanged(_) => "ca_changed",
             EventDetail::CaDivergence(_) => "ca_divergence",
+            EventDetail::CaRotation(_) => "ca_rotation",
             EventDetail::CaInconsistent(_) => "ca_inconsistent",
         }
     }

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 pub use classify::{Class, RejectingSide, classify};
 pub use event::{
-    CaChange, CaSource, Collapse, Divergence, DivergenceBasis, Event, EventDetail, Inconsistent,
-    Recovered, Replica, exit_worthy,
+    CaChange, CaSource, Collapse, CollapseScope, Divergence, DivergenceBasis, Event, EventDetail,
+    Inconsistent, Recovered, Replica, Rotation, exit_worthy,
 };
 pub use service::{
     CaKeySnapshot, ClientSnapshot, Counts, ServerSnapshot, ServiceSnapshot, TrustState,
@@ -81,9 +81,12 @@ pub struct DetectConfig {
     pub min_failing_clients: usize,
     /// R: failing clients / (failing + succeeding clients) in the window.
     pub min_failure_share: f64,
-    /// Recovery: at least this many distinct clients succeeded since the collapse, and the share
-    /// fell below R.
-    pub recover_min_clients: usize,
+    /// P: the failing share from which K failing clients are a partial collapse.
+    pub partial_share: f64,
+    /// The collapse condition must hold this long before it is declared (0: at once).
+    pub collapse_hold_us: i64,
+    /// Recovery: fewer than K clients failing for this long.
+    pub recovery_hold_us: i64,
     /// Outcome-split divergence: clients that succeed on one replica and are rejected by another.
     pub split_min_clients: usize,
     /// How often `tick` stats the Secret's `cadata` (wall time; zero = every tick).
@@ -99,7 +102,9 @@ impl Default for DetectConfig {
             window_us: 60 * 1_000_000,
             min_failing_clients: 3,
             min_failure_share: 0.5,
-            recover_min_clients: 1,
+            partial_share: 0.2,
+            collapse_hold_us: 0,
+            recovery_hold_us: 15 * 1_000_000,
             split_min_clients: 2,
             secret_check_interval: Duration::from_secs(2),
             services: Services::default(),
@@ -120,10 +125,18 @@ impl DetectConfig {
         if !(self.min_failure_share > 0.0 && self.min_failure_share <= 1.0) {
             return Err(Error::Usage("--collapse-share must be in (0, 1]".into()));
         }
-        if self.split_min_clients == 0 || self.recover_min_clients == 0 {
+        if !(self.partial_share > 0.0 && self.partial_share <= self.min_failure_share) {
             return Err(Error::Usage(
-                "split/recovery client counts must be at least 1".into(),
+                "--partial-share must be in (0, --collapse-share]".into(),
             ));
+        }
+        if self.collapse_hold_us < 0 || self.recovery_hold_us < 0 {
+            return Err(Error::Usage(
+                "--collapse-hold and --recovery-hold cannot be negative".into(),
+            ));
+        }
+        if self.split_min_clients == 0 {
+            return Err(Error::Usage("split client count must be at least 1".into()));
         }
         Ok(())
     }
@@ -144,14 +157,14 @@ crate::counters! {
             "Probes that presented no usable CA (connection or TLS failure, no certificate).";
         services_dropped: Loss, "trustwatch_detector_services_dropped_total", "services over the limit",
             "Observations of a new service dropped because the service limit was reached.";
-        clients_dropped: Loss, "trustwatch_detector_clients_dropped_total", "clients over --max-tracked-clients",
-            "Observations of a new client dropped because --max-tracked-clients was reached.";
+        clients_evicted: Loss, "trustwatch_detector_clients_evicted_total", "clients evicted for --max-tracked-clients",
+            "Clients evicted from the window to stay within --max-tracked-clients (those that matter least first).";
         servers_dropped: Loss, "trustwatch_detector_servers_dropped_total", "servers over --max-replicas",
             "Observations of a new server address dropped because --max-replicas was reached.";
         ca_keys_dropped: Loss, "trustwatch_detector_ca_keys_dropped_total", "CA keys over --max-ca-keys",
             "CA key attributions dropped because --max-ca-keys was reached.";
-        window_entries_dropped: Loss, "trustwatch_detector_window_entries_dropped_total", "handshakes over --max-window-handshakes",
-            "Handshakes not added to the window because --max-window-handshakes was reached.";
+        window_entries_evicted: Loss, "trustwatch_detector_window_entries_evicted_total", "handshakes evicted for --max-window-handshakes",
+            "Oldest handshakes evicted from the window's counts to stay within --max-window-handshakes (the collapse rule keeps per-client state).";
         inconsistencies_unreported: Loss, "trustwatch_detector_inconsistencies_unreported_total", "inconsistencies unreported",
             "CA inconsistencies not reported because the per-service memory of reported ones was full.";
         secret_reloads: Volume, "trustwatch_secret_reloads_total", "casecret reloads",
@@ -210,6 +223,8 @@ pub struct Detector {
     recent: VecDeque<Event>,
     probe_clients: VecDeque<(SocketAddr, Timestamp)>,
     last_secret_check: Option<Instant>,
+    /// The latest packet time seen (observations and ticks).
+    now: Timestamp,
     exit_worthy_seen: bool,
 }
 
@@ -223,6 +238,7 @@ impl Detector {
             recent: VecDeque::new(),
             probe_clients: VecDeque::new(),
             last_secret_check: None,
+            now: Timestamp::default(),
             exit_worthy_seen: false,
         }
     }
@@ -245,6 +261,7 @@ impl Detector {
     pub fn observe(&mut self, conn: &Connection, out: &mut Vec<Event>) {
         self.stats.connections += 1;
         let now = conn.end;
+        self.now = self.now.max(now);
         if self.is_probe_connection(conn) {
             self.stats.probe_connections_excluded += 1;
             return;
@@ -271,13 +288,12 @@ impl Detector {
             stats: &mut self.stats,
             out,
         };
-        if let Some(key) = &ca_key {
-            let ca = PresentedCa {
-                key_ids: vec![key.clone()],
-                der_sha256: chain_ca_sha256(conn, key),
-            };
-            svc.present(conn.server, ca, CaSource::Passive, now, &mut ctx);
-        }
+        // The outcome first, then the key it was decided under: a client that succeeds under a
+        // newly presented key is already counted when the key set is judged (rotation).
+        let presented = ca_key.as_ref().map(|key| PresentedCa {
+            key_ids: vec![key.clone()],
+            der_sha256: chain_ca_sha256(conn, key),
+        });
         let obs = Obs {
             t: now,
             client: conn.client.ip(),
@@ -286,12 +302,16 @@ impl Detector {
             ca: ca_key,
         };
         svc.observe(obs, &mut ctx);
+        if let Some(ca) = presented {
+            svc.present(conn.server, ca, CaSource::Passive, now, &mut ctx);
+        }
         self.record(out, start);
     }
 
     /// Window expiry at packet time `now` (call at least once per second of packet time, and at
     /// the end of a file); also re-reads the Secret when it changed.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<Event>) {
+        self.now = self.now.max(now);
         let start = out.len();
         self.refresh_reference(now, out);
         while self
@@ -370,7 +390,7 @@ impl Detector {
         let services: Vec<ServiceSnapshot> = self
             .services
             .values()
-            .map(|s| s.snapshot(&self.cfg))
+            .map(|s| s.snapshot(self.now, &self.cfg))
             .collect();
         let inconsistent = !self.reference.is_empty()
             && services

@@ -189,10 +189,11 @@ fn collapse_fires_at_the_kth_distinct_failing_client_tls12() {
 }
 
 #[test]
-fn collapse_tls13_server_side_inferred_alerts_and_share_rule() {
+fn collapse_tls13_server_side_partial_then_total() {
     let mut d = detector();
     let mut ev = Vec::new();
-    // Seven healthy edges; then failures from three: 3/10 < R, no collapse yet.
+    // Ten healthy edges; then failures from three: 3/10 is below R=0.5 but at P=0.2, a partial
+    // collapse (one replica, a share of the edges).
     for n in 1..=10 {
         d.observe(
             &conn(1.0 + f64::from(n) * 0.1, edge(n, 40000), A, How::Ok, None),
@@ -211,10 +212,21 @@ fn collapse_tls13_server_side_inferred_alerts_and_share_rule() {
             &mut ev,
         );
     }
-    assert!(
-        ev.is_empty(),
-        "3 of 10 clients failing is below R=0.5: {ev:?}"
+    assert_eq!(names(&ev), ["trust_collapse"]);
+    assert_eq!(
+        ev[0].at,
+        ts(8.0),
+        "the third failing client: K=3 at 3/10 >= P"
     );
+    let EventDetail::TrustCollapse(c) = &ev[0].detail else {
+        panic!()
+    };
+    assert_eq!(c.scope, CollapseScope::Partial);
+    assert_eq!(c.rejecting_side, RejectingSide::Server);
+    assert_eq!(c.current_ca_key_id, None, "TLS 1.3 hides the chain");
+    assert_eq!(c.first_failure, ts(6.0));
+    assert!(exit_worthy(&ev[0]));
+    // Two more fail: 5/10 reaches R, the same collapse is now total (no second event).
     for n in 4..=5 {
         d.observe(
             &conn(
@@ -228,21 +240,92 @@ fn collapse_tls13_server_side_inferred_alerts_and_share_rule() {
         );
     }
     assert_eq!(names(&ev), ["trust_collapse"]);
+    let s = &d.snapshot().services[0];
     assert_eq!(
-        ev[0].at,
-        ts(14.0),
-        "5 of 10 reaches R=0.5 at the fifth failure"
+        (s.state, s.scope),
+        (TrustState::Collapsed, Some(CollapseScope::Total))
     );
-    let EventDetail::TrustCollapse(c) = &ev[0].detail else {
-        panic!()
-    };
-    assert_eq!(c.rejecting_side, RejectingSide::Server);
-    assert_eq!(c.current_ca_key_id, None, "TLS 1.3 hides the chain");
-    assert_eq!(c.first_failure, ts(6.0));
 }
 
 #[test]
-fn recovery_after_successes_resume() {
+fn below_the_partial_share_stays_degraded() {
+    let mut d = detector();
+    let mut ev = Vec::new();
+    // 3 failing of 20 (0.15 < P=0.2): a handful of misconfigured edges, not a collapse.
+    for n in 1..=20 {
+        d.observe(
+            &conn(f64::from(n) * 0.1, edge(n, 1), A, How::Ok, None),
+            &mut ev,
+        );
+    }
+    for n in 1..=3 {
+        d.observe(
+            &conn(
+                5.0 + f64::from(n),
+                edge(n, 2),
+                A,
+                How::Encrypted(Side::Server),
+                None,
+            ),
+            &mut ev,
+        );
+    }
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
+}
+
+/// One replica rejects half the edges, the other accepts them: every edge alternates success and
+/// failure. One collapse, held while they keep failing, no recovery until they stop for the hold.
+#[test]
+fn a_steady_partial_failure_is_one_collapse_and_does_not_flap() {
+    let mut d = detector();
+    let mut ev = Vec::new();
+    let mut t = 1.0;
+    for round in 0..40u16 {
+        for n in 1..=6 {
+            let (server, how) = if (u32::from(round) + n) % 2 == 0 {
+                (A, How::Ok)
+            } else {
+                (B, How::Encrypted(Side::Client))
+            };
+            d.observe(&conn(t, edge(n, 1000 + round), server, how, None), &mut ev);
+            t += 0.1;
+        }
+        d.tick(ts(t), &mut ev);
+    }
+    let collapses = names(&ev)
+        .iter()
+        .filter(|n| **n == "trust_collapse")
+        .count();
+    let recoveries = names(&ev)
+        .iter()
+        .filter(|n| **n == "trust_recovered")
+        .count();
+    assert_eq!((collapses, recoveries), (1, 0), "{:?}", names(&ev));
+    assert_eq!(d.state("cloudhub"), Some(TrustState::Collapsed));
+    // The failures stop: recovered once the hold has passed with fewer than K failing.
+    let stop = t;
+    for n in 1..=6 {
+        d.observe(&conn(t, edge(n, 9000), A, How::Ok, None), &mut ev);
+        t += 0.1;
+    }
+    d.tick(ts(stop + 14.0), &mut ev);
+    assert_eq!(
+        d.state("cloudhub"),
+        Some(TrustState::Collapsed),
+        "inside the hold"
+    );
+    d.tick(ts(t + 15.0), &mut ev);
+    assert_eq!(d.state("cloudhub"), Some(TrustState::Recovered));
+    let recoveries = names(&ev)
+        .iter()
+        .filter(|n| **n == "trust_recovered")
+        .count();
+    assert_eq!(recoveries, 1);
+}
+
+#[test]
+fn recovery_after_successes_resume_and_the_hold() {
     let mut d = detector();
     let mut ev = Vec::new();
     for n in 1..=3 {
@@ -263,20 +346,27 @@ fn recovery_after_successes_resume() {
     };
     assert_eq!(c.rejecting_side, RejectingSide::Server);
     assert_eq!(c.previous_ca_key_id, None, "no success was ever seen");
-    // The operator restores the CA: edges reconnect and succeed.
+    // The operator restores the CA: edges reconnect and succeed. Fewer than K fail from t=20.
     d.observe(&conn(20.0, edge(1, 40001), A, How::Ok, Some(X)), &mut ev);
+    d.observe(&conn(21.0, edge(2, 40001), A, How::Ok, Some(X)), &mut ev);
     assert_eq!(
         names(&ev),
         ["trust_collapse", "ca_changed"],
-        "1 ok / 2 failing: still collapsed"
+        "inside the hold"
     );
-    d.observe(&conn(21.0, edge(2, 40001), A, How::Ok, Some(X)), &mut ev);
+    d.tick(ts(34.9), &mut ev);
+    assert_eq!(d.state("cloudhub"), Some(TrustState::Collapsed));
+    d.tick(ts(35.0), &mut ev);
     assert_eq!(
         names(&ev),
         ["trust_collapse", "ca_changed", "trust_recovered"]
     );
     let e = ev.last().unwrap();
-    assert_eq!(e.at, ts(21.0));
+    assert_eq!(
+        e.at,
+        ts(35.0),
+        "15 s (--recovery-hold) after fewer than K failed"
+    );
     let EventDetail::TrustRecovered(r) = &e.detail else {
         panic!()
     };
@@ -289,7 +379,7 @@ fn recovery_after_successes_resume() {
     // A new failure episode starts from degraded again.
     d.observe(
         &conn(
-            22.0,
+            36.0,
             edge(3, 40002),
             A,
             How::Alert(Side::Server, 48),
@@ -557,12 +647,13 @@ fn single_client_failing_on_every_replica_is_not_a_split() {
 fn alternating_keys_on_one_address_is_divergence_not_changes() {
     let mut d = detector();
     let mut ev = Vec::new();
-    // Two replicas behind one service address: the presented key flips back and forth.
+    // Two replicas behind one service address: the presented key flips back and forth, and each
+    // edge succeeds under one key only (it joined through one replica).
     for i in 0..6u16 {
         d.observe(
             &conn(
                 f64::from(i),
-                edge(1, i),
+                edge(1 + u32::from(i % 2), i),
                 A,
                 How::Ok,
                 Some(if i % 2 == 0 { X } else { Y }),
@@ -575,6 +666,48 @@ fn alternating_keys_on_one_address_is_divergence_not_changes() {
         panic!()
     };
     assert_eq!(dv.basis, DivergenceBasis::Alternating);
+}
+
+/// Blue/green or rolling CA change: replicas present different keys while the same clients
+/// succeed under both (they were given both CAs). A rotation in progress, not an incident — until
+/// clients start failing.
+#[test]
+fn a_planned_rotation_is_not_a_divergence_until_clients_fail() {
+    let mut d = detector();
+    let mut ev = Vec::new();
+    for i in 0..4u16 {
+        for n in 1..=3 {
+            let (server, key) = if i % 2 == 0 { (A, X) } else { (B, Y) };
+            d.observe(
+                &conn(
+                    f64::from(i) + f64::from(n) * 0.1,
+                    edge(n, i),
+                    server,
+                    How::Ok,
+                    Some(key),
+                ),
+                &mut ev,
+            );
+        }
+    }
+    assert_eq!(names(&ev), ["ca_rotation"]);
+    assert!(!exit_worthy(&ev[0]));
+    let EventDetail::CaRotation(r) = &ev[0].detail else {
+        panic!()
+    };
+    assert_eq!(r.ca_key_ids, vec![X.to_string(), Y.to_string()]);
+    let s = &d.snapshot().services[0];
+    assert!(s.rotation_in_progress);
+    assert!(s.divergent_ca_key_ids.is_empty());
+    // An edge that was not given the new CA fails on replica B: now it is a divergence.
+    d.observe(
+        &conn(5.0, edge(9, 1), B, How::Alert(Side::Client, 42), Some(Y)),
+        &mut ev,
+    );
+    d.tick(ts(5.5), &mut ev);
+    assert_eq!(names(&ev), ["ca_rotation", "ca_divergence"]);
+    assert!(exit_worthy(&ev[1]));
+    assert!(!d.snapshot().services[0].rotation_in_progress);
 }
 
 #[test]
@@ -756,7 +889,8 @@ fn limits_are_bounded_and_counted() {
             &mut ev,
         );
     }
-    assert_eq!(d.stats().clients_dropped, 3);
+    assert_eq!(d.stats().clients_evicted, 3);
+    assert!(d.snapshot().services[0].saturated);
     assert!(ev.is_empty(), "only two clients fit: {ev:?}");
     let mut other = conn(6.0, edge(1, 2), A, How::Ok, None);
     other.service = Arc::from("stream");

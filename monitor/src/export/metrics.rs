@@ -96,6 +96,8 @@ pub struct Metrics {
     presented_ca: IntGaugeVec,
     replica_ca: IntGaugeVec,
     active_clients: IntGaugeVec,
+    rotation_in_progress: IntGaugeVec,
+    detector_saturated: IntGaugeVec,
     trusted_ca: IntGaugeVec,
     trusted_ca_not_after: IntGaugeVec,
     ca_consistent: IntGauge,
@@ -291,6 +293,18 @@ impl Metrics {
                 &r,
                 "trustwatch_active_clients",
                 "Distinct clients with a success or a certificate failure in the window.",
+                &["service"],
+            )?,
+            rotation_in_progress: gauge_vec(
+                &r,
+                "trustwatch_rotation_in_progress",
+                "1 while replicas present different CA keys, no client fails on certificate grounds and some client succeeds under several of them (a planned rotation).",
+                &["service"],
+            )?,
+            detector_saturated: gauge_vec(
+                &r,
+                "trustwatch_detector_saturated",
+                "1 for one window after the detector evicted a client or a handshake for its limits: its counts are a sample, not the whole.",
                 &["service"],
             )?,
             trusted_ca: gauge_vec(
@@ -590,6 +604,12 @@ impl Metrics {
             self.active_clients
                 .with_label_values(&[&service])
                 .set(i64::from(svc.failing_clients + svc.succeeding_clients));
+            self.rotation_in_progress
+                .with_label_values(&[&service])
+                .set(i64::from(svc.rotation_in_progress));
+            self.detector_saturated
+                .with_label_values(&[&service])
+                .set(i64::from(svc.saturated));
             for s in &svc.servers {
                 if let Some(key) = &s.presented_ca_key_id {
                     replicas.insert([service.clone(), s.address.to_string(), key.to_string()]);

@@ -16,8 +16,9 @@ pub fn evidence(e: &Event) -> String {
     }
     match &e.detail {
         EventDetail::TrustCollapse(c) => format!(
-            "{} distinct clients failed on certificate grounds ({} rejecting) in the window, {:.0}% of active clients; \
+            "{} collapse: {} distinct clients failed on certificate grounds ({} rejecting) in the window, {:.0}% of active clients; \
              first failure {}; last trusted CA key {}, presented CA key {}",
+            c.scope.as_str(),
             c.failing_clients,
             c.rejecting_side.as_str(),
             c.failure_share * 100.0,
@@ -63,17 +64,24 @@ pub fn evidence(e: &Event) -> String {
             }
             s
         }
+        EventDetail::CaRotation(r) => {
+            let mut s = "replicas present different CA keys and clients succeed under each (a planned rotation):".to_string();
+            for rep in &r.replicas {
+                let _ = write!(
+                    s,
+                    " {} [CA {}; {} ok clients]",
+                    rep.address,
+                    key(&rep.ca_key_id),
+                    rep.clients_succeeded
+                );
+            }
+            s
+        }
         EventDetail::CaInconsistent(i) => {
-            let presented = i
-                .presented
-                .der_sha256
-                .as_ref()
-                .map(|h| format!("sha256:{}", &h[..h.len().min(16)]))
-                .or_else(|| i.presented.key_ids.first().map(|k| k.short().to_string()))
-                .unwrap_or_else(|| "unknown".into());
+            let presented = i.presented.key_ids.first().map_or("unknown", KeyId::short);
             let srcs: Vec<&str> = i.disagreements.iter().map(|d| d.source.as_str()).collect();
             format!(
-                "{} presents CA {presented} ({}), which differs from {}",
+                "{} presents CA key {presented} ({}), which differs from {}",
                 i.server
                     .map_or_else(|| "the service".to_string(), |s| s.to_string()),
                 i.source.as_str(),

@@ -1,10 +1,18 @@
-//! The trust state machine of a service: healthy → degraded → collapsed → recovered.
+//! The trust state machine of a service, with hysteresis.
 //!
-//! Consumes the window's tallies after every observation and tick; produces `trust_collapse`
-//! (at least K distinct clients failing on certificate grounds, at least R of the window's
-//! clients) and `trust_recovered` (clients succeed again and the failing share fell below R).
+//! Consumes the window's tallies after every observation and tick; produces one
+//! `trust_collapse` per incident and one `trust_recovered`:
+//! - **degraded**: some client's latest handshake failed on certificate grounds.
+//! - **collapse starts** when at least K distinct clients (`--collapse-clients`) are failing and
+//!   they are at least R of the window's clients (`--collapse-share`: scope *total*), or at least
+//!   P of them (`--partial-share`: scope *partial* — one replica, or a share of the edges). With
+//!   `--collapse-hold` the condition must hold that long first.
+//! - **it holds** while at least K distinct clients keep failing, whatever the share and however
+//!   many others succeed; its scope follows the share (no new event).
+//! - **it recovers** once fewer than K clients have been failing for `--recovery-hold`: they
+//!   succeeded again or aged out of the window. A steady partial failure therefore stays one
+//!   collapse, and the gauge does not flap.
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::Serialize;
@@ -13,7 +21,7 @@ use super::window::Obs;
 use super::{Ctx, ServiceState};
 use crate::base::{KeyId, Timestamp};
 use crate::detect::classify::Class;
-use crate::detect::event::{Collapse, EventDetail, Recovered};
+use crate::detect::event::{Collapse, CollapseScope, EventDetail, Recovered};
 
 /// Trust state of a service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -23,7 +31,7 @@ pub enum TrustState {
     /// Certificate failures in the window, below the collapse rule.
     Degraded,
     Collapsed,
-    /// Successes resumed after a collapse.
+    /// Fewer than K clients failing for the recovery hold, after a collapse.
     Recovered,
 }
 
@@ -32,11 +40,15 @@ pub enum TrustState {
 pub(super) struct TrustMachine {
     pub state: TrustState,
     pub since: Option<Timestamp>,
+    /// While collapsed: total or partial.
+    pub scope: Option<CollapseScope>,
     collapsed_at: Option<Timestamp>,
     /// The last CA key with successes when the collapse began.
     collapse_prev_ca: Option<KeyId>,
-    /// Clients that succeeded since the collapse.
-    ok_since_collapse: HashSet<IpAddr>,
+    /// Since when the collapse condition holds (for `--collapse-hold`).
+    rising_since: Option<Timestamp>,
+    /// Since when fewer than K clients fail, while collapsed (for `--recovery-hold`).
+    falling_since: Option<Timestamp>,
     /// The CA key of the latest success / certificate failure (when known).
     pub last_good_ca: Option<KeyId>,
     last_fail_ca: Option<KeyId>,
@@ -50,9 +62,11 @@ impl Default for TrustMachine {
         TrustMachine {
             state: TrustState::Healthy,
             since: None,
+            scope: None,
             collapsed_at: None,
             collapse_prev_ca: None,
-            ok_since_collapse: HashSet::new(),
+            rising_since: None,
+            falling_since: None,
             last_good_ca: None,
             last_fail_ca: None,
             last_fail_server: None,
@@ -74,9 +88,6 @@ impl TrustMachine {
                 if let Some(ca) = &obs.ca {
                     self.last_good_ca = Some(ca.clone());
                 }
-                if self.state == TrustState::Collapsed {
-                    self.ok_since_collapse.insert(obs.client);
-                }
             }
             Class::CertFailure(_) => {
                 self.last_fail_server = Some(obs.server);
@@ -94,28 +105,41 @@ impl TrustMachine {
 }
 
 impl ServiceState {
+    /// The scope the window's failures have now, if they make a collapse.
+    fn scope(&self, ctx: &Ctx<'_>) -> Option<CollapseScope> {
+        let w = &self.window;
+        if (w.n_failing as usize) < ctx.cfg.min_failing_clients {
+            return None;
+        }
+        let share = w.share();
+        if share >= ctx.cfg.min_failure_share {
+            Some(CollapseScope::Total)
+        } else if share >= ctx.cfg.partial_share {
+            Some(CollapseScope::Partial)
+        } else {
+            None
+        }
+    }
+
     /// The trust state machine.
     pub(super) fn evaluate(&mut self, now: Timestamp, ctx: &mut Ctx<'_>) {
         let cfg = ctx.cfg;
-        let w = &self.window;
+        let failing = self.window.n_failing as usize;
         match self.trust.state {
-            TrustState::Degraded if w.n_failing == 0 => self.trust.set(TrustState::Healthy, now),
-            TrustState::Degraded
-                if w.n_failing as usize >= cfg.min_failing_clients
-                    && w.share() >= cfg.min_failure_share =>
-            {
-                let e = self.collapse_event(now, ctx);
-                self.trust.collapsed_at = Some(now);
-                self.trust.collapse_prev_ca = self.trust.last_good_ca.clone();
-                self.trust.ok_since_collapse.clear();
-                self.trust.set(TrustState::Collapsed, now);
-                ctx.out.push(e);
-            }
-            TrustState::Collapsed
-                if self.trust.ok_since_collapse.len() >= cfg.recover_min_clients
-                    && w.share() < cfg.min_failure_share =>
-            {
+            TrustState::Collapsed => {
+                if failing >= cfg.min_failing_clients {
+                    self.trust.falling_since = None;
+                    if let Some(scope) = self.scope(ctx) {
+                        self.trust.scope = Some(scope);
+                    }
+                    return;
+                }
+                let since = *self.trust.falling_since.get_or_insert(now);
+                if now.since(since) < cfg.recovery_hold_us {
+                    return;
+                }
                 let t = &self.trust;
+                let w = &self.window;
                 let e = self.event(
                     now,
                     EventDetail::TrustRecovered(Recovered {
@@ -126,15 +150,43 @@ impl ServiceState {
                         failing_clients: w.n_failing,
                     }),
                 );
-                self.trust.ok_since_collapse.clear();
+                self.trust.scope = None;
+                self.trust.falling_since = None;
                 self.trust.set(TrustState::Recovered, now);
                 ctx.out.push(e);
             }
-            _ => {}
+            TrustState::Degraded => {
+                if failing == 0 {
+                    self.trust.rising_since = None;
+                    self.trust.set(TrustState::Healthy, now);
+                    return;
+                }
+                let Some(scope) = self.scope(ctx) else {
+                    self.trust.rising_since = None;
+                    return;
+                };
+                let since = *self.trust.rising_since.get_or_insert(now);
+                if now.since(since) < cfg.collapse_hold_us {
+                    return;
+                }
+                let e = self.collapse_event(now, scope, ctx);
+                self.trust.collapsed_at = Some(now);
+                self.trust.collapse_prev_ca = self.trust.last_good_ca.clone();
+                self.trust.scope = Some(scope);
+                self.trust.rising_since = None;
+                self.trust.set(TrustState::Collapsed, now);
+                ctx.out.push(e);
+            }
+            TrustState::Healthy | TrustState::Recovered => {}
         }
     }
 
-    fn collapse_event(&self, now: Timestamp, ctx: &Ctx<'_>) -> crate::detect::Event {
+    fn collapse_event(
+        &self,
+        now: Timestamp,
+        scope: CollapseScope,
+        ctx: &Ctx<'_>,
+    ) -> crate::detect::Event {
         let cfg = ctx.cfg;
         let mut failing: Vec<(Timestamp, IpAddr)> = self.window.failing().collect();
         failing.sort();
@@ -163,6 +215,7 @@ impl ServiceState {
         self.event(
             now,
             EventDetail::TrustCollapse(Collapse {
+                scope,
                 previous_ca_key_id: self.trust.last_good_ca.clone(),
                 current_ca_key_id: current,
                 rejecting_side: w.rejecters.side(),

@@ -5,6 +5,11 @@
 //! different addresses presenting different keys at once, one address alternating between keys
 //! (replicas behind one address), or, over TLS 1.3 where chains are hidden, the same clients
 //! succeeding on one replica and rejected on certificate grounds by another (outcome split).
+//! Different keys while no client fails on certificate grounds and some client succeeds under
+//! more than one of them (it was given both CAs) is a planned rotation (`ca_rotation`, not an
+//! incident); failures during it make it a divergence after all. Different keys with disjoint
+//! clients and no failure yet stay a divergence: the leading indicator of the incident (edges
+//! that joined through a replica trust only its CA).
 //! Only where the servers are replicas of one CloudCore (configured ports, probed targets).
 
 use std::collections::{BTreeSet, HashMap};
@@ -14,7 +19,9 @@ use super::servers::{MAX_REPLACED, PresentedKey, same_ca};
 use super::{Ctx, ServiceState};
 use crate::base::{KeyId, Timestamp};
 use crate::detect::DetectConfig;
-use crate::detect::event::{CaChange, CaSource, Divergence, DivergenceBasis, EventDetail, Replica};
+use crate::detect::event::{
+    CaChange, CaSource, Divergence, DivergenceBasis, EventDetail, Replica, Rotation,
+};
 use crate::trust::PresentedCa;
 
 /// The divergence last reported.
@@ -22,6 +29,8 @@ use crate::trust::PresentedCa;
 pub(super) struct DivergenceState {
     /// The key set of the divergence last reported (None when the replicas agree).
     pub keys: Option<Vec<KeyId>>,
+    /// The key set of a rotation in progress (replicas differ, nobody fails).
+    pub rotation: Option<Vec<KeyId>>,
     /// An outcome-split divergence is reported and its evidence still holds.
     pub split_active: bool,
 }
@@ -48,24 +57,25 @@ fn distinct_keys(replicas: &[Replica]) -> Vec<KeyId> {
 impl ServiceState {
     /// TLS 1.3 passive divergence: clients that succeed on replica A and are rejected on
     /// certificate grounds by replica B in the window.
-    fn split_evidence(&self, cfg: &DetectConfig) -> Option<SplitEvidence> {
+    fn split_evidence(&self, now: Timestamp, cfg: &DetectConfig) -> Option<SplitEvidence> {
+        let fresh = |t: Option<Timestamp>| t.is_some_and(|t| now.since(t) <= cfg.window_us);
         let mut pairs: HashMap<(SocketAddr, SocketAddr), u32> = HashMap::new();
         let mut ok_clients: HashMap<SocketAddr, u32> = HashMap::new();
         let mut bad_clients: HashMap<SocketAddr, u32> = HashMap::new();
         for c in self.window.clients.values() {
             for p in &c.per_server {
-                if p.ok > 0 {
+                if fresh(p.ok) {
                     *ok_clients.entry(p.server).or_default() += 1;
                 }
-                if p.rejected > 0 {
+                if fresh(p.rejected) {
                     *bad_clients.entry(p.server).or_default() += 1;
                 }
             }
-            for a in c.per_server.iter().filter(|p| p.ok > 0) {
+            for a in c.per_server.iter().filter(|p| fresh(p.ok)) {
                 for b in c
                     .per_server
                     .iter()
-                    .filter(|p| p.rejected > 0 && p.server != a.server)
+                    .filter(|p| fresh(p.rejected) && p.server != a.server)
                 {
                     *pairs.entry((a.server, b.server)).or_default() += 1;
                 }
@@ -84,8 +94,8 @@ impl ServiceState {
     }
 
     /// Whether the outcome-split evidence still holds (after expiry).
-    pub(super) fn split_holds(&self, cfg: &DetectConfig) -> bool {
-        self.split_evidence(cfg).is_some()
+    pub(super) fn split_holds(&self, now: Timestamp, cfg: &DetectConfig) -> bool {
+        self.split_evidence(now, cfg).is_some()
     }
 
     pub(super) fn check_split(&mut self, now: Timestamp, ctx: &mut Ctx<'_>) {
@@ -97,7 +107,7 @@ impl ServiceState {
             n,
             ok_clients,
             bad_clients,
-        }) = self.split_evidence(ctx.cfg)
+        }) = self.split_evidence(now, ctx.cfg)
         else {
             return;
         };
@@ -138,7 +148,7 @@ impl ServiceState {
         let s = self.servers.get(&addr);
         let p = self.servers.fresh_key(&addr, now, cfg.window_us);
         let (ok, bad) = match (ok, bad) {
-            (None, None) => self.window.clients_on(addr),
+            (None, None) => self.window.clients_on(addr, now, cfg.window_us),
             (ok, bad) => (ok.unwrap_or(0), bad.unwrap_or(0)),
         };
         Replica {
@@ -201,19 +211,8 @@ impl ServiceState {
                 if back {
                     let mut keys = vec![prev_key.clone(), key.clone()];
                     keys.sort();
-                    if self.divergence.keys.as_ref() != Some(&keys) {
-                        self.divergence.keys = Some(keys.clone());
-                        let replica = self.replica(server, None, None, now, ctx.cfg);
-                        ctx.out.push(self.event(
-                            now,
-                            EventDetail::CaDivergence(Divergence {
-                                basis: DivergenceBasis::Alternating,
-                                replicas: vec![replica],
-                                split_clients: 0,
-                                ca_key_ids: keys.clone(),
-                            }),
-                        ));
-                    }
+                    let replicas = vec![self.replica(server, None, None, now, ctx.cfg)];
+                    self.differing_keys(now, keys, replicas, DivergenceBasis::Alternating, ctx);
                 } else {
                     ctx.out.push(self.event(
                         now,
@@ -252,31 +251,64 @@ impl ServiceState {
             }
         }
         if groups.len() < 2 {
-            if self.divergence.keys.as_ref().is_some_and(|k| k.len() >= 2)
-                && !self.servers.replaced_recently(now, window_us)
-            {
-                self.divergence.keys = None;
+            if !self.servers.replaced_recently(now, window_us) {
+                if self.divergence.keys.as_ref().is_some_and(|k| k.len() >= 2) {
+                    self.divergence.keys = None;
+                }
+                self.divergence.rotation = None;
             }
             return;
         }
         let mut keys: Vec<KeyId> = groups.iter().map(|g| g.key.clone()).collect();
         keys.sort();
-        if self.divergence.keys.as_ref() == Some(&keys) {
-            return;
-        }
         let addrs: Vec<SocketAddr> = fresh.iter().map(|(a, _)| *a).collect();
-        self.divergence.keys = Some(keys.clone());
         let replicas = addrs
             .into_iter()
             .map(|a| self.replica(a, None, None, now, ctx.cfg))
             .collect();
+        self.differing_keys(now, keys, replicas, DivergenceBasis::PresentedKeys, ctx);
+    }
+
+    /// Replicas present `keys`: a planned rotation while nobody fails on certificate grounds and
+    /// some client trusts several of them, else a divergence. Each key set is reported once; a
+    /// rotation that starts failing is then reported as the divergence it turned out to be.
+    fn differing_keys(
+        &mut self,
+        now: Timestamp,
+        keys: Vec<KeyId>,
+        replicas: Vec<Replica>,
+        basis: DivergenceBasis,
+        ctx: &mut Ctx<'_>,
+    ) {
+        if self.divergence.keys.as_ref() == Some(&keys) {
+            return;
+        }
+        let window_us = ctx.cfg.window_us;
+        if self.window.n_failing == 0
+            && self.window.counts.cert_failures == 0
+            && self.window.a_client_trusts_several(&keys, now, window_us)
+        {
+            if self.divergence.rotation.as_ref() != Some(&keys) {
+                self.divergence.rotation = Some(keys.clone());
+                ctx.out.push(self.event(
+                    now,
+                    EventDetail::CaRotation(Rotation {
+                        replicas,
+                        ca_key_ids: keys,
+                    }),
+                ));
+            }
+            return;
+        }
+        self.divergence.rotation = None;
+        self.divergence.keys = Some(keys.clone());
         ctx.out.push(self.event(
             now,
             EventDetail::CaDivergence(Divergence {
-                basis: DivergenceBasis::PresentedKeys,
+                basis,
                 replicas,
                 split_clients: 0,
-                ca_key_ids: keys.clone(),
+                ca_key_ids: keys,
             }),
         ));
     }

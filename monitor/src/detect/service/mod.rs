@@ -38,7 +38,7 @@ use crate::trust::TrustedReference;
 use collapse::TrustMachine;
 use divergence::DivergenceState;
 use servers::Servers;
-use window::Window;
+use window::{Window, WindowLimits};
 
 /// What every rule of a service needs besides its own state.
 pub(crate) struct Ctx<'a> {
@@ -106,16 +106,6 @@ impl ServiceState {
         let now = obs.t;
         let cfg = ctx.cfg;
         self.window.expire(now, cfg.window_us, &mut self.servers);
-        if self.window.len() >= cfg.limits.max_window_entries {
-            ctx.stats.window_entries_dropped += 1;
-            return;
-        }
-        if !self.window.clients.contains_key(&obs.client)
-            && self.window.clients.len() >= cfg.limits.max_clients
-        {
-            ctx.stats.clients_dropped += 1;
-            return;
-        }
         if !self.servers.contains(&obs.server) && !self.servers.make_room(cfg.limits.max_servers) {
             ctx.stats.servers_dropped += 1;
             return;
@@ -136,10 +126,17 @@ impl ServiceState {
             obs.ca = None;
         }
 
-        self.window.add(&obs, &mut self.servers);
+        let limits = WindowLimits {
+            window_us: cfg.window_us,
+            max_clients: cfg.limits.max_clients,
+            max_entries: cfg.limits.max_window_entries,
+        };
+        self.window.add(&obs, &mut self.servers, limits, ctx.stats);
         self.trust.observed(&obs, now);
         self.evaluate(now, ctx);
-        if !self.divergence.split_active && self.window.client_is_split(obs.client) {
+        if !self.divergence.split_active
+            && self.window.client_is_split(obs.client, now, cfg.window_us)
+        {
             self.check_split(now, ctx);
         }
     }
@@ -150,7 +147,7 @@ impl ServiceState {
             .expire(now, ctx.cfg.window_us, &mut self.servers);
         self.evaluate(now, ctx);
         if self.divergence.split_active {
-            self.divergence.split_active = self.split_holds(ctx.cfg);
+            self.divergence.split_active = self.split_holds(now, ctx.cfg);
         }
         self.check_key_divergence(now, ctx);
     }

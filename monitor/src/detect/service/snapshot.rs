@@ -10,7 +10,7 @@ use super::{ServiceState, TrustState};
 use crate::base::{KeyId, Timestamp};
 use crate::detect::DetectConfig;
 use crate::detect::classify::RejectingSide;
-use crate::detect::event::CaSource;
+use crate::detect::event::{CaSource, CollapseScope};
 
 /// A failing client in a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -18,6 +18,9 @@ pub struct ClientSnapshot {
     pub address: IpAddr,
     pub failing_since: Option<String>,
     pub last_seen: String,
+    /// Its latest success, and the CA key it succeeded under (the CA it trusts), if seen.
+    pub last_ok: Option<String>,
+    pub trusted_ca_key_id: Option<KeyId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -42,6 +45,13 @@ pub struct ServiceSnapshot {
     pub service: String,
     pub state: TrustState,
     pub state_since: Option<String>,
+    /// While collapsed: `total` or `partial`.
+    pub scope: Option<CollapseScope>,
+    /// Replicas present different CA keys while clients keep succeeding: a planned rotation.
+    pub rotation_in_progress: bool,
+    /// The detector evicted state within the last window to stay within its bounds: the verdict
+    /// may be degraded (see `trustwatch_detector_saturated`).
+    pub saturated: bool,
     /// Handshake counts in the window.
     pub window: Counts,
     pub failing_clients: u32,
@@ -59,7 +69,7 @@ pub struct ServiceSnapshot {
 }
 
 impl ServiceState {
-    pub fn snapshot(&self, cfg: &DetectConfig) -> ServiceSnapshot {
+    pub fn snapshot(&self, now: Timestamp, cfg: &DetectConfig) -> ServiceSnapshot {
         let w = &self.window;
         let mut failing: Vec<ClientSnapshot> = w
             .clients
@@ -69,6 +79,8 @@ impl ServiceState {
                 address: *ip,
                 failing_since: c.fail_since.map(Timestamp::rfc3339),
                 last_seen: c.last_t.rfc3339(),
+                last_ok: c.last_ok.map(Timestamp::rfc3339),
+                trusted_ca_key_id: c.ok_ca.clone(),
             })
             .collect();
         failing.sort_by_key(|c| c.address);
@@ -77,6 +89,9 @@ impl ServiceState {
             service: self.name.to_string(),
             state: self.trust.state,
             state_since: self.trust.since.map(Timestamp::rfc3339),
+            scope: self.trust.scope,
+            rotation_in_progress: self.divergence.rotation.is_some(),
+            saturated: self.window.saturated(now),
             window: w.counts,
             failing_clients: w.n_failing,
             succeeding_clients: w.n_succeeding,
