@@ -74,6 +74,10 @@ pub struct DetectArgs {
     /// Seconds with fewer than K failing clients before a collapse is declared recovered.
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     pub recovery_hold: u64,
+    /// Milliseconds a collapse waits for the probes that failures started (live), so that it
+    /// names the CA the replicas present now.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub probe_grace: u64,
     /// Distinct client addresses tracked per service in the window (beyond, dropped and counted).
     #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_clients)]
     pub max_tracked_clients: usize,
@@ -104,6 +108,9 @@ impl DetectArgs {
             partial_share: self.partial_share,
             collapse_hold_us: secs_to_us(self.collapse_hold),
             recovery_hold_us: secs_to_us(self.recovery_hold),
+            probe_grace_us: i64::try_from(self.probe_grace)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000),
             services,
             limits: DetectLimits {
                 max_clients: self.max_tracked_clients,

@@ -87,6 +87,9 @@ pub struct DetectConfig {
     pub collapse_hold_us: i64,
     /// Recovery: fewer than K clients failing for this long.
     pub recovery_hold_us: i64,
+    /// When failures start and the probes are asked to look, a collapse waits this long for
+    /// their answer (the CA the replicas present now), so that it names the current key.
+    pub probe_grace_us: i64,
     /// Outcome-split divergence: clients that succeed on one replica and are rejected by another.
     pub split_min_clients: usize,
     /// How often `tick` stats the Secret's `cadata` (wall time; zero = every tick).
@@ -105,6 +108,7 @@ impl Default for DetectConfig {
             partial_share: 0.2,
             collapse_hold_us: 0,
             recovery_hold_us: 15 * 1_000_000,
+            probe_grace_us: 1_000_000,
             split_min_clients: 2,
             secret_check_interval: Duration::from_secs(2),
             services: Services::default(),
@@ -130,9 +134,9 @@ impl DetectConfig {
                 "--partial-share must be in (0, --collapse-share]".into(),
             ));
         }
-        if self.collapse_hold_us < 0 || self.recovery_hold_us < 0 {
+        if self.collapse_hold_us < 0 || self.recovery_hold_us < 0 || self.probe_grace_us < 0 {
             return Err(Error::Usage(
-                "--collapse-hold and --recovery-hold cannot be negative".into(),
+                "--collapse-hold, --recovery-hold and --probe-grace cannot be negative".into(),
             ));
         }
         if self.split_min_clients == 0 {
@@ -364,6 +368,15 @@ impl Detector {
             stats: &mut self.stats,
             out,
         };
+        // A probe that started after the failures asked for it answers the collapse's question.
+        let started = Timestamp::from_micros(
+            now.micros().saturating_sub(
+                i64::try_from(r.elapsed_ms)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000),
+            ),
+        );
+        svc.probe_answered(started);
         svc.present(addr, ca, source, now, &mut ctx);
         self.record(out, start);
     }
@@ -377,11 +390,13 @@ impl Detector {
         self.probe_clients.push_back((local, now));
     }
 
-    /// True once after certificate failures start on any service: trigger the probes.
+    /// True once after certificate failures start on any service: trigger the probes. Taking the
+    /// request tells the detector that probes will answer: a collapse waits up to
+    /// [`DetectConfig::probe_grace_us`] for them.
     pub fn take_probe_request(&mut self) -> bool {
         let mut any = false;
         for s in self.services.values_mut() {
-            any |= s.take_probe_request();
+            any |= s.take_probe_request(self.now);
         }
         any
     }

@@ -274,6 +274,47 @@ fn below_the_partial_share_stays_degraded() {
     assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
 }
 
+/// Live, failures ask the probes which CA the replicas present now; the collapse waits up to the
+/// probe grace for their answer (it names the current key), then goes ahead without it.
+#[test]
+fn a_collapse_waits_for_the_probes_failures_asked_for_then_goes_ahead() {
+    let mut d = detector();
+    let mut ev = Vec::new();
+    for n in 1..=4 {
+        d.observe(
+            &conn(f64::from(n) * 0.1, edge(n, 1), A, How::Ok, None),
+            &mut ev,
+        );
+    }
+    d.observe(
+        &conn(5.0, edge(1, 2), A, How::Encrypted(Side::Server), None),
+        &mut ev,
+    );
+    assert!(d.take_probe_request(), "the first failure asks for probes");
+    assert!(!d.take_probe_request(), "once");
+    for n in 2..=3 {
+        d.observe(
+            &conn(
+                5.0 + f64::from(n) * 0.1,
+                edge(n, 2),
+                A,
+                How::Encrypted(Side::Server),
+                None,
+            ),
+            &mut ev,
+        );
+    }
+    d.tick(ts(5.9), &mut ev);
+    assert!(ev.is_empty(), "waiting for the probes: {ev:?}");
+    assert_eq!(d.state("cloudhub"), Some(TrustState::Degraded));
+    d.tick(ts(6.0), &mut ev);
+    assert_eq!(names(&ev), ["trust_collapse"]);
+    let EventDetail::TrustCollapse(c) = &ev[0].detail else {
+        panic!()
+    };
+    assert_eq!(c.detection_latency_us, 1_000_000);
+}
+
 /// One replica rejects half the edges, the other accepts them: every edge alternates success and
 /// failure. One collapse, held while they keep failing, no recovery until they stop for the hold.
 #[test]

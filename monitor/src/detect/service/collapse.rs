@@ -7,6 +7,8 @@
 //!   they are at least R of the window's clients (`--collapse-share`: scope *total*), or at least
 //!   P of them (`--partial-share`: scope *partial* — one replica, or a share of the edges). With
 //!   `--collapse-hold` the condition must hold that long first.
+//! - When failures started the probes (live), the collapse waits up to `--probe-grace` for their
+//!   answer, so that it names the CA the replicas present now.
 //! - **it holds** while at least K distinct clients keep failing, whatever the share and however
 //!   many others succeed; its scope follows the share (no new event).
 //! - **it recovers** once fewer than K clients have been failing for `--recovery-hold`: they
@@ -55,6 +57,8 @@ pub(super) struct TrustMachine {
     last_fail_server: Option<SocketAddr>,
     /// Failures started since the last probe request was taken.
     pub probe_request: bool,
+    /// A probe request was taken and no probe has answered since.
+    pub probe_pending_since: Option<Timestamp>,
 }
 
 impl Default for TrustMachine {
@@ -71,6 +75,7 @@ impl Default for TrustMachine {
             last_fail_ca: None,
             last_fail_server: None,
             probe_request: false,
+            probe_pending_since: None,
         }
     }
 }
@@ -169,6 +174,14 @@ impl ServiceState {
                 if now.since(since) < cfg.collapse_hold_us {
                     return;
                 }
+                // The probes were asked which CA the replicas present now: the event names it.
+                if self
+                    .trust
+                    .probe_pending_since
+                    .is_some_and(|asked| now.since(asked) < cfg.probe_grace_us)
+                {
+                    return;
+                }
                 let e = self.collapse_event(now, scope, ctx);
                 self.trust.collapsed_at = Some(now);
                 self.trust.collapse_prev_ca = self.trust.last_good_ca.clone();
@@ -198,13 +211,19 @@ impl ServiceState {
             .find(|t| now.since(*t) <= cfg.window_us)
             .or_else(|| failing.first().map(|(t, _)| *t))
             .unwrap_or(now);
-        let current = self.trust.last_fail_ca.clone().or_else(|| {
-            self.trust
-                .last_fail_server
-                .and_then(|s| self.servers.get(&s))
-                .and_then(|s| s.presented.as_ref())
-                .map(|p| p.key.clone())
-        });
+        // The key the failing server presents: seen since the failures began (a probe or chain
+        // after them) it is what the clients reject; else the key the last failure was made under
+        // (exact for a visible chain, attributed for TLS 1.3); else whatever it presented last.
+        let presented = self
+            .trust
+            .last_fail_server
+            .and_then(|s| self.servers.get(&s))
+            .and_then(|s| s.presented.as_ref());
+        let current = presented
+            .filter(|p| p.last_seen >= first_failure)
+            .map(|p| p.key.clone())
+            .or_else(|| self.trust.last_fail_ca.clone())
+            .or_else(|| presented.map(|p| p.key.clone()));
         let servers: Vec<SocketAddr> = self
             .servers
             .iter()

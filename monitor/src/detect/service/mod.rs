@@ -88,9 +88,25 @@ impl ServiceState {
             .map(|p| p.key.clone())
     }
 
-    /// True once after certificate failures start: probe the replicas.
-    pub fn take_probe_request(&mut self) -> bool {
-        std::mem::take(&mut self.trust.probe_request)
+    /// True once after certificate failures start: probe the replicas (their answer is awaited).
+    pub fn take_probe_request(&mut self, now: Timestamp) -> bool {
+        let taken = std::mem::take(&mut self.trust.probe_request);
+        if taken {
+            self.trust.probe_pending_since = Some(now);
+        }
+        taken
+    }
+
+    /// A probe that started at `started` answered: a collapse awaiting the probes that failures
+    /// asked for (started after the request) waits no longer.
+    pub fn probe_answered(&mut self, started: Timestamp) {
+        if self
+            .trust
+            .probe_pending_since
+            .is_some_and(|asked| started >= asked)
+        {
+            self.trust.probe_pending_since = None;
+        }
     }
 
     fn event(&self, at: Timestamp, detail: EventDetail) -> Event {
