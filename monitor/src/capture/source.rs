@@ -103,6 +103,8 @@ pub struct SourceCounters {
     pub packets: AtomicU64,
     /// Bytes handed to the pipeline (captured bytes, not wire lengths).
     pub bytes: AtomicU64,
+    /// The eBPF TC program's own counters (all zero for other backends).
+    pub kernel: KernelCounters,
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Errors that ended a run of the source (it may be restarted).
     pub errors: AtomicU64,
@@ -168,6 +170,37 @@ impl SourceCounters {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Some(std::time::Duration::from_millis(now.saturating_sub(since)))
     }
+}
+
+/// Counters kept by the eBPF TC program in the kernel (per CPU, summed here about once a
+/// second), plus the feedback the source passed down. Records the program could not write
+/// because its buffer was full are [`DropReason::RingFull`] drops, not counted here.
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    /// Packets the program ran on: all traffic of the interface, both directions (`lo`: once).
+    pub seen: AtomicU64,
+    /// TCP packets to or from a watched port.
+    pub matched: AtomicU64,
+    /// Records written to the buffer (one per packet copied, headers included).
+    pub copied: AtomicU64,
+    /// Frame bytes written to the buffer (headers and payload, without the record header).
+    pub copied_bytes: AtomicU64,
+    /// Payload bytes written to the buffer.
+    pub payload_bytes: AtomicU64,
+    /// Payload bytes of watched connections left in the kernel: past the per-direction budget
+    /// (`--handshake-window`) or after the pipeline marked the connection decided.
+    pub skipped_bytes: AtomicU64,
+    /// Records whose payload was cut short (budget, decided, or the 64 KiB record bound).
+    pub truncated: AtomicU64,
+    /// IP fragments other than the first, skipped (they carry no TCP header).
+    pub fragments: AtomicU64,
+    /// Connections the pipeline reported decided ([`FlowFeedback::decided`]) and the source
+    /// passed to the kernel.
+    pub decided: AtomicU64,
+    /// Total run time of the program in nanoseconds and its number of runs, as the kernel
+    /// counts them while `kernel.bpf_stats_enabled` is 1 (both stay 0 otherwise).
+    pub run_time_ns: AtomicU64,
+    pub run_count: AtomicU64,
 }
 
 /// Why a sink refused a packet.

@@ -21,7 +21,7 @@ use crate::base::Timestamp;
 use crate::capture::Packet;
 use crate::capture::pcap::PcapOptions;
 use crate::capture::running::{self, Backoff};
-use crate::capture::{DropReason, SourceCounters, SourceKind, StopSignal};
+use crate::capture::{DropReason, FlowFeedback, SourceCounters, SourceKind, StopSignal};
 use crate::detect::event::{Event, render_timeline_line};
 use crate::detect::{Detector, Snapshot};
 use crate::error::Error;
@@ -59,7 +59,7 @@ pub struct LiveArgs {
     /// Interface to capture on (repeatable; `any` for all).
     #[arg(long, value_name = "IFACE", default_value = "any")]
     pub iface: Vec<String>,
-    /// Capture backend: `auto` is pcap until the eBPF source arrives.
+    /// Capture backend: `auto` is eBPF when it can be loaded here, else libpcap (it says why).
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
     pub source: SourceKind,
     /// HTTP address for /metrics, /healthz, /readyz, /api/state and the status page.
@@ -95,6 +95,8 @@ pub struct LiveArgs {
     pub detect: DetectArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub ebpf: crate::capture::ebpf::EbpfArgs,
 }
 
 fn usage(msg: String) -> Error {
@@ -170,6 +172,9 @@ struct Worker {
     timeline: Timeline,
     shared: Arc<Shared>,
     sources: Vec<(String, Arc<SourceCounters>)>,
+    // FLOW FEEDBACK (eBPF), to be ported into the runtime: the sources that want to hear
+    // which connections are decided.
+    feedback: Vec<Arc<dyn FlowFeedback>>,
     sink: EventSink,
     quiet: bool,
     probes: ProbeScheduler,
@@ -240,6 +245,10 @@ impl Worker {
         self.drain_probes(now_ts());
         let conns = std::mem::take(&mut self.conns);
         for conn in &conns {
+            // FLOW FEEDBACK (eBPF): the handshake is decided; the kernel stops copying it.
+            for f in &self.feedback {
+                f.decided(conn.client, conn.server);
+            }
             // The detector counts (and skips) the probes' own connections; the passive figures
             // never include them.
             if !self.detector.is_probe_connection(conn) {
@@ -485,6 +494,7 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
             buffer_size,
             ..PcapOptions::default()
         },
+        ebpf: args.ebpf.options(limits.handshake_window)?,
     };
     let crate::capture::Opened {
         sources: opened,
@@ -534,6 +544,7 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         timeline: Timeline::new(TimelineLimits::default()),
         shared: shared.clone(),
         sources: Vec::new(),
+        feedback: capture.iter().filter_map(|r| r.feedback.clone()).collect(),
         sink,
         quiet: args.quiet,
         probes: ProbeScheduler::new(targets, probe_interval, Duration::from_secs(5)),
