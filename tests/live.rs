@@ -554,13 +554,20 @@ fn bad_input_exits_2_with_one_line() -> Result<()> {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let (code, err) = run_bad(&[
-        "live", "--iface", "lo", "--source", "ebpf", "--listen", &listen,
+        "live",
+        "--iface",
+        "nosuchif0",
+        "--source",
+        "ebpf",
+        "--listen",
+        &listen,
     ])?;
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("eBPF source not available in this build"),
+        err.contains("--source ebpf: interface nosuchif0 not found"),
         "{err}"
     );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 
     let busy = TcpListener::bind("127.0.0.1:0")?;
     let busy_addr = busy.local_addr()?.to_string();

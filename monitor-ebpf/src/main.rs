@@ -217,7 +217,7 @@ fn capture(ctx: &TcContext) -> Option<()> {
             // A new connection on this 5-tuple: a decided mark left for an old one must not
             // silence it.
             *st = ConnState::default();
-            let _ = DECIDED.remove(&key);
+            let _ = DECIDED.remove(key);
         }
         copy = budgeted(st, &key, dir, data_seq, payload_len);
     }

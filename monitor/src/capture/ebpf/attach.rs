@@ -33,18 +33,42 @@ impl Hook {
     }
 }
 
-/// The `LINK_*` kind of an interface from its ARPHRD type (`/sys/class/net/IF/type`), or why
-/// it cannot be captured.
+/// The ARPHRD type of `iface` (`SIOCGIFHWADDR` on a socket of the calling thread's network
+/// namespace; sysfs would show the namespace that mounted it).
+fn arphrd(iface: &str) -> Result<u16, String> {
+    let name = iface.as_bytes();
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(format!("{iface}: not an interface name"));
+    }
+    // SAFETY: a plain datagram socket, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: ifreq is plain data; zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name) {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes ifr_hwaddr of a valid ifreq.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd) };
+    if r != 0 {
+        return Err(format!("{iface}: {err}"));
+    }
+    // SAFETY: the kernel filled the hwaddr member of the union.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
+}
+
+const ARPHRD_LOOPBACK: u16 = 772;
+
+/// The `LINK_*` kind of an interface from its ARPHRD type, or why it cannot be captured.
 pub fn link_kind(iface: &str) -> Result<u32, String> {
-    let path = format!("/sys/class/net/{iface}/type");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let arphrd: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{path}: not a number"))?;
-    match arphrd {
+    match arphrd(iface)? {
         // Ethernet, and loopback (a zeroed Ethernet header).
-        1 | 772 => Ok(LINK_ETHERNET),
+        1 | ARPHRD_LOOPBACK => Ok(LINK_ETHERNET),
         // No link header: tun/WireGuard (NONE), IPIP, IP6IP6, SIT, GRE.
         65534 | 768 | 769 | 776 | 778 | 823 => Ok(LINK_RAW_IP),
         other => Err(format!(
@@ -56,7 +80,7 @@ pub fn link_kind(iface: &str) -> Result<u32, String> {
 
 /// Whether `iface` is a loopback device.
 pub fn is_loopback(iface: &str) -> bool {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/type")).is_ok_and(|t| t.trim() == "772")
+    arphrd(iface).is_ok_and(|t| t == ARPHRD_LOOPBACK)
 }
 
 /// Interface names of this network namespace (`if_nameindex`), with their index.
@@ -184,4 +208,16 @@ fn dir_name(dir: TcAttachType) -> &'static str {
         TcAttachType::Egress => "egress",
         TcAttachType::Custom(_) => "custom",
     }
+}
+
+/// Ids of the TCX programs on `iface`'s hook, in the order they run (for tests and diagnosis).
+pub fn tcx_programs(iface: &str, egress: bool) -> Result<Vec<u32>, String> {
+    let dir = if egress {
+        TcAttachType::Egress
+    } else {
+        TcAttachType::Ingress
+    };
+    SchedClassifier::query_tcx(iface, dir)
+        .map(|(_, progs)| progs.iter().map(aya::programs::ProgramInfo::id).collect())
+        .map_err(|e| format!("querying TCX programs on {iface}: {e}"))
 }

@@ -1,10 +1,15 @@
 //! The buffer between the TC program and user space: one ring buffer, or one perf buffer per
 //! CPU.
 //!
-//! Consumes the loaded program's buffer map; produces each record's header and frame bytes
-//! (borrowed from the mapped buffer for the duration of a callback; a perf sample that wraps
-//! around its buffer's end comes in two pieces). [`Buffers::wait`] blocks in `poll(2)` on the
-//! buffers' descriptors for at most a timeout, so the capture thread notices a stop promptly.
+//! Consumes the loaded program's buffer map; produces each record's header and frame bytes in
+//! the order the packets passed the program. The ring buffer is one queue for all CPUs, in
+//! reservation order (as libpcap's socket ring): records are handed over as they are, borrowed
+//! from the mapping. Perf buffers are per CPU: the two directions of a connection, handled on
+//! different CPUs, would come out grouped by CPU — and the TLS 1.3 inference depends on which
+//! side spoke first — so perf records are copied out, held for [`PERF_HOLD_NS`] and handed over
+//! sorted by their kernel timestamps (at most [`PERF_MAX_HELD`] held; beyond, all are flushed).
+//! [`Buffers::wait`] blocks in `poll(2)` on the buffers' descriptors for at most a timeout, so the
+//! capture thread notices a stop promptly.
 
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd as _;
@@ -18,11 +23,28 @@ use super::BufferKind;
 use super::load::perf_pages_per_cpu;
 use super::record::{self, BadRecord};
 
+/// How long perf records wait to be merged with the other CPUs' records, nanoseconds.
+pub const PERF_HOLD_NS: u64 = 2_000_000;
+/// Most perf records held for merging.
+pub const PERF_MAX_HELD: usize = 65_536;
+
+/// A perf record copied out of its buffer, waiting for the merge.
+pub struct Held {
+    hdr: RecordHeader,
+    frame: Vec<u8>,
+}
+
 /// The user-space end of the program's buffer.
 pub enum Buffers {
     Ring(RingBuf<MapData>),
-    Perf(Vec<PerfEventArrayBuffer<MapData>>),
+    Perf {
+        bufs: Vec<PerfEventArrayBuffer<MapData>>,
+        held: Vec<Held>,
+    },
 }
+
+/// Called with each record's header and frame pieces; `Break` stops the drain.
+pub type OnRecord<'a> = dyn FnMut(&RecordHeader, [&[u8]; 2]) -> ControlFlow<()> + 'a;
 
 /// What one drain saw.
 #[derive(Clone, Copy, Debug, Default)]
@@ -61,16 +83,26 @@ impl Buffers {
                             .map_err(|e| format!("perf buffer of CPU {cpu}: {e}"))?,
                     );
                 }
-                Ok(Buffers::Perf(bufs))
+                Ok(Buffers::Perf {
+                    bufs,
+                    held: Vec::new(),
+                })
             }
         }
     }
 
-    /// Waits until a buffer has data or `timeout_ms` passed.
+    /// Waits until a buffer has data or `timeout_ms` passed (held perf records shorten it).
     pub fn wait(&self, timeout_ms: i32) {
-        let mut fds: Vec<libc::pollfd> = match self {
-            Buffers::Ring(r) => vec![pollfd(r.as_raw_fd())],
-            Buffers::Perf(bufs) => bufs.iter().map(|b| pollfd(b.as_raw_fd())).collect(),
+        let (mut fds, timeout_ms): (Vec<libc::pollfd>, i32) = match self {
+            Buffers::Ring(r) => (vec![pollfd(r.as_raw_fd())], timeout_ms),
+            Buffers::Perf { bufs, held } => (
+                bufs.iter().map(|b| pollfd(b.as_raw_fd())).collect(),
+                if held.is_empty() {
+                    timeout_ms
+                } else {
+                    timeout_ms.min(1 + (PERF_HOLD_NS / 1_000_000) as i32)
+                },
+            ),
         };
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
         let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
@@ -78,11 +110,7 @@ impl Buffers {
 
     /// Hands at most about `limit` records to `f` (header, frame pieces); returns how many
     /// there were. `f` returning `Break` stops early (the sink closed).
-    pub fn drain(
-        &mut self,
-        limit: u64,
-        f: &mut dyn FnMut(&RecordHeader, [&[u8]; 2]) -> ControlFlow<()>,
-    ) -> (Drained, ControlFlow<()>) {
+    pub fn drain(&mut self, limit: u64, f: &mut OnRecord<'_>) -> (Drained, ControlFlow<()>) {
         let mut d = Drained::default();
         match self {
             Buffers::Ring(ring) => {
@@ -100,29 +128,51 @@ impl Buffers {
                     }
                 }
             }
-            Buffers::Perf(bufs) => {
+            Buffers::Perf { bufs, held } => {
                 for buf in bufs.iter_mut() {
                     if !buf.readable() {
                         continue;
                     }
-                    let flow = buf.try_fold((), |(), ev| match ev {
+                    buf.for_each(|ev| match ev {
                         PerfEvent::Sample { head, tail } => match sample(head, tail) {
-                            Ok((hdr, pieces)) => {
-                                d.records += 1;
-                                f(&hdr, pieces)
+                            Ok((hdr, [a, b])) => {
+                                let mut frame = Vec::with_capacity(a.len() + b.len());
+                                frame.extend_from_slice(a);
+                                frame.extend_from_slice(b);
+                                held.push(Held { hdr, frame });
                             }
-                            Err(BadRecord::Short) => {
-                                d.bad += 1;
-                                ControlFlow::Continue(())
-                            }
+                            Err(BadRecord::Short) => d.bad += 1,
                         },
                         // The program counts every failed output itself (ring_full).
-                        PerfEvent::Lost { .. } => ControlFlow::Continue(()),
+                        PerfEvent::Lost { .. } => {}
                     });
-                    if flow.is_break() {
-                        return (d, ControlFlow::Break(()));
+                }
+                if held.is_empty() {
+                    return (d, ControlFlow::Continue(()));
+                }
+                held.sort_by_key(|h| h.hdr.ts_ns);
+                let cutoff = if held.len() > PERF_MAX_HELD {
+                    u64::MAX
+                } else {
+                    super::clock::Clock::monotonic_now_ns().saturating_sub(PERF_HOLD_NS)
+                };
+                let ready = held
+                    .iter()
+                    .take_while(|h| h.hdr.ts_ns <= cutoff)
+                    .count()
+                    .min(usize::try_from(limit).unwrap_or(usize::MAX));
+                let mut flow = ControlFlow::Continue(());
+                let mut handed = 0;
+                for h in &held[..ready] {
+                    handed += 1;
+                    d.records += 1;
+                    if f(&h.hdr, [&h.frame, &[]]).is_break() {
+                        flow = ControlFlow::Break(());
+                        break;
                     }
                 }
+                held.drain(..handed);
+                return (d, flow);
             }
         }
         (d, ControlFlow::Continue(()))

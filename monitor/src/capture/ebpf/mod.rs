@@ -492,10 +492,8 @@ impl Source for EbpfSource {
             if Instant::now() >= next_stats {
                 open.poll_stats(counters);
                 open.clock.resync();
-                if let Err(e) = open.check_target(&self.target, self.opts.attach) {
-                    // Dropped (detached); the next run loads and attaches again.
-                    return Err(e);
-                }
+                // On an error `open` is dropped (detached); the next run attaches again.
+                open.check_target(&self.target, self.opts.attach)?;
                 next_stats = Instant::now() + STATS_EVERY;
             }
         };

@@ -102,10 +102,7 @@ pub fn check() -> Result<(), String> {
     if let Some(caps) = effective_caps() {
         let missing = missing_capabilities(caps);
         if !missing.is_empty() {
-            return Err(format!(
-                "missing {} (the eBPF source needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)",
-                missing.join(", ")
-            ));
+            return Err(format!("missing {}", missing.join(", ")));
         }
     }
     match (kernel_release(), kernel_version()) {
