@@ -11,11 +11,10 @@
 pub mod names {
     /// Watched server ports: `Array<u8>` of 65536 entries, non-zero = watched.
     pub const PORTS: &str = "PORTS";
-    /// Per-connection state: `LruHashMap<ConnKey, ConnState>`.
+    /// Per-connection state: `LruHashMap<ConnKey, ConnState>`. User space sets
+    /// [`CONN_DECIDED`](super::CONN_DECIDED) in an entry when the pipeline decided the
+    /// connection (a SYN starting a new connection on the same 5-tuple clears it).
     pub const CONNS: &str = "CONNS";
-    /// Connections user space marked decided: `LruHashMap<ConnKey, u32>`; the program moves the
-    /// mark into the connection's state and removes the entry.
-    pub const DECIDED: &str = "DECIDED";
     /// Per-interface link kind when one program serves several interfaces (`Config::link` =
     /// [`LINK_PER_IFACE`](super::LINK_PER_IFACE)): `HashMap<u32 ifindex, u32 LINK_*>`.
     pub const IFACES: &str = "IFACES";
@@ -155,6 +154,8 @@ pub const CONN_BASE0: u32 = 1;
 /// [`ConnState::flags`]: direction 1's stream start is known.
 pub const CONN_BASE1: u32 = 2;
 /// [`ConnState::flags`]: user space said the handshake is decided; no more payload is copied.
+/// User space sets it with a read-modify-write of the entry; a byte count the program updated in
+/// between may be lost, which only blurs the statistics.
 pub const CONN_DECIDED: u32 = 4;
 
 /// Per-connection state in the kernel (`CONNS`), by direction as in [`ConnKey`].

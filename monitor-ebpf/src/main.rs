@@ -5,7 +5,7 @@
 //! only); produces, for TCP packets to or from a watched port (`PORTS`), a [`RecordHeader`]
 //! followed by the frame's first bytes: the headers, plus the payload while the connection's
 //! direction is inside its budget (`CONFIG.budget` bytes of stream from its start) and user space
-//! has not marked the connection decided (`DECIDED`). SYN, FIN and RST packets are always sent
+//! has not marked the connection decided (a flag it sets in the connection's `CONNS` entry). SYN, FIN and RST packets are always sent
 //! (headers only once the payload is no longer wanted); other packets past the budget are not.
 //! Per-connection state (stream starts, bytes copied) lives in the LRU hash `CONNS`. Every
 //! outcome is counted per CPU (`COUNTERS`), and a full buffer skips the record, never the packet.
@@ -41,8 +41,6 @@ use trustwatch_ebpf::{
 static PORTS: Array<u8> = Array::with_max_entries(65_536, 0);
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65_536, 0);
-#[map]
-static DECIDED: LruHashMap<ConnKey, u32> = LruHashMap::with_max_entries(16_384, 0);
 #[map]
 static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(4_096, 0);
 #[map]
@@ -166,13 +164,13 @@ fn capture(ctx: &TcContext) -> Option<()> {
         (0u32, u16::from_be(protocol as u16))
     } else {
         let mut off = 14u32;
-        let mut ethertype = u16::from_be(ctx.load::<u16>(12).ok()?);
+        let mut ethertype = u16::from_be(read::<u16>(ctx, 12)?);
         // At most two tags in the data (QinQ); a tag in the skb metadata is not in the data.
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-            ethertype = u16::from_be(ctx.load::<u16>(off as usize + 2).ok()?);
+            ethertype = u16::from_be(read::<u16>(ctx, off + 2)?);
             off += 4;
             if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-                ethertype = u16::from_be(ctx.load::<u16>(off as usize + 2).ok()?);
+                ethertype = u16::from_be(read::<u16>(ctx, off + 2)?);
                 off += 4;
             }
         }
@@ -183,7 +181,7 @@ fn capture(ctx: &TcContext) -> Option<()> {
         ETH_P_IPV6 => ipv6(ctx, l3_off, skb_len, c)?,
         _ => return None,
     };
-    let tcp: TcpHdr = ctx.load(l3.l4 as usize).ok()?;
+    let tcp: TcpHdr = read(ctx, l3.l4)?;
     let sport = u16::from_be(tcp.source);
     let dport = u16::from_be(tcp.dest);
     if config!(any_port) == 0 && !watched(sport) && !watched(dport) {
@@ -214,12 +212,10 @@ fn capture(ctx: &TcContext) -> Option<()> {
         // race, which only blurs the byte counts (the budget check is by sequence number).
         let st = unsafe { &mut *st };
         if syn && off_flags & TCP_ACK == 0 {
-            // A new connection on this 5-tuple: a decided mark left for an old one must not
-            // silence it.
+            // A new connection on this 5-tuple (also clears an old one's decided mark).
             *st = ConnState::default();
-            let _ = DECIDED.remove(key);
         }
-        copy = budgeted(st, &key, dir, data_seq, payload_len);
+        copy = budgeted(st, dir, data_seq, payload_len);
     }
     if copy == 0 && !control {
         c.skipped_bytes += u64::from(payload_len);
@@ -283,6 +279,20 @@ fn capture(ctx: &TcContext) -> Option<()> {
     Some(())
 }
 
+/// A header at `off`: read in place when it lies in the skb's linear data (no helper call),
+/// else copied out with `bpf_skb_load_bytes` (headers in paged data are rare but possible).
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, off: u32) -> Option<T> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    let at = start + off as usize;
+    if at + core::mem::size_of::<T>() <= end {
+        // SAFETY: the bounds were just checked against data_end (the verifier checks too).
+        return Some(unsafe { (at as *const T).read_unaligned() });
+    }
+    ctx.load(off as usize).ok()
+}
+
 #[inline(always)]
 fn watched(port: u16) -> bool {
     PORTS.get(u32::from(port)).is_some_and(|v| *v != 0)
@@ -290,7 +300,7 @@ fn watched(port: u16) -> bool {
 
 #[inline(always)]
 fn ipv4(ctx: &TcContext, off: u32, skb_len: u32, c: &mut Counters) -> Option<L3> {
-    let ip: Ipv4Hdr = ctx.load(off as usize).ok()?;
+    let ip: Ipv4Hdr = read(ctx, off)?;
     if ip.proto != IPPROTO_TCP || ip.ver_ihl >> 4 != 4 {
         return None;
     }
@@ -327,7 +337,7 @@ fn ip_end(off: u32, ip_len: u32, skb_len: u32) -> u32 {
 
 #[inline(always)]
 fn ipv6(ctx: &TcContext, off: u32, skb_len: u32, c: &mut Counters) -> Option<L3> {
-    let ip: Ipv6Hdr = ctx.load(off as usize).ok()?;
+    let ip: Ipv6Hdr = read(ctx, off)?;
     let mut next = ip.nexthdr;
     let mut l4 = off + 40;
     // Up to four extension headers (hop-by-hop, routing, destination options, fragment, AH).
@@ -336,17 +346,17 @@ fn ipv6(ctx: &TcContext, off: u32, skb_len: u32, c: &mut Counters) -> Option<L3>
         i += 1;
         match next {
             0 | 43 | 60 => {
-                let h: [u8; 2] = ctx.load(l4 as usize).ok()?;
+                let h: [u8; 2] = read(ctx, l4)?;
                 next = h[0];
                 l4 += (u32::from(h[1]) + 1) * 8;
             }
             51 => {
-                let h: [u8; 2] = ctx.load(l4 as usize).ok()?;
+                let h: [u8; 2] = read(ctx, l4)?;
                 next = h[0];
                 l4 += (u32::from(h[1]) + 2) * 4;
             }
             44 => {
-                let h: u32 = ctx.load(l4 as usize).ok()?;
+                let h: u32 = read(ctx, l4)?;
                 let h = u32::from_be(h);
                 next = (h >> 24) as u8;
                 if (h & 0xfff8) != 0 {
@@ -386,9 +396,9 @@ fn conn_state(key: &ConnKey) -> Option<*mut ConnState> {
 }
 
 /// Payload bytes of this segment to copy: the part inside the direction's budget, none once
-/// the connection is decided.
+/// user space marked the connection decided (it sets `CONN_DECIDED` in the state itself).
 #[inline(always)]
-fn budgeted(st: &mut ConnState, key: &ConnKey, dir: usize, data_seq: u32, payload_len: u32) -> u32 {
+fn budgeted(st: &mut ConnState, dir: usize, data_seq: u32, payload_len: u32) -> u32 {
     let (base_flag, base, copied) = if dir == 0 {
         (CONN_BASE0, &mut st.base[0], st.copied[0])
     } else {
@@ -399,14 +409,7 @@ fn budgeted(st: &mut ConnState, key: &ConnKey, dir: usize, data_seq: u32, payloa
         st.flags |= base_flag;
     }
     let base = *base;
-    if payload_len == 0 {
-        return 0;
-    }
-    if st.flags & CONN_DECIDED == 0 && DECIDED.get_ptr(key).is_some() {
-        st.flags |= CONN_DECIDED;
-        let _ = DECIDED.remove(key);
-    }
-    if st.flags & CONN_DECIDED != 0 {
+    if payload_len == 0 || st.flags & CONN_DECIDED != 0 {
         return 0;
     }
     let budget = config!(budget);

@@ -159,6 +159,46 @@ impl SourceCounters {
     pub fn running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
+    /// One line for the end of a run: what was handed on, dropped, and (eBPF) what the kernel
+    /// program saw, copied and left behind, and its mean run time per packet.
+    pub fn summary(&self) -> String {
+        let r = Ordering::Relaxed;
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .map(|d| format!("{} {}", self.dropped(*d), d.as_str()))
+            .collect();
+        let mut line = format!(
+            "{} packets ({} bytes) handed on; dropped: {}",
+            self.packets(),
+            self.bytes(),
+            drops.join(", ")
+        );
+        let k = &self.kernel;
+        if k.seen.load(r) > 0 {
+            line.push_str(&format!(
+                "; kernel program: {} packets seen, {} matched, {} copied ({} bytes, {} of them \
+                 payload), {} payload bytes left in the kernel, {} truncated, {} fragments \
+                 skipped, {} connections marked decided",
+                k.seen.load(r),
+                k.matched.load(r),
+                k.copied.load(r),
+                k.copied_bytes.load(r),
+                k.payload_bytes.load(r),
+                k.skipped_bytes.load(r),
+                k.truncated.load(r),
+                k.fragments.load(r),
+                k.decided.load(r),
+            ));
+            let (ns, runs) = (k.run_time_ns.load(r), k.run_count.load(r));
+            if runs > 0 {
+                line.push_str(&format!(
+                    "; run time {:.1} ns per packet over {runs} runs (kernel.bpf_stats_enabled)",
+                    ns as f64 / runs as f64
+                ));
+            }
+        }
+        line
+    }
     /// How long the source has been down (None while it runs or before it first started).
     pub fn down_for(&self) -> Option<std::time::Duration> {
         let since = self.down_since_ms.load(Ordering::SeqCst);

@@ -566,6 +566,8 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
         .map(|r| (r.name.clone(), r.counters.clone()))
         .collect();
     let mut worker = worker;
+    // SOURCE SUMMARY (eBPF): kept for the per-source line printed at the end.
+    let source_counters = counters.clone();
     worker.sources = counters;
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
@@ -606,6 +608,10 @@ pub fn run(args: &LiveArgs) -> Result<i32, Error> {
                     s.events,
                     s.dropped
                 );
+                // SOURCE SUMMARY (eBPF): per-source capture counters, kernel side included.
+                for (name, c) in &source_counters {
+                    eprintln!("trustwatch live: capture {name}: {}", c.summary());
+                }
             }
             Ok(0)
         }

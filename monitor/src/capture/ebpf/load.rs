@@ -66,7 +66,6 @@ pub fn load(opts: &EbpfOptions, services: &Services, link: u32) -> Result<Ebpf, 
         .override_global(names::CONFIG, &config, true)
         .map_max_entries(names::RING, ring)
         .map_max_entries(names::CONNS, max_conns)
-        .map_max_entries(names::DECIDED, max_conns)
         .load(OBJECT)
         .map_err(|e| format!("loading the eBPF object: {e}"))?;
     let program: &mut SchedClassifier = ebpf

@@ -19,7 +19,7 @@
 //! async reactor (tokio's `AsyncFd`) would add a runtime per thread and change nothing else. The
 //! program's per-CPU counters are summed into [`SourceCounters::kernel`] once a second; a full
 //! buffer is [`DropReason::RingFull`]. The pipeline's decisions come back through
-//! [`FlowFeedback`] into the `DECIDED` map, and the kernel stops copying that connection.
+//! [`FlowFeedback`] as a flag in the connection's kernel state, and the kernel stops copying it.
 //! Everything attached is detached when the source is dropped (a stop, the end of the process,
 //! a panic unwinding the capture thread); TCX links also go when the process dies.
 
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::SchedClassifier;
-use trustwatch_ebpf::{ConnKey, Counters, LINK_PER_IFACE, names};
+use trustwatch_ebpf::{CONN_DECIDED, ConnKey, ConnState, Counters, LINK_PER_IFACE, names};
 
 use self::attach::Hook;
 use self::buffers::Buffers;
@@ -93,7 +93,7 @@ pub struct EbpfOptions {
     pub buffer: BufferKind,
     /// Buffer bytes per source (the ring, or split over the CPUs' perf buffers).
     pub buffer_size: usize,
-    /// Connections tracked in the kernel (LRU beyond; the decided marks are as many).
+    /// Connections tracked in the kernel (least recently used evicted beyond).
     pub max_connections: u32,
     /// Payload bytes copied per connection and direction: the pipeline's handshake window.
     pub budget: usize,
@@ -180,11 +180,15 @@ pub fn conn_key(a: SocketAddr, b: SocketAddr) -> Option<ConnKey> {
     (fa == fb).then(|| ConnKey::new(fa, wa, a.port(), wb, b.port()).0)
 }
 
-/// The pipeline's decisions, passed to the kernel's `DECIDED` map.
+/// The pipeline's decisions, passed to the kernel: the decided flag of the connection's entry
+/// in `CONNS` (updated only if the entry exists; the kernel clears it on a new SYN).
 pub struct Feedback {
-    map: Mutex<Option<BpfHashMap<MapData, ConnKey, u32>>>,
+    map: Mutex<Option<BpfHashMap<MapData, ConnKey, ConnState>>>,
     counters: Arc<SourceCounters>,
 }
+
+/// `BPF_EXIST`: update an existing entry only.
+const BPF_EXIST: u64 = 2;
 
 impl FlowFeedback for Feedback {
     fn decided(&self, client: SocketAddr, server: SocketAddr) {
@@ -192,9 +196,16 @@ impl FlowFeedback for Feedback {
             return;
         };
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(m) = map.as_mut()
-            && m.insert(key, 1, 0).is_ok()
-        {
+        let Some(m) = map.as_mut() else { return };
+        let Ok(mut state) = m.get(&key, 0) else {
+            // Evicted, or never tracked (no payload seen yet): nothing is being copied.
+            return;
+        };
+        if state.flags & CONN_DECIDED != 0 {
+            return;
+        }
+        state.flags |= CONN_DECIDED;
+        if m.insert(key, state, BPF_EXIST).is_ok() {
             self.counters.kernel.decided.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -308,10 +319,10 @@ impl Open {
         )
         .map_err(|e| format!("counters map: {e}"))?;
         let decided = BpfHashMap::try_from(
-            ebpf.take_map(names::DECIDED)
-                .ok_or("the eBPF object has no DECIDED map")?,
+            ebpf.take_map(names::CONNS)
+                .ok_or("the eBPF object has no CONNS map")?,
         )
-        .map_err(|e| format!("decided map: {e}"))?;
+        .map_err(|e| format!("connections map: {e}"))?;
         let mut open = Open {
             ebpf,
             buffers,
