@@ -9,7 +9,9 @@
 
 /// Map and global names, as user space looks them up.
 pub mod names {
-    /// Watched server ports: `Array<u8>` of 65536 entries, non-zero = watched.
+    /// Watched server ports when there are more than [`MAX_LISTED_PORTS`](super::MAX_LISTED_PORTS)
+    /// (else they are listed in `Config::ports`): `Array<u8>` of 65536 entries, non-zero =
+    /// watched.
     pub const PORTS: &str = "PORTS";
     /// Per-connection state: `LruHashMap<ConnKey, ConnState>`. User space sets
     /// [`CONN_DECIDED`](super::CONN_DECIDED) in an entry when the pipeline decided the
@@ -18,7 +20,8 @@ pub mod names {
     /// Per-interface link kind when one program serves several interfaces (`Config::link` =
     /// [`LINK_PER_IFACE`](super::LINK_PER_IFACE)): `HashMap<u32 ifindex, u32 LINK_*>`.
     pub const IFACES: &str = "IFACES";
-    /// Per-CPU [`Counters`](super::Counters): `PerCpuArray<Counters>` of one entry.
+    /// Per-CPU [`CpuState`](super::CpuState) (counters and the last skipped connection):
+    /// `PerCpuArray<CpuState>` of one entry.
     pub const COUNTERS: &str = "COUNTERS";
     /// Perf event array (one buffer per CPU), used when `Config::buffer` is [`BUFFER_PERF`](super::BUFFER_PERF).
     pub const PERF: &str = "PERF_RECORDS";
@@ -172,6 +175,9 @@ pub struct ConnState {
     pub _pad: u32,
 }
 
+/// Watched ports listed in [`Config::ports`]; more go to the `PORTS` map (one more lookup).
+pub const MAX_LISTED_PORTS: usize = 16;
+
 /// Load-time configuration (the `CONFIG` global, set before the program is verified, so the
 /// verifier prunes the branches it turns off).
 #[repr(C)]
@@ -185,6 +191,14 @@ pub struct Config {
     pub link: u32,
     /// Non-zero: every TCP port is watched (`--any-port`).
     pub any_port: u32,
+    /// Ring buffer: records are submitted without waking the reader (it polls on a short timer)
+    /// until this many bytes wait; then the reader is woken. Saves a wakeup (an inter-processor
+    /// interrupt, a VM exit in a VM) per record.
+    pub wakeup_bytes: u32,
+    /// Number of ports in `ports`; above [`MAX_LISTED_PORTS`], the `PORTS` map is used.
+    pub nports: u32,
+    /// The watched ports (the first `nports`).
+    pub ports: [u16; MAX_LISTED_PORTS],
 }
 
 impl Default for Config {
@@ -194,6 +208,9 @@ impl Default for Config {
             buffer: BUFFER_PERF,
             link: LINK_ETHERNET,
             any_port: 0,
+            wakeup_bytes: 0,
+            nports: 0,
+            ports: [0; MAX_LISTED_PORTS],
         }
     }
 }
@@ -222,6 +239,19 @@ pub struct Counters {
     pub fragments: u64,
 }
 
+/// The per-CPU map value: the counters, and the last connection whose payload this CPU found it
+/// must not copy (decided, or a direction's budget spent; both last until a SYN starts a new
+/// connection on the 5-tuple), so a bulk transfer's packets skip the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuState {
+    pub counters: Counters,
+    pub last_key: ConnKey,
+    /// Bit `d` set: direction `d` of `last_key` copies nothing more.
+    pub last_skip: u32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding fields: every bit pattern is
@@ -235,11 +265,14 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CpuState {}
 }
 
 // The layouts both sides rely on.
 const _: () = assert!(RECORD_HEADER_LEN == 32);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 56);
+const _: () = assert!(core::mem::size_of::<CpuState>() == 72 + 40 + 8);
 const _: () = assert!(RING_BUCKETS[RING_BUCKETS.len() - 1] >= MAX_CAPLEN);

@@ -26,7 +26,9 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     loop {}
 }
 
-use aya_ebpf::bindings::{BPF_F_CURRENT_CPU, TC_ACT_UNSPEC};
+use aya_ebpf::bindings::{
+    BPF_F_CURRENT_CPU, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC,
+};
 use aya_ebpf::cty::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_perf_event_output, bpf_skb_load_bytes};
 use aya_ebpf::macros::{classifier, map};
@@ -34,7 +36,8 @@ use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, PerfEventByteArray
 use aya_ebpf::programs::TcContext;
 use trustwatch_ebpf::{
     BUFFER_RING, CONN_BASE0, CONN_BASE1, CONN_DECIDED, Config, ConnKey, ConnState, Counters,
-    LINK_ETHERNET, LINK_PER_IFACE, LINK_RAW_IP, MAX_CAPLEN, RECORD_HEADER_LEN, RecordHeader, flags,
+    CpuState, LINK_ETHERNET, LINK_PER_IFACE, LINK_RAW_IP, MAX_CAPLEN, MAX_LISTED_PORTS,
+    RECORD_HEADER_LEN, RecordHeader, flags,
 };
 
 #[map]
@@ -44,7 +47,7 @@ static CONNS: LruHashMap<ConnKey, ConnState> = LruHashMap::with_max_entries(65_5
 #[map]
 static IFACES: HashMap<u32, u32> = HashMap::with_max_entries(4_096, 0);
 #[map]
-static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+static COUNTERS: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static PERF_RECORDS: PerfEventByteArray = PerfEventByteArray::new(0);
 #[map]
@@ -57,6 +60,9 @@ static CONFIG: Config = Config {
     buffer: 0,
     link: LINK_ETHERNET,
     any_port: 0,
+    wakeup_bytes: 0,
+    nports: 0,
+    ports: [0; MAX_LISTED_PORTS],
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -136,7 +142,8 @@ struct L3 {
 #[inline(always)]
 fn capture(ctx: &TcContext) -> Option<()> {
     // SAFETY: the map value of a per-CPU array with one entry, this CPU's copy.
-    let c = unsafe { &mut *COUNTERS.get_ptr_mut(0)? };
+    let cpu = unsafe { &mut *COUNTERS.get_ptr_mut(0)? };
+    let c = &mut cpu.counters;
     c.seen += 1;
     let skb = ctx.skb.skb;
     // SAFETY: `skb` is the program's context; these are plain context field reads.
@@ -184,7 +191,7 @@ fn capture(ctx: &TcContext) -> Option<()> {
     let tcp: TcpHdr = read(ctx, l3.l4)?;
     let sport = u16::from_be(tcp.source);
     let dport = u16::from_be(tcp.dest);
-    if config!(any_port) == 0 && !watched(sport) && !watched(dport) {
+    if config!(any_port) == 0 && !watched(sport, dport) {
         return None;
     }
     c.matched += 1;
@@ -199,6 +206,19 @@ fn capture(ctx: &TcContext) -> Option<()> {
     let control = off_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0;
 
     let (key, dir) = ConnKey::new(l3.family, l3.src, sport, l3.dst, dport);
+    let dir_bit = 1u32 << dir;
+    if syn {
+        // A SYN may start a new connection on a 5-tuple this CPU remembers as spent.
+        cpu.last_skip = 0;
+    } else if !control
+        && payload_len > 0
+        && cpu.last_skip & dir_bit != 0
+        && key_eq(&cpu.last_key, &key)
+    {
+        // A bulk packet of a spent connection: no connection-table lookup.
+        cpu.counters.skipped_bytes += u64::from(payload_len);
+        return None;
+    }
     let seq = u32::from_be(tcp.seq);
     let data_seq = if syn { seq.wrapping_add(1) } else { seq };
     let state = if payload_len > 0 || syn {
@@ -216,7 +236,25 @@ fn capture(ctx: &TcContext) -> Option<()> {
             *st = ConnState::default();
         }
         copy = budgeted(st, dir, data_seq, payload_len);
+        if copy == 0 && payload_len > 0 {
+            let spent = if st.flags & CONN_DECIDED != 0 {
+                3
+            } else if st.copied[dir & 1] >= config!(budget) {
+                dir_bit
+            } else {
+                0
+            };
+            if spent != 0 {
+                if cpu.last_skip != 0 && key_eq(&cpu.last_key, &key) {
+                    cpu.last_skip |= spent;
+                } else {
+                    cpu.last_key = key;
+                    cpu.last_skip = spent;
+                }
+            }
+        }
     }
+    let c = &mut cpu.counters;
     if copy == 0 && !control {
         c.skipped_bytes += u64::from(payload_len);
         return None;
@@ -293,9 +331,40 @@ fn read<T: Copy>(ctx: &TcContext, off: u32) -> Option<T> {
     ctx.load(off as usize).ok()
 }
 
+/// Whether either port is watched: a compare against the listed ports (no map lookup), or the
+/// `PORTS` map when there are more than fit in `CONFIG`.
 #[inline(always)]
-fn watched(port: u16) -> bool {
-    PORTS.get(u32::from(port)).is_some_and(|v| *v != 0)
+fn watched(sport: u16, dport: u16) -> bool {
+    let n = config!(nports) as usize;
+    if n > MAX_LISTED_PORTS {
+        let map = |p: u16| PORTS.get(u32::from(p)).is_some_and(|v| *v != 0);
+        return map(sport) || map(dport);
+    }
+    let mut i = 0;
+    while i < MAX_LISTED_PORTS && i < n {
+        // SAFETY: a plain read of an immutable global, index below its length.
+        let p = unsafe { core::ptr::read_volatile(&raw const CONFIG.ports[i]) };
+        if p == sport || p == dport {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Key equality word by word (a derived `==` may become a `memcmp` call, which BPF lacks).
+#[inline(always)]
+fn key_eq(a: &ConnKey, b: &ConnKey) -> bool {
+    a.port == b.port
+        && a.family == b.family
+        && a.addr[0][0] == b.addr[0][0]
+        && a.addr[1][0] == b.addr[1][0]
+        && a.addr[0][1] == b.addr[0][1]
+        && a.addr[0][2] == b.addr[0][2]
+        && a.addr[0][3] == b.addr[0][3]
+        && a.addr[1][1] == b.addr[1][1]
+        && a.addr[1][2] == b.addr[1][2]
+        && a.addr[1][3] == b.addr[1][3]
 }
 
 #[inline(always)]
@@ -482,9 +551,16 @@ fn ring_bucket<const N: u32>(ctx: &TcContext, hdr: &RecordHeader, caplen: u32) -
         )
     };
     if r != 0 {
-        entry.discard(0);
+        entry.discard(BPF_RB_NO_WAKEUP as u64);
         return false;
     }
-    entry.submit(0);
+    // Wake the reader only when enough waits; it also polls on a short timer.
+    let waiting = RING_RECORDS.query(BPF_RB_AVAIL_DATA as u64);
+    let wake = if waiting >= u64::from(config!(wakeup_bytes)) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(wake as u64);
     true
 }

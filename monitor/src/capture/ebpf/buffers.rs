@@ -1,6 +1,10 @@
 //! The buffer between the TC program and user space: one ring buffer, or one perf buffer per
 //! CPU.
 //!
+//! The program wakes a ring buffer's reader only when 1/16 of the ring is waiting, so the reader
+//! also polls every [`RING_POLL`]; perf buffers wake their reader on every record (aya 0.14
+//! offers no watermark).
+//!
 //! Consumes the loaded program's buffer map; produces each record's header and frame bytes in
 //! the order the packets passed the program. The ring buffer is one queue for all CPUs, in
 //! reservation order (as libpcap's socket ring): records are handed over as they are, borrowed
@@ -22,6 +26,11 @@ use trustwatch_ebpf::{RECORD_HEADER_LEN, RecordHeader, names};
 use super::BufferKind;
 use super::load::perf_pages_per_cpu;
 use super::record::{self, BadRecord};
+
+/// How often the ring buffer is looked at when the program did not wake the reader (it does
+/// so only once 1/16 of the ring is waiting, to save a wakeup per record): the most a record
+/// waits in the kernel.
+pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long perf records wait to be merged with the other CPUs' records, nanoseconds.
 pub const PERF_HOLD_NS: u64 = 2_000_000;
@@ -93,8 +102,9 @@ impl Buffers {
 
     /// Waits until a buffer has data or `timeout_ms` passed (held perf records shorten it).
     pub fn wait(&self, timeout_ms: i32) {
+        let ring_ms = i32::try_from(RING_POLL.as_millis()).unwrap_or(10);
         let (mut fds, timeout_ms): (Vec<libc::pollfd>, i32) = match self {
-            Buffers::Ring(r) => (vec![pollfd(r.as_raw_fd())], timeout_ms),
+            Buffers::Ring(r) => (vec![pollfd(r.as_raw_fd())], timeout_ms.min(ring_ms)),
             Buffers::Perf { bufs, held } => (
                 bufs.iter().map(|b| pollfd(b.as_raw_fd())).collect(),
                 if held.is_empty() {

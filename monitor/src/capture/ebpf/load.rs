@@ -2,19 +2,24 @@
 //!
 //! Consumes the [`EbpfOptions`](super::EbpfOptions), the watched ports and the link kind of the
 //! interfaces; produces an [`aya::Ebpf`] whose program is loaded (verified) but not attached,
-//! with its configuration global set, its maps sized and `PORTS` filled. The object is the one
+//! with its configuration global set (budget, buffer kind, link kind, up to 16 watched ports, the
+//! ring's wakeup threshold), its maps sized and `PORTS` filled (used beyond 16 ports). The object is the one
 //! `build.rs` compiled from `monitor-ebpf`, embedded in the binary.
 
 use aya::maps::{Array, MapData};
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
-use trustwatch_ebpf::{BUFFER_PERF, BUFFER_RING, Config, names};
+use trustwatch_ebpf::{BUFFER_PERF, BUFFER_RING, Config, MAX_LISTED_PORTS, names};
 
 use super::{BufferKind, EbpfOptions};
 use crate::config::Services;
 
 /// The TC program, built by `build.rs` (aya-build) from `monitor-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustwatch-ebpf"));
+
+/// The program wakes the ring buffer's reader once this fraction of the ring is waiting (the
+/// reader also polls every [`RING_POLL`](super::buffers::RING_POLL)).
+pub const RING_WAKEUP_FRACTION: usize = 16;
 
 /// The system page size (buffer sizes are multiples of it).
 pub fn page_size() -> usize {
@@ -46,6 +51,16 @@ pub fn perf_pages_per_cpu(requested: usize, cpus: usize) -> usize {
 
 /// Loads the program with its configuration. `link` is a `LINK_*` value.
 pub fn load(opts: &EbpfOptions, services: &Services, link: u32) -> Result<Ebpf, String> {
+    let ring = match opts.buffer {
+        // The ring map exists either way; unused, it takes one page.
+        BufferKind::Perf => page_size(),
+        BufferKind::Ring => ring_bytes(opts.buffer_size),
+    };
+    let watched: Vec<u16> = services.ports().map(|(p, _)| p).collect();
+    let mut ports = [0u16; MAX_LISTED_PORTS];
+    for (slot, p) in ports.iter_mut().zip(&watched) {
+        *slot = *p;
+    }
     let config = Config {
         budget: u32::try_from(opts.budget).unwrap_or(u32::MAX),
         buffer: match opts.buffer {
@@ -54,11 +69,9 @@ pub fn load(opts: &EbpfOptions, services: &Services, link: u32) -> Result<Ebpf, 
         },
         link,
         any_port: u32::from(services.any_port),
-    };
-    let ring = match opts.buffer {
-        // The ring map exists either way; unused, it takes one page.
-        BufferKind::Perf => page_size(),
-        BufferKind::Ring => ring_bytes(opts.buffer_size),
+        wakeup_bytes: u32::try_from(ring / RING_WAKEUP_FRACTION).unwrap_or(u32::MAX),
+        nports: u32::try_from(watched.len()).unwrap_or(u32::MAX),
+        ports,
     };
     let ring = u32::try_from(ring).map_err(|_| "--ebpf-ring-size too large".to_string())?;
     let max_conns = opts.max_connections;

@@ -39,7 +39,9 @@ use std::time::{Duration, Instant};
 use aya::Ebpf;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::SchedClassifier;
-use trustwatch_ebpf::{CONN_DECIDED, ConnKey, ConnState, Counters, LINK_PER_IFACE, names};
+use trustwatch_ebpf::{
+    CONN_DECIDED, ConnKey, ConnState, Counters, CpuState, LINK_PER_IFACE, names,
+};
 
 use self::attach::Hook;
 use self::buffers::Buffers;
@@ -236,7 +238,7 @@ struct Open {
     /// Owns the program and its links (aya detaches them on drop).
     ebpf: Ebpf,
     buffers: Buffers,
-    counters: PerCpuArray<MapData, Counters>,
+    counters: PerCpuArray<MapData, CpuState>,
     /// Interfaces attached: (index, name).
     attached: Vec<(u32, String)>,
     hook: Hook,
@@ -391,7 +393,7 @@ impl Open {
             return;
         };
         let mut now = Counters::default();
-        for v in values.iter() {
+        for v in values.iter().map(|v| &v.counters) {
             now.seen += v.seen;
             now.matched += v.matched;
             now.records += v.records;
