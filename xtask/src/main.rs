@@ -1,11 +1,13 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
 //! - `setup`: installs what the build and tests need on a fresh Debian 12 machine (apt packages,
-//!   Go for the test peers); idempotent and quiet when everything is present.
+//!   Go for the test peers, the nightly's `rust-src` and a bpf-linker for the eBPF program);
+//!   idempotent and quiet when everything is present.
 //! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
 //! - `demo`: setup, build, and run the incident demo.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
-//!   (detection latency, CPU at 1,000 handshakes/s); `--live`: only those, `--no-live`: without.
+//!   (detection latency, CPU at 1,000 handshakes/s, eBPF vs libpcap); `--live`: only those,
+//!   `--no-live`: without.
 
 mod bench;
 mod demo;

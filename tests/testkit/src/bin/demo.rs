@@ -426,10 +426,13 @@ fn print_comparison(r: &SourcesReport, bulk_mib: u64, storm: u32, missed: &mut V
         String::new(),
     ));
     // (e) TC program run time
-    for (phase, p) in [("bulk", b), ("storm", s)] {
+    for (phase, p, floor) in [("bulk", b, r.bulk.floor_ns), ("storm", s, r.storm.floor_ns)] {
         let ok = p[1..].iter().all(|f| f.run_ns.is_some_and(|n| n <= 150.0));
         rows.push((
-            format!("(e) TC program mean run time per packet, {phase} (BPF stats)"),
+            format!(
+                "(e) TC program mean run time per packet, {phase} (BPF stats; a 2-instruction program: {})",
+                floor.map_or_else(|| "—".into(), |n| format!("{n:.0} ns"))
+            ),
             p.iter()
                 .map(|f| {
                     f.run_ns

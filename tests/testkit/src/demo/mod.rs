@@ -10,6 +10,7 @@
 //! - [`sources`]: eBPF against libpcap on the same traffic (bulk, reconnect storm).
 //! - [`proc`]: child processes, their output lines, Ctrl-C; [`http`]: GET and metric sums.
 
+pub mod bpf_floor;
 pub mod http;
 pub mod load;
 pub mod proc;

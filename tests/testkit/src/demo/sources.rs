@@ -14,7 +14,8 @@
 //! packet, from the kernel's BPF statistics: they are switched on for the benchmark with
 //! `BPF_ENABLE_STATS`, which switches them off again when its descriptor closes (also if the
 //! benchmark dies). The TC program runs in the softirq of whoever sends or receives, so its
-//! cost is not in the monitor's CPU: it is the run time per packet.
+//! cost is not in the monitor's CPU: it is the run time per packet. A two-instruction program on
+//! the same hook ([`super::bpf_floor`]) gives the floor of that figure on this machine.
 //!
 //! Consumes [`SourcesOptions`]; produces a [`SourcesReport`].
 
@@ -27,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::bpf_floor::Floor;
 use super::http;
 use super::load::{client_config, cpu_times, one};
 use super::proc::{Line, Proc, Source};
@@ -101,6 +103,8 @@ impl Figures {
 #[derive(Clone, Debug, Default)]
 pub struct Phase {
     pub secs: f64,
+    /// Mean run time per packet of a two-instruction TC program on the same hook, same time.
+    pub floor_ns: Option<f64>,
     /// Client side: connections that completed (ping/pong or the whole transfer), failed.
     pub ok: u64,
     pub failed: u64,
@@ -256,6 +260,7 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
 
     // (a) bulk
     let monitors = Monitors::start(o)?;
+    let floor = Floor::attach("lo")?;
     let server = bulk::server(server_addr, &leaf, &ca, TlsVersion::V13)?;
     let t0 = Instant::now();
     let client = bulk::client(
@@ -272,6 +277,7 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
         && s.received == o.bulk_bytes / 16 && c.received_sha256 == s.sent_sha256);
     let bulk = Phase {
         secs,
+        floor_ns: floor.mean_ns(),
         ok: u64::from(ok),
         failed: u64::from(!ok),
         monitors: monitors.finish()?,
@@ -307,6 +313,7 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
     }
     std::thread::spawn(move || for _ in rx {});
     let monitors = Monitors::start(o)?;
+    let floor = Floor::attach("lo")?;
     let cfg = client_config(&ca.cert.der, &edge)?;
     let next = Arc::new(AtomicU64::new(0));
     let (okc, failc) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -338,6 +345,7 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
     let secs = t0.elapsed().as_secs_f64();
     let storm = Phase {
         secs,
+        floor_ns: floor.mean_ns(),
         ok: okc.load(Ordering::Relaxed),
         failed: failc.load(Ordering::Relaxed),
         monitors: monitors.finish()?,
