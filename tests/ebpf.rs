@@ -1161,3 +1161,117 @@ fn without_capabilities_auto_falls_back_and_ebpf_exits_2() -> Result<()> {
     assert_eq!(status.code(), Some(0), "{lines:?}");
     Ok(())
 }
+
+/// `--iface any`: one eBPF source on every interface of the namespace — `lo` (ingress only), the
+/// veth, and a veth added while it runs (attached within about a second) — gives the same
+/// records as libpcap on `any`; nothing stays attached afterwards.
+#[test]
+fn any_interface_includes_loopback_and_new_interfaces() -> Result<()> {
+    let pair = VethPair::new(17)?;
+    let pki = Pki::new()?;
+    let ca = pki.kubeedge_ca()?;
+    let late_server = std::net::Ipv4Addr::new(10, 17, 1, 1);
+    let leaf = server_leaf(
+        &pki,
+        &ca,
+        &[
+            pair.server.ip(false),
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::V4(late_server),
+        ],
+    );
+    let edge = pki.client_leaf(&ca, "node-any")?;
+    let port = trustwatch_testkit::free_port()?;
+    let services = services_of(&[port]);
+    let taps = Taps::start(
+        &pair.server_ns,
+        "any",
+        &[Kind::Pcap, Kind::Ebpf(BufferKind::Ring)],
+        &services,
+        &Limits::default(),
+        &ebpf_opts(),
+        true,
+    )?;
+    let attached = |iface: &str, egress: bool| -> Result<usize> {
+        let i = iface.to_string();
+        Ok(pair
+            .server_ns
+            .run(move || attach::tcx_programs(&i, egress))??
+            .len())
+    };
+    assert_eq!(attached("lo", false)?, 1);
+    assert_eq!(attached("lo", true)?, 0, "lo: ingress only");
+    assert_eq!(attached(&pair.server_if, true)?, 1);
+
+    // A handshake to `to` from a client running in `client` (a namespace).
+    let handshake = |to: SocketAddr, client: &Netns| -> Result<()> {
+        let srv = pair.server_ns.run(|| {
+            let mut r = rustls_peer::ServerOpts::new(&leaf);
+            r.listen = to;
+            r.client_roots = Some(vec![ca.root.der.clone()]);
+            rustls_peer::server(r)
+        })??;
+        let res = client.run(|| {
+            peers::run_client(peers::Stack::Rustls, &ClientOpts::new(to), &ca, Some(&edge))
+        })??;
+        let _ = srv.join();
+        assert!(res.iter().all(|r| r.ok), "{to}: {res:?}");
+        Ok(())
+    };
+    handshake(
+        SocketAddr::new(pair.server.ip(false), port),
+        &pair.client_ns,
+    )?;
+    handshake(SocketAddr::from(([127, 0, 0, 1], port)), &pair.server_ns)?;
+
+    // A second veth pair between the namespaces, made now.
+    let (s2, c2) = ("twsany2", "twcany2");
+    trustwatch_testkit::netns::ip(&[
+        "link",
+        "add",
+        s2,
+        "netns",
+        &pair.server_ns.name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        c2,
+        "netns",
+        &pair.client_ns.name,
+    ])?;
+    pair.server_ns
+        .ip(&["addr", "add", &format!("{late_server}/24"), "dev", s2])?;
+    pair.client_ns
+        .ip(&["addr", "add", "10.17.1.2/24", "dev", c2])?;
+    pair.server_ns.ip(&["link", "set", s2, "up"])?;
+    pair.client_ns.ip(&["link", "set", c2, "up"])?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while attached(s2, false)? == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new interface was not attached"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    handshake(
+        SocketAddr::new(IpAddr::V4(late_server), port),
+        &pair.client_ns,
+    )?;
+
+    let seen = taps.finish();
+    for s in &seen {
+        assert_nothing_lost(s);
+    }
+    assert_eq!(seen[0].conns.len(), 3, "{:#?}", seen[0].conns);
+    assert!(
+        seen[0]
+            .conns
+            .iter()
+            .all(|c| c.outcome == Outcome::Established)
+    );
+    assert_same(&seen[0], &seen[1], &services);
+    assert_eq!(attached("lo", false)?, 0);
+    assert_eq!(attached(&pair.server_if, false)?, 0);
+    Ok(())
+}

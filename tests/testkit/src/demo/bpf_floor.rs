@@ -64,7 +64,8 @@ impl Floor {
         put_u64(&mut attr, 16, license.as_ptr() as u64);
         attr[48..48 + 8].copy_from_slice(b"tw_floor");
         put_u32(&mut attr, 68, BPF_TCX_INGRESS);
-        let fd = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| format!("loading the floor program: {e}"))?;
+        let fd =
+            bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| format!("loading the floor program: {e}"))?;
         // SAFETY: a new descriptor the kernel returned.
         let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let name = std::ffi::CString::new(iface)?;
@@ -77,8 +78,8 @@ impl Floor {
         put_u32(&mut attr, 0, prog.as_raw_fd() as u32);
         put_u32(&mut attr, 4, ifindex);
         put_u32(&mut attr, 8, BPF_TCX_INGRESS);
-        let fd =
-            bpf(BPF_LINK_CREATE, &mut attr).map_err(|e| format!("attaching the floor program: {e}"))?;
+        let fd = bpf(BPF_LINK_CREATE, &mut attr)
+            .map_err(|e| format!("attaching the floor program: {e}"))?;
         // SAFETY: as above.
         let link = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok(Floor { prog, _link: link })
