@@ -809,15 +809,15 @@ fn tcp_transfer(pair: &VethPair, addr: SocketAddr, n: u64) -> Result<(Vec<u8>, u
     });
     let sent = pair.client_ns.run(|| -> std::io::Result<Vec<u8>> {
         let mut s = std::net::TcpStream::connect(addr)?;
-        let mut buf = vec![0u8; 1 << 16];
-        let (mut h, mut x, mut left) = (Sha256::new(), 0x1234_5678_9abc_def1u64, n);
+        // A fixed block with its sequence number in front: a lost, repeated or reordered block
+        // changes the hash (cheap to make in an unoptimized test build).
+        let mut buf: Vec<u8> = (0..1u32 << 16)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let (mut h, mut left, mut seq) = (Sha256::new(), n, 0u64);
         while left > 0 {
-            for b in buf.iter_mut() {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
+            seq += 1;
+            buf[..8].copy_from_slice(&seq.to_le_bytes());
             let k = left.min(buf.len() as u64) as usize;
             s.write_all(&buf[..k])?;
             h.update(&buf[..k]);

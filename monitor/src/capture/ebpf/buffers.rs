@@ -11,7 +11,8 @@
 //! from the mapping. Perf buffers are per CPU: the two directions of a connection, handled on
 //! different CPUs, would come out grouped by CPU — and the TLS 1.3 inference depends on which
 //! side spoke first — so perf records are copied out, held for [`PERF_HOLD_NS`] and handed over
-//! sorted by their kernel timestamps (at most [`PERF_MAX_HELD`] held; beyond, all are flushed).
+//! sorted by their kernel timestamps (at most [`PERF_MAX_HELD`] records and
+//! [`PERF_MAX_HELD_BYTES`] held; beyond, all are handed on).
 //! [`Buffers::wait`] blocks in `poll(2)` on the buffers' descriptors for at most a timeout, so the
 //! capture thread notices a stop promptly.
 
@@ -34,8 +35,9 @@ pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long perf records wait to be merged with the other CPUs' records, nanoseconds.
 pub const PERF_HOLD_NS: u64 = 2_000_000;
-/// Most perf records held for merging.
+/// Most perf records held for merging, and most bytes; beyond either, all are handed on.
 pub const PERF_MAX_HELD: usize = 65_536;
+pub const PERF_MAX_HELD_BYTES: usize = 32 << 20;
 
 /// A perf record copied out of its buffer, waiting for the merge.
 pub struct Held {
@@ -49,6 +51,7 @@ pub enum Buffers {
     Perf {
         bufs: Vec<PerfEventArrayBuffer<MapData>>,
         held: Vec<Held>,
+        held_bytes: usize,
     },
 }
 
@@ -95,6 +98,7 @@ impl Buffers {
                 Ok(Buffers::Perf {
                     bufs,
                     held: Vec::new(),
+                    held_bytes: 0,
                 })
             }
         }
@@ -105,7 +109,7 @@ impl Buffers {
         let ring_ms = i32::try_from(RING_POLL.as_millis()).unwrap_or(10);
         let (mut fds, timeout_ms): (Vec<libc::pollfd>, i32) = match self {
             Buffers::Ring(r) => (vec![pollfd(r.as_raw_fd())], timeout_ms.min(ring_ms)),
-            Buffers::Perf { bufs, held } => (
+            Buffers::Perf { bufs, held, .. } => (
                 bufs.iter().map(|b| pollfd(b.as_raw_fd())).collect(),
                 if held.is_empty() {
                     timeout_ms
@@ -138,7 +142,16 @@ impl Buffers {
                     }
                 }
             }
-            Buffers::Perf { bufs, held } => {
+            Buffers::Perf {
+                bufs,
+                held,
+                held_bytes,
+            } => {
+                // Taken before any buffer is read: a record released below was written before
+                // the drain began, and so was anything it answered (its causal predecessors were
+                // in their buffers before the packet reached the stack), so the sort puts them
+                // first even if the reader is preempted while draining.
+                let cutoff = super::clock::Clock::monotonic_now_ns().saturating_sub(PERF_HOLD_NS);
                 for buf in bufs.iter_mut() {
                     if !buf.readable() {
                         continue;
@@ -149,6 +162,7 @@ impl Buffers {
                                 let mut frame = Vec::with_capacity(a.len() + b.len());
                                 frame.extend_from_slice(a);
                                 frame.extend_from_slice(b);
+                                *held_bytes += frame.len();
                                 held.push(Held { hdr, frame });
                             }
                             Err(BadRecord::Short) => d.bad += 1,
@@ -161,10 +175,10 @@ impl Buffers {
                     return (d, ControlFlow::Continue(()));
                 }
                 held.sort_by_key(|h| h.hdr.ts_ns);
-                let cutoff = if held.len() > PERF_MAX_HELD {
+                let cutoff = if held.len() > PERF_MAX_HELD || *held_bytes > PERF_MAX_HELD_BYTES {
                     u64::MAX
                 } else {
-                    super::clock::Clock::monotonic_now_ns().saturating_sub(PERF_HOLD_NS)
+                    cutoff
                 };
                 let ready = held
                     .iter()
@@ -181,6 +195,7 @@ impl Buffers {
                         break;
                     }
                 }
+                *held_bytes -= held[..handed].iter().map(|h| h.frame.len()).sum::<usize>();
                 held.drain(..handed);
                 return (d, flow);
             }

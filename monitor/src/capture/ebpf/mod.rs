@@ -117,6 +117,9 @@ impl Default for EbpfOptions {
     }
 }
 
+/// Smallest `--ebpf-ring-size`: a few of the largest records must fit.
+pub const MIN_RING_SIZE: usize = 256 << 10;
+
 /// The eBPF flags of `trustwatch live`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EbpfArgs {
@@ -139,10 +142,10 @@ pub struct EbpfArgs {
 impl EbpfArgs {
     /// The options, with the pipeline's handshake window as the per-direction budget.
     pub fn options(&self, handshake_window: usize) -> Result<EbpfOptions, Error> {
-        if self.ebpf_ring_size < 4096 {
-            return Err(Error::Usage(
-                "--ebpf-ring-size must be at least 4096".into(),
-            ));
+        if self.ebpf_ring_size < MIN_RING_SIZE {
+            return Err(Error::Usage(format!(
+                "--ebpf-ring-size must be at least {MIN_RING_SIZE} (a record can take 64 KiB)"
+            )));
         }
         if self.ebpf_ring_size > 1 << 30 {
             return Err(Error::Usage(
@@ -241,6 +244,8 @@ struct Open {
     counters: PerCpuArray<MapData, CpuState>,
     /// Interfaces attached: (index, name).
     attached: Vec<(u32, String)>,
+    /// `any`: interfaces that refused the program (not tried again, reported once).
+    refused: Vec<(u32, String)>,
     hook: Hook,
     clock: Clock,
     /// Kernel counter totals at the last poll (this load).
@@ -330,6 +335,7 @@ impl Open {
             buffers,
             counters,
             attached: Vec::new(),
+            refused: Vec::new(),
             hook: Hook::Tcx,
             clock: Clock::new(),
             last: Counters::default(),
@@ -355,7 +361,9 @@ impl Open {
     /// Interfaces of unsupported link types are skipped.
     fn attach_new(&mut self, mode: AttachMode) -> Result<(), String> {
         for (index, name) in attach::interfaces() {
-            if self.attached.iter().any(|(i, n)| *i == index && *n == name) {
+            let known =
+                |list: &[(u32, String)]| list.iter().any(|(i, n)| *i == index && *n == name);
+            if known(&self.attached) || known(&self.refused) {
                 continue;
             }
             let Ok(kind) = attach::link_kind(&name) else {
@@ -378,12 +386,16 @@ impl Open {
                     self.attached.push((index, name));
                 }
                 // An interface that went away meanwhile, or one that refuses TC programs.
-                Err(e) => eprintln!("trustwatch: eBPF source: skipping {name}: {e}"),
+                Err(e) => {
+                    eprintln!("trustwatch: eBPF source: skipping {name}: {e}");
+                    self.refused.push((index, name));
+                }
             }
         }
         // Forget interfaces that are gone (the kernel released their links).
         let present = attach::interfaces();
         self.attached.retain(|a| present.contains(a));
+        self.refused.retain(|a| present.contains(a));
         Ok(())
     }
 

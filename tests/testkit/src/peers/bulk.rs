@@ -62,32 +62,47 @@ fn roots(ca: &Ca) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(r))
 }
 
-/// A deterministic byte stream (xorshift64), fast enough not to matter next to TLS.
-struct Pattern(u64);
+/// A deterministic byte stream: a pseudo-random 64 KiB block (xorshift64 from `seed`), with the
+/// block's sequence number in its first 8 bytes, so a lost, repeated or reordered block changes
+/// the hash. Cheap even unoptimized (the testkit is built without optimization in tests).
+struct Pattern {
+    block: Vec<u8>,
+    n: u64,
+}
 
 impl Pattern {
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            let b = self.0.to_le_bytes();
-            chunk.copy_from_slice(&b[..chunk.len()]);
-        }
+    fn new(seed: u64) -> Pattern {
+        let mut x = seed | 1;
+        let block = (0..BLOCK / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        Pattern { block, n: 0 }
+    }
+
+    fn next(&mut self) -> &[u8] {
+        self.n += 1;
+        self.block[..8].copy_from_slice(&self.n.to_le_bytes());
+        &self.block
     }
 }
 
+const BLOCK: usize = 64 << 10;
+
 /// Writes `n` pattern bytes; returns their hash.
 fn send(w: &mut impl Write, n: u64, seed: u64) -> std::io::Result<Vec<u8>> {
-    let mut pattern = Pattern(seed);
-    let mut buf = vec![0u8; 64 << 10];
+    let mut pattern = Pattern::new(seed);
     let mut hash = Sha256::new();
     let mut left = n;
     while left > 0 {
-        let k = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-        pattern.fill(&mut buf[..k]);
-        hash.update(&buf[..k]);
-        w.write_all(&buf[..k])?;
+        let k = usize::try_from(left.min(BLOCK as u64)).unwrap_or(BLOCK);
+        let block = &pattern.next()[..k];
+        hash.update(block);
+        w.write_all(block)?;
         left -= k as u64;
     }
     w.flush()?;
