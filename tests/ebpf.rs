@@ -89,10 +89,15 @@ impl Taps {
             let mut taps = Vec::new();
             for &kind in kinds {
                 let source: Box<dyn Source> = match kind {
+                    // A large socket buffer: the comparison needs libpcap to lose nothing
+                    // either, also when the machine is busy.
                     Kind::Pcap => Box::new(PcapSource::open(
                         iface,
                         &bpf_filter(services),
-                        &PcapOptions::default(),
+                        &PcapOptions {
+                            buffer_size: 64 << 20,
+                            ..PcapOptions::default()
+                        },
                     )?),
                     Kind::Ebpf(buffer) => {
                         let opts = EbpfOptions {
