@@ -11,10 +11,15 @@ use std::str::FromStr;
 /// confused with it, and a server that ignores SNI (CloudCore does) answers as usual.
 pub const PROBE_SNI: &str = "trustwatch-probe.invalid";
 
+/// The service name of CloudCore's certificate service. Its clients do not verify the server:
+/// an edge fetches `/ca.crt` before it trusts any CA (it checks the CA's hash from the join token
+/// instead), so a success there says nothing about which CA a client trusts.
+pub const CERT_SERVICE: &str = "certsvc";
+
 /// CloudCore's TLS ports and their service names.
 pub const DEFAULT_SERVICES: [(u16, &str); 4] = [
     (10000, "cloudhub"),
-    (10002, "certsvc"),
+    (10002, CERT_SERVICE),
     (10003, "stream"),
     (10004, "tunnel"),
 ];

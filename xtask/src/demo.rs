@@ -4,9 +4,11 @@
 //! The demo builds the Go peer itself (`go build`, cached in `target/go-peer/`).
 //!
 //! `cargo xtask bench` runs the offline benchmarks (`bench.rs`) and then the live ones;
-//! `cargo xtask bench --live [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu]` only the
-//! live ones, run by the same binary (`demo bench`): detection latency in the incident scenario
-//! and the monitor's CPU at a steady handshake rate; `--no-live` only the offline ones.
+//! `cargo xtask bench --live [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu]
+//! [--no-sources] [--bulk-mib N] [--storm N]` only the live ones, run by the same binary
+//! (`demo bench`): detection latency in the incident scenario, the monitor's CPU at a steady
+//! handshake rate, and eBPF against libpcap on the same traffic (a bulk transfer, a reconnect
+//! storm, the TC program's run time); `--no-live` only the offline ones.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;

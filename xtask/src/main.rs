@@ -1,14 +1,16 @@
 //! Project tasks: `cargo xtask <task>`.
 //!
 //! - `setup`: installs what the build and tests need on a fresh Debian 12 machine (apt packages,
-//!   Go for the test peers, the deployment tests' Python tools); idempotent and quiet when
-//!   everything is present. `setup --build`: only what the release build needs.
+//!   Go for the test peers, the deployment tests' Python tools, the nightly's `rust-src` and a
+//!   bpf-linker for the eBPF program); idempotent and quiet when everything is present.
+//!   `setup --build`: only what the release build needs (libpcap headers and the eBPF toolchain).
 //! - `dist`: the release binary as the image ships it, in `target/dist/trustwatch` (the image's
 //!   builder stage runs exactly this; `--print` shows the cargo command).
 //! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
 //! - `demo`: setup, build, and run the incident demo.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
-//!   (detection latency, CPU at 1,000 handshakes/s); `--live`: only those, `--no-live`: without.
+//!   (detection latency, CPU at 1,000 handshakes/s, eBPF vs libpcap); `--live`: only those,
+//!   `--no-live`: without.
 
 mod bench;
 mod demo;
@@ -47,7 +49,7 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 

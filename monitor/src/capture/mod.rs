@@ -1,11 +1,13 @@
 //! Capture: sources that yield [`Packet`]s.
 //!
 //! Consumes files or interfaces; produces `Packet { ts, linktype, data }`. Every source — a capture
-//! file ([`file`]), libpcap on an interface ([`pcap`]), the eBPF TC program — implements one
-//! interface, [`Source`], and meets at this type, so decode and everything after it never know
-//! where a packet came from. [`running`] runs live sources on threads and restarts them after
-//! errors. Adding a source: a module here, implementing [`Source`], and one arm in [`open_live`].
+//! file ([`file`]), libpcap on an interface ([`pcap`]), the eBPF TC program ([`ebpf`]) —
+//! implements one interface, [`Source`], and meets at this type, so decode and everything after
+//! it never know where a packet came from. [`running`] runs live sources on threads and restarts
+//! them after errors. Adding a source: a module here, implementing [`Source`], and one arm in
+//! [`open_live`].
 
+pub mod ebpf;
 pub mod file;
 pub mod pcap;
 pub mod running;
@@ -71,33 +73,58 @@ pub struct Packet {
 pub struct LiveOptions {
     pub services: Services,
     pub pcap: pcap::PcapOptions,
+    pub ebpf: ebpf::EbpfOptions,
 }
 
-/// The live sources of a session, and for `auto` a note on the backend chosen and why.
+/// The live sources of a session, and a note on the backend chosen (and for `auto` why).
 pub struct Opened {
     pub sources: Vec<Box<dyn Source>>,
     pub note: Option<String>,
 }
 
 /// Opens the live sources for `ifaces` with backend `kind` (all or nothing: the first failure is
-/// returned and nothing runs).
+/// returned and nothing runs). `auto` tries eBPF first and falls back to libpcap, saying why.
 pub fn open_live(kind: SourceKind, ifaces: &[String], opts: &LiveOptions) -> Result<Opened, Error> {
-    match kind {
-        SourceKind::Ebpf => Err(Error::Capture(format!(
-            "--source ebpf: eBPF source not available in this build (use --source pcap; eBPF will need {})",
-            Backend::Ebpf.capabilities()
-        ))),
-        SourceKind::Pcap | SourceKind::Auto => {
-            let filter = pcap::bpf_filter(&opts.services);
-            let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(ifaces.len());
-            for iface in ifaces {
-                sources.push(Box::new(pcap::PcapSource::open(
-                    iface, &filter, &opts.pcap,
-                )?));
-            }
-            let note = (kind == SourceKind::Auto)
-                .then(|| "libpcap (the eBPF source is not in this build)".to_string());
-            Ok(Opened { sources, note })
+    let ebpf = match kind {
+        SourceKind::Pcap => None,
+        SourceKind::Ebpf | SourceKind::Auto => {
+            Some(ebpf::open_all(ifaces, &opts.services, &opts.ebpf))
         }
+    };
+    let why_not = match ebpf {
+        Some(Ok(sources)) => {
+            let hook = sources
+                .iter()
+                .find_map(|s| s.hook())
+                .map_or("TC", ebpf::attach::Hook::as_str);
+            let note = format!(
+                "eBPF TC program ({hook}, {} buffer; at most {} payload bytes per connection and \
+                 direction leave the kernel)",
+                opts.ebpf.buffer.as_str(),
+                opts.ebpf.budget
+            );
+            let sources = sources
+                .into_iter()
+                .map(|s| Box::new(s) as Box<dyn Source>)
+                .collect();
+            return Ok(Opened {
+                sources,
+                note: Some(note),
+            });
+        }
+        Some(Err(why)) if kind == SourceKind::Ebpf => {
+            return Err(Error::Capture(format!("--source ebpf: {why}")));
+        }
+        Some(Err(why)) => Some(why),
+        None => None,
+    };
+    let filter = pcap::bpf_filter(&opts.services);
+    let mut sources: Vec<Box<dyn Source>> = Vec::with_capacity(ifaces.len());
+    for iface in ifaces {
+        sources.push(Box::new(pcap::PcapSource::open(
+            iface, &filter, &opts.pcap,
+        )?));
     }
+    let note = why_not.map(|why| format!("libpcap (eBPF unavailable: {why})"));
+    Ok(Opened { sources, note })
 }

@@ -161,8 +161,13 @@ fn open(iface: &str, filter: &str, opts: &PcapOptions) -> Result<Open, Error> {
             dlt.get_name().unwrap_or_else(|_| "unknown".into())
         ))
     })?;
-    // VLAN-tagged frames need the filter repeated after `vlan` (it shifts the offsets).
-    let with_vlan = format!("({filter}) or (vlan and ({filter}))");
+    // Linux moves the outer VLAN tag of every received frame (and of frames sent with VLAN
+    // offload) into the skb metadata, where the kernel filter does not see it: the plain filter
+    // matches them. QinQ frames keep their inner tag in the data: `vlan and vlan` skips the
+    // metadata tag and the inner one. (A `vlan` shifts the offsets of everything after it, so
+    // the three cases cannot be ORed; a frame whose only tag is in the data — sent without
+    // offload — is not matched.)
+    let with_vlan = format!("({filter}) or (vlan and vlan and ({filter}))");
     let applied = linktype == LinkType::Ethernet && cap.filter(&with_vlan, true).is_ok();
     if !applied {
         cap.filter(filter, true)

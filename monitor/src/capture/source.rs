@@ -103,6 +103,8 @@ pub struct SourceCounters {
     pub packets: AtomicU64,
     /// Bytes handed to the pipeline (captured bytes, not wire lengths).
     pub bytes: AtomicU64,
+    /// The eBPF TC program's own counters (all zero for other backends).
+    pub kernel: KernelCounters,
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Errors that ended a run of the source (it may be restarted).
     pub errors: AtomicU64,
@@ -164,6 +166,46 @@ impl SourceCounters {
     pub fn running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
+    /// One line for the end of a run: what was handed on, dropped, and (eBPF) what the kernel
+    /// program saw, copied and left behind, and its mean run time per packet.
+    pub fn summary(&self) -> String {
+        let r = Ordering::Relaxed;
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .map(|d| format!("{} {}", self.dropped(*d), d.as_str()))
+            .collect();
+        let mut line = format!(
+            "{} packets ({} bytes) handed on; dropped: {}",
+            self.packets(),
+            self.bytes(),
+            drops.join(", ")
+        );
+        let k = &self.kernel;
+        if k.seen.load(r) > 0 {
+            line.push_str(&format!(
+                "; kernel program: {} packets seen, {} matched, {} copied ({} bytes, {} of them \
+                 payload), {} payload bytes left in the kernel, {} truncated, {} fragments \
+                 skipped, {} connections marked decided",
+                k.seen.load(r),
+                k.matched.load(r),
+                k.copied.load(r),
+                k.copied_bytes.load(r),
+                k.payload_bytes.load(r),
+                k.skipped_bytes.load(r),
+                k.truncated.load(r),
+                k.fragments.load(r),
+                k.decided.load(r),
+            ));
+            let (ns, runs) = (k.run_time_ns.load(r), k.run_count.load(r));
+            if runs > 0 {
+                line.push_str(&format!(
+                    "; run time {:.1} ns per packet over {runs} runs (kernel.bpf_stats_enabled)",
+                    ns as f64 / runs as f64
+                ));
+            }
+        }
+        line
+    }
     /// How long the source has been down (None while it runs or before it first started).
     pub fn down_for(&self) -> Option<std::time::Duration> {
         let since = self.down_since_ms.load(Ordering::SeqCst);
@@ -175,6 +217,37 @@ impl SourceCounters {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         Some(std::time::Duration::from_millis(now.saturating_sub(since)))
     }
+}
+
+/// Counters kept by the eBPF TC program in the kernel (per CPU, summed here about once a
+/// second), plus the feedback the source passed down. Records the program could not write
+/// because its buffer was full are [`DropReason::RingFull`] drops, not counted here.
+#[derive(Debug, Default)]
+pub struct KernelCounters {
+    /// Packets the program ran on: all traffic of the interface, both directions (`lo`: once).
+    pub seen: AtomicU64,
+    /// TCP packets to or from a watched port.
+    pub matched: AtomicU64,
+    /// Records written to the buffer (one per packet copied, headers included).
+    pub copied: AtomicU64,
+    /// Frame bytes written to the buffer (headers and payload, without the record header).
+    pub copied_bytes: AtomicU64,
+    /// Payload bytes written to the buffer.
+    pub payload_bytes: AtomicU64,
+    /// Payload bytes of watched connections left in the kernel: past the per-direction budget
+    /// (`--handshake-window`) or after the pipeline marked the connection decided.
+    pub skipped_bytes: AtomicU64,
+    /// Records whose payload was cut short (budget, decided, or the 64 KiB record bound).
+    pub truncated: AtomicU64,
+    /// IP fragments other than the first, skipped (they carry no TCP header).
+    pub fragments: AtomicU64,
+    /// Connections the pipeline reported decided ([`FlowFeedback::decided`]) and the source
+    /// passed to the kernel.
+    pub decided: AtomicU64,
+    /// Total run time of the program in nanoseconds and its number of runs, as the kernel
+    /// counts them while `kernel.bpf_stats_enabled` is 1 (both stay 0 otherwise).
+    pub run_time_ns: AtomicU64,
+    pub run_count: AtomicU64,
 }
 
 /// Why a sink refused a packet.

@@ -45,7 +45,7 @@ pub struct LiveArgs {
     /// Interface to capture on (repeatable; `any` for all).
     #[arg(long, value_name = "IFACE", default_value = "any")]
     pub iface: Vec<String>,
-    /// Capture backend: `auto` uses eBPF when it can be loaded, else libpcap.
+    /// Capture backend: `auto` is eBPF when it can be loaded here, else libpcap (it says why).
     #[arg(long, value_enum, default_value_t = SourceKind::Auto)]
     pub source: SourceKind,
     /// HTTP address for /metrics, /healthz, /readyz, /api/state and the status page.
@@ -96,6 +96,8 @@ pub struct LiveArgs {
     pub detect: DetectArgs,
     #[command(flatten)]
     pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub ebpf: crate::capture::ebpf::EbpfArgs,
 }
 
 fn usage(msg: String) -> Error {
@@ -138,6 +140,7 @@ pub fn run(args: LiveArgs) -> Result<i32, Error> {
             buffer_size,
             ..PcapOptions::default()
         },
+        ebpf: args.ebpf.options(args.limits.handshake_window)?,
     };
     let Opened { sources, note } = open_live(args.source, &args.iface, &opts)?;
     let quiet = args.quiet;

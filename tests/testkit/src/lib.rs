@@ -8,6 +8,7 @@
 //! - [`rewrite`]: variants of a capture (reordered, duplicated, VLAN/QinQ, IPv6, other link types,
 //!   pcapng) that must analyze the same.
 //! - [`tshark`]: what is on the wire, read by an independent dissector.
+//! - [`netns`]: network namespaces joined by a veth pair, removed on drop; raw frame injection.
 //! - [`analyzer`]: runs `trustwatch analyze --json` and parses its JSON Lines.
 //! - [`demo`]: the incident demo and the live benchmarks (`trustwatch live` against a simulated
 //!   KubeEdge on loopback).
@@ -18,6 +19,7 @@ pub mod analyzer;
 pub mod capture;
 pub mod demo;
 pub mod hostile;
+pub mod netns;
 pub mod peers;
 pub mod pki;
 pub mod prom;

@@ -10,7 +10,8 @@
 //! incident); failures during it make it a divergence after all. Different keys with disjoint
 //! clients and no failure yet stay a divergence: the leading indicator of the incident (edges
 //! that joined through a replica trust only its CA).
-//! Only where the servers are replicas of one CloudCore (configured ports, probed targets).
+//! On the certificate service clients do not verify the server, so there different keys are
+//! always a divergence. Only where the servers are replicas of one CloudCore (configured ports, probed targets).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -284,7 +285,8 @@ impl ServiceState {
             return;
         }
         let window_us = ctx.cfg.window_us;
-        if self.window.n_failing == 0
+        if self.clients_verify
+            && self.window.n_failing == 0
             && self.window.counts.cert_failures == 0
             && self.window.a_client_trusts_several(&keys, now, window_us)
         {

@@ -55,6 +55,9 @@ pub(crate) struct ServiceState {
     /// The servers of this service are replicas of one CloudCore (a configured port or a probed
     /// target), so CA divergence between them is checked.
     replicas: bool,
+    /// Its clients verify the server's chain (not the certificate service): a client that
+    /// succeeds under two CA keys trusts both (a rotation).
+    clients_verify: bool,
     window: Window,
     servers: Servers,
     trust: TrustMachine,
@@ -66,6 +69,7 @@ pub(crate) struct ServiceState {
 impl ServiceState {
     pub fn new(name: Arc<str>, replicas: bool) -> Self {
         ServiceState {
+            clients_verify: name.as_ref() != crate::config::CERT_SERVICE,
             name,
             replicas,
             window: Window::default(),

@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]
-//! demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--base-port N] [--trustwatch PATH]
+//! demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--no-sources]
+//!            [--bulk-mib N] [--storm N] [--base-port N] [--trustwatch PATH]
 //! ```
+//!
+//! The benchmark has three parts: (a) detection latency in the incident scenario, (b) the
+//! monitor's CPU at a steady handshake rate (with the backend `--source auto` picks), (c) eBPF
+//! against libpcap on the same traffic: a bulk transfer and a reconnect storm (`demo::sources`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,9 +18,10 @@ use std::time::Duration;
 use trustwatch_testkit::demo::load::{self, LoadOptions};
 use trustwatch_testkit::demo::proc::install_stop_handler;
 use trustwatch_testkit::demo::scenario::{self, Options, Report};
+use trustwatch_testkit::demo::sources::{self, Figures, SourcesOptions, SourcesReport};
 use trustwatch_testkit::demo::{Ports, proc};
 
-const USAGE: &str = "usage: demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]\n       demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--base-port N] [--trustwatch PATH]";
+const USAGE: &str = "usage: demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]\n       demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--no-sources] [--bulk-mib N] [--storm N] [--base-port N] [--trustwatch PATH]";
 
 /// Flags common to both modes.
 #[derive(Default)]
@@ -117,7 +123,8 @@ fn fmt_ms(x: Option<f64>) -> String {
 fn bench(args: &[String]) -> Result<(), String> {
     let mut c = Common::default();
     let (mut runs, mut rate, mut secs) = (3usize, 1000u32, 20u64);
-    let (mut latency, mut cpu) = (true, true);
+    let (mut latency, mut cpu, mut compare) = (true, true, true);
+    let (mut bulk_mib, mut storm) = (1024u64, 5000u32);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -127,6 +134,9 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--secs" => secs = value(a, it.next())?,
             "--no-latency" => latency = false,
             "--no-cpu" => cpu = false,
+            "--no-sources" => compare = false,
+            "--bulk-mib" => bulk_mib = value(a, it.next())?,
+            "--storm" => storm = value(a, it.next())?,
             "--base-port" => c.base_port = Some(value(a, it.next())?),
             "--http-port" => c.http_port = Some(value(a, it.next())?),
             "--trustwatch" => c.trustwatch = Some(value(a, it.next())?),
@@ -278,6 +288,19 @@ fn bench(args: &[String]) -> Result<(), String> {
             format!("≤ 25%: {}", if ok { "ok" } else { "MISSED" }),
         ));
     }
+    let compared = if compare {
+        eprintln!(
+            "demo bench: eBPF vs libpcap on the same traffic: {bulk_mib} MiB bulk, then a storm of {storm} edges"
+        );
+        let o = SourcesOptions {
+            bulk_bytes: bulk_mib << 20,
+            storm_edges: storm,
+            ..SourcesOptions::new(tw.clone(), ports.cloudhub)
+        };
+        Some(sources::run(&o).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let w = table
         .iter()
         .map(|r| r.0.chars().count())
@@ -291,11 +314,159 @@ fn bench(args: &[String]) -> Result<(), String> {
     for (a, b, c2, d) in &table {
         println!("{a:<w$}  {b:>9}  {c2:>10}  {d}");
     }
+    if let Some(r) = &compared {
+        print_comparison(r, bulk_mib, storm, &mut missed);
+    }
     if missed.is_empty() {
         Ok(())
     } else {
         println!("targets missed: {}", missed.join("; "));
         Ok(())
+    }
+}
+
+/// The eBPF-vs-libpcap table (monitors in `sources::MONITORS` order: libpcap first).
+fn print_comparison(r: &SourcesReport, bulk_mib: u64, storm: u32, missed: &mut Vec<String>) {
+    for (phase, p) in [("bulk", &r.bulk), ("storm", &r.storm)] {
+        println!(
+            "\n  {phase}: {:.1} s, client side {} ok / {} failed",
+            p.secs, p.ok, p.failed
+        );
+        for f in &p.monitors {
+            println!(
+                "    {}: user {:.2} s + system {:.2} s; {}",
+                f.label, f.user_s, f.system_s, f.line
+            );
+        }
+    }
+    let (b, s) = (&r.bulk.monitors, &r.storm.monitors);
+    let mut rows: Vec<(String, Vec<String>, String)> = Vec::new();
+    // (c) bulk CPU and bytes
+    let pcap_cpu = b[0].cpu_s();
+    let cpu_ok = b[1..].iter().all(|f| f.cpu_s() * 10.0 <= pcap_cpu);
+    rows.push((
+        format!("(c) bulk {bulk_mib} MiB after a handshake: trustwatch CPU user+sys"),
+        b.iter().map(|f| format!("{:.2} s", f.cpu_s())).collect(),
+        format!(
+            "≥ 10× less: {} ({:.0}×)",
+            if cpu_ok { "ok" } else { "MISSED" },
+            pcap_cpu
+                / b[1..]
+                    .iter()
+                    .map(Figures::cpu_s)
+                    .fold(f64::MIN, f64::max)
+                    .max(0.005)
+        ),
+    ));
+    let pcap_bytes = b[0].bytes.max(1.0);
+    let bytes_ok = b[1..].iter().all(|f| f.bytes <= pcap_bytes * 0.001);
+    rows.push((
+        "(c) bulk: bytes handed to user space".into(),
+        b.iter().map(|f| format!("{:.0}", f.bytes)).collect(),
+        format!(
+            "≥ 99.9% fewer: {} ({:.4}% fewer)",
+            if bytes_ok { "ok" } else { "MISSED" },
+            100.0 * (1.0 - b[1..].iter().map(|f| f.bytes).fold(0.0, f64::max) / pcap_bytes)
+        ),
+    ));
+    rows.push((
+        "(c) bulk: handshakes recorded (established)".into(),
+        b.iter()
+            .map(|f| format!("{:.0}/{:.0}", f.outcome("established"), f.handshakes()))
+            .collect(),
+        String::new(),
+    ));
+    // (d) storm
+    let lost_ok = s[1..].iter().all(|f| f.dropped == 0.0);
+    rows.push((
+        format!(
+            "(d) storm: {storm} edges in {:.1} s ({:.0}/s): packets lost",
+            r.storm.secs,
+            f64::from(storm) / r.storm.secs
+        ),
+        s.iter().map(|f| format!("{:.0}", f.dropped)).collect(),
+        format!("eBPF 0: {}", if lost_ok { "ok" } else { "MISSED" }),
+    ));
+    let right = |f: &Figures| {
+        f.outcome("established") == r.storm.ok as f64 && f.handshakes() == r.storm.ok as f64
+    };
+    rows.push((
+        format!(
+            "(d) storm: handshakes recorded established (clients: {} ok, {} failed)",
+            r.storm.ok, r.storm.failed
+        ),
+        s.iter()
+            .map(|f| {
+                format!(
+                    "{:.0}{}",
+                    f.outcome("established"),
+                    if right(f) { " ✓" } else { " ✗" }
+                )
+            })
+            .collect(),
+        format!(
+            "every one right: {}",
+            if s[1..].iter().all(right) {
+                "ok"
+            } else {
+                "MISSED"
+            }
+        ),
+    ));
+    rows.push((
+        "(d) storm: trustwatch CPU user+sys".into(),
+        s.iter().map(|f| format!("{:.2} s", f.cpu_s())).collect(),
+        String::new(),
+    ));
+    rows.push((
+        "(d) storm: packets / bytes handed to user space".into(),
+        s.iter()
+            .map(|f| format!("{:.0} / {:.0}", f.packets, f.bytes))
+            .collect(),
+        String::new(),
+    ));
+    // (e) TC program run time
+    for (phase, p, floor) in [("bulk", b, r.bulk.floor_ns), ("storm", s, r.storm.floor_ns)] {
+        let ok = p[1..].iter().all(|f| f.run_ns.is_some_and(|n| n <= 150.0));
+        rows.push((
+            format!(
+                "(e) TC program mean run time per packet, {phase} (BPF stats; a 2-instruction program: {})",
+                floor.map_or_else(|| "—".into(), |n| format!("{n:.0} ns"))
+            ),
+            p.iter()
+                .map(|f| {
+                    f.run_ns
+                        .map_or_else(|| "—".into(), |n| format!("{n:.0} ns"))
+                })
+                .collect(),
+            format!("≤ 150 ns: {}", if ok { "ok" } else { "MISSED" }),
+        ));
+        if !ok {
+            missed.push(format!("TC run time ({phase})"));
+        }
+    }
+    if !cpu_ok {
+        missed.push("bulk CPU ≥ 10× less".into());
+    }
+    if !bytes_ok {
+        missed.push("bulk bytes ≥ 99.9% fewer".into());
+    }
+    if !lost_ok {
+        missed.push("storm: eBPF lost packets".into());
+    }
+    let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(10);
+    println!("\neBPF vs libpcap on the same traffic (three monitors at once on lo)");
+    print!("{:<w$}", "measure");
+    for (label, _) in sources::MONITORS {
+        print!("  {label:>14}");
+    }
+    println!("  target");
+    for (what, cells, target) in rows {
+        print!("{what:<w$}");
+        for c in cells {
+            print!("  {c:>14}");
+        }
+        println!("  {target}");
     }
 }
 

@@ -83,7 +83,7 @@ impl LoadReport {
 }
 
 /// (utime, stime) in seconds from `/proc/<pid>/stat`.
-fn cpu_times(pid: u32) -> Result<(f64, f64)> {
+pub(crate) fn cpu_times(pid: u32) -> Result<(f64, f64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may contain spaces) in parentheses.
     let rest = text.rsplit_once(')').ok_or("bad /proc stat")?.1;
@@ -113,7 +113,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 }
 
 /// (busy, total) jiffies of the whole machine.
-fn machine_jiffies() -> (u64, u64) {
+pub(crate) fn machine_jiffies() -> (u64, u64) {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let v: Vec<u64> = text
         .lines()
@@ -128,7 +128,7 @@ fn machine_jiffies() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
-fn client_config(ca_der: &[u8], identity: &Leaf) -> Result<Arc<ClientConfig>> {
+pub(crate) fn client_config(ca_der: &[u8], identity: &Leaf) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec()))?;
     let chain = identity
@@ -147,7 +147,7 @@ fn client_config(ca_der: &[u8], identity: &Leaf) -> Result<Arc<ClientConfig>> {
 }
 
 /// One edge connection: handshake, ping, pong, close_notify.
-fn one(cfg: &Arc<ClientConfig>, server: SocketAddr, local: IpAddr) -> bool {
+pub(crate) fn one(cfg: &Arc<ClientConfig>, server: SocketAddr, local: IpAddr) -> bool {
     let Ok(mut tcp) = rustls_peer::connect_tcp(&ClientOpts::new(server).local_ip(local)) else {
         return false;
     };

@@ -7,12 +7,15 @@
 //!   returns what happened when ([`scenario::Report`]), with detection latencies measured against
 //!   the edges' own logs.
 //! - [`load`]: a paced rustls handshake generator and the monitor's CPU at a given rate.
+//! - [`sources`]: eBPF against libpcap on the same traffic (bulk, reconnect storm).
 //! - [`proc`]: child processes, their output lines, Ctrl-C; [`http`]: GET and metric sums.
 
+pub mod bpf_floor;
 pub mod http;
 pub mod load;
 pub mod proc;
 pub mod scenario;
+pub mod sources;
 
 use std::net::{SocketAddr, TcpListener};
 

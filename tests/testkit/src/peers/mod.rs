@@ -3,6 +3,7 @@
 //! Every peer reports what its TLS stack concluded ([`PeerResult`]) so tests know the ground
 //! truth of each connection (who failed, with which error) independently of the capture.
 
+pub mod bulk;
 pub mod go;
 pub mod openssl;
 pub mod rustls_peer;
