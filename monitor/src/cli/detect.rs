@@ -78,6 +78,10 @@ pub struct DetectArgs {
     /// names the CA the replicas present now.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub probe_grace: u64,
+    /// Seconds replicas may present different CA keys, with no certificate failure and no client
+    /// seen under two of them yet, before it is a divergence (evidence for a rotation may come).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub rotation_grace: u64,
     /// Distinct client addresses tracked per service in the window (beyond, dropped and counted).
     #[arg(long, value_name = "N", value_parser = at_least_one, default_value_t = DetectLimits::default().max_clients)]
     pub max_tracked_clients: usize,
@@ -108,6 +112,7 @@ impl DetectArgs {
             partial_share: self.partial_share,
             collapse_hold_us: secs_to_us(self.collapse_hold),
             recovery_hold_us: secs_to_us(self.recovery_hold),
+            rotation_grace_us: secs_to_us(self.rotation_grace),
             probe_grace_us: i64::try_from(self.probe_grace)
                 .unwrap_or(i64::MAX)
                 .saturating_mul(1_000),

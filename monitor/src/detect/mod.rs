@@ -90,6 +90,9 @@ pub struct DetectConfig {
     /// When failures start and the probes are asked to look, a collapse waits this long for
     /// their answer (the CA the replicas present now), so that it names the current key.
     pub probe_grace_us: i64,
+    /// Replicas present different keys with no failure and no client yet seen under two of them:
+    /// how long to wait for that evidence (a rotation) before reporting a divergence.
+    pub rotation_grace_us: i64,
     /// Outcome-split divergence: clients that succeed on one replica and are rejected by another.
     pub split_min_clients: usize,
     /// How often `tick` stats the Secret's `cadata` (wall time; zero = every tick).
@@ -109,6 +112,7 @@ impl Default for DetectConfig {
             collapse_hold_us: 0,
             recovery_hold_us: 15 * 1_000_000,
             probe_grace_us: 1_000_000,
+            rotation_grace_us: 30 * 1_000_000,
             split_min_clients: 2,
             secret_check_interval: Duration::from_secs(2),
             services: Services::default(),
@@ -134,9 +138,14 @@ impl DetectConfig {
                 "--partial-share must be in (0, --collapse-share]".into(),
             ));
         }
-        if self.collapse_hold_us < 0 || self.recovery_hold_us < 0 || self.probe_grace_us < 0 {
+        if self.collapse_hold_us < 0
+            || self.recovery_hold_us < 0
+            || self.probe_grace_us < 0
+            || self.rotation_grace_us < 0
+        {
             return Err(Error::Usage(
-                "--collapse-hold, --recovery-hold and --probe-grace cannot be negative".into(),
+                "--collapse-hold, --recovery-hold, --probe-grace and --rotation-grace cannot be negative"
+                    .into(),
             ));
         }
         if self.split_min_clients == 0 {

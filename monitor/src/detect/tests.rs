@@ -84,6 +84,14 @@ fn detector() -> Detector {
     Detector::new(DetectConfig::default(), TrustedReference::default())
 }
 
+/// Differing keys are judged at once (no wait for rotation evidence): for tests of other rules.
+fn no_rotation_grace() -> DetectConfig {
+    DetectConfig {
+        rotation_grace_us: 0,
+        ..DetectConfig::default()
+    }
+}
+
 fn names(ev: &[Event]) -> Vec<&'static str> {
     ev.iter().map(Event::name).collect()
 }
@@ -573,9 +581,23 @@ fn divergence_by_presented_keys() {
     d.observe(&conn(1.0, edge(1, 1), A, How::Ok, Some(X)), &mut ev);
     d.observe(&conn(2.0, edge(2, 1), A, How::Ok, Some(X)), &mut ev);
     assert!(ev.is_empty());
-    // Replica B came up with its own CA; no edge has failed yet (leading indicator).
-    d.observe(&conn(3.0, edge(3, 1), B, How::Ok, Some(Y)), &mut ev);
+    // Replica B came up with its own CA; no edge has failed yet, and each edge only ever talks
+    // to its own replica (they joined through it). Until the rotation grace is over this could
+    // still turn out to be a rotation; then it is the leading indicator of the incident.
+    for i in 0..=30u16 {
+        let t = 3.0 + f64::from(i);
+        d.observe(&conn(t, edge(1, 2 + i), A, How::Ok, Some(X)), &mut ev);
+        d.observe(&conn(t + 0.5, edge(3, 2 + i), B, How::Ok, Some(Y)), &mut ev);
+        if t + 0.5 < 33.5 {
+            assert!(ev.is_empty(), "at {t}: {ev:?}");
+        }
+    }
     assert_eq!(names(&ev), ["ca_divergence"]);
+    assert_eq!(
+        ev[0].at,
+        ts(33.5),
+        "the grace (30 s) after B's key was first seen"
+    );
     let EventDetail::CaDivergence(dv) = &ev[0].detail else {
         panic!()
     };
@@ -588,11 +610,11 @@ fn divergence_by_presented_keys() {
         .collect();
     assert_eq!(keys, vec![(addr(A), Some(X)), (addr(B), Some(Y))]);
     assert!(exit_worthy(&ev[0]));
-    // Reported once while it lasts.
+    // Reported once while it lasts, even if a client now succeeds under both.
     for i in 0..10 {
         d.observe(
             &conn(
-                4.0 + f64::from(i),
+                34.0 + f64::from(i),
                 edge(4, 2 + i as u16),
                 if i % 2 == 0 { A } else { B },
                 How::Ok,
@@ -607,6 +629,27 @@ fn divergence_by_presented_keys() {
         snap.services[0].divergent_ca_key_ids,
         vec![X.to_string(), Y.to_string()]
     );
+}
+
+/// Over TLS 1.3 a new key is known (from a probe, or a first client) before any client that
+/// knew the old one has met it: the evidence for a rotation arrives within the grace.
+#[test]
+fn a_rotation_whose_evidence_comes_within_the_grace_is_no_divergence() {
+    let mut d = detector();
+    let mut ev = Vec::new();
+    d.observe(&conn(1.0, edge(1, 1), A, How::Ok, Some(X)), &mut ev);
+    d.observe(&conn(2.0, edge(3, 1), B, How::Ok, Some(Y)), &mut ev);
+    d.tick(ts(20.0), &mut ev);
+    assert!(ev.is_empty(), "{ev:?}");
+    // Edge 1, which succeeded under X, now succeeds on B under Y: it was given both CAs.
+    d.observe(&conn(21.0, edge(1, 2), B, How::Ok, Some(Y)), &mut ev);
+    assert_eq!(names(&ev), ["ca_rotation"]);
+    d.tick(ts(40.0), &mut ev);
+    assert!(d.snapshot().services[0].rotation_in_progress);
+    // No divergence after the grace; once A's key is no longer seen, the rotation is over.
+    d.tick(ts(70.0), &mut ev);
+    assert_eq!(names(&ev), ["ca_rotation"]);
+    assert!(!d.snapshot().services[0].rotation_in_progress);
 }
 
 #[test]
@@ -686,7 +729,7 @@ fn single_client_failing_on_every_replica_is_not_a_split() {
 
 #[test]
 fn alternating_keys_on_one_address_is_divergence_not_changes() {
-    let mut d = detector();
+    let mut d = Detector::new(no_rotation_grace(), TrustedReference::default());
     let mut ev = Vec::new();
     // Two replicas behind one service address: the presented key flips back and forth, and each
     // edge succeeds under one key only (it joined through one replica).
@@ -763,7 +806,7 @@ fn inconsistent_with_trusted_reference() {
         ..Default::default()
     })
     .unwrap();
-    let mut d = Detector::new(DetectConfig::default(), reference);
+    let mut d = Detector::new(no_rotation_grace(), reference);
     let mut ev = Vec::new();
     d.observe(
         &conn(1.0, edge(1, 1), A, How::Ok, Some(&stored.key_id())),
@@ -805,7 +848,7 @@ fn secret_change_is_reported_and_rechecked() {
     .unwrap();
     let cfg = DetectConfig {
         secret_check_interval: std::time::Duration::ZERO,
-        ..Default::default()
+        ..no_rotation_grace()
     };
     let mut d = Detector::new(cfg, reference);
     let mut ev = Vec::new();

@@ -7,8 +7,10 @@
 //! succeeding on one replica and rejected on certificate grounds by another (outcome split).
 //! Different keys while no client fails on certificate grounds and some client succeeds under
 //! more than one of them (it was given both CAs) is a planned rotation (`ca_rotation`, not an
-//! incident); failures during it make it a divergence after all. Different keys with disjoint
-//! clients and no failure yet stay a divergence: the leading indicator of the incident (edges
+//! incident); failures during it make it a divergence after all. Different keys with no failure
+//! and no client seen under two of them wait up to `--rotation-grace` for evidence (over TLS 1.3
+//! the new key comes from a probe, before any client can be credited to it); then, disjoint
+//! clients and no failure yet, they are a divergence: the leading indicator of the incident (edges
 //! that joined through a replica trust only its CA).
 //! On the certificate service clients do not verify the server, so there different keys are
 //! always a divergence. Only where the servers are replicas of one CloudCore (configured ports, probed targets).
@@ -32,6 +34,9 @@ pub(super) struct DivergenceState {
     pub keys: Option<Vec<KeyId>>,
     /// The key set of a rotation in progress (replicas differ, nobody fails).
     pub rotation: Option<Vec<KeyId>>,
+    /// A key set that differs with no evidence yet either way (no failure, no client seen under
+    /// two of the keys), and since when.
+    pub pending: Option<(Vec<KeyId>, Timestamp)>,
     /// An outcome-split divergence is reported and its evidence still holds.
     pub split_active: bool,
 }
@@ -190,6 +195,10 @@ impl ServiceState {
                     p.ca.der_sha256 = ca.der_sha256;
                 }
                 s.presented = Some(p);
+                // Differing keys awaiting evidence: this client's success may be it.
+                if self.divergence.pending.is_some() {
+                    self.check_key_divergence(now, ctx);
+                }
                 return;
             }
             Some(p) => {
@@ -285,12 +294,13 @@ impl ServiceState {
             return;
         }
         let window_us = ctx.cfg.window_us;
-        if self.clients_verify
-            && self.window.n_failing == 0
-            && self.window.counts.cert_failures == 0
-            && self.window.a_client_trusts_several(&keys, now, window_us)
-        {
-            if self.divergence.rotation.as_ref() != Some(&keys) {
+        let failures = self.window.n_failing > 0 || self.window.counts.cert_failures > 0;
+        if self.clients_verify && !failures {
+            if self.divergence.rotation.as_ref() == Some(&keys) {
+                return;
+            }
+            if self.window.a_client_trusts_several(&keys, now, window_us) {
+                self.divergence.pending = None;
                 self.divergence.rotation = Some(keys.clone());
                 ctx.out.push(self.event(
                     now,
@@ -299,9 +309,22 @@ impl ServiceState {
                         ca_key_ids: keys,
                     }),
                 ));
+                return;
             }
-            return;
+            // No evidence yet either way (over TLS 1.3 a new key is learned from a probe before
+            // any client can be credited to it): wait for clients, up to the grace.
+            let since = match &self.divergence.pending {
+                Some((pending, since)) if *pending == keys => *since,
+                _ => {
+                    self.divergence.pending = Some((keys.clone(), now));
+                    now
+                }
+            };
+            if now.since(since) < ctx.cfg.rotation_grace_us {
+                return;
+            }
         }
+        self.divergence.pending = None;
         self.divergence.rotation = None;
         self.divergence.keys = Some(keys.clone());
         ctx.out.push(self.event(
