@@ -312,6 +312,7 @@ fn status_page_in_chromium_before_and_after_the_ca_switch() -> Result<()> {
         !events.contains("TRUST_COLLAPSE"),
         "raw log lines: {events}"
     );
+    check_schema_doc(&[&before, &after])?;
     // The state the page drew is the state the API had.
     assert_eq!(
         cloudhub(&after).map(|c| c["rejecting_side"].clone()),
@@ -324,6 +325,77 @@ fn status_page_in_chromium_before_and_after_the_ca_switch() -> Result<()> {
             std::fs::copy(shots_dir().join(f), docs.join(f))?;
         }
     }
+    Ok(())
+}
+
+/// Every field path of a JSON document: `a.b`, `a[].c`; the keys of maps keyed by data (timeline
+/// services, CA key ids) as `<service>` / `<ca_key_id>`; events as `detector.recent_events[]` only
+/// (their fields are the event stream's, documented with it).
+fn paths(v: &Value, at: &str, out: &mut BTreeSet<String>) {
+    if !at.is_empty() && !at.ends_with("[]") {
+        out.insert(at.to_string());
+    }
+    if at == "detector.recent_events[]" {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let k = match at {
+                    "timeline" => "<service>",
+                    "timeline.<service>[].keys" => "<ca_key_id>",
+                    _ => k.as_str(),
+                };
+                let p = if at.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{at}.{k}")
+                };
+                paths(x, &p, out);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                paths(x, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `docs/api-state.md` documents every field `/api/state` has (a renamed or added field fails
+/// here), and every documented field is there unless its row says "only when".
+fn check_schema_doc(states: &[&Value]) -> Result<()> {
+    let mut real = BTreeSet::new();
+    for s in states {
+        paths(s, "", &mut real);
+    }
+    std::fs::write(
+        shots_dir().join("api-state-paths.txt"),
+        real.iter().cloned().collect::<Vec<_>>().join("\n"),
+    )?;
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api-state.md"),
+    )?;
+    let mut documented = BTreeSet::new();
+    let mut conditional = BTreeSet::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `")) {
+        let path = row[3..].split('`').next().unwrap_or_default().to_string();
+        if row.contains("only when") {
+            conditional.insert(path.clone());
+        }
+        documented.insert(path);
+    }
+    let undocumented: Vec<&String> = real.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/api-state.md: {undocumented:?}"
+    );
+    let missing: Vec<&String> = documented
+        .difference(&real)
+        .filter(|p| !conditional.contains(*p))
+        .collect();
+    assert!(missing.is_empty(), "documented but not served: {missing:?}");
     Ok(())
 }
 
