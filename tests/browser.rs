@@ -118,8 +118,8 @@ fn status_page_in_chromium_before_and_after_the_ca_switch() -> Result<()> {
         ports,
         narrate: false,
         // Long enough for a healthy DOM and screenshot before the switch on a loaded machine.
-        switch_after: Duration::from_secs(14),
-        run_for: Some(Duration::from_secs(45)),
+        switch_after: Duration::from_secs(20),
+        run_for: Some(Duration::from_secs(50)),
         casecret: true,
         phases: Some(tx),
         ..Options::quick(BIN.into())
@@ -163,14 +163,24 @@ fn status_page_in_chromium_before_and_after_the_ca_switch() -> Result<()> {
     wait_phase(Phase::Switched, Duration::from_secs(30))?;
     // Collapsed, with every edge listed and the replica's CA_B known from the probes.
     let after = wait_state(ports, Duration::from_secs(25), |s| {
-        cloudhub(s).is_some_and(|c| {
-            c["state"] == "collapsed"
-                && c["failing_client_list"].as_array().map(Vec::len) == Some(12)
-                && c["servers"].as_array().is_some_and(|v| {
-                    v.iter()
-                        .any(|x| x["presented_ca_key_id"].as_str().is_some_and(|k| k != ca_a))
-                })
-        })
+        let certsvc_moved = s["detector"]["services"].as_array().is_some_and(|v| {
+            v.iter().any(|x| {
+                x["service"] == "certsvc"
+                    && x["servers"].as_array().is_some_and(|v| {
+                        v.iter()
+                            .any(|x| x["presented_ca_key_id"].as_str().is_some_and(|k| k != ca_a))
+                    })
+            })
+        });
+        certsvc_moved
+            && cloudhub(s).is_some_and(|c| {
+                c["state"] == "collapsed"
+                    && c["failing_client_list"].as_array().map(Vec::len) == Some(12)
+                    && c["servers"].as_array().is_some_and(|v| {
+                        v.iter()
+                            .any(|x| x["presented_ca_key_id"].as_str().is_some_and(|k| k != ca_a))
+                    })
+            })
     })?;
     let dom_after = rendered(&browser.dump_dom(&url)?);
     std::fs::write(shots_dir().join("healthy.html"), &dom_before)?;
@@ -237,6 +247,12 @@ fn status_page_in_chromium_before_and_after_the_ca_switch() -> Result<()> {
     );
     assert!(!dom_after.contains(">Healthy") && !dom_after.contains("CA consistent"));
     assert!(dom_after.contains("data-service=\"cloudhub\" data-status=\"collapsed\""));
+    // certsvc has no edge traffic (its trust state stays healthy) but now serves CA_B, which is
+    // not casecret's: the page says so instead of "healthy".
+    assert!(
+        dom_after.contains("data-service=\"certsvc\" data-status=\"inconsistent\""),
+        "certsvc"
+    );
     let card = &dom_after[dom_after
         .find("data-service=\"cloudhub\"")
         .ok_or("no cloudhub card")?..];
