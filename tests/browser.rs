@@ -24,7 +24,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_trustwatch");
 /// The page's colour of a CA key (`color()` in page.html), computed independently.
 fn colour(key: &str) -> String {
     let h = u32::from_str_radix(&key[..4], 16).unwrap_or(0) % 360;
-    let l = 32 + u32::from_str_radix(&key[4..6], 16).unwrap_or(0) % 24;
+    let l = 30 + u32::from_str_radix(&key[4..6], 16).unwrap_or(0) % 14;
     format!("hsl({h},70%,{l}%)")
 }
 
