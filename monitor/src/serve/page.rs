@@ -151,6 +151,13 @@ mod tests {
         assert_eq!(anchor("`trustwatch check`"), "trustwatch-check");
     }
 
+    /// The page abbreviates a key id exactly as [`crate::base::KeyId::short`] does.
+    #[test]
+    fn the_page_uses_the_one_documented_abbreviation() {
+        let k = crate::base::KeyId::parse(&"ab".repeat(20)).expect("a key id");
+        assert!(HTML.contains(&format!("const SHORT={};", k.short().len())));
+    }
+
     #[test]
     fn the_page_is_self_contained() {
         for external in ["src=\"http", "href=\"http", "@import", "url(http", "<link "] {
