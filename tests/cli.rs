@@ -221,3 +221,106 @@ fn closed_pipes_and_full_disks_are_one_line_with_exit_4() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("no space left"), "{stderr}");
 }
+
+/// The README's openssl lines for the key id of casecret's `cadata` ("The key id of casecret's
+/// CA, with openssl"), run as written on generated CAs, give the key id trustwatch reports for
+/// that `cadata`: the Subject Key Identifier when there is one, else RFC 5280 method 1.
+#[test]
+fn readme_openssl_key_id_is_trustwatchs() {
+    use trustwatch::trust::{TrustOptions, TrustedReference};
+
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let block = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("get secret casecret") && b.contains("-ext subjectKeyIdentifier"))
+        .expect("the README's key-id block");
+    let lines: Vec<&str> = block
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect();
+    assert!(lines[0].starts_with("kubectl ") && lines[0].ends_with("> cadata.der"));
+    let ski_line = lines[1];
+    assert!(ski_line.contains("-ext subjectKeyIdentifier"), "{ski_line}");
+    let method1 = lines[2..].join("\n");
+    let sh = |dir: &Path, script: &str| -> String {
+        let out = Command::new("sh")
+            .args(["-euc", script])
+            .current_dir(dir)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_string()
+    };
+
+    let pki = trustwatch_testkit::pki::Pki::new().expect("pki");
+    let kubeedge = pki.kubeedge_ca().expect("CA");
+    let work = tempfile::tempdir().expect("tempdir");
+    let openssl_ca = |args: &str, name: &str| -> Vec<u8> {
+        let out = work.path().join(name);
+        sh(
+            work.path(),
+            &format!(
+                "openssl req -x509 {args} -nodes -keyout {name}.key -subj /CN=KubeEdge -days 2 \
+                 -addext subjectKeyIdentifier=none -addext authorityKeyIdentifier=none \
+                 -outform DER -out {name} 2>/dev/null; rm {name}.key"
+            ),
+        );
+        std::fs::read(out).expect("openssl CA")
+    };
+    let cases = [
+        (
+            "KubeEdge-like, ECDSA P-256 with SKI",
+            kubeedge.cert.der.clone(),
+            true,
+        ),
+        (
+            "ECDSA P-256 without SKI",
+            openssl_ca("-newkey ec -pkeyopt ec_paramgen_curve:P-256", "ec.der"),
+            false,
+        ),
+        (
+            "RSA 2048 without SKI",
+            openssl_ca("-newkey rsa:2048", "rsa.der"),
+            false,
+        ),
+    ];
+    for (what, der, has_ski) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("cadata"), &der).expect("cadata");
+        let reference = TrustedReference::load(&TrustOptions {
+            trusted_ca: Vec::new(),
+            kubeedge_secret_dir: Some(dir.path().to_path_buf()),
+            ca_hash: None,
+            join_token_hash: None,
+        })
+        .expect("trustwatch reads the cadata");
+        let ca = reference.secret_ca().expect("the secret's CA");
+        // The README's commands, with cadata.der in place of the kubectl line.
+        std::fs::write(dir.path().join("cadata.der"), &der).expect("cadata.der");
+        let ski = sh(dir.path(), ski_line);
+        let m1 = sh(dir.path(), &method1);
+        assert_eq!(m1.len(), 40, "{what}: {m1}");
+        if has_ski {
+            assert_eq!(ski, ca.key_id.as_str(), "{what}");
+            assert!(
+                ca.key_ids.iter().any(|k| *k == m1),
+                "{what}: {m1} vs {:?}",
+                ca.key_ids
+            );
+        } else {
+            assert_eq!(ski, "", "{what}");
+            assert_eq!(m1, ca.key_id.as_str(), "{what}");
+        }
+    }
+}

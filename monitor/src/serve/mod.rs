@@ -1,4 +1,5 @@
-//! HTTP server of the live monitor: `/metrics`, `/healthz`, `/readyz`, `/api/state` and `/`.
+//! HTTP server of the live monitor: `/metrics`, `/healthz`, `/readyz`, `/api/state`, `/` (the
+//! status page) and `/runbook` (the runbook its "what to do" panels link to).
 //!
 //! Consumes a [`Shared`] that the pipeline thread keeps up to date (a prometheus registry, a state
 //! page swapped in whole behind a mutex, readiness and liveness facts); produces HTTP responses.
@@ -194,6 +195,7 @@ fn health_routes(shared: Arc<Shared>) -> Router {
 fn status_routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/runbook", get(runbook))
         .route("/api/state", get(api_state))
         .with_state(shared)
 }
@@ -274,6 +276,14 @@ async fn index() -> Response {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
         page::HTML,
+    )
+        .into_response()
+}
+
+async fn runbook() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        page::runbook_html(),
     )
         .into_response()
 }

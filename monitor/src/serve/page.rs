@@ -1,76 +1,167 @@
-//! The status page at `/`: one self-contained HTML document (no external assets) that polls
-//! `/api/state` every two seconds and draws per-service state, a success/failure timeline by CA key
-//! id and the latest events.
+//! The status page at `/` and the runbook it links to at `/runbook`.
+//!
+//! The page is one self-contained HTML document (`page.html`: inline CSS and JavaScript, no
+//! external assets) that polls `/api/state` every two seconds and draws an overall verdict, per
+//! service the state and its duration, presented vs trusted CA per replica, a timeline with a
+//! time axis and a colour per CA key derived from the key, events in words, a "what to do" panel
+//! per state and the affected edges (table and CSV). Its "what to do" links point at sections of
+//! `deploy/RUNBOOK.md`, served here as HTML with the same anchors GitHub gives its headings, so
+//! the links work on a node without internet access.
 
-pub const HTML: &str = r##"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>trustwatch</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2430}
-header{background:#1d2430;color:#fff;padding:10px 18px;display:flex;gap:18px;align-items:baseline}
-header h1{font-size:18px;margin:0}
-main{padding:14px 18px;display:grid;gap:14px}
-.card{background:#fff;border:1px solid #d9dde3;border-radius:6px;padding:12px}
-.st{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-weight:600}
-.healthy,.recovered{background:#2e7d32}.degraded{background:#ef8f00}.collapsed{background:#c62828}
-.bad{color:#c62828;font-weight:600}.ok{color:#2e7d32;font-weight:600}
-table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eee;font-size:13px}
-code{font-size:12px}.ev{font-family:ui-monospace,monospace;font-size:12px;white-space:pre-wrap}
-.legend span{display:inline-block;margin-right:12px;font-size:12px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-</style></head><body>
-<header><h1>trustwatch</h1><span id="ver"></span><span id="upd"></span><span id="cons"></span></header>
-<main><div id="services"></div>
-<div class="card"><h3>Latest events</h3><div id="events">none</div></div>
-<div class="card"><h3>Probes</h3><div id="probes">none configured</div></div>
-<div class="card"><h3>Capture</h3><div id="sources"></div></div></main>
-<script>
-const palette=["#1565c0","#6a1b9a","#00838f","#ef6c00","#558b2f","#ad1457","#4e342e","#37474f"];
-const colors={};let nextColor=0;
-function color(k){if(k==="unknown")return"#9e9e9e";if(!(k in colors))colors[k]=palette[nextColor++%palette.length];return colors[k];}
-function esc(s){return String(s??"").replace(/[&<>"]/g,c=>({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;"}[c]));}
-function short(k){return k?esc(k.slice(0,16)):"unknown";}
-function timeline(buckets,width){
-  if(!buckets||!buckets.length)return"<p>no handshakes yet</p>";
-  const h=160,mid=h/2,n=buckets.length,bw=Math.max(2,Math.floor(width/Math.max(n,1))-1);
-  let max=1;for(const b of buckets){let s=0,f=0;for(const c of Object.values(b.keys)){s+=c.successes;f+=c.cert_failures+c.other_failures;}max=Math.max(max,s,f);}
-  let svg=`<svg width="${(bw+1)*n}" height="${h+16}" role="img" aria-label="timeline">`;
-  svg+=`<line x1="0" x2="${(bw+1)*n}" y1="${mid}" y2="${mid}" stroke="#888"/>`;
-  buckets.forEach((b,i)=>{let up=mid,down=mid;const x=i*(bw+1);
-    for(const [k,c] of Object.entries(b.keys)){
-      const s=c.successes/max*(mid-4),f=(c.cert_failures+c.other_failures)/max*(mid-4);
-      if(s>0){up-=s;svg+=`<rect x="${x}" y="${up}" width="${bw}" height="${s}" fill="${color(k)}"><title>${esc(new Date(b.start*1000).toLocaleTimeString())} CA ${short(k)}: ${c.successes} ok</title></rect>`;}
-      if(f>0){svg+=`<rect x="${x}" y="${down}" width="${bw}" height="${f}" fill="${color(k)}" opacity="0.55" stroke="#c62828"><title>${esc(new Date(b.start*1000).toLocaleTimeString())} CA ${short(k)}: ${c.cert_failures} cert failures, ${c.other_failures} other</title></rect>`;down+=f;}
-    }});
-  svg+=`<text x="2" y="12" font-size="11">successes ↑</text><text x="2" y="${h+12}" font-size="11">failures ↓ (outlined)</text></svg>`;
-  return svg;
+/// The status page.
+pub const HTML: &str = include_str!("page.html");
+
+/// The operator's runbook (Markdown), as the repository has it.
+pub const RUNBOOK_MD: &str = include_str!("../../../deploy/RUNBOOK.md");
+
+/// GitHub's anchor for a heading: lower case, punctuation other than `-` and `_` dropped, spaces
+/// to `-`.
+pub fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
 }
-function render(s){
-  document.getElementById("ver").textContent="v"+s.version+" since "+s.started;
-  document.getElementById("upd").textContent="updated "+s.updated;
-  document.getElementById("cons").innerHTML=s.ca_consistent?'<span class="ok">CA consistent</span>':'<span class="bad">CA INCONSISTENT / DIVERGING</span>';
-  const d=s.detector||{services:[],recent_events:[]};
-  let html="";
-  const names=new Set([...d.services.map(x=>x.service),...Object.keys(s.timeline||{})]);
-  for(const name of names){
-    const svc=d.services.find(x=>x.service===name)||{state:"healthy",ca_keys:[],servers:[],failing_clients:0,succeeding_clients:0,divergent_ca_key_ids:[]};
-    html+=`<div class="card"><h3>${esc(name)} <span class="st ${svc.state}">${esc(svc.state)}</span></h3>`;
-    html+=`<p>failing clients ${svc.failing_clients} · succeeding ${svc.succeeding_clients}`+(svc.failing_clients?` · rejecting side <b>${esc(svc.rejecting_side)}</b>`:"")+` · last trusted CA key <code>${short(svc.last_good_ca_key_id)}</code>`;
-    if(svc.divergent_ca_key_ids&&svc.divergent_ca_key_ids.length)html+=` · <span class="bad">replicas diverge: ${svc.divergent_ca_key_ids.map(short).join(", ")}</span>`;
-    html+="</p>"+timeline((s.timeline||{})[name],900);
-    const keys=new Set();for(const b of (s.timeline||{})[name]||[])for(const k of Object.keys(b.keys))keys.add(k);
-    html+='<div class="legend">'+[...keys].map(k=>`<span><i style="background:${color(k)}"></i>CA ${short(k)}</span>`).join("")+"</div>";
-    html+="<table><tr><th>server</th><th>presented CA key</th><th>source</th><th>ok</th><th>cert failures</th></tr>";
-    for(const sv of svc.servers||[])html+=`<tr><td>${esc(sv.address)}</td><td><code>${short(sv.presented_ca_key_id)}</code></td><td>${esc(sv.presented_source||"")}</td><td>${sv.window.successes}</td><td>${sv.window.cert_failures}</td></tr>`;
-    html+="</table></div>";
-  }
-  document.getElementById("services").innerHTML=html||'<div class="card">no watched traffic yet</div>';
-  const ev=(d.recent_events||[]).slice(-20).reverse();
-  document.getElementById("events").innerHTML=ev.length?ev.map(e=>`<div class="ev">${esc(e.message)}</div>`).join(""):"none";
-  const pr=s.probes||[];
-  if(pr.length)document.getElementById("probes").innerHTML="<table><tr><th>target</th><th>result</th></tr>"+pr.map(p=>`<tr><td>${esc(p.target.host)}:${p.target.port} (${esc(p.target.kind)})</td><td>${p.ok?("CA key <code>"+short((p.finding.ca&&p.finding.ca.key_id)||p.finding.issuer_key_id)+"</code>"):'<span class="bad">'+esc(p.error)+"</span>"}</td></tr>`).join("")+"</table>";
-  document.getElementById("sources").innerHTML="<table><tr><th>source</th><th>running</th><th>packets</th><th>dropped (queue / kernel / interface)</th></tr>"+(s.sources||[]).map(x=>`<tr><td>${esc(x.name)}</td><td>${x.running?'<span class="ok">yes</span>':'<span class="bad">no</span>'}</td><td>${x.packets}</td><td>${x.dropped_queue_full} / ${x.dropped_kernel} / ${x.dropped_interface}</td></tr>`).join("")+`</table><p>handshakes ${s.handshakes} · flows ${s.flows_active}</p>`;
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
-async function poll(){try{const r=await fetch("api/state");if(r.ok)render(await r.json());}catch(e){document.getElementById("upd").textContent="unreachable";}setTimeout(poll,2000);}
-poll();
-</script></body></html>
-"##;
+
+/// In-page links `[text](#anchor)` of an escaped line become `<a>` elements.
+fn links(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(open) = rest.find('[') {
+        let tail = &rest[open..];
+        let parsed = tail.find("](#").and_then(|mid| {
+            let close = tail[mid..].find(')')? + mid;
+            Some((&tail[1..mid], &tail[mid + 2..close], close))
+        });
+        match parsed {
+            Some((text, href, close)) if !text.contains('[') => {
+                out.push_str(&rest[..open]);
+                out.push_str(&format!("<a href=\"{href}\">{text}</a>"));
+                rest = &tail[close + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The runbook as one HTML document: headings with GitHub's anchors, code blocks as `<pre>`,
+/// everything else as wrapped text with its in-page links.
+pub fn runbook_html() -> String {
+    let mut h = String::from(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>trustwatch runbook</title>\
+         <style>body{font:14px/1.5 system-ui,sans-serif;max-width:900px;margin:16px auto;padding:0 16px;color:#1d2430}\
+         pre{background:#f4f5f7;padding:8px;overflow:auto}.t{white-space:pre-wrap;margin:0 0 8px}\
+         :target{background:#fff3c4}</style></head><body><p><a href=\"./\">← status page</a></p>\n",
+    );
+    let mut in_code = false;
+    let mut para = String::new();
+    let flush = |h: &mut String, para: &mut String| {
+        if !para.is_empty() {
+            h.push_str(&format!("<p class=\"t\">{}</p>\n", links(&escape(para))));
+            para.clear();
+        }
+    };
+    for line in RUNBOOK_MD.lines() {
+        if line.starts_with("```") {
+            flush(&mut h, &mut para);
+            h.push_str(if in_code { "</pre>\n" } else { "<pre>" });
+            in_code = !in_code;
+        } else if in_code {
+            h.push_str(&escape(line));
+            h.push('\n');
+        } else if let Some(level) = (1..=4).find(|n| {
+            line.strip_prefix(&"#".repeat(*n))
+                .is_some_and(|r| r.starts_with(' '))
+        }) {
+            flush(&mut h, &mut para);
+            let text = line[level..].trim();
+            h.push_str(&format!(
+                "<h{level} id=\"{}\">{}</h{level}>\n",
+                anchor(text),
+                escape(text)
+            ));
+        } else if line.trim().is_empty() {
+            flush(&mut h, &mut para);
+        } else {
+            if !para.is_empty() {
+                para.push('\n');
+            }
+            para.push_str(line);
+        }
+    }
+    flush(&mut h, &mut para);
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every runbook anchor the page links to is a heading of `deploy/RUNBOOK.md`, and the served
+    /// runbook carries it as an element id.
+    #[test]
+    fn every_runbook_link_of_the_page_resolves() {
+        let served = runbook_html();
+        let mut linked = 0;
+        for part in HTML.split("rb(\"").skip(1) {
+            let Some(end) = part.find('"') else { continue };
+            let a = &part[..end];
+            if a.is_empty() || a.contains(',') {
+                continue;
+            }
+            linked += 1;
+            assert!(
+                RUNBOOK_MD
+                    .lines()
+                    .filter(|l| l.starts_with('#'))
+                    .any(|l| anchor(l.trim_start_matches('#')) == a),
+                "no heading of deploy/RUNBOOK.md has the anchor #{a}"
+            );
+            assert!(
+                served.contains(&format!(" id=\"{a}\"")),
+                "/runbook lacks #{a}"
+            );
+        }
+        assert!(linked >= 8, "{linked} links found");
+        assert!(served.contains("<a href=\"#kubeedge-recovery\">KubeEdge recovery</a>"));
+    }
+
+    #[test]
+    fn anchors_as_github_makes_them() {
+        assert_eq!(anchor(" KubeEdge recovery"), "kubeedge-recovery");
+        assert_eq!(anchor("KubeEdgeTrustCollapse"), "kubeedgetrustcollapse");
+        assert_eq!(anchor("`trustwatch check`"), "trustwatch-check");
+    }
+
+    /// The page abbreviates a key id exactly as [`crate::base::KeyId::short`] does.
+    #[test]
+    fn the_page_uses_the_one_documented_abbreviation() {
+        let k = crate::base::KeyId::parse(&"ab".repeat(20)).expect("a key id");
+        assert!(HTML.contains(&format!("const SHORT={};", k.short().len())));
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        for external in ["src=\"http", "href=\"http", "@import", "url(http", "<link "] {
+            assert!(!HTML.contains(external), "{external}");
+        }
+    }
+}

@@ -12,10 +12,12 @@
 //! - [`analyzer`]: runs `trustwatch analyze --json` and parses its JSON Lines.
 //! - [`demo`]: the incident demo and the live benchmarks (`trustwatch live` against a simulated
 //!   KubeEdge on loopback).
+//! - [`browser`]: headless Chromium (`--dump-dom`, `--screenshot`) for the status page.
 //! - [`prom`]: a real Prometheus on loopback (queries, alerts) and promtool; [`tools`]: kustomize,
 //!   kubernetes-validate, checkov and a YAML reader for the deployment tests.
 
 pub mod analyzer;
+pub mod browser;
 pub mod capture;
 pub mod demo;
 pub mod hostile;
