@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use crate::base::Timestamp;
 use crate::stats::Stats;
 
@@ -73,8 +71,9 @@ impl Cursor {
 pub struct Reassembler {
     /// `None` until the direction's SYN or first payload segment fixes the stream start.
     next: Option<Cursor>,
-    /// Out-of-order data by stream offset; entries never overlap and all start after `next`.
-    pending: BTreeMap<u64, Bytes>,
+    /// Out-of-order data by stream offset (copies: the segments' frames are not kept); entries
+    /// never overlap and all start after `next`.
+    pending: BTreeMap<u64, Box<[u8]>>,
     pending_bytes: usize,
     /// Stream offset of the FIN, once seen.
     fin_at: Option<u64>,
@@ -114,16 +113,38 @@ impl Reassembler {
         self.fin_at.is_some()
     }
 
+    /// A FIN was seen but not reported yet.
+    pub fn fin_pending(&self) -> bool {
+        self.fin_at.is_some() && !self.fin_reported
+    }
+
     /// The FIN was reported with `on_close_from` (all data before it delivered or skipped).
     pub fn fin_reported(&self) -> bool {
         self.fin_reported
     }
 
-    /// Stops reassembling (the handler wants no more payload) and frees the buffer.
+    /// Stops reassembling (the handler wants no more payload) and frees the buffer. From here on a
+    /// segment only moves the FIN tracking: this runs for every packet of a decided connection.
+    #[inline]
     pub fn bypass(&mut self) {
-        self.bypass = true;
-        self.pending = BTreeMap::new();
-        self.pending_bytes = 0;
+        if !self.bypass {
+            self.bypass = true;
+            self.pending = BTreeMap::new();
+            self.pending_bytes = 0;
+        }
+    }
+
+    /// A segment of a bypassed direction without SYN, FIN or RST: what [`Reassembler::segment`]
+    /// would do with it (fix the stream start if none was known), without the rest.
+    #[inline]
+    pub fn touch(&mut self, seq: u32) {
+        debug_assert!(self.bypass);
+        self.next.get_or_insert(Cursor { seq, offset: 0 });
+    }
+
+    /// The direction no longer reassembles.
+    pub fn is_bypassed(&self) -> bool {
+        self.bypass
     }
 
     /// One segment from this side. `seq` is the sequence number of the first payload byte (the
@@ -131,7 +152,7 @@ impl Reassembler {
     pub(crate) fn segment<H: StreamHandler>(
         &mut self,
         seq: u32,
-        payload: &Bytes,
+        payload: &[u8],
         fin: bool,
         window: usize,
         sink: &mut Sink<'_, H>,
@@ -214,7 +235,7 @@ impl Reassembler {
     fn insert<H: StreamHandler>(
         &mut self,
         start: i64,
-        data: &Bytes,
+        data: &[u8],
         window: usize,
         sink: &mut Sink<'_, H>,
     ) {
@@ -234,7 +255,6 @@ impl Reassembler {
             let Some(fresh) = data.get(skip..) else {
                 return;
             };
-            let fresh = data.slice_ref(fresh);
 
             if begin == next {
                 // In order. Bytes already held from `first` on were received first and win.
@@ -252,8 +272,8 @@ impl Reassembler {
                     return;
                 }
                 if stop < end_u {
-                    let rest = fresh.slice(now.min(fresh.len())..);
-                    self.merge(stop, &rest, sink.stats());
+                    let rest = &fresh[now.min(fresh.len())..];
+                    self.merge(stop, rest, sink.stats());
                 }
                 self.drain(sink);
                 return;
@@ -269,18 +289,18 @@ impl Reassembler {
             }
             let fresh = if fresh.len() > window {
                 sink.stats().window_dropped_bytes += (fresh.len() - window) as u64;
-                fresh.slice(..window)
+                &fresh[..window]
             } else {
                 fresh
             };
-            self.merge(begin, &fresh, sink.stats());
+            self.merge(begin, fresh, sink.stats());
             return;
         }
     }
 
     /// Adds `data` at `start` (> next) to the held data: only the bytes not already held are
     /// stored (first copy wins); held bytes that differ from the new copy count as conflicts.
-    fn merge(&mut self, start: u64, data: &Bytes, stats: &mut Stats) {
+    fn merge(&mut self, start: u64, data: &[u8], stats: &mut Stats) {
         let end = start + data.len() as u64;
         let mut at = start;
         // A held segment that starts before `start` and reaches into it.
@@ -294,25 +314,24 @@ impl Reassembler {
         }
         while at < end {
             let Some((&k, held)) = self.pending.range(at..end).next() else {
-                self.hold(at, data.slice((at - start) as usize..));
+                self.hold(at, &data[(at - start) as usize..]);
                 return;
             };
-            let held = held.clone();
-            if k > at {
-                self.hold(at, data.slice((at - start) as usize..(k - start) as usize));
-            }
             let upto = (k + held.len() as u64).min(end);
-            stats.overlap_conflicts += differing(&held, k, data, start, k, upto);
+            let conflicts = differing(held, k, data, start, k, upto);
+            stats.overlap_conflicts += conflicts;
+            if k > at {
+                self.hold(at, &data[(at - start) as usize..(k - start) as usize]);
+            }
             at = upto;
         }
     }
 
-    /// Keeps a copy of `data`: a slice would pin the capture's whole packet buffer (a shared
-    /// chunk, see [`crate::capture::file`]) for as long as the bytes wait here.
-    fn hold(&mut self, at: u64, data: Bytes) {
+    /// Keeps a copy of `data` (the segment borrows a frame that is gone after this packet).
+    fn hold(&mut self, at: u64, data: &[u8]) {
         if !data.is_empty() {
             self.pending_bytes += data.len();
-            self.pending.insert(at, Bytes::copy_from_slice(&data));
+            self.pending.insert(at, data.into());
         }
     }
 
