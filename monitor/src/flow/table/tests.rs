@@ -1,7 +1,5 @@
 use std::net::{IpAddr, Ipv4Addr};
 
-use bytes::Bytes;
-
 use super::*;
 use crate::decode::TcpFlags;
 
@@ -104,7 +102,7 @@ fn seg_from(
     flags: F,
     data: &[u8],
     ts_s: i64,
-) -> TcpSegment {
+) -> TcpSegment<'_> {
     let (src, dst) = match from {
         Side::Client => ((CLIENT.0, client_port), SERVER),
         Side::Server => (SERVER, (CLIENT.0, client_port)),
@@ -142,18 +140,21 @@ fn seg_from(
         seq,
         ack,
         flags,
-        payload: Bytes::copy_from_slice(data),
+        payload: data,
         vlan: None,
+        index: 0,
     }
 }
 
-fn seg(from: Side, seq: u32, ack: u32, flags: F, data: &[u8]) -> TcpSegment {
+fn seg(from: Side, seq: u32, ack: u32, flags: F, data: &[u8]) -> TcpSegment<'_> {
     seg_from(from, CLIENT.1, seq, ack, flags, data, 1)
 }
 
 use Side::{Client as C, Server as S};
 
 struct Harness {
+    /// Segments fed so far (their index).
+    fed: u64,
     table: FlowTable<Rec>,
     factory: Factory,
     stats: Stats,
@@ -163,15 +164,24 @@ struct Harness {
 impl Harness {
     fn new(limits: Limits) -> Self {
         Harness {
+            fed: 0,
             table: FlowTable::new(&limits),
             factory: Factory::default(),
             stats: Stats::default(),
             closed: Vec::new(),
         }
     }
-    fn feed(&mut self, s: TcpSegment) -> bool {
+    fn feed(&mut self, mut s: TcpSegment<'_>) -> bool {
+        self.fed += 1;
+        s.index = self.fed;
         self.table
-            .segment(s, &mut self.factory, &mut self.stats, &mut self.closed)
+            .segment(
+                s,
+                &mut self.factory,
+                &mut self.stats,
+                &mut self.closed,
+                |_| (),
+            )
             .is_some()
     }
     /// Events of the single flow (open or closed).
@@ -590,7 +600,7 @@ mod corpus {
         let mut t = h();
         t.factory.server_ports = vec![443, 4433, 8080, 9090, 10000, 389, 3306, 4343, 43, 80];
         while let Some(p) = src.next_packet().unwrap() {
-            if let Ok(s) = decode(&p) {
+            if let Ok(s) = decode(&p.frame()) {
                 let now = s.ts;
                 t.feed(s);
                 t.table.expire(now, usize::MAX, &mut t.stats, &mut t.closed);
