@@ -324,3 +324,60 @@ fn readme_openssl_key_id_is_trustwatchs() {
         }
     }
 }
+
+/// Offsets of the records of a little-endian, 16-byte-header pcap file.
+fn record_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = 24;
+    let mut v = Vec::new();
+    while at + 16 <= bytes.len() {
+        v.push(at);
+        at += 16 + u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+    }
+    v
+}
+
+#[test]
+fn corrupt_record_header_midway_is_skipped_with_a_warning() {
+    let src = validation_pcap("sv-tls-cert-issuer.pcap");
+    let bytes = std::fs::read(&src).unwrap();
+    let offsets = record_offsets(&bytes);
+    // The last record: its header gets a capture length no file can have.
+    let k = offsets.len() - 1;
+    let mut damaged = bytes.clone();
+    damaged[offsets[k] + 8..offsets[k] + 12].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    // And one in the middle, whose connection keeps its other packets.
+    let m = offsets.len() / 2;
+    damaged[offsets[m] + 8..offsets[m] + 12].copy_from_slice(&0x00FF_FF00u32.to_le_bytes());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("damaged.pcap");
+    std::fs::write(&bad, &damaged).unwrap();
+
+    let full = analyze(&["--any-port", "--json", "-q", src.to_str().unwrap()]);
+    let part = analyze(&["--any-port", "--json", "-q", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&part.stderr);
+    assert_eq!(part.status.code(), Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per damaged stretch: {stderr}");
+    assert!(
+        lines[0].contains("damaged.pcap")
+            && lines[0].contains(&format!("offset {}", offsets[m]))
+            && lines[0].contains(&format!("after {m} packets"))
+            && lines[0].contains(&format!(
+                "skipped {} bytes, resumed at offset {}",
+                offsets[m + 1] - offsets[m],
+                offsets[m + 1]
+            )),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].contains(&format!("offset {}", offsets[k]))
+            && lines[1].contains(&format!(
+                "the last {} bytes were skipped",
+                bytes.len() - offsets[k]
+            )),
+        "{stderr}"
+    );
+    // The analysis went on past the damage: every session is still reported.
+    let n = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count();
+    assert_eq!(n(&part), n(&full), "{stderr}");
+}

@@ -508,7 +508,7 @@ fn records_match_libpcap() -> Result<()> {
         .packets
         .iter()
         .filter(|p| {
-            trustwatch::decode::decode(p).is_ok_and(|g| {
+            trustwatch::decode::decode(&p.frame()).is_ok_and(|g| {
                 SocketAddr::new(g.src, g.sport) == first || SocketAddr::new(g.dst, g.dport) == first
             })
         })
@@ -652,7 +652,7 @@ fn incident_events_match_libpcap() -> Result<()> {
 fn payload_per_direction(packets: &[Packet], server_port: u16) -> (u64, u64) {
     let (mut up, mut down) = (0, 0);
     for p in packets {
-        if let Ok(seg) = trustwatch::decode::decode(p) {
+        if let Ok(seg) = trustwatch::decode::decode(&p.frame()) {
             if seg.dport == server_port {
                 up += seg.payload.len() as u64;
             } else if seg.sport == server_port {
@@ -938,7 +938,7 @@ fn traffic_untouched_and_existing_tc_filters_keep_working() -> Result<()> {
         let mut ports_seen: Vec<u16> = seen
             .packets
             .iter()
-            .filter_map(|p| trustwatch::decode::decode(p).ok())
+            .filter_map(|p| trustwatch::decode::decode(&p.frame()).ok())
             .map(|g| {
                 if g.sport == watched || g.sport == blocked {
                     g.sport

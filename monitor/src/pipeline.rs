@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::base::Timestamp;
-use crate::capture::Packet;
+use crate::capture::{Frame, Packet};
 use crate::cert::CertCache;
 use crate::config::{Limits, Services};
 use crate::decode::{self, Skip, TcpSegment};
@@ -50,7 +50,7 @@ impl FlowFactory for Factory {
         }
         // A flow picked up mid-stream starts only where a TLS record starts; a SYN starts it
         // anyway (a flow that then carries no TLS yields no record).
-        if !seg.flags.syn && !looks_like_tls_start(&seg.payload) {
+        if !seg.flags.syn && !looks_like_tls_start(seg.payload) {
             return None;
         }
         let service = self.service_name(port);
@@ -99,17 +99,26 @@ impl Pipeline {
 
     /// Processes one packet; decided or finished connections go to `out`.
     pub fn packet(&mut self, pkt: &Packet, out: &mut impl FnMut(Connection)) {
+        self.frame(pkt.frame(), out);
+    }
+
+    /// Processes one frame (borrowed from wherever it was read); as [`Pipeline::packet`].
+    pub fn frame(&mut self, pkt: Frame<'_>, out: &mut impl FnMut(Connection)) {
         let stats = &mut self.ctx.stats;
         stats.packets += 1;
         stats.bytes += pkt.data.len() as u64;
+        let index = stats.packets;
         self.last_ts = self.last_ts.max(pkt.ts);
-        match decode::decode(pkt) {
-            Ok(seg) => {
-                if let Some(tracker) =
-                    self.table
-                        .segment(seg, &mut self.factory, &mut self.ctx, &mut self.closed)
-                    && let Some(conn) = tracker.take_decided()
-                {
+        match decode::decode(&pkt) {
+            Ok(mut seg) => {
+                seg.index = index;
+                if let Some(Some(conn)) = self.table.segment(
+                    seg,
+                    &mut self.factory,
+                    &mut self.ctx,
+                    &mut self.closed,
+                    Tracker::take_decided,
+                ) {
                     self.ctx.stats.connections += 1;
                     out(conn);
                 }
@@ -155,7 +164,11 @@ impl Pipeline {
         self.flush_closed(out);
     }
 
+    #[inline]
     fn flush_closed(&mut self, out: &mut impl FnMut(Connection)) {
+        if self.closed.is_empty() {
+            return;
+        }
         for flow in self.closed.drain(..) {
             if let Some(conn) = flow.handler.finish(flow.reason, flow.last_ts) {
                 self.ctx.stats.connections += 1;

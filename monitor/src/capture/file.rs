@@ -1,57 +1,80 @@
-//! pcap and pcapng files, read through libpcap.
+//! pcap and pcapng files, read in large blocks and framed in place.
 //!
-//! Consumes a path; produces [`Packet`]s in file order. Problems with the file itself (missing,
-//! a directory, empty, not a capture, a link type we cannot decode) are [`Error`]s with a one-line
-//! reason. A file cut short inside its last record (a capture copied while still being written, a
-//! partial download) is not an error: the read ends there and [`FileSource::truncated`] says so,
-//! for the caller to report.
+//! Consumes a path (or any reader: a pipe, a decompressor); produces packets in file order, either
+//! borrowed from the read buffer ([`FileSource::next_frame`], what `analyze` uses: no copy and no
+//! reference count per packet) or as owned [`Packet`]s that share the buffer
+//! ([`FileSource::next_packet`]: a slice of it, never a copy). Records are framed by
+//! [`format`] (rusticata's `pcap-parser`) following libpcap's rules, so every file reads as it did
+//! through libpcap, and pcapng interfaces may have different link types and timestamp
+//! resolutions.
 //!
-//! libpcap reuses one buffer for every record, so each packet is copied out; the copies are carved
-//! from a [`PacketArena`] rather than allocated one by one.
+//! Problems with the file itself (missing, a directory, empty, not a capture, a link type we
+//! cannot decode) are [`Error`]s with a one-line reason. Problems inside it are not:
+//! - a file cut short inside its last record (a capture copied while still being written, a
+//!   partial download) ends the read there, and [`FileSource::truncated`] says so;
+//! - a corrupt record header in the middle (a length no capture can have, a pcapng block that does
+//!   not parse) is skipped: the reader scans forward to where records frame again and goes on,
+//!   and [`FileSource::damage`] says where, why and how many bytes were lost;
+//! - packets on a pcapng interface whose link type we cannot decode are skipped and counted
+//!   ([`FileSource::unsupported`]).
+//!
+//! The buffer is [`READ_SIZE`] bytes (it grows only for a record longer than that, up to the
+//! largest record a file may hold), so memory does not depend on the file's size.
 
+mod format;
+
+use std::fs::File;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use pcap::{Capture, Linktype, Offline, Precision};
 
+use self::format::{Layout, OpenError, PlainPcap, Resync, Step};
 use super::source::{
     Backend, PacketSink, RunEnd, SinkFull, Source, SourceCounters, StopSignal, source_name,
 };
-use super::{LinkType, Packet};
+use super::{Frame, LinkType, Packet};
 use crate::base::Timestamp;
 use crate::error::{Error, Result};
 
-/// Bytes of a pcap file header (pcapng section/interface blocks are larger; positions are estimates).
-const FILE_HEADER_LEN: u64 = 24;
-/// Per-record overhead added to the captured length when estimating the read position:
-/// 16 bytes in pcap, at least 32 in pcapng (Enhanced Packet Block).
-const PCAP_RECORD_OVERHEAD: u64 = 16;
-const PCAPNG_RECORD_OVERHEAD: u64 = 32;
-/// First four bytes of a pcapng file (Section Header Block type).
-const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
-/// Size of a [`PacketArena`] chunk: small enough to stay in L2 cache while packets are recycled
-/// (256 KiB measured slower and 2 MiB more resident on the throughput bench).
-const ARENA_CHUNK: usize = 64 * 1024;
+/// Bytes asked of the reader at a time: large enough that system calls cost nothing per packet,
+/// small enough that what was just read is still in the CPU cache when it is framed and decoded.
+pub const READ_SIZE: usize = 256 * 1024;
+/// Damaged regions remembered per file (more are counted, not described).
+const MAX_DAMAGE_KEPT: usize = 16;
 
-/// Copies packets into shared chunks: each packet is a [`Bytes`] view of a chunk, so copying one
-/// costs no allocation. A chunk whose packets have all been dropped is reused from its start; one
-/// still referenced (a packet kept by a consumer) is left to its holders and a new chunk begun, so
-/// a kept packet pins at most one chunk.
-#[derive(Debug, Default)]
-pub(crate) struct PacketArena {
-    chunk: BytesMut,
+/// A stretch of a file skipped because a record header in it was corrupt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// File offset of the corrupt header.
+    pub offset: u64,
+    /// Packets read before it.
+    pub after_packets: u64,
+    /// What was wrong with it.
+    pub reason: String,
+    /// Bytes skipped; reading resumed at `offset + skipped`, or the file ended.
+    pub skipped: u64,
+    /// False when nothing readable followed (the rest of the file was skipped).
+    pub resumed: bool,
 }
 
-impl PacketArena {
-    pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
-        if self.chunk.capacity() < data.len() && !self.chunk.try_reclaim(data.len()) {
-            self.chunk = BytesMut::with_capacity(ARENA_CHUNK.max(data.len()));
-        }
-        self.chunk.extend_from_slice(data);
-        self.chunk.split().freeze()
-    }
+/// Packets skipped because their pcapng interface has a link type we cannot decode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unsupported {
+    pub packets: u64,
+    /// The first such link type.
+    pub linktype: Option<u16>,
+}
+
+/// A record located in the buffer.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    ts: Timestamp,
+    linktype: LinkType,
+    start: usize,
+    end: usize,
 }
 
 /// An open capture file.
@@ -59,153 +82,365 @@ pub struct FileSource {
     path: PathBuf,
     name: String,
     counters: Arc<SourceCounters>,
-    capture: Capture<Offline>,
-    linktype: LinkType,
-    raw_linktype: i32,
+    input: Box<dyn Read + Send>,
+    layout: Layout,
+    /// Set for plain pcap files: records are framed inline.
+    plain: Option<PlainPcap>,
+    /// The read buffer; `buf[at..filled]` is not consumed yet. A `Bytes` so that owned packets
+    /// can share it; reused in place when no packet holds it any more.
+    buf: Bytes,
+    at: usize,
+    filled: usize,
+    /// File offset of `buf[0]`.
+    base: u64,
+    eof: bool,
     file_size: u64,
-    record_overhead: u64,
-    /// Estimated bytes consumed, shared with a progress display.
+    /// Bytes consumed, shared with a progress display.
     position: Arc<AtomicU64>,
     packets: u64,
     truncated: bool,
     finished: bool,
-    arena: PacketArena,
+    damage: Vec<Damage>,
+    damaged_regions: u64,
+    unsupported: Unsupported,
 }
 
 impl std::fmt::Debug for FileSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FileSource")
             .field("path", &self.path)
-            .field("linktype", &self.linktype)
             .field("packets", &self.packets)
             .field("truncated", &self.truncated)
+            .field("damage", &self.damage)
             .finish_non_exhaustive()
     }
 }
 
 impl FileSource {
-    /// Opens `path` (pcap with micro- or nanosecond timestamps, or pcapng).
+    /// Opens `path` (pcap with micro- or nanosecond timestamps, either byte order, or pcapng).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let fail = |reason: String| Error::File {
             path: path.to_path_buf(),
             reason,
         };
-
-        // Check the things libpcap reports poorly (or not at all) before handing it the path.
         let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
         if meta.is_dir() {
             return Err(fail("is a directory, not a capture file".into()));
         }
-        let mut magic = [0u8; 4];
-        {
-            use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(|e| fail(io_reason(&e)))?;
-            let n = f.read(&mut magic).map_err(|e| fail(io_reason(&e)))?;
-            if n == 0 {
-                return Err(fail("empty file, not a capture".into()));
-            }
-        }
-        if path.to_str().is_none() {
-            return Err(fail(
-                "path is not valid UTF-8 (libpcap cannot open it)".into(),
-            ));
-        }
+        let file = File::open(path).map_err(|e| fail(io_reason(&e)))?;
+        Self::from_reader(path, Box::new(file), meta.len())
+    }
 
-        // Nanosecond precision: libpcap scales every file (pcap µs/ns, pcapng any if_tsresol) to it.
-        let capture = Capture::from_file_with_precision(path, Precision::Nano)
-            .map_err(|e| fail(open_reason(&e)))?;
-        let raw_linktype = capture.get_datalink().0;
-        let linktype = LinkType::from_linktype(raw_linktype).ok_or_else(|| Error::LinkType {
-            path: path.to_path_buf(),
-            linktype: raw_linktype,
-            name: Linktype(raw_linktype)
-                .get_name()
-                .unwrap_or_else(|_| "unknown".into()),
-        })?;
-        let record_overhead = if magic == PCAPNG_MAGIC {
-            PCAPNG_RECORD_OVERHEAD
-        } else {
-            PCAP_RECORD_OVERHEAD
-        };
-        Ok(FileSource {
-            path: path.to_path_buf(),
+    /// A capture read from any reader (standard input, a decompressor); `path` names it in
+    /// messages and `size` (0 when unknown) scales the progress display.
+    pub fn from_reader(
+        path: impl AsRef<Path>,
+        input: Box<dyn Read + Send>,
+        size: u64,
+    ) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut src = FileSource {
             name: source_name(Backend::File, &path.display().to_string()),
+            path,
             counters: Arc::new(SourceCounters::default()),
-            capture,
-            linktype,
-            raw_linktype,
-            file_size: meta.len(),
-            record_overhead,
-            position: Arc::new(AtomicU64::new(FILE_HEADER_LEN.min(meta.len()))),
+            input,
+            layout: Layout::unknown(),
+            plain: None,
+            buf: Bytes::new(),
+            at: 0,
+            filled: 0,
+            base: 0,
+            eof: false,
+            file_size: size,
+            position: Arc::new(AtomicU64::new(0)),
             packets: 0,
             truncated: false,
             finished: false,
-            arena: PacketArena::default(),
-        })
+            damage: Vec::new(),
+            damaged_regions: 0,
+            unsupported: Unsupported::default(),
+        };
+        src.read_header()?;
+        Ok(src)
     }
 
-    /// The next packet, `None` at the end of the file (or where a truncated file stops).
-    pub fn next_packet(&mut self) -> Result<Option<Packet>> {
-        if self.finished {
-            return Ok(None);
+    fn fail(&self, reason: String) -> Error {
+        Error::File {
+            path: self.path.clone(),
+            reason,
         }
-        match self.capture.next_packet() {
-            Ok(p) => {
-                let ts = timestamp_from_nanos(p.header.ts.tv_sec, p.header.ts.tv_usec);
-                self.packets += 1;
-                let pos = self
-                    .position
-                    .load(Ordering::Relaxed)
-                    .saturating_add(u64::from(p.header.caplen) + self.record_overhead)
-                    .min(self.file_size);
-                self.position.store(pos, Ordering::Relaxed);
-                Ok(Some(Packet {
-                    ts,
-                    linktype: self.linktype,
-                    data: self.arena.copy(p.data),
-                }))
+    }
+
+    /// Reads and checks the file header (and, for pcapng, the blocks up to the first packet, for
+    /// the link types).
+    fn read_header(&mut self) -> Result<()> {
+        self.fill(format::PCAP_HEADER_LEN)?;
+        if self.filled == 0 {
+            return Err(self.fail("empty file, not a capture".into()));
+        }
+        let (layout, len) = loop {
+            match Layout::open(&self.buf[..self.filled]) {
+                Ok(opened) => break opened,
+                Err(OpenError::Bad(reason)) => return Err(self.fail(reason)),
+                Err(OpenError::NeedMore(n)) if self.eof || n <= self.filled => {
+                    return Err(self.fail(format!(
+                        "truncated capture header (only {} of {n} bytes)",
+                        self.filled
+                    )));
+                }
+                Err(OpenError::NeedMore(n)) => self.fill(n)?,
             }
-            Err(pcap::Error::NoMorePackets) => {
-                self.finish();
-                Ok(None)
+        };
+        self.plain = layout.plain_pcap();
+        self.layout = layout;
+        self.at = len;
+        self.position.store(len as u64, Ordering::Relaxed);
+        if self.layout.is_pcapng() {
+            self.check_pcapng_interfaces()?;
+        } else if let Some(Err(raw)) = self.layout.first_linktype() {
+            return Err(self.linktype_error(raw));
+        }
+        Ok(())
+    }
+
+    /// pcapng: the blocks before the first packet must describe an interface we can decode (the
+    /// scan runs on a copy of the layout over the buffer; nothing is consumed).
+    fn check_pcapng_interfaces(&mut self) -> Result<()> {
+        self.fill(self.at + READ_SIZE)?;
+        let mut probe = self.layout.clone();
+        let mut at = self.at;
+        while let Step::Skip {
+            len,
+            unsupported: None,
+        } = probe.next(&self.buf[at..self.filled])
+        {
+            at += len;
+        }
+        match probe.first_linktype() {
+            None if self.eof && at == self.filled => {
+                Err(self.fail("the capture file has no Interface Description Blocks".into()))
             }
-            Err(pcap::Error::PcapError(msg)) if msg.contains("truncated") => {
-                // The last record is cut short: end here, flagged, with every complete record read.
-                self.truncated = true;
-                self.finish();
-                Ok(None)
+            Some(Err(raw)) if !probe.any_decodable() => Err(self.linktype_error(raw)),
+            _ => Ok(()),
+        }
+    }
+
+    fn linktype_error(&self, raw: u32) -> Error {
+        let linktype = i32::try_from(raw).unwrap_or(i32::MAX);
+        Error::LinkType {
+            path: self.path.clone(),
+            linktype,
+            name: pcap::Linktype(linktype)
+                .get_name()
+                .unwrap_or_else(|_| "unknown".into()),
+        }
+    }
+
+    /// Reads until at least `want` bytes from `at` on are buffered, or the input ends. Consumed
+    /// bytes are dropped first; the buffer is reused when no packet holds it.
+    fn fill(&mut self, want: usize) -> Result<()> {
+        let want_from_at = want.saturating_sub(self.at);
+        let capacity = READ_SIZE.max(want_from_at + READ_SIZE / 4);
+        let tail = self.at..self.filled;
+        let kept = tail.len();
+        let old = std::mem::take(&mut self.buf);
+        let mut buf = match old.try_into_mut() {
+            Ok(mut b) if b.len() >= capacity => {
+                b.copy_within(tail, 0);
+                b
             }
-            Err(e) => {
-                self.finished = true;
-                Err(Error::File {
-                    path: self.path.clone(),
-                    reason: format!(
-                        "unreadable record after {} packets: {}",
+            // Held by packets (or too small): a new buffer; the old one lives as long as they do.
+            Ok(b) => fresh_buffer(capacity, &b[tail]),
+            Err(b) => fresh_buffer(capacity, &b[tail]),
+        };
+        self.base += self.at as u64;
+        self.at = 0;
+        self.filled = kept;
+        while self.filled < want_from_at.max(kept + 1) && !self.eof && self.filled < buf.len() {
+            let end = (self.filled + READ_SIZE).min(buf.len());
+            match self.input.read(&mut buf[self.filled..end]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf = buf.freeze();
+                    return Err(self.fail(format!(
+                        "read error after {} packets: {}",
                         self.packets,
                         one_line(&e.to_string())
-                    ),
-                })
+                    )));
+                }
             }
         }
+        self.buf = buf.freeze();
+        Ok(())
+    }
+
+    /// The next record, located in the buffer.
+    #[inline]
+    fn next_record(&mut self) -> Result<Option<Rec>> {
+        if let Some(plain) = self.plain
+            && !self.finished
+        {
+            let avail = &self.buf[self.at..self.filled];
+            if let Some((len, ts, linktype, data)) = format::frame_pcap(plain, avail) {
+                let start = self.at + (data.as_ptr() as usize - avail.as_ptr() as usize);
+                let rec = Rec {
+                    ts,
+                    linktype,
+                    start,
+                    end: start + data.len(),
+                };
+                self.at += len;
+                self.packets += 1;
+                self.position
+                    .store(self.base + self.at as u64, Ordering::Relaxed);
+                return Ok(Some(rec));
+            }
+        }
+        self.next_record_general()
+    }
+
+    /// [`FileSource::next_record`] for everything but a complete plain pcap record.
+    #[inline(never)]
+    fn next_record_general(&mut self) -> Result<Option<Rec>> {
+        loop {
+            if self.finished {
+                return Ok(None);
+            }
+            let avail = &self.buf[self.at..self.filled];
+            match self.layout.next(avail) {
+                Step::Packet {
+                    len,
+                    ts,
+                    linktype,
+                    data,
+                } => {
+                    let start = self.at + (data.as_ptr() as usize - avail.as_ptr() as usize);
+                    let rec = Rec {
+                        ts,
+                        linktype,
+                        start,
+                        end: start + data.len(),
+                    };
+                    self.at += len;
+                    self.packets += 1;
+                    self.position
+                        .store(self.base + self.at as u64, Ordering::Relaxed);
+                    return Ok(Some(rec));
+                }
+                Step::Skip { len, unsupported } => {
+                    self.at += len;
+                    if let Some(raw) = unsupported {
+                        self.unsupported.packets += 1;
+                        self.unsupported.linktype.get_or_insert(raw);
+                    }
+                }
+                Step::NeedMore(_) if self.eof => {
+                    // The last record is cut short: end here, flagged, with every complete record read.
+                    self.truncated = self.at < self.filled;
+                    self.finish();
+                }
+                Step::NeedMore(n) => self.fill(self.at + n)?,
+                Step::Corrupt(reason) => self.skip_damage(reason)?,
+            }
+        }
+    }
+
+    /// A corrupt header at `at`: scan forward to where records frame again (reading on as
+    /// needed), and remember what was lost.
+    fn skip_damage(&mut self, reason: String) -> Result<()> {
+        let offset = self.base + self.at as u64;
+        let step = if self.layout.is_pcapng() { 4 } else { 1 };
+        let mut from = self.at + step;
+        let resumed = loop {
+            match format::resync(&self.layout, &self.buf[..self.filled], from, self.eof) {
+                Resync::Found(at) => {
+                    self.at = at;
+                    break true;
+                }
+                Resync::NotFound if self.eof => {
+                    self.at = self.filled;
+                    break false;
+                }
+                // Read on, keeping the candidate that needs more bytes (or the unscanned tail).
+                Resync::NeedMore(at) => {
+                    self.at = at;
+                    self.fill(at + format::RESYNC_LOOKAHEAD)?;
+                    from = 0;
+                }
+                Resync::NotFound => {
+                    let ahead = from.saturating_sub(self.filled);
+                    self.at = self.filled;
+                    self.fill(self.filled + ahead + READ_SIZE)?;
+                    from = ahead;
+                }
+            }
+        };
+        let skipped = self.base + self.at as u64 - offset;
+        self.damaged_regions += 1;
+        if self.damage.len() < MAX_DAMAGE_KEPT {
+            self.damage.push(Damage {
+                offset,
+                after_packets: self.packets,
+                reason,
+                skipped,
+                resumed,
+            });
+        }
+        if !resumed {
+            self.finish();
+        }
+        Ok(())
+    }
+
+    /// The next packet, borrowed from the read buffer; `None` at the end of the file (or where a
+    /// truncated file stops).
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>> {
+        Ok(self.next_record()?.map(|r| Frame {
+            ts: r.ts,
+            linktype: r.linktype,
+            data: &self.buf[r.start..r.end],
+        }))
+    }
+
+    /// The next packet, sharing the read buffer; `None` at the end of the file (or where a
+    /// truncated file stops).
+    pub fn next_packet(&mut self) -> Result<Option<Packet>> {
+        Ok(self.next_record()?.map(|r| Packet {
+            ts: r.ts,
+            linktype: r.linktype,
+            data: self.buf.slice(r.start..r.end),
+        }))
     }
 
     fn finish(&mut self) {
         self.finished = true;
-        self.position.store(self.file_size, Ordering::Relaxed);
+        self.position.store(
+            self.file_size.max(self.base + self.at as u64),
+            Ordering::Relaxed,
+        );
     }
 
-    /// The decodable link type of the file's packets.
+    /// The link type of the file's packets (pcapng: of its first interface).
     pub fn linktype(&self) -> LinkType {
-        self.linktype
+        match self.layout.first_linktype() {
+            Some(Ok(linktype)) => linktype,
+            _ => LinkType::Ethernet,
+        }
     }
 
-    /// libpcap's LINKTYPE_* number for the file.
+    /// The LINKTYPE_* number of the file (pcapng: of its first interface).
     pub fn raw_linktype(&self) -> i32 {
-        self.raw_linktype
+        match self.layout.first_linktype() {
+            Some(Ok(linktype)) => linktype.number(),
+            Some(Err(raw)) => i32::try_from(raw).unwrap_or(i32::MAX),
+            None => -1,
+        }
     }
 
-    /// Estimated bytes of the file consumed so far (exact at the end), for a progress bar.
+    /// Bytes of the file consumed so far (exact), for a progress bar.
     pub fn position(&self) -> u64 {
         self.position.load(Ordering::Relaxed)
     }
@@ -215,7 +450,7 @@ impl FileSource {
         self.position.clone()
     }
 
-    /// Size of the file in bytes.
+    /// Size of the file in bytes (0 when unknown).
     pub fn file_size(&self) -> u64 {
         self.file_size
     }
@@ -228,6 +463,22 @@ impl FileSource {
     /// True when the read ended at a record cut short (the file is truncated).
     pub fn truncated(&self) -> bool {
         self.truncated
+    }
+
+    /// Stretches skipped because of corrupt record headers (the first few; see
+    /// [`FileSource::damaged_regions`] for the count).
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
+    }
+
+    /// How many stretches were skipped in all.
+    pub fn damaged_regions(&self) -> u64 {
+        self.damaged_regions
+    }
+
+    /// Packets skipped because their interface's link type cannot be decoded.
+    pub fn unsupported(&self) -> Unsupported {
+        self.unsupported
     }
 
     pub fn path(&self) -> &Path {
@@ -290,35 +541,19 @@ impl Iterator for FileSource {
     }
 }
 
-/// `tv_usec` holds nanoseconds because the file is opened with [`Precision::Nano`].
-fn timestamp_from_nanos(sec: i64, nsec: i64) -> Timestamp {
-    Timestamp::from_micros(
-        sec.saturating_mul(1_000_000)
-            .saturating_add(nsec.div_euclid(1_000)),
-    )
+/// A zeroed buffer of `capacity` bytes starting with `kept`.
+fn fresh_buffer(capacity: usize, kept: &[u8]) -> BytesMut {
+    let mut fresh = BytesMut::zeroed(capacity);
+    fresh[..kept.len()].copy_from_slice(kept);
+    fresh
 }
 
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        std::io::ErrorKind::IsADirectory => "is a directory, not a capture file".into(),
+        ErrorKind::NotFound => "no such file".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::IsADirectory => "is a directory, not a capture file".into(),
         _ => one_line(&e.to_string()),
-    }
-}
-
-/// A clean reason for libpcap's open errors.
-fn open_reason(e: &pcap::Error) -> String {
-    let msg = match e {
-        pcap::Error::PcapError(m) => m.as_str(),
-        other => return one_line(&other.to_string()),
-    };
-    if msg.contains("unknown file format") {
-        "not a pcap or pcapng capture (unknown file format)".into()
-    } else if msg.contains("truncated") {
-        format!("truncated capture header ({})", one_line(msg))
-    } else {
-        one_line(msg)
     }
 }
 

@@ -57,6 +57,20 @@ impl LinkType {
             _ => return None,
         })
     }
+
+    /// The LINKTYPE_* number (raw IP as LINKTYPE_RAW, 101).
+    pub fn number(self) -> i32 {
+        match self {
+            LinkType::Null => 0,
+            LinkType::Ethernet => 1,
+            LinkType::Raw => 101,
+            LinkType::Loop => 108,
+            LinkType::LinuxSll => 113,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::LinuxSll2 => 276,
+        }
+    }
 }
 
 /// One captured frame, as every source delivers it.
@@ -66,6 +80,27 @@ pub struct Packet {
     pub linktype: LinkType,
     /// The captured bytes (possibly shorter than the frame on the wire).
     pub data: Bytes,
+}
+
+impl Packet {
+    /// The packet as a borrowed [`Frame`].
+    pub fn frame(&self) -> Frame<'_> {
+        Frame {
+            ts: self.ts,
+            linktype: self.linktype,
+            data: &self.data,
+        }
+    }
+}
+
+/// A captured frame borrowed from wherever its bytes are (a file reader's buffer, a [`Packet`]):
+/// what the pipeline consumes, so a file is analyzed without a copy or a reference count per
+/// packet.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    pub ts: Timestamp,
+    pub linktype: LinkType,
+    pub data: &'a [u8],
 }
 
 /// What a live source needs besides its interface.

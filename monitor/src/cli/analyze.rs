@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AnalyzeArgs;
 use crate::error::Error;
-use crate::runtime::offline::{self, Analysis};
+use crate::runtime::offline::{self, Analysis, FileEnd};
 
 /// Exit code when a collapse, divergence or inconsistency was found.
 pub const EXIT_TRUST_PROBLEM: i32 = 3;
@@ -85,14 +85,45 @@ impl offline::Progress for Progress {
         }
     }
 
-    fn done(&mut self, path: &Path, truncated: bool) {
+    fn done(&mut self, end: &FileEnd<'_>) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if truncated {
+        let path = end.path.display();
+        for d in end.damage {
+            let what = if d.resumed {
+                format!(
+                    "skipped {} bytes, resumed at offset {}",
+                    d.skipped,
+                    d.offset + d.skipped
+                )
+            } else {
+                format!(
+                    "nothing readable after it: the last {} bytes were skipped",
+                    d.skipped
+                )
+            };
             crate::note!(
-                "trustwatch: {}: capture file is cut short; analyzed what was complete",
-                path.display()
+                "trustwatch: {path}: corrupt record header at offset {} (after {} packets: {}); {what}",
+                d.offset,
+                d.after_packets,
+                d.reason
+            );
+        }
+        let untold = end.damaged_regions.saturating_sub(end.damage.len() as u64);
+        if untold > 0 {
+            crate::note!("trustwatch: {path}: {untold} more corrupt stretches skipped");
+        }
+        if end.unsupported.packets > 0 {
+            crate::note!(
+                "trustwatch: {path}: {} packets skipped on interfaces with unsupported link type {}",
+                end.unsupported.packets,
+                end.unsupported.linktype.unwrap_or_default()
+            );
+        }
+        if end.truncated {
+            crate::note!(
+                "trustwatch: {path}: capture file is cut short; analyzed what was complete"
             );
         }
     }

@@ -1,27 +1,27 @@
 //! Decode: link layer → IP → TCP.
 //!
-//! Consumes a [`Packet`](crate::capture::Packet); produces a [`TcpSegment`] (addresses, ports,
-//! sequence numbers, flags and a zero-copy payload slice) or a [`Skip`] reason that the caller counts.
+//! Consumes a [`Frame`] (a borrowed [`Packet`](crate::capture::Packet)); produces a [`TcpSegment`]
+//! (addresses, ports, sequence numbers, flags and a zero-copy payload slice) or a [`Skip`] reason
+//! that the caller counts.
 
 //!
 //! Ethernet (802.1Q/802.1ad tags, PPPoE sessions), Linux cooked v1/v2, BSD loopback and raw IP
 //! links are unwrapped by [`link`]; IPv4 (options), IPv6 (extension headers) and TCP are sliced by
 //! `etherparse`'s lax parser, which keeps whatever a short snap length captured. The common frame
 //! (at most one VLAN tag, IPv6 without extension headers, unfragmented TCP) takes [`fast`], which
-//! reads the same fields in place and gives the same result. No allocation: the payload is a
-//! [`Bytes::slice_ref`] of the packet, bounded by the IP length (so Ethernet padding never becomes
-//! payload) and by the captured bytes.
+//! reads the same fields in place and gives the same result. No allocation and no copy: the payload
+//! borrows the frame, bounded by the IP length (so Ethernet padding never becomes payload) and by
+//! the captured bytes.
 
 mod fast;
 mod link;
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
 use etherparse::{IpNumber, LaxLinkExtSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 use crate::base::Timestamp;
-use crate::capture::{LinkType, Packet};
+use crate::capture::{Frame, LinkType};
 
 /// TCP flags we act on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,9 +32,9 @@ pub struct TcpFlags {
     pub rst: bool,
 }
 
-/// One TCP segment with its endpoints; `payload` shares the packet's buffer.
-#[derive(Clone, Debug)]
-pub struct TcpSegment {
+/// One TCP segment with its endpoints; `payload` borrows the frame.
+#[derive(Clone, Copy, Debug)]
+pub struct TcpSegment<'a> {
     pub ts: Timestamp,
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -43,9 +43,12 @@ pub struct TcpSegment {
     pub seq: u32,
     pub ack: u32,
     pub flags: TcpFlags,
-    pub payload: Bytes,
+    pub payload: &'a [u8],
     /// Outermost VLAN id, when the frame was tagged.
     pub vlan: Option<u16>,
+    /// The packet's position in the capture (set by the pipeline; 0 from [`decode`]): orders flows
+    /// that close at the same moment the same way however the flows are spread over threads.
+    pub index: u64,
 }
 
 /// Why a packet produced no TCP segment (each reason is counted in [`crate::stats::Stats`]).
@@ -60,28 +63,17 @@ pub enum Skip {
 }
 
 /// Decodes one captured frame down to its TCP segment.
-pub fn decode(pkt: &Packet) -> Result<TcpSegment, Skip> {
-    match fast::decode(pkt.linktype, &pkt.data) {
-        Some(f) => Ok(TcpSegment {
-            ts: pkt.ts,
-            src: f.src,
-            dst: f.dst,
-            sport: f.sport,
-            dport: f.dport,
-            seq: f.seq,
-            ack: f.ack,
-            flags: f.flags,
-            // A sub-slice of `pkt.data` by construction.
-            payload: pkt.data.slice_ref(f.payload),
-            vlan: f.vlan,
-        }),
+pub fn decode<'a>(pkt: &Frame<'a>) -> Result<TcpSegment<'a>, Skip> {
+    match fast::decode(pkt.linktype, pkt.data, pkt.ts) {
+        Some(seg) => Ok(seg),
         None => decode_general(pkt),
     }
 }
 
 /// Any frame we decode, through etherparse (and the link shims).
-fn decode_general(pkt: &Packet) -> Result<TcpSegment, Skip> {
-    let data: &[u8] = &pkt.data;
+#[inline(never)]
+fn decode_general<'a>(pkt: &Frame<'a>) -> Result<TcpSegment<'a>, Skip> {
+    let data: &'a [u8] = pkt.data;
     let sliced = match pkt.linktype {
         LinkType::Ethernet => LaxSlicedPacket::from_ethernet(data).map_err(|_| Skip::Malformed)?,
         LinkType::LinuxSll => {
@@ -124,11 +116,11 @@ fn pppoe_payload<'a>(sliced: &LaxSlicedPacket<'a>) -> Option<&'a [u8]> {
     (ether.ether_type == link::PPPOE_SESSION).then_some(ether.payload)
 }
 
-fn tcp_segment(
-    pkt: &Packet,
-    sliced: &LaxSlicedPacket<'_>,
+fn tcp_segment<'a>(
+    pkt: &Frame<'a>,
+    sliced: &LaxSlicedPacket<'a>,
     vlan: Option<u16>,
-) -> Result<TcpSegment, Skip> {
+) -> Result<TcpSegment<'a>, Skip> {
     let (src, dst, ip_payload) = match &sliced.net {
         Some(LaxNetSlice::Ipv4(ip)) => {
             let h = ip.header();
@@ -174,9 +166,9 @@ fn tcp_segment(
             fin: tcp.fin(),
             rst: tcp.rst(),
         },
-        // A sub-slice of `pkt.data` by construction: every parser above borrowed from it.
-        payload: pkt.data.slice_ref(tcp.payload()),
+        payload: tcp.payload(),
         vlan,
+        index: 0,
     })
 }
 

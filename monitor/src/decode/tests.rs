@@ -4,6 +4,12 @@ use bytes::Bytes;
 use etherparse::PacketBuilder;
 
 use super::*;
+use crate::capture::Packet;
+
+/// The decoder on a whole packet (the tests build owned packets).
+fn decode(p: &Packet) -> Result<TcpSegment<'_>, Skip> {
+    super::decode(&p.frame())
+}
 
 const PAYLOAD: &[u8] = b"\x16\x03\x01\x00\x05hello";
 const V4_SRC: [u8; 4] = [10, 0, 0, 1];
@@ -56,7 +62,7 @@ fn vlan_tag(id: u16, ether_type: u16, inner: &[u8]) -> Vec<u8> {
     v
 }
 
-fn decode_ok(p: &Packet) -> TcpSegment {
+fn decode_ok(p: &Packet) -> TcpSegment<'_> {
     let seg = decode(p).unwrap_or_else(|e| panic!("{e:?}"));
     // Zero copy: the payload lies inside the packet's buffer.
     if !seg.payload.is_empty() {
@@ -83,7 +89,7 @@ fn assert_v4(seg: &TcpSegment) {
             rst: false
         }
     );
-    assert_eq!(&seg.payload[..], PAYLOAD);
+    assert_eq!(seg.payload, PAYLOAD);
     assert_eq!(seg.ts, Timestamp::from_micros(42));
 }
 
@@ -92,12 +98,13 @@ fn assert_v6(seg: &TcpSegment) {
     assert_eq!(seg.dst, IpAddr::V6(Ipv6Addr::from(V6_DST)));
     assert_eq!((seg.sport, seg.dport, seg.seq), (40000, 443, 7));
     assert!(seg.flags.syn && !seg.flags.ack);
-    assert_eq!(&seg.payload[..], PAYLOAD);
+    assert_eq!(seg.payload, PAYLOAD);
 }
 
 #[test]
 fn ethernet_ipv4_and_ipv6() {
-    let seg = decode_ok(&pkt(LinkType::Ethernet, ether(0x0800, &ip4_tcp(PAYLOAD))));
+    let p = pkt(LinkType::Ethernet, ether(0x0800, &ip4_tcp(PAYLOAD)));
+    let seg = decode_ok(&p);
     assert_v4(&seg);
     assert_eq!(seg.vlan, None);
     assert_v6(&decode_ok(&pkt(
@@ -111,8 +118,9 @@ fn ethernet_padding_and_fcs_are_not_payload() {
     // 14 + 20 + 20 + 2 = 56 bytes: padded to 60, plus a 4-byte FCS.
     let mut frame = ether(0x0800, &ip4_tcp(b"ab"));
     frame.extend_from_slice(&[0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef]);
-    let seg = decode_ok(&pkt(LinkType::Ethernet, frame));
-    assert_eq!(&seg.payload[..], b"ab");
+    let p = pkt(LinkType::Ethernet, frame);
+    let seg = decode_ok(&p);
+    assert_eq!(seg.payload, b"ab");
     // Same for IPv6 (payload length bounds it).
     let mut frame = ether(0x86dd, &ip6_tcp(b""));
     frame.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
@@ -133,7 +141,8 @@ fn vlan_tags_record_the_outer_id() {
             outer_tpid,
             &vlan_tag(3704, 0x8100, &vlan_tag(2474, 0x0800, &ip)),
         );
-        let seg = decode_ok(&pkt(LinkType::Ethernet, qinq));
+        let p = pkt(LinkType::Ethernet, qinq);
+        let seg = decode_ok(&p);
         assert_v4(&seg);
         assert_eq!(seg.vlan, Some(3704));
     }
@@ -145,7 +154,8 @@ fn vlan_tags_record_the_outer_id() {
             &vlan_tag(8, 0x8100, &vlan_tag(9, 0x86dd, &ip6_tcp(PAYLOAD))),
         ),
     );
-    let seg = decode_ok(&pkt(LinkType::Ethernet, triple));
+    let p = pkt(LinkType::Ethernet, triple);
+    let seg = decode_ok(&p);
     assert_v6(&seg);
     assert_eq!(seg.vlan, Some(7));
 }
@@ -166,7 +176,8 @@ fn pppoe_session_over_qinq() {
         0x88a8,
         &vlan_tag(3704, 0x8100, &vlan_tag(2474, 0x8864, &inner)),
     );
-    let seg = decode_ok(&pkt(LinkType::Ethernet, frame));
+    let p = pkt(LinkType::Ethernet, frame);
+    let seg = decode_ok(&p);
     assert_v4(&seg);
     assert_eq!(seg.vlan, Some(3704));
     // IPv6 inside PPPoE, no VLAN, with trailing padding beyond the PPPoE length.
@@ -401,8 +412,9 @@ fn truncated_packets() {
     let frame = ether(0x0800, &ip4_tcp(PAYLOAD));
     // Snap length inside the payload: the captured part is delivered.
     let cut = frame[..frame.len() - 4].to_vec();
-    let seg = decode_ok(&pkt(LinkType::Ethernet, cut));
-    assert_eq!(&seg.payload[..], &PAYLOAD[..PAYLOAD.len() - 4]);
+    let p = pkt(LinkType::Ethernet, cut);
+    let seg = decode_ok(&p);
+    assert_eq!(seg.payload, &PAYLOAD[..PAYLOAD.len() - 4]);
     // Inside the TCP header, inside the IP header, inside the Ethernet header.
     for len in [14 + 20 + 19, 14 + 20, 14 + 19, 14 + 1, 13, 0] {
         let cut = frame[..len].to_vec();
@@ -470,10 +482,10 @@ fn every_prefix_of_every_link_type_is_safe() {
 /// Where the fast path answers, it answers as the general path does (same fields, same payload
 /// bytes at the same place). Returns whether it answered.
 fn fast_agrees(p: &Packet) -> bool {
-    let Some(f) = fast::decode(p.linktype, &p.data) else {
+    let Some(f) = fast::decode(p.linktype, &p.data, p.ts) else {
         return false;
     };
-    let g = decode_general(p)
+    let g = decode_general(&p.frame())
         .unwrap_or_else(|e| panic!("fast path decoded a frame the general path skips: {e:?}"));
     assert_eq!(
         (
@@ -483,7 +495,7 @@ fn fast_agrees(p: &Packet) -> bool {
             g.src, g.dst, g.sport, g.dport, g.seq, g.ack, g.flags, g.vlan
         )
     );
-    assert_eq!(f.payload, &g.payload[..]);
+    assert_eq!(f.payload, g.payload);
     assert!(f.payload.is_empty() || std::ptr::eq(f.payload.as_ptr(), g.payload.as_ptr()));
     true
 }
@@ -570,11 +582,24 @@ mod corpus {
             .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
     }
 
-    fn decode_file(path: &Path) -> Vec<TcpSegment> {
+    /// What the tests below look at of a decoded segment (owned: the packets are not kept).
+    struct Seg {
+        vlan: Option<u16>,
+        sport: u16,
+        dport: u16,
+        payload: Vec<u8>,
+    }
+
+    fn decode_file(path: &Path) -> Vec<Seg> {
         let mut src = FileSource::open(path).unwrap();
         let mut segs = Vec::new();
         while let Some(p) = src.next_packet().unwrap() {
-            segs.extend(decode(&p).ok());
+            segs.extend(decode(&p).ok().map(|s| Seg {
+                vlan: s.vlan,
+                sport: s.sport,
+                dport: s.dport,
+                payload: s.payload.to_vec(),
+            }));
         }
         segs
     }

@@ -2,8 +2,11 @@
 //!
 //! Consumes [`TcpSegment`]s; produces, per connection and per direction, the payload bytes in order
 //! (gaps marked), delivered to a [`StreamHandler`] the caller supplies when the flow opens. The flow
-//! table is bounded (`Limits::max_flows`, eviction of the least recently active flow) and each
-//! direction buffers at most `Limits::handshake_window` bytes; every drop is counted in [`Stats`].
+//! table is bounded (`Limits::max_flows`, eviction of the least recently active flow of a shard)
+//! and each direction buffers at most `Limits::handshake_window` bytes; flows and their buffers
+//! together stay within `Limits::flow_memory` (the least worth shed first, see [`Worth`]); every
+//! drop is counted in [`Stats`]. Flows are sharded by a symmetric hash of the connection ([`shard_of`]), so a
+//! parallel analysis can give each worker whole shards.
 //! Nothing here knows about TLS.
 
 pub mod reassembly;
@@ -11,7 +14,7 @@ pub mod table;
 
 use std::net::SocketAddr;
 
-pub use table::FlowTable;
+pub use table::{FlowTable, shard_count, shard_of};
 
 pub use crate::base::Side;
 use crate::base::Timestamp;
@@ -96,5 +99,7 @@ pub struct ClosedFlow<H> {
     pub endpoints: Endpoints,
     pub reason: CloseReason,
     pub last_ts: Timestamp,
+    /// [`TcpSegment::index`] of its last segment (orders flows closed together).
+    pub last_index: u64,
     pub handler: H,
 }

@@ -8,8 +8,6 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
-
 use crate::base::Timestamp;
 use crate::stats::Stats;
 
@@ -71,7 +69,8 @@ impl Cursor {
 /// Out-of-order bytes waiting for the hole before them: one buffer covering stream offsets
 /// `[base, base + buf.len())` and the ranges of it that hold data (sorted, disjoint, never
 /// adjacent). Memory follows the span held, never the number of segments: a thousand one-byte
-/// segments cost a thousand bytes and at most one range each.
+/// segments cost a thousand bytes and at most one range each. Bytes are copied in: a segment
+/// borrows its frame ([`crate::capture::Frame`]) only while its packet is processed.
 #[derive(Debug, Default)]
 struct Held {
     base: u64,
@@ -242,15 +241,32 @@ impl Reassembler {
         self.fin_at.is_some()
     }
 
+    /// A FIN was seen but not reported yet.
+    pub fn fin_pending(&self) -> bool {
+        self.fin_at.is_some() && !self.fin_reported
+    }
+
     /// The FIN was reported with `on_close_from` (all data before it delivered or skipped).
     pub fn fin_reported(&self) -> bool {
         self.fin_reported
     }
 
-    /// Stops reassembling (the handler wants no more payload) and frees the buffer.
+    /// Stops reassembling (the handler wants no more payload) and frees the buffer. From here on a
+    /// segment only moves the FIN tracking: this runs for every packet of a decided connection.
+    #[inline]
     pub fn bypass(&mut self) {
-        self.bypass = true;
-        self.held.clear();
+        if !self.bypass {
+            self.bypass = true;
+            self.held.clear();
+        }
+    }
+
+    /// A segment of a bypassed direction without SYN, FIN or RST: what [`Reassembler::segment`]
+    /// would do with it (fix the stream start if none was known), without the rest.
+    #[inline]
+    pub fn touch(&mut self, seq: u32) {
+        debug_assert!(self.bypass);
+        self.next.get_or_insert(Cursor { seq, offset: 0 });
     }
 
     /// One segment from this side. `seq` is the sequence number of the first payload byte (the
@@ -258,7 +274,7 @@ impl Reassembler {
     pub(crate) fn segment<H: StreamHandler>(
         &mut self,
         seq: u32,
-        payload: &Bytes,
+        payload: &[u8],
         fin: bool,
         window: usize,
         sink: &mut Sink<'_, H>,
@@ -339,7 +355,7 @@ impl Reassembler {
     fn insert<H: StreamHandler>(
         &mut self,
         start: i64,
-        data: &Bytes,
+        data: &[u8],
         window: usize,
         sink: &mut Sink<'_, H>,
     ) {

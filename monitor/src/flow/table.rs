@@ -1,9 +1,19 @@
 //! The flow table: finds (or opens) the flow of each segment, orients it, drives the two
-//! reassemblers and closes flows on FIN/RST, idleness, eviction or capture end.
+//! reassemblers and closes flows on FIN/RST, idleness, eviction, shedding or capture end.
 //!
-//! Flows live in a [`LinkedHashMap`] kept in activity order (every segment moves its flow to the
-//! back), so the front is always the least recently active flow: idle expiry pops from the front
-//! and stops at the first live flow, and a full table evicts the front.
+//! Flows are spread over [`shards`](FlowTable::shards) by a symmetric hash of the connection
+//! ([`shard_of`]: both directions land in the same shard), each with its share of
+//! `Limits::max_flows`. Each shard is a [`LinkedHashMap`] kept in activity order (every segment
+//! moves its flow to the back), so its front is its least recently active flow: idle expiry pops
+//! from the fronts and stops at the first live flow, and a full shard evicts its front. Flows
+//! closed together (expiry, capture end) are handed over in the order of the last packet that
+//! touched them ([`TcpSegment::index`]), the order one global activity list would give.
+//!
+//! Memory is one budget for the whole table (`Limits::flow_memory`): every flow is charged its
+//! [`cost`](Flow::cost) (the entry and the heap its reassemblers and handler hold), recharged
+//! after each segment that may have changed it, and beyond the budget the least worth flows among
+//! the shards' least recently active ones are shed. (Flow counts spread evenly over the shards;
+//! bytes do not, so a per-shard byte share would shed a shard's flows for one large handshake.)
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -19,30 +29,53 @@ use crate::stats::Stats;
 use super::reassembly::{Reassembler, Sink};
 use super::{CloseReason, ClosedFlow, Endpoints, FlowFactory, Side, StreamHandler};
 
+/// Most shards a table is split into.
+pub const MAX_SHARDS: usize = 64;
+/// Flows per shard below which a table has fewer shards (a small `--max-flows` keeps one global
+/// activity order).
+const MIN_FLOWS_PER_SHARD: usize = 1024;
+
+/// Shards of a table bounded to `max_flows` flows: `max_flows / 1024`, between 1 and
+/// [`MAX_SHARDS`].
+pub fn shard_count(max_flows: usize) -> usize {
+    (max_flows / MIN_FLOWS_PER_SHARD).clamp(1, MAX_SHARDS)
+}
+
+/// The shard (of `shards`) of a segment's connection: the same for both directions, the same in
+/// every run (a fixed mix of the endpoints, not the table's randomly seeded hash).
+pub fn shard_of(seg: &TcpSegment<'_>, shards: usize) -> usize {
+    FlowKey::of(seg).0.shard(shards)
+}
+
 /// One end of a connection, packed for cheap comparison and hashing: the address as a 128-bit
 /// number (an IPv4 address in the low 32 bits) with its family kept apart, so an IPv4 flow never
 /// matches an IPv6 one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Endpoint {
-    v6: bool,
     ip: u128,
-    port: u16,
+    /// The port in the low 16 bits, bit 16 set for IPv6.
+    port_family: u32,
 }
 
 impl Endpoint {
+    #[inline]
     fn new(ip: IpAddr, port: u16) -> Self {
         match ip {
             IpAddr::V4(ip) => Endpoint {
-                v6: false,
                 ip: u128::from(ip.to_bits()),
-                port,
+                port_family: u32::from(port),
             },
             IpAddr::V6(ip) => Endpoint {
-                v6: true,
                 ip: ip.to_bits(),
-                port,
+                port_family: u32::from(port) | 1 << 16,
             },
         }
+    }
+
+    fn fold(self) -> u64 {
+        (self.ip as u64)
+            ^ ((self.ip >> 64) as u64).rotate_left(17)
+            ^ u64::from(self.port_family) << 40
     }
 }
 
@@ -54,19 +87,30 @@ struct FlowKey {
 }
 
 impl FlowKey {
-    fn new(a: Endpoint, b: Endpoint) -> Self {
+    /// The key, and whether `a` is its lower end.
+    #[inline]
+    fn new(a: Endpoint, b: Endpoint) -> (Self, bool) {
         if a <= b {
-            FlowKey { lo: a, hi: b }
+            (FlowKey { lo: a, hi: b }, true)
         } else {
-            FlowKey { lo: b, hi: a }
+            (FlowKey { lo: b, hi: a }, false)
         }
     }
 
-    fn of(seg: &TcpSegment) -> Self {
+    /// The key of a segment's connection, and whether the segment's sender is its lower end.
+    #[inline]
+    fn of(seg: &TcpSegment<'_>) -> (Self, bool) {
         Self::new(
             Endpoint::new(seg.src, seg.sport),
             Endpoint::new(seg.dst, seg.dport),
         )
+    }
+
+    /// A fixed mix of both ends (multiply-shift onto `0..shards`).
+    fn shard(&self, shards: usize) -> usize {
+        let x = self.lo.fold() ^ self.hi.fold().rotate_left(29);
+        let x = (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ((u128::from(x >> 32) * shards as u128) >> 32) as usize
     }
 }
 
@@ -75,24 +119,28 @@ impl Hash for FlowKey {
     fn hash<S: Hasher>(&self, state: &mut S) {
         state.write_u128(self.lo.ip);
         state.write_u128(self.hi.ip);
-        state.write_u64(
-            u64::from(self.lo.port)
-                | u64::from(self.hi.port) << 16
-                | u64::from(self.lo.v6) << 32
-                | u64::from(self.hi.v6) << 33,
-        );
+        state.write_u64(u64::from(self.lo.port_family) | u64::from(self.hi.port_family) << 32);
     }
 }
 
 /// One tracked connection.
 struct Flow<H> {
     endpoints: Endpoints,
+    /// The client is the key's lower end.
+    client_is_lo: bool,
     handler: H,
     dirs: PerSide<Reassembler>,
     /// The client's ISN when its SYN was seen (tells a retransmitted SYN from port reuse).
     client_isn: Option<u32>,
     last_ts: Timestamp,
-    /// Memory charged to the budget for this flow when it was last touched.
+    /// [`TcpSegment::index`] of the last segment that touched the flow.
+    last_index: u64,
+    /// The handler wants no more payload and both directions stopped reassembling.
+    bypass: bool,
+    /// Bypassed, and no FIN waits to be reported: a segment without SYN, FIN or RST only moves
+    /// the sequence tracking (the fast path of bulk data; it changes no buffer, so not the cost).
+    quiet: bool,
+    /// Memory charged to the budget for this flow when it was last recharged.
     cost: usize,
 }
 
@@ -111,8 +159,16 @@ impl<H: StreamHandler> Flow<H> {
             + self.handler.heap_bytes()
     }
 
-    fn sender(&self, seg: &TcpSegment) -> Side {
-        if SocketAddr::new(seg.src, seg.sport) == self.endpoints.client {
+    /// Charges the flow's current cost to `total` (the table's bytes) in place of the last one.
+    fn recharge(&mut self, total: &mut usize) {
+        let now = self.cost();
+        *total = *total - self.cost + now;
+        self.cost = now;
+    }
+
+    #[inline]
+    fn sender(&self, sender_is_lo: bool) -> Side {
+        if sender_is_lo == self.client_is_lo {
             Side::Client
         } else {
             Side::Server
@@ -151,6 +207,7 @@ impl<H: StreamHandler> Flow<H> {
             endpoints: self.endpoints,
             reason,
             last_ts: self.last_ts,
+            last_index: self.last_index,
             handler: self.handler,
         }
     }
@@ -162,11 +219,19 @@ enum Outcome {
     Closed(CloseReason),
 }
 
-/// Bounded table of live flows (least recently active first).
+/// One shard: its flows, least recently active first, and its share of the flow limit.
+struct Shard<H> {
+    flows: LinkedHashMap<FlowKey, Flow<H>>,
+    max_flows: usize,
+}
+
+/// Bounded table of live flows, in shards (each least recently active first).
 pub struct FlowTable<H> {
     limits: Limits,
-    flows: LinkedHashMap<FlowKey, Flow<H>>,
-    /// Memory charged for every flow (see [`Flow::cost`]).
+    shards: Vec<Shard<H>>,
+    /// Flows in all shards.
+    len: usize,
+    /// Memory charged for every flow of every shard (see [`Flow::cost`]).
     bytes: usize,
 }
 
@@ -175,9 +240,18 @@ const SHED_SCAN: usize = 32;
 
 impl<H: StreamHandler> FlowTable<H> {
     pub fn new(limits: &Limits) -> Self {
+        let n = shard_count(limits.max_flows);
+        let max = limits.max_flows.max(1);
         FlowTable {
             limits: limits.clone(),
-            flows: LinkedHashMap::new(),
+            // The limit split as evenly as it goes: the shares add up to `max_flows`.
+            shards: (0..n)
+                .map(|i| Shard {
+                    flows: LinkedHashMap::new(),
+                    max_flows: (max / n + usize::from(i < max % n)).max(1),
+                })
+                .collect(),
+            len: 0,
             bytes: 0,
         }
     }
@@ -187,57 +261,89 @@ impl<H: StreamHandler> FlowTable<H> {
         self.bytes
     }
 
-    fn remove_front(&mut self) -> Option<Flow<H>> {
-        let (_, flow) = self.flows.pop_front()?;
+    /// Removes shard `shard`'s least recently active flow.
+    fn pop_front(&mut self, shard: usize) -> Option<Flow<H>> {
+        let (_, flow) = self.shards.get_mut(shard)?.flows.pop_front()?;
+        self.len -= 1;
         self.bytes -= flow.cost;
         Some(flow)
     }
 
+    /// The shard whose least recently active flow had the earliest last packet, among the shards
+    /// whose least recently active flow `pick` accepts: merging the shards' fronts this way walks
+    /// the flows in the order one global activity list would have.
+    fn oldest_front(&self, pick: impl Fn(&Flow<H>) -> bool) -> Option<usize> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let (_, f) = s.flows.front()?;
+                pick(f).then_some((f.last_index, i))
+            })
+            .min()
+            .map(|(_, i)| i)
+    }
+
     /// Sheds flows until the charged memory fits `Limits::flow_memory` again: among the least
-    /// recently active ones, those worth least first.
+    /// recently active flows of every shard, those worth least first (then the least recently
+    /// active). The budget is one for the whole table: flow counts spread evenly over the shards,
+    /// bytes do not (one large handshake would overflow a shard's share).
     fn shed(&mut self, keep: FlowKey, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
-        while self.bytes > self.limits.flow_memory && self.flows.len() > 1 {
+        let per_shard = (SHED_SCAN / self.shards.len()).max(1);
+        while self.bytes > self.limits.flow_memory && self.len > 1 {
             let victim = self
-                .flows
+                .shards
                 .iter()
-                .take(SHED_SCAN)
-                .filter(|(k, _)| **k != keep)
-                .min_by_key(|(_, f)| f.handler.worth())
-                .map(|(k, _)| *k);
-            let Some(flow) = victim.and_then(|k| self.flows.remove(&k)) else {
+                .enumerate()
+                .flat_map(|(i, s)| s.flows.iter().take(per_shard).map(move |(k, f)| (i, k, f)))
+                .filter(|(_, k, _)| **k != keep)
+                .min_by_key(|(_, _, f)| (f.handler.worth(), f.last_index))
+                .map(|(i, k, _)| (i, *k));
+            let Some(flow) = victim.and_then(|(i, k)| self.shards[i].flows.remove(&k)) else {
                 return;
             };
+            self.len -= 1;
             self.bytes -= flow.cost;
             ctx.as_mut().flows_shed += 1;
             closed.push(flow.close(CloseReason::Evicted, ctx));
         }
     }
 
+    /// How many shards the table has ([`shard_count`] of `Limits::max_flows`).
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
     /// Feeds one segment. Flows that close because of it (FIN/RST, or an eviction it caused) are
-    /// pushed to `closed`. Returns the handler of the segment's flow if it is still open, so the
-    /// caller can poll it for decided results. `ctx` is passed to the handlers; the table counts
-    /// into its [`Stats`].
-    pub fn segment<F: FlowFactory<Handler = H>>(
+    /// pushed to `closed`. When the segment's flow is still open, `poll` gets its handler (to
+    /// collect a decided result) and its answer is returned. `ctx` is passed to the handlers; the
+    /// table counts into its [`Stats`].
+    pub fn segment<F: FlowFactory<Handler = H>, R>(
         &mut self,
-        seg: TcpSegment,
+        seg: TcpSegment<'_>,
         factory: &mut F,
         ctx: &mut H::Ctx,
         closed: &mut Vec<ClosedFlow<H>>,
-    ) -> Option<&mut H> {
-        let key = FlowKey::of(&seg);
+        poll: impl FnOnce(&mut H) -> R,
+    ) -> Option<R> {
+        let (key, sender_is_lo) = FlowKey::of(&seg);
+        let shard_index = key.shard(self.shards.len());
+        let window = self.limits.handshake_window;
+        let shard = &mut self.shards[shard_index];
         // Hashed once; the lookups below reuse it.
-        let hash = self.flows.hasher().hash_one(key);
+        let hash = shard.flows.hasher().hash_one(key);
 
         // A new SYN on a finished connection (or with another ISN) is a new connection: port reuse.
         if seg.flags.syn
             && !seg.flags.ack
-            && let RawEntryMut::Occupied(entry) = self
+            && let RawEntryMut::Occupied(entry) = shard
                 .flows
                 .raw_entry_mut()
                 .from_key_hashed_nocheck(hash, &key)
             && (entry.get().any_fin() || entry.get().client_isn.is_some_and(|isn| isn != seg.seq))
         {
             let flow = entry.remove();
+            self.len -= 1;
             self.bytes -= flow.cost;
             let reason = if flow.any_fin() {
                 CloseReason::Fin
@@ -247,46 +353,81 @@ impl<H: StreamHandler> FlowTable<H> {
             closed.push(flow.close(reason, ctx));
         }
 
-        let known = match self
+        let shard = &mut self.shards[shard_index];
+        match shard
             .flows
             .raw_entry_mut()
             .from_key_hashed_nocheck(hash, &key)
         {
             RawEntryMut::Occupied(mut entry) => {
                 entry.to_back();
-                true
+                match Self::feed(
+                    entry.get_mut(),
+                    &seg,
+                    sender_is_lo,
+                    window,
+                    &mut self.bytes,
+                    ctx,
+                ) {
+                    Outcome::Open if self.bytes <= self.limits.flow_memory => {
+                        Some(poll(&mut entry.into_mut().handler))
+                    }
+                    Outcome::Open => self.shed_and_poll(shard_index, key, ctx, closed, poll),
+                    Outcome::Closed(reason) => {
+                        let flow = entry.remove();
+                        self.len -= 1;
+                        self.bytes -= flow.cost;
+                        closed.push(flow.close(reason, ctx));
+                        None
+                    }
+                }
             }
-            RawEntryMut::Vacant(_) => false,
-        };
-        if !known {
-            let mut flow = Self::open(&seg, factory, ctx.as_mut())?;
-            self.make_room(ctx, closed);
-            flow.cost = flow.cost();
-            self.bytes += flow.cost;
-            self.flows.insert(key, flow);
-            ctx.as_mut().flows_opened += 1;
+            RawEntryMut::Vacant(_) => self.open_and_feed(
+                seg,
+                key,
+                hash,
+                shard_index,
+                sender_is_lo,
+                factory,
+                ctx,
+                closed,
+                poll,
+            ),
         }
-        let RawEntryMut::Occupied(mut entry) = self
+    }
+
+    /// A segment of no known flow: opens one if the factory wants it, then feeds the segment.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn open_and_feed<F: FlowFactory<Handler = H>, R>(
+        &mut self,
+        seg: TcpSegment<'_>,
+        key: FlowKey,
+        hash: u64,
+        shard_index: usize,
+        sender_is_lo: bool,
+        factory: &mut F,
+        ctx: &mut H::Ctx,
+        closed: &mut Vec<ClosedFlow<H>>,
+        poll: impl FnOnce(&mut H) -> R,
+    ) -> Option<R> {
+        let flow = Self::open(&seg, sender_is_lo, factory, ctx.as_mut())?;
+        self.make_room(shard_index, ctx, closed);
+        ctx.as_mut().flows_opened += 1;
+        self.len += 1;
+        let window = self.limits.handshake_window;
+        let shard = &mut self.shards[shard_index];
+        let (_, flow) = shard
             .flows
             .raw_entry_mut()
             .from_key_hashed_nocheck(hash, &key)
-        else {
-            return None;
-        };
-        let flow = entry.get_mut();
-        let outcome = Self::feed(flow, &seg, self.limits.handshake_window, ctx);
-        let before = flow.cost;
-        flow.cost = flow.cost();
-        self.bytes = self.bytes + flow.cost - before;
-        match outcome {
-            Outcome::Open => {
-                if self.bytes > self.limits.flow_memory {
-                    self.shed(key, ctx, closed);
-                }
-                self.flows.get_mut(&key).map(|f| &mut f.handler)
-            }
+            .or_insert_with(|| (key, flow));
+        match Self::feed(flow, &seg, sender_is_lo, window, &mut self.bytes, ctx) {
+            Outcome::Open if self.bytes <= self.limits.flow_memory => Some(poll(&mut flow.handler)),
+            Outcome::Open => self.shed_and_poll(shard_index, key, ctx, closed, poll),
             Outcome::Closed(reason) => {
-                let flow = entry.remove();
+                let flow = shard.flows.remove(&key)?;
+                self.len -= 1;
                 self.bytes -= flow.cost;
                 closed.push(flow.close(reason, ctx));
                 None
@@ -294,9 +435,28 @@ impl<H: StreamHandler> FlowTable<H> {
         }
     }
 
+    /// The segment's flow is open but the table is over its memory budget: sheds other flows, then
+    /// polls the flow's handler.
+    #[inline(never)]
+    fn shed_and_poll<R>(
+        &mut self,
+        shard: usize,
+        key: FlowKey,
+        ctx: &mut H::Ctx,
+        closed: &mut Vec<ClosedFlow<H>>,
+        poll: impl FnOnce(&mut H) -> R,
+    ) -> Option<R> {
+        self.shed(key, ctx, closed);
+        self.shards[shard]
+            .flows
+            .get_mut(&key)
+            .map(|f| poll(&mut f.handler))
+    }
+
     /// Orients a segment that matches no flow and asks the factory for a handler.
     fn open<F: FlowFactory<Handler = H>>(
-        seg: &TcpSegment,
+        seg: &TcpSegment<'_>,
+        sender_is_lo: bool,
         factory: &mut F,
         stats: &mut Stats,
     ) -> Option<Flow<H>> {
@@ -332,18 +492,22 @@ impl<H: StreamHandler> FlowTable<H> {
         };
         Some(Flow {
             endpoints,
+            client_is_lo: sender_is_lo == (sender == Side::Client),
             handler,
             dirs: PerSide::from_fn(|_| Reassembler::new()),
             client_isn: None,
             last_ts: seg.ts,
+            last_index: seg.index,
+            bypass: false,
+            quiet: false,
             cost: 0,
         })
     }
 
-    /// Evicts least recently active flows until one more fits.
-    fn make_room(&mut self, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
-        while self.flows.len() >= self.limits.max_flows.max(1) {
-            let Some(flow) = self.remove_front() else {
+    /// Evicts the shard's least recently active flows until one more fits.
+    fn make_room(&mut self, shard: usize, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
+        while self.shards[shard].flows.len() >= self.shards[shard].max_flows {
+            let Some(flow) = self.pop_front(shard) else {
                 return;
             };
             ctx.as_mut().flows_evicted += 1;
@@ -352,9 +516,47 @@ impl<H: StreamHandler> FlowTable<H> {
     }
 
     /// Applies one segment to its flow.
-    fn feed(flow: &mut Flow<H>, seg: &TcpSegment, window: usize, ctx: &mut H::Ctx) -> Outcome {
-        let side = flow.sender(seg);
+    #[inline(always)]
+    fn feed(
+        flow: &mut Flow<H>,
+        seg: &TcpSegment<'_>,
+        sender_is_lo: bool,
+        window: usize,
+        bytes: &mut usize,
+        ctx: &mut H::Ctx,
+    ) -> Outcome {
+        if flow.quiet && !(seg.flags.syn || seg.flags.fin || seg.flags.rst) {
+            // A decided connection's data or ACK: only the sequence tracking moves (nothing is
+            // reassembled, nothing reaches the handler), as the general path would do.
+            flow.last_ts = flow.last_ts.max(seg.ts);
+            flow.last_index = seg.index;
+            if !seg.payload.is_empty() {
+                let side = flow.sender(sender_is_lo);
+                flow.dirs[side].touch(seg.seq);
+            }
+            return Outcome::Open;
+        }
+        let outcome = Self::feed_general(flow, seg, sender_is_lo, window, ctx);
+        if let Outcome::Open = outcome {
+            // Buffers may have grown or been released: the table's bytes follow. (A flow that
+            // closes leaves with what it was last charged.)
+            flow.recharge(bytes);
+        }
+        outcome
+    }
+
+    /// [`FlowTable::feed`] for every segment but a quiet flow's data and ACKs.
+    #[inline(never)]
+    fn feed_general(
+        flow: &mut Flow<H>,
+        seg: &TcpSegment<'_>,
+        sender_is_lo: bool,
+        window: usize,
+        ctx: &mut H::Ctx,
+    ) -> Outcome {
+        let side = flow.sender(sender_is_lo);
         flow.last_ts = flow.last_ts.max(seg.ts);
+        flow.last_index = seg.index;
         let ts = seg.ts;
 
         if seg.flags.rst {
@@ -379,9 +581,11 @@ impl<H: StreamHandler> FlowTable<H> {
                 client_isn.get_or_insert(seg.seq);
             }
         }
-        if !handler.wants_data() {
+        if !flow.bypass && !handler.wants_data() {
+            // Decided: from here on a segment only moves the sequence and FIN tracking.
             dir.bypass();
             peer.bypass();
+            flow.bypass = true;
         }
         // The peer's receiver acknowledged bytes we may never have seen.
         if seg.flags.ack {
@@ -403,7 +607,7 @@ impl<H: StreamHandler> FlowTable<H> {
             };
             dir.segment(
                 seq,
-                &seg.payload,
+                seg.payload,
                 seg.flags.fin,
                 window,
                 &mut Sink {
@@ -420,13 +624,14 @@ impl<H: StreamHandler> FlowTable<H> {
             flow.flush(ctx);
             return Outcome::Closed(CloseReason::Fin);
         }
+        flow.quiet = flow.bypass && flow.dirs.iter().all(|(_, d)| !d.fin_pending());
         Outcome::Open
     }
 
     /// Closes flows idle for longer than `Limits::idle_timeout_us` at packet time `now`, at most
-    /// `max` of them (call again while it returns `max`: the caller finalizes each batch, so a
-    /// burst of expiries never holds every closed flow at once). Costs O(flows closed): the scan
-    /// stops at the first flow still live.
+    /// `max` of them, in the order of their last packets (call again while it returns `max`: the
+    /// caller finalizes each batch, so a burst of expiries never holds every closed flow at once).
+    /// Costs O(shards) per flow closed: each shard's scan stops at its first flow still live.
     pub fn expire(
         &mut self,
         now: Timestamp,
@@ -434,16 +639,12 @@ impl<H: StreamHandler> FlowTable<H> {
         ctx: &mut H::Ctx,
         closed: &mut Vec<ClosedFlow<H>>,
     ) -> usize {
+        let idle = self.limits.idle_timeout_us;
         let mut n = 0;
         while n < max
-            && let Some((_, flow)) = self.flows.front()
+            && let Some(shard) = self.oldest_front(|f| now.since(f.last_ts) > idle)
+            && let Some(flow) = self.pop_front(shard)
         {
-            if now.since(flow.last_ts) <= self.limits.idle_timeout_us {
-                break;
-            }
-            let Some(flow) = self.remove_front() else {
-                break;
-            };
             n += 1;
             // A flow that had sent one FIN and then went quiet ended normally.
             let reason = if flow.any_fin() {
@@ -457,11 +658,11 @@ impl<H: StreamHandler> FlowTable<H> {
         n
     }
 
-    /// Closes up to `max` flows (capture end), delivering what each still holds; the caller
-    /// repeats until the table is empty, finalizing each batch.
+    /// Closes up to `max` flows (capture end) in the order of their last packets, delivering what
+    /// each still holds; the caller repeats until the table is empty, finalizing each batch.
     pub fn drain(&mut self, max: usize, ctx: &mut H::Ctx, closed: &mut Vec<ClosedFlow<H>>) {
         for _ in 0..max {
-            let Some(flow) = self.remove_front() else {
+            let Some(flow) = self.oldest_front(|_| true).and_then(|i| self.pop_front(i)) else {
                 return;
             };
             closed.push(flow.close(CloseReason::CaptureEnd, ctx));
@@ -470,7 +671,7 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// Flows currently tracked.
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -479,11 +680,14 @@ impl<H: StreamHandler> FlowTable<H> {
 
     /// The handler of the flow between `a` and `b` (either order), if tracked.
     pub fn handler_mut(&mut self, a: SocketAddr, b: SocketAddr) -> Option<&mut H> {
-        self.flows
-            .get_mut(&FlowKey::new(
-                Endpoint::new(a.ip(), a.port()),
-                Endpoint::new(b.ip(), b.port()),
-            ))
+        let (key, _) = FlowKey::new(
+            Endpoint::new(a.ip(), a.port()),
+            Endpoint::new(b.ip(), b.port()),
+        );
+        let shard = key.shard(self.shards.len());
+        self.shards[shard]
+            .flows
+            .get_mut(&key)
             .map(|f| &mut f.handler)
     }
 }

@@ -36,7 +36,7 @@ pub use probes::Probes;
 pub use sink::{Seen, Sink, SourceView, View};
 
 use crate::base::Timestamp;
-use crate::capture::{FlowFeedback, Packet};
+use crate::capture::{FlowFeedback, Frame, Packet};
 use crate::detect::{Detector, Event};
 use crate::handshake::Connection;
 use crate::pipeline::Pipeline;
@@ -137,8 +137,13 @@ impl Monitor {
 
     /// One captured packet.
     pub fn on_packet(&mut self, pkt: &Packet) {
+        self.on_frame(pkt.frame());
+    }
+
+    /// One captured frame, borrowed (a file reader's buffer).
+    pub fn on_frame(&mut self, pkt: Frame<'_>) {
         let judge = &mut self.judge;
-        self.pipeline.packet(pkt, &mut |c| judge.connection(&c));
+        self.pipeline.frame(pkt, &mut |c| judge.connection(&c));
         if let Clock::PacketTime { every_us } = self.clock
             && self.next_tick.is_none_or(|t| pkt.ts >= t)
         {

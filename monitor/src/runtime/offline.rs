@@ -2,20 +2,17 @@
 //!
 //! Consumes capture files and the analysis configuration; produces JSON Lines on stdout (`--json`),
 //! the summary (stdout, or stderr with `--json`), and whether a trust problem was found. Every
-//! file is opened before anything is read, so bad input fails before any output. Each file is a
-//! [`Source`] run with the monitor as its sink: nothing is dropped, the file is read at the
-//! pipeline's pace. What happens along the way (a file starts, progress, a file cut short) is
-//! reported to a [`Progress`] the caller prints.
+//! file is opened before anything is read, so bad input fails before any output. Frames go from
+//! the file reader's buffer straight to the monitor (no copy): nothing is dropped, the file is
+//! read at the pipeline's pace. What happens along the way (a file starts, progress, a file cut
+//! short or damaged) is reported to a [`Progress`] the caller prints.
 
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::sinks::{JsonSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
-use crate::capture::file::FileSource;
-use crate::capture::{Packet, PacketSink, SinkFull, Source, StopSignal};
+use crate::capture::file::{Damage, FileSource, Unsupported};
 use crate::config::{Limits, Services};
 use crate::detect::Detector;
 use crate::error::Error;
@@ -47,36 +44,58 @@ pub trait Progress {
     fn file(&mut self, path: &Path, len: u64);
     /// Estimated bytes of the current file consumed so far (called every few thousand packets).
     fn position(&mut self, pos: u64);
-    /// The current file ended; `truncated` when it was cut short inside a record.
-    fn done(&mut self, path: &Path, truncated: bool);
+    /// The current file ended (cut short, damaged or not).
+    fn done(&mut self, end: &FileEnd<'_>);
 }
 
-/// Packets between progress updates.
+/// How a file's read ended: what the caller warns about.
+#[derive(Clone, Copy, Debug)]
+pub struct FileEnd<'a> {
+    pub path: &'a Path,
+    /// Cut short inside its last record.
+    pub truncated: bool,
+    /// Stretches skipped over corrupt record headers (the first few).
+    pub damage: &'a [Damage],
+    /// How many such stretches in all.
+    pub damaged_regions: u64,
+    /// Packets on interfaces with a link type that cannot be decoded.
+    pub unsupported: Unsupported,
+}
+
+impl<'a> FileEnd<'a> {
+    pub fn of(source: &'a FileSource) -> Self {
+        FileEnd {
+            path: source.path(),
+            truncated: source.truncated(),
+            damage: source.damage(),
+            damaged_regions: source.damaged_regions(),
+            unsupported: source.unsupported(),
+        }
+    }
+}
+
+/// Packets between progress updates (and looks at whether the output failed).
 const PROGRESS_EVERY: u64 = 8192;
 
-/// The monitor as a file source's sink.
-struct Feed<'a> {
-    monitor: &'a mut Monitor,
-    progress: &'a mut dyn Progress,
-    position: Arc<AtomicU64>,
-    n: u64,
-}
-
-impl PacketSink for Feed<'_> {
-    #[inline]
-    fn push(&mut self, pkt: Packet) -> Result<(), SinkFull> {
-        self.monitor.on_packet(&pkt);
-        self.n += 1;
-        if self.n.is_multiple_of(PROGRESS_EVERY) {
-            self.progress
-                .position(self.position.load(Ordering::Relaxed));
+/// Feeds one file's frames, borrowed from the reader's buffer, to the monitor.
+fn feed(
+    source: &mut FileSource,
+    monitor: &mut Monitor,
+    progress: &mut dyn Progress,
+) -> Result<(), Error> {
+    let mut n = 0u64;
+    while let Some(frame) = source.next_frame()? {
+        monitor.on_frame(frame);
+        n += 1;
+        if n.is_multiple_of(PROGRESS_EVERY) {
+            progress.position(FileSource::position(source));
             // Output failed (e.g. a closed pipe): reading on would produce nothing.
-            if self.monitor.has_failed() {
-                return Err(SinkFull::Closed);
+            if monitor.has_failed() {
+                break;
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Runs the analysis.
@@ -104,17 +123,10 @@ pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> 
         };
         monitor = monitor.with_sink(SummarySink::new(to));
     }
-    let stop = StopSignal::new();
     for mut source in sources {
         progress.file(source.path(), source.file_size());
-        let mut feed = Feed {
-            monitor: &mut monitor,
-            progress,
-            position: source.position_handle(),
-            n: 0,
-        };
-        source.run(&mut feed, &stop)?;
-        progress.done(source.path(), source.truncated());
+        feed(&mut source, &mut monitor, progress)?;
+        progress.done(&FileEnd::of(&source));
         if monitor.has_failed() {
             break;
         }

@@ -76,6 +76,9 @@ impl Default for RecordStream {
     }
 }
 
+/// Bytes that cannot start a record.
+struct Invalid;
+
 /// How the bytes at the front of the input frame.
 enum Frame {
     NeedMore,
@@ -215,10 +218,13 @@ impl RecordStream {
         // Complete a record cut by the previous chunk boundary.
         if !self.partial.is_empty() {
             loop {
-                match self.frame(&self.partial) {
-                    Frame::Invalid => return self.desync(stats, sink),
-                    Frame::Record(total) => {
-                        let want = total - self.partial.len();
+                match self.record_len(&self.partial) {
+                    Err(Invalid) => return self.desync(stats, sink),
+                    Ok(Some(total)) => {
+                        if total > self.max_buffer.max(HEADER_LEN) && self.partial.len() < total {
+                            return self.desync(stats, sink);
+                        }
+                        let want = total.saturating_sub(self.partial.len());
                         let take = want.min(data.len());
                         self.partial.extend_from_slice(&data[..take]);
                         data = &data[take..];
@@ -234,8 +240,8 @@ impl RecordStream {
                         }
                         break;
                     }
-                    Frame::NeedMore => {
-                        // Only the header is incomplete here: top it up byte-wise.
+                    Ok(None) => {
+                        // The header is incomplete: top it up byte-wise (at most five bytes).
                         let Some((&b, rest)) = data.split_first() else {
                             return;
                         };
@@ -270,26 +276,35 @@ impl RecordStream {
         sink(TlsEvent::Malformed);
     }
 
+    /// The whole length (header included) of the record that starts `b`, once its header is
+    /// there (`None` before).
+    fn record_len(&self, b: &[u8]) -> Result<Option<usize>, Invalid> {
+        if self.sslv2_first {
+            return Ok(match (b.first(), b.get(1)) {
+                (Some(&hi), Some(&lo)) => Some(2 + (usize::from(hi & 0x7f) << 8 | usize::from(lo))),
+                _ => None,
+            });
+        }
+        let Some(h) = b.get(..HEADER_LEN) else {
+            return Ok(None);
+        };
+        let version = u16::from_be_bytes([h[1], h[2]]);
+        let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
+        if !(20..=24).contains(&h[0])
+            || version >> 8 != 3
+            || version & 0xff > 4
+            || len > MAX_RECORD_LEN
+        {
+            return Err(Invalid);
+        }
+        Ok(Some(HEADER_LEN + len))
+    }
+
     fn frame(&self, b: &[u8]) -> Frame {
-        let total = if self.sslv2_first {
-            match (b.first(), b.get(1)) {
-                (Some(&hi), Some(&lo)) => 2 + (usize::from(hi & 0x7f) << 8 | usize::from(lo)),
-                _ => return Frame::NeedMore,
-            }
-        } else {
-            let Some(h) = b.get(..HEADER_LEN) else {
-                return Frame::NeedMore;
-            };
-            let version = u16::from_be_bytes([h[1], h[2]]);
-            let len = usize::from(u16::from_be_bytes([h[3], h[4]]));
-            if !(20..=24).contains(&h[0])
-                || version >> 8 != 3
-                || version & 0xff > 4
-                || len > MAX_RECORD_LEN
-            {
-                return Frame::Invalid;
-            }
-            HEADER_LEN + len
+        let total = match self.record_len(b) {
+            Ok(Some(total)) => total,
+            Ok(None) => return Frame::NeedMore,
+            Err(Invalid) => return Frame::Invalid,
         };
         if total > self.max_buffer.max(HEADER_LEN) && b.len() < total {
             // Would have to buffer more than allowed.

@@ -7,6 +7,7 @@
 //! bytes (names, SNI, evidence) are escaped by serde_json; certificates are rendered once each.
 
 use std::io::{self, Write};
+use std::net::IpAddr;
 
 use hashlink::LruCache;
 use serde::Serialize;
@@ -55,10 +56,7 @@ impl<'b> Obj<'b> {
     /// A string value, escaped as needed.
     fn str(&mut self, key: &'static str, value: &str) {
         let buf = self.key(key);
-        if value
-            .bytes()
-            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-        {
+        if is_plain(value.as_bytes()) {
             buf.push(b'"');
             buf.extend_from_slice(value.as_bytes());
             buf.push(b'"');
@@ -89,16 +87,40 @@ impl<'b> Obj<'b> {
     }
 
     fn time(&mut self, key: &'static str, ts: Timestamp) {
-        let _ = write!(self.key(key), "\"{ts}\"");
+        write_time(self.key(key), ts);
     }
 
-    /// A value whose `Display` needs no escaping (addresses, numbers), as a string.
-    fn display_str(&mut self, key: &'static str, value: impl std::fmt::Display) {
-        let _ = write!(self.key(key), "\"{value}\"");
+    /// An address as a string.
+    fn ip(&mut self, key: &'static str, ip: IpAddr) {
+        let buf = self.key(key);
+        buf.push(b'"');
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b'.');
+                    }
+                    buf.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+                }
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(buf, "{v6}");
+            }
+        }
+        buf.push(b'"');
     }
 
-    fn num(&mut self, key: &'static str, value: impl std::fmt::Display) {
-        let _ = write!(self.key(key), "{value}");
+    /// A number as a string.
+    fn num_str(&mut self, key: &'static str, value: impl itoa::Integer) {
+        let buf = self.key(key);
+        buf.push(b'"');
+        buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        buf.push(b'"');
+    }
+
+    fn num(&mut self, key: &'static str, value: impl itoa::Integer) {
+        let buf = self.key(key);
+        buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn bool(&mut self, key: &'static str, value: bool) {
@@ -131,6 +153,55 @@ impl<'b> Obj<'b> {
     fn end(self) {
         self.buf.push(b'}');
     }
+}
+
+/// `"2026-11-26T17:49:30.123456Z"`.
+fn write_time(buf: &mut Vec<u8>, ts: Timestamp) {
+    buf.push(b'"');
+    match ts.rfc3339_bytes() {
+        Some(b) => buf.extend_from_slice(&b),
+        None => {
+            let _ = write!(buf, "{ts}");
+        }
+    }
+    buf.push(b'"');
+}
+
+/// `[a,b]`.
+fn pair(buf: &mut Vec<u8>, a: impl itoa::Integer, b: impl itoa::Integer) {
+    buf.push(b'[');
+    buf.extend_from_slice(itoa::Buffer::new().format(a).as_bytes());
+    buf.push(b',');
+    buf.extend_from_slice(itoa::Buffer::new().format(b).as_bytes());
+    buf.push(b']');
+}
+
+/// True when `s` needs no escaping in a JSON string: printable ASCII without `"` and `\\`.
+/// Eight bytes at a time (SWAR): this runs over every string of every record.
+fn is_plain(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    /// High bit set in each byte of `x` that is zero (exact when combined as below).
+    fn zero_bytes(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Bytes ≥ 0x80 or < 0x20, equal to '"', '\\' or 0x7f: any of them fails.
+        let bad = (x & HIGH)
+            | zero_bytes(x & 0xe0e0_e0e0_e0e0_e0e0)
+            | zero_bytes(x ^ (ONES * u64::from(b'"')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
+            | zero_bytes(x ^ (ONES * 0x7f));
+        if bad != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn write_alert(buf: &mut Vec<u8>, a: &Alert) {
@@ -289,7 +360,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
 
     for (key, addr) in [("source", c.client), ("destination", c.server)] {
         let mut e = r.obj(key);
-        e.display_str("ip", addr.ip());
+        e.ip("ip", addr.ip());
         e.num("port", addr.port());
         e.end();
     }
@@ -299,7 +370,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     network.str("protocol", "tls");
     if let Some(id) = c.vlan {
         let mut vlan = network.obj("vlan");
-        vlan.display_str("id", id);
+        vlan.num_str("id", id);
         vlan.end();
     }
     network.end();
@@ -359,15 +430,13 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
         tw.str("version_name", &v.name());
     }
     tw.opt_str("ja3_string", ch.map(|h| h.ja3.as_str()));
-    let _ = write!(
+    pair(
         tw.key("app_records"),
-        "[{},{}]",
         c.app_records.client,
-        c.app_records.server
+        c.app_records.server,
     );
     if c.gap_bytes != PerSide::default() {
-        let g = c.gap_bytes;
-        let _ = write!(tw.key("gap_bytes"), "[{},{}]", g.client, g.server);
+        pair(tw.key("gap_bytes"), c.gap_bytes.client, c.gap_bytes.server);
     }
     tw.end();
     r.end();
@@ -417,5 +486,32 @@ impl ConnectionWriter {
             self.cipher_lists.insert(ids.to_vec(), raw);
         }
         self.cipher_lists.get(ids).map_or(RawValue::NULL, |raw| raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(s: &[u8]) -> bool {
+        s.iter()
+            .all(|&b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    }
+
+    #[test]
+    fn plain_check_agrees_with_the_byte_rule() {
+        // Every byte value at every position of strings of 1 to 19 bytes, in a plain background.
+        for len in 1..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(is_plain(&s), naive(&s), "{b:#x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(is_plain(b""));
+        assert!(is_plain(b"CN=KubeEdge, O=kubeedge"));
+        assert!(!is_plain("CN=caf\u{e9}".as_bytes()));
     }
 }

@@ -1,9 +1,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 
-use bytes::Bytes;
-
 use super::*;
 use crate::decode::TcpFlags;
+use crate::flow::Worth;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ev {
@@ -17,6 +16,7 @@ enum Ev {
 struct Rec {
     events: Vec<Ev>,
     budget: Option<usize>,
+    worth: Option<Worth>,
 }
 
 impl Rec {
@@ -50,12 +50,17 @@ impl StreamHandler for Rec {
     fn wants_data(&self) -> bool {
         self.budget != Some(0)
     }
+    fn worth(&self) -> Worth {
+        self.worth.unwrap_or(Worth::InProgress)
+    }
 }
 
 struct Factory {
     server_ports: Vec<u16>,
     refuse: bool,
     budget: Option<usize>,
+    /// What flows from these client ports are worth (others: in progress).
+    worth: Vec<(u16, Worth)>,
     opened: Vec<(Side, Endpoints)>,
 }
 
@@ -65,6 +70,7 @@ impl Default for Factory {
             server_ports: vec![443],
             refuse: false,
             budget: None,
+            worth: Vec::new(),
             opened: Vec::new(),
         }
     }
@@ -74,9 +80,15 @@ impl FlowFactory for Factory {
     type Handler = Rec;
     fn open(&mut self, _: &TcpSegment, sender: Side, endpoints: Endpoints) -> Option<Rec> {
         self.opened.push((sender, endpoints));
+        let worth = self
+            .worth
+            .iter()
+            .find(|(port, _)| *port == endpoints.client.port())
+            .map(|&(_, w)| w);
         (!self.refuse).then(|| Rec {
             events: Vec::new(),
             budget: self.budget,
+            worth,
         })
     }
     fn is_server_port(&self, port: u16) -> bool {
@@ -104,7 +116,7 @@ fn seg_from(
     flags: F,
     data: &[u8],
     ts_s: i64,
-) -> TcpSegment {
+) -> TcpSegment<'_> {
     let (src, dst) = match from {
         Side::Client => ((CLIENT.0, client_port), SERVER),
         Side::Server => (SERVER, (CLIENT.0, client_port)),
@@ -142,18 +154,21 @@ fn seg_from(
         seq,
         ack,
         flags,
-        payload: Bytes::copy_from_slice(data),
+        payload: data,
         vlan: None,
+        index: 0,
     }
 }
 
-fn seg(from: Side, seq: u32, ack: u32, flags: F, data: &[u8]) -> TcpSegment {
+fn seg(from: Side, seq: u32, ack: u32, flags: F, data: &[u8]) -> TcpSegment<'_> {
     seg_from(from, CLIENT.1, seq, ack, flags, data, 1)
 }
 
 use Side::{Client as C, Server as S};
 
 struct Harness {
+    /// Segments fed so far (their index).
+    fed: u64,
     table: FlowTable<Rec>,
     factory: Factory,
     stats: Stats,
@@ -163,15 +178,24 @@ struct Harness {
 impl Harness {
     fn new(limits: Limits) -> Self {
         Harness {
+            fed: 0,
             table: FlowTable::new(&limits),
             factory: Factory::default(),
             stats: Stats::default(),
             closed: Vec::new(),
         }
     }
-    fn feed(&mut self, s: TcpSegment) -> bool {
+    fn feed(&mut self, mut s: TcpSegment<'_>) -> bool {
+        self.fed += 1;
+        s.index = self.fed;
         self.table
-            .segment(s, &mut self.factory, &mut self.stats, &mut self.closed)
+            .segment(
+                s,
+                &mut self.factory,
+                &mut self.stats,
+                &mut self.closed,
+                |_| (),
+            )
             .is_some()
     }
     /// Events of the single flow (open or closed).
@@ -202,6 +226,7 @@ impl Harness {
         Rec {
             events: ev,
             budget: None,
+            worth: None,
         }
         .stream(side)
     }
@@ -590,7 +615,7 @@ mod corpus {
         let mut t = h();
         t.factory.server_ports = vec![443, 4433, 8080, 9090, 10000, 389, 3306, 4343, 43, 80];
         while let Some(p) = src.next_packet().unwrap() {
-            if let Ok(s) = decode(&p) {
+            if let Ok(s) = decode(&p.frame()) {
                 let now = s.ts;
                 t.feed(s);
                 t.table.expire(now, usize::MAX, &mut t.stats, &mut t.closed);
@@ -662,4 +687,155 @@ mod corpus {
             );
         }
     }
+}
+
+#[test]
+fn shards_hold_both_directions_and_share_max_flows() {
+    assert_eq!(shard_count(1), 1);
+    assert_eq!(shard_count(2047), 1);
+    assert_eq!(shard_count(4096), 4);
+    assert_eq!(shard_count(100_000), MAX_SHARDS);
+    let t = Harness::new(Limits {
+        max_flows: 5000,
+        ..Limits::default()
+    });
+    assert_eq!(t.table.shards(), 4);
+    assert_eq!(
+        t.table.shards.iter().map(|s| s.max_flows).sum::<usize>(),
+        5000
+    );
+    let mut seen = std::collections::HashSet::new();
+    for port in 1000..1400 {
+        let out = seg_from(C, port, 1, 0, F::Ack, b"x", 1);
+        let back = seg_from(S, port, 1, 0, F::Ack, b"x", 1);
+        let shard = shard_of(&out, 64);
+        assert_eq!(shard, shard_of(&back, 64), "port {port}");
+        seen.insert(shard);
+    }
+    // The mix spreads connections that differ only in a port over the shards.
+    assert!(seen.len() > 48, "{} of 64 shards used", seen.len());
+}
+
+#[test]
+fn a_full_shard_evicts_its_own_least_recently_active_flow() {
+    let mut t = Harness::new(Limits {
+        max_flows: 4096,
+        ..Limits::default()
+    });
+    let shard = |port: u16| shard_of(&seg_from(C, port, 1, 0, F::Syn, b"", 1), 4);
+    let target = shard(2000);
+    let same: Vec<u16> = (2000..60000).filter(|&p| shard(p) == target).collect();
+    let other = (2000..60000).find(|&p| shard(p) != target).unwrap();
+    t.feed(seg_from(C, other, 1, 0, F::Syn, b"", 1));
+    for &port in &same[..1024] {
+        t.feed(seg_from(C, port, 1, 0, F::Syn, b"", 1));
+    }
+    assert_eq!(t.stats.flows_evicted, 0);
+    // The shard holds its 1024: one more evicts its oldest, not the older flow of another shard.
+    t.feed(seg_from(C, same[1024], 1, 0, F::Syn, b"", 2));
+    assert_eq!(t.stats.flows_evicted, 1);
+    assert_eq!(t.closed[0].endpoints.client.port(), same[0]);
+    assert_eq!(t.table.len(), 1025);
+}
+
+#[test]
+fn flows_closed_together_leave_in_the_order_of_their_last_packets() {
+    let mut t = Harness::new(Limits {
+        idle_timeout_us: 10_000_000,
+        ..Limits::default()
+    });
+    assert_eq!(t.table.shards(), MAX_SHARDS);
+    let ports: Vec<u16> = (3000..3200).collect();
+    for &p in &ports {
+        t.feed(seg_from(C, p, 1, 0, F::Syn, b"", 0));
+    }
+    // Touched again in another order (a stride through the ports), the first half at t=5.
+    let order: Vec<u16> = (0..ports.len())
+        .map(|i| ports[(i * 37) % ports.len()])
+        .collect();
+    for (i, &p) in order.iter().enumerate() {
+        let ts = if i < 100 { 5 } else { 20 };
+        t.feed(seg_from(C, p, 2, 0, F::Ack, b"x", ts));
+    }
+    let at = |s: i64| Timestamp::from_micros(s * 1_000_000);
+    // The first half expires, in batches.
+    let mut batches = Vec::new();
+    loop {
+        let n = t.table.expire(at(16), 30, &mut t.stats, &mut t.closed);
+        batches.push(n);
+        if n < 30 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![30, 30, 30, 10]);
+    let ports_of = |c: &[ClosedFlow<Rec>]| -> Vec<u16> {
+        c.iter().map(|f| f.endpoints.client.port()).collect()
+    };
+    assert_eq!(ports_of(&t.closed), order[..100]);
+    t.closed.clear();
+    // Capture end: the rest, in batches too.
+    while !t.table.is_empty() {
+        t.table.drain(64, &mut t.stats, &mut t.closed);
+    }
+    assert_eq!(ports_of(&t.closed), order[100..]);
+    assert_eq!(t.table.heap_bytes(), 0);
+}
+
+#[test]
+fn beyond_the_memory_budget_flows_worth_least_are_shed_first() {
+    // Flows from four client ports; 4004 then receives 20 KB it must hold out of order.
+    let scenario = |flow_memory: usize| {
+        let mut t = Harness::new(Limits {
+            flow_memory,
+            ..Limits::default()
+        });
+        t.factory.worth = vec![
+            (4001, Worth::InProgress),
+            (4002, Worth::Nothing),
+            (4003, Worth::Reported),
+        ];
+        for port in [4001, 4002, 4003, 4004] {
+            t.feed(seg_from(C, port, 1, 0, F::Syn, b"", 1));
+        }
+        let before = t.table.heap_bytes();
+        t.feed(seg_from(C, 4004, 1000, 0, F::Ack, &[7; 20_000], 2));
+        (t, before)
+    };
+    let (unbounded, before) = scenario(usize::MAX);
+    let base = before / 4;
+    let full = unbounded.table.heap_bytes();
+    assert!(full >= before + 20_000, "held bytes are charged: {full}");
+    assert_eq!(unbounded.stats.flows_shed, 0);
+    // The four flows cost `full`; a budget one and a half flows short of it sheds two of them:
+    // the one that showed nothing, then the one already reported.
+    let (t, _) = scenario(full - base - base / 2);
+    assert_eq!(t.stats.flows_shed, 2);
+    let shed: Vec<_> = t
+        .closed
+        .iter()
+        .map(|f| (f.endpoints.client.port(), f.reason))
+        .collect();
+    assert_eq!(
+        shed,
+        vec![(4002, CloseReason::Evicted), (4003, CloseReason::Evicted)]
+    );
+    assert_eq!(t.table.heap_bytes(), full - 2 * base);
+    // The flows it looked at were not all in the shard of the flow that grew.
+    let shard = |port: u16| shard_of(&seg_from(C, port, 1, 0, F::Syn, b"", 1), MAX_SHARDS);
+    assert!([4001, 4002, 4003].iter().any(|&p| shard(p) != shard(4004)));
+    // A budget the four flows just fit, but not the growing one's held bytes: every other flow
+    // is shed, in the order of their worth, never the one that grew.
+    let (mut t, _) = scenario(before);
+    let shed: Vec<_> = t.closed.iter().map(|f| f.endpoints.client.port()).collect();
+    assert_eq!(shed, vec![4002, 4003, 4001]);
+    assert_eq!(t.stats.flows_shed, 3);
+    assert_eq!(t.table.len(), 1);
+    // Its hole filled, the held bytes are delivered; at capture end every charge is returned.
+    t.feed(seg_from(C, 4004, 2, 0, F::Ack, &[1; 998], 3));
+    let client = SocketAddr::new(IpAddr::V4(CLIENT.0), 4004);
+    let server = SocketAddr::new(IpAddr::V4(SERVER.0), SERVER.1);
+    let got = t.table.handler_mut(client, server).unwrap().stream(C);
+    assert_eq!(got.len(), 20_998);
+    t.table.drain(usize::MAX, &mut t.stats, &mut t.closed);
+    assert_eq!(t.table.heap_bytes(), 0);
 }

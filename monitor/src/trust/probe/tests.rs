@@ -200,6 +200,13 @@ fn probe_ca_results_drive_inconsistency_and_divergence() {
     let rb = probe_ca(&target(ProbeKind::CaEndpoint, b), &quick(), &mut |_| {});
     d.observe_probe(&rb, now, &mut ev);
     let names: Vec<&str> = ev.iter().map(|e| e.name()).collect();
+    assert_eq!(
+        names,
+        ["ca_inconsistent"],
+        "divergence waits for the rotation grace"
+    );
+    d.tick(Timestamp::from_micros(31_000_000), &mut ev);
+    let names: Vec<&str> = ev.iter().map(|e| e.name()).collect();
     assert_eq!(names, ["ca_inconsistent", "ca_divergence"]);
     let EventDetail::CaInconsistent(i) = &ev[0].detail else {
         panic!()
