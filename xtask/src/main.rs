@@ -9,16 +9,23 @@
 //! - `demo`: setup, build, and run the incident demo.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
 //!   (detection latency, CPU at 1,000 handshakes/s); `--live`: only those, `--no-live`: without.
+//! - `fuzz [--secs N] [--jobs J] [TARGET...]`: the cargo-fuzz targets, each for a bounded time
+//!   (seed corpora built first; see `fuzz.rs`). `test` runs each for 20 s after the tests.
+//! - `soak [--minutes N] [--rate R]`: `trustwatch live` under a steady mix for N minutes, sampling
+//!   RSS, CPU, descriptors and series (a benchmark; figures in the README).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench> [args]");
+    eprintln!(
+        "usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench|fuzz [--secs N] [TARGET...]|soak [--minutes N]> [args]"
+    );
     ExitCode::from(2)
 }
 
@@ -47,7 +54,7 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target"))
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
@@ -104,7 +111,10 @@ fn test(extra: &[String]) -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--workspace"]).args(extra))
+    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    // A short fuzzing run per target: a regression of the parsers on hostile bytes fails here.
+    let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+    fuzz::run_all(&targets, fuzz::TEST_SECS, 1)
 }
 
 fn main() -> ExitCode {
@@ -119,6 +129,8 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "demo" => demo::demo(rest),
         "bench" => demo::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
+        "soak" => demo::soak(rest),
         _ => return usage(),
     };
     match result {

@@ -6,7 +6,8 @@
 //! for the crypto/tls test peers that reproduce CloudCore/EdgeCore), and in their own virtual
 //! environment (their pinned dependencies stay away from the system's Python packages)
 //! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]). Everything else is
-//! from crates.io. kubectl (client only, for `kubectl kustomize`) is expected on the machine.
+//! from crates.io, cargo-fuzz too (`cargo install cargo-fuzz --locked`, with the nightly toolchain
+//! it needs, for `cargo xtask fuzz`). kubectl (client only, for `kubectl kustomize`) is expected on the machine.
 //!
 //! `setup --build` installs only what building the release binary needs (the image's builder
 //! stage runs it): libpcap-dev.
@@ -150,5 +151,7 @@ pub fn ensure() -> Result<(), String> {
         }
     }
     ensure_pytools()?;
+    // The fuzz targets (`cargo xtask fuzz`, also part of `cargo xtask test`): nightly and cargo-fuzz.
+    crate::fuzz::ensure_tools()?;
     check_pcap_headers()
 }

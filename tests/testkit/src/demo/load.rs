@@ -95,7 +95,7 @@ fn cpu_times(pid: u32) -> Result<(f64, f64)> {
     Ok((utime / tick, stime / tick))
 }
 
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }
@@ -128,7 +128,7 @@ fn machine_jiffies() -> (u64, u64) {
     (total.saturating_sub(idle), total)
 }
 
-fn client_config(ca_der: &[u8], identity: &Leaf) -> Result<Arc<ClientConfig>> {
+pub(crate) fn client_config(ca_der: &[u8], identity: &Leaf) -> Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec()))?;
     let chain = identity
@@ -147,7 +147,7 @@ fn client_config(ca_der: &[u8], identity: &Leaf) -> Result<Arc<ClientConfig>> {
 }
 
 /// One edge connection: handshake, ping, pong, close_notify.
-fn one(cfg: &Arc<ClientConfig>, server: SocketAddr, local: IpAddr) -> bool {
+pub(crate) fn one(cfg: &Arc<ClientConfig>, server: SocketAddr, local: IpAddr) -> bool {
     let Ok(mut tcp) = rustls_peer::connect_tcp(&ClientOpts::new(server).local_ip(local)) else {
         return false;
     };

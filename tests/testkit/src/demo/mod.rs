@@ -13,6 +13,7 @@ pub mod http;
 pub mod load;
 pub mod proc;
 pub mod scenario;
+pub mod soak;
 
 use std::net::{SocketAddr, TcpListener};
 
