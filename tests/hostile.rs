@@ -408,3 +408,63 @@ fn alert_storm_10k_connections() {
     });
     assert_eq!(run.other_conns, 10_000);
 }
+
+/// A gap in the capture is ticked through: three clients fail (a collapse), the capture is quiet
+/// for 90 s, then one more packet. The collapse recovers at the packet time it would have live —
+/// the last failure plus the trust window (60 s) plus the recovery hold (15 s) — not never (the
+/// detector used to tick only at packets, so the quiet minute did not count).
+#[test]
+fn quiet_gap_recovers_at_its_packet_time() {
+    let inc = incident();
+    let dir = trustwatch_testkit::tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("gap.pcap");
+    let server = SocketAddrV4::new(Ipv4Addr::LOCALHOST, inc.port);
+    let chain: Vec<&[u8]> = inc.attacker_chain.iter().map(Vec::as_slice).collect();
+    let mut p = Pcap::create(&path).expect("pcap");
+    // Three connections at START, START + 0.5 s, START + 1 s (the last frame at START + 1 s).
+    hostile::failing_clients(
+        &mut p,
+        server,
+        3,
+        &chain,
+        START,
+        Duration::from_millis(1500),
+    )
+    .expect("failing");
+    let last_failure = p.last;
+    hostile::syn_flood(
+        &mut p,
+        server,
+        1,
+        last_failure + Duration::from_secs(90),
+        SPAN,
+    )
+    .expect("one packet after the gap");
+    p.finish().expect("write");
+    let run = analyze(&path, inc.port);
+    assert_eq!(
+        run.names(),
+        ["trust_collapse", "trust_recovered"],
+        "{}",
+        run.stderr
+    );
+    // Seconds of the day of an event's `@timestamp` (the capture stays within one day).
+    let at = |e: &Value| -> f64 {
+        let ts = str_at(e, "@timestamp").expect("@timestamp");
+        let clock = ts.split('T').nth(1).expect("time").trim_end_matches('Z');
+        clock
+            .split(':')
+            .map(|f| f.parse::<f64>().expect("number"))
+            .fold(0.0, |acc, f| acc * 60.0 + f)
+    };
+    let recovered = at(run.named("trust_recovered")[0]);
+    let expected = ((last_failure + Duration::from_secs(75)).as_secs_f64()) % 86_400.0;
+    // Ticks are a second apart: recovered within the second after the hold ends.
+    let late = recovered - expected;
+    assert!(
+        (0.0..=1.0).contains(&late),
+        "recovered at {recovered} s of the day, the hold ended at {expected}"
+    );
+    // Exit code: the collapse is still what the run saw.
+    assert_eq!(run.code, 3);
+}

@@ -55,6 +55,19 @@ fn records<const N: usize>(mut data: &[u8]) -> impl Iterator<Item = ([u8; N], &[
     })
 }
 
+/// Splits `data` into `[op: u8][len: u16 LE][len bytes]` operations; a short last one is cut to
+/// what is there.
+fn operations(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (&op, rest) = data.split_first()?;
+        let (len, rest) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len)).min(rest.len());
+        let (body, rest) = rest.split_at(len);
+        data = rest;
+        Some((op, body))
+    })
+}
+
 const LINK_TYPES: [LinkType; 8] = [
     LinkType::Ethernet,
     LinkType::Raw,
@@ -167,7 +180,7 @@ pub fn tls_stream(data: &[u8]) -> Option<crate::handshake::Connection> {
     let mut out = JsonLines::new(io::sink(), false);
     let mut ts = start;
     let mut decided = None;
-    for ([op], body) in records::<1>(data).take(MAX_FRAMES) {
+    for (op, body) in operations(data).take(MAX_FRAMES) {
         ts = Timestamp(ts.0 + 1000);
         let side = if op & 1 == 0 {
             Side::Client
