@@ -95,6 +95,8 @@ struct Figures {
     corpus: u64,
     slowest_s: u64,
     peak_rss_mb: u64,
+    /// The slowest corpus input, measured after the run (milliseconds, file).
+    slowest_input: Option<(u64, String)>,
 }
 
 /// libFuzzer's status lines (`#N ... cov: C ft: F corp: K/...`) and final stats.
@@ -132,6 +134,42 @@ fn parse(log: &str) -> Figures {
         }
     }
     f
+}
+
+/// The slowest input of `target`'s corpus in milliseconds (libFuzzer's own figure is in whole
+/// seconds): the fuzz binary run on every corpus file, which prints `Executed F in N ms` for each.
+fn slowest_ms(target: &str) -> Option<(u64, String)> {
+    let dir = fuzz_dir();
+    let bin = dir
+        .join("target")
+        .join(std::env::consts::ARCH.to_string() + "-unknown-linux-gnu")
+        .join("release")
+        .join(target);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("corpus").join(target))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    let mut slowest: Option<(u64, String)> = None;
+    for chunk in files.chunks(500) {
+        let out = Command::new(&bin).args(chunk).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("Executed ") else {
+                continue;
+            };
+            let Some((file, ms)) = rest.rsplit_once(" in ") else {
+                continue;
+            };
+            let Ok(ms) = ms.trim_end_matches(" ms").parse::<u64>() else {
+                continue;
+            };
+            if slowest.as_ref().is_none_or(|(m, _)| ms > *m) {
+                slowest = Some((ms, file.to_string()));
+            }
+        }
+    }
+    slowest
 }
 
 /// Runs `target` for `secs` seconds; Err when libFuzzer found something.
@@ -182,7 +220,7 @@ fn run_target(target: &str, secs: u64, jobs: u64) -> Result<Figures, String> {
         .status()
         .map_err(|e| format!("cargo fuzz: {e}"))?;
     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let figures = parse(&text);
+    let mut figures = parse(&text);
     if !status.success() {
         let tail: Vec<&str> = text.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -192,6 +230,7 @@ fn run_target(target: &str, secs: u64, jobs: u64) -> Result<Figures, String> {
             tail.join("\n")
         ));
     }
+    figures.slowest_input = slowest_ms(target);
     Ok(figures)
 }
 
@@ -243,12 +282,16 @@ pub fn run_all(targets: &[String], secs: u64, jobs: u64) -> Result<(), String> {
     }
     eprintln!("xtask fuzz: {secs} s per target");
     eprintln!(
-        "  {:<12} {:>12} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "  {:<12} {:>12} {:>8} {:>8} {:>7} {:>9} {:>8}  slowest corpus input",
         "target", "executions", "cov", "ft", "corpus", "slowest", "rss MB"
     );
     for (t, f) in &rows {
+        let input = f
+            .slowest_input
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |(ms, file)| format!("{ms} ms ({file})"));
         eprintln!(
-            "  {:<12} {:>12} {:>8} {:>8} {:>7} {:>7} s {:>8}",
+            "  {:<12} {:>12} {:>8} {:>8} {:>7} {:>7} s {:>8}  {input}",
             t, f.execs, f.cov, f.ft, f.corpus, f.slowest_s, f.peak_rss_mb
         );
     }
