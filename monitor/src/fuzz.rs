@@ -248,7 +248,10 @@ pub fn file_reader(data: &[u8]) -> u64 {
         if written.is_err() {
             return 0;
         }
-        let Ok(mut src) = FileSource::open(path) else {
+        let opened = FileSource::open(path);
+        // libpcap has the file open (or failed to): the name is not needed any more.
+        let _ = std::fs::remove_file(path);
+        let Ok(mut src) = opened else {
             return 0;
         };
         for _ in 0..MAX_FRAMES {
