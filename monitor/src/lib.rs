@@ -20,6 +20,8 @@ pub mod detect;
 pub mod error;
 pub mod export;
 pub mod flow;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod handshake;
 pub mod pipeline;
 pub mod runtime;

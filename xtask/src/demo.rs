@@ -80,6 +80,15 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     bench_live(&live)
 }
 
+/// `cargo xtask soak [--minutes N] [--rate R] [--every S] [--warmup S]`: the soak benchmark
+/// (`demo soak`), `trustwatch live` under a steady mix with RSS, CPU, descriptors and series
+/// sampled; not a CI test.
+pub fn soak(args: &[String]) -> Result<(), String> {
+    let mut a = vec!["soak".to_string()];
+    a.extend_from_slice(args);
+    exec_demo(&a)
+}
+
 /// The live benchmarks (`demo bench ARGS`).
 fn bench_live(args: &[String]) -> Result<(), String> {
     let (tw, demo) = build()?;

@@ -11,16 +11,23 @@
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
 //!   (detection latency, CPU at 1,000 handshakes/s, eBPF vs libpcap); `--live`: only those,
 //!   `--no-live`: without.
+//! - `fuzz [--secs N] [--jobs J] [TARGET...]`: the cargo-fuzz targets, each for a bounded time
+//!   (seed corpora built first; see `fuzz.rs`). `test` runs each for 20 s after the tests.
+//! - `soak [--minutes N] [--rate R]`: `trustwatch live` under a steady mix for N minutes, sampling
+//!   RSS, CPU, descriptors and series (a benchmark; figures in the README).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench> [args]");
+    eprintln!(
+        "usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench|fuzz [--secs N] [TARGET...]|soak [--minutes N]> [args]"
+    );
     ExitCode::from(2)
 }
 
@@ -106,7 +113,10 @@ fn test(extra: &[String]) -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--workspace"]).args(extra))
+    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    // A short fuzzing run per target: a regression of the parsers on hostile bytes fails here.
+    let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+    fuzz::run_all(&targets, fuzz::TEST_SECS, 1)
 }
 
 fn main() -> ExitCode {
@@ -121,6 +131,8 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "demo" => demo::demo(rest),
         "bench" => demo::bench(rest),
+        "fuzz" => fuzz::fuzz(rest),
+        "soak" => demo::soak(rest),
         _ => return usage(),
     };
     match result {

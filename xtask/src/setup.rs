@@ -7,7 +7,8 @@
 //! for the crypto/tls test peers that reproduce CloudCore/EdgeCore), and in their own virtual
 //! environment (their pinned dependencies stay away from the system's Python packages)
 //! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]). Everything else is
-//! from crates.io. kubectl (client only, for `kubectl kustomize`) is expected on the machine.
+//! from crates.io, cargo-fuzz too (`cargo install cargo-fuzz --locked`, with the nightly toolchain
+//! it needs, for `cargo xtask fuzz`). kubectl (client only, for `kubectl kustomize`) is expected on the machine.
 //!
 //! The eBPF program (`monitor-ebpf`, built by `monitor/build.rs`) needs the nightly toolchain's
 //! `rust-src` and a `bpf-linker` built against that nightly's own LLVM (no system LLVM): it is
@@ -164,6 +165,8 @@ pub fn ensure() -> Result<(), String> {
     }
     ensure_pytools()?;
     check_pcap_headers()?;
+    // The fuzz targets (`cargo xtask fuzz`, also part of `cargo xtask test`): nightly and cargo-fuzz.
+    crate::fuzz::ensure_tools()?;
     ensure_ebpf_toolchain()
 }
 

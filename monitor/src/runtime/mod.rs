@@ -17,7 +17,9 @@
 //! the detector's sliding window, event times. Time only moves forward through [`Monitor::on_packet`]
 //! and [`Monitor::tick`].
 //! - Offline ([`Clock::PacketTime`]): the detector is ticked at every second of packet time and at
-//!   the end of the capture, at the last packet's time; the wall clock is never read.
+//!   the end of the capture, at the last packet's time; the wall clock is never read. A gap
+//!   between packets is ticked through second by second before the packet after it (up to the
+//!   trust window plus the holds, beyond which nothing changes without input).
 //! - Live ([`Clock::External`]): capture timestamps are the kernel's wall-clock times, so the live
 //!   runtime ticks every 200 ms of wall time with the wall clock as "now" — a quiet link still
 //!   ages its windows. Wall time is also what liveness, probe scheduling and publishing (metrics
@@ -142,6 +144,9 @@ impl Monitor {
 
     /// One captured frame, borrowed (a file reader's buffer).
     pub fn on_frame(&mut self, pkt: Frame<'_>) {
+        if let Clock::PacketTime { every_us } = self.clock {
+            self.catch_up(pkt.ts, every_us);
+        }
         let judge = &mut self.judge;
         self.pipeline.frame(pkt, &mut |c| judge.connection(&c));
         if let Clock::PacketTime { every_us } = self.clock
@@ -154,6 +159,37 @@ impl Monitor {
             // An event changes gauges: publish now, not at the next tick (detection latency).
             self.publish(pkt.ts);
         }
+    }
+
+    /// A gap in the capture (a quiet link, an attack that stopped): the detector ticks through it
+    /// before the packet after it, as it would have live, so windows age and holds (recovery,
+    /// collapse) elapse at the packet times they would have. Beyond the longest horizon that can
+    /// still change the state (trust window, holds, probe grace) nothing changes without input,
+    /// so the ticks stop there: a gap of days costs no more than one of minutes.
+    fn catch_up(&mut self, ts: Timestamp, every_us: i64) {
+        let every_us = every_us.max(1);
+        let Some(mut t) = self.next_tick else {
+            return;
+        };
+        // Dense traffic (no whole tick missed) ticks after the packet, as always.
+        if ts.0.saturating_sub(t.0) < every_us {
+            return;
+        }
+        let cfg = self.judge.detector.config();
+        let horizon = cfg
+            .window_us
+            .saturating_add(cfg.recovery_hold_us)
+            .saturating_add(cfg.collapse_hold_us)
+            .saturating_add(cfg.probe_grace_us)
+            .saturating_add(every_us.saturating_mul(2));
+        let end = Timestamp(t.0.saturating_add(horizon));
+        // Ticks strictly before the packet, a whole tick apart from it: the usual tick at the
+        // packet's own time follows it.
+        while t < end && ts.0.saturating_sub(t.0) >= every_us {
+            self.judge.advance(t);
+            t = Timestamp(t.0.saturating_add(every_us));
+        }
+        self.next_tick = Some(t);
     }
 
     /// One connection record (from the pipeline, or injected by a test).

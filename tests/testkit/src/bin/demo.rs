@@ -5,6 +5,7 @@
 //! demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]
 //! demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--no-sources]
 //!            [--bulk-mib N] [--storm N] [--base-port N] [--trustwatch PATH]
+//! demo soak [--minutes N] [--rate R] [--every S] [--warmup S] [--base-port N] [--trustwatch PATH]
 //! ```
 //!
 //! The benchmark has three parts: (a) detection latency in the incident scenario, (b) the
@@ -18,10 +19,11 @@ use std::time::Duration;
 use trustwatch_testkit::demo::load::{self, LoadOptions};
 use trustwatch_testkit::demo::proc::install_stop_handler;
 use trustwatch_testkit::demo::scenario::{self, Options, Report};
+use trustwatch_testkit::demo::soak::{self, SoakOptions};
 use trustwatch_testkit::demo::sources::{self, Figures, SourcesOptions, SourcesReport};
 use trustwatch_testkit::demo::{Ports, proc};
 
-const USAGE: &str = "usage: demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]\n       demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--no-sources] [--bulk-mib N] [--storm N] [--base-port N] [--trustwatch PATH]";
+const USAGE: &str = "usage: demo [--quick | --forever] [--base-port N] [--http-port N] [--edges N] [--trustwatch PATH]\n       demo bench [--quick] [--runs N] [--rate R] [--secs S] [--no-latency] [--no-cpu] [--no-sources] [--bulk-mib N] [--storm N] [--base-port N] [--trustwatch PATH]\n       demo soak [--minutes N] [--rate R] [--every S] [--warmup S] [--base-port N] [--trustwatch PATH]";
 
 /// Flags common to both modes.
 #[derive(Default)]
@@ -470,11 +472,82 @@ fn print_comparison(r: &SourcesReport, bulk_mib: u64, storm: u32, missed: &mut V
     }
 }
 
+/// `demo soak`: `trustwatch live` under a steady mix, sampled; growth after the warm-up.
+fn soak(args: &[String]) -> Result<(), String> {
+    let mut c = Common::default();
+    let (mut minutes, mut rate, mut every, mut warmup) = (10u64, 200u32, 5u64, 60u64);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--minutes" => minutes = value(a, it.next())?,
+            "--rate" => rate = value(a, it.next())?,
+            "--every" => every = value(a, it.next())?,
+            "--warmup" => warmup = value(a, it.next())?,
+            "--base-port" => c.base_port = Some(value(a, it.next())?),
+            "--trustwatch" => c.trustwatch = Some(value(a, it.next())?),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    let mut o = SoakOptions::new(c.trustwatch()?, minutes);
+    o.ports = c.ports()?;
+    o.rate = rate;
+    o.every = Duration::from_secs(every.max(1));
+    o.warmup = Duration::from_secs(warmup);
+    eprintln!(
+        "demo soak: {minutes} min, {rate} handshakes/s (5% failing), bulk on {}, a scanner on {}; samples every {every} s, warm-up {warmup} s",
+        o.ports.certsvc, o.ports.http
+    );
+    println!(
+        "  {:>6} {:>9} {:>6} {:>5} {:>7} {:>11}",
+        "t (s)", "RSS KiB", "CPU", "fds", "series", "handshakes"
+    );
+    let r = soak::run(&o, &mut |s| {
+        println!(
+            "  {:>6} {:>9} {:>5.1}% {:>5} {:>7} {:>11}",
+            s.at.as_secs(),
+            s.rss_kib,
+            s.cpu * 100.0,
+            s.fds,
+            s.series,
+            s.handshakes
+        );
+    })
+    .map_err(|e| e.to_string())?;
+    let Some((a, b)) = r.ends() else {
+        return Err("no samples".into());
+    };
+    println!(
+        "soak: {} min; edges ok {} failed {} ({:.1}%); bulk {:.0} MiB; scanner requests {}",
+        (b.at.as_secs() + 30) / 60,
+        r.ok,
+        r.failed,
+        100.0 * r.failed as f64 / (r.ok + r.failed).max(1) as f64,
+        r.bulk_bytes as f64 / 1048576.0,
+        r.scans
+    );
+    println!(
+        "after warm-up ({} s → {} s): RSS {} → {} KiB ({:+.2}%), peak {} KiB; fds {} → {}; series {} → {}; mean CPU {:.1}% of a core",
+        a.at.as_secs(),
+        b.at.as_secs(),
+        a.rss_kib,
+        b.rss_kib,
+        100.0 * r.rss_growth(),
+        r.peak_rss_kib,
+        a.fds,
+        b.fds,
+        a.series,
+        b.series,
+        100.0 * r.mean_cpu()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     install_stop_handler();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => demo(&args),
     };
     match r {

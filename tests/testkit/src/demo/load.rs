@@ -95,7 +95,7 @@ pub(crate) fn cpu_times(pid: u32) -> Result<(f64, f64)> {
     Ok((utime / tick, stime / tick))
 }
 
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as f64 } else { 100.0 }

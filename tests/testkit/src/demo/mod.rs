@@ -15,6 +15,7 @@ pub mod http;
 pub mod load;
 pub mod proc;
 pub mod scenario;
+pub mod soak;
 pub mod sources;
 
 use std::net::{SocketAddr, TcpListener};
