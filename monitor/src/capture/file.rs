@@ -70,6 +70,8 @@ pub struct FileSource {
     truncated: bool,
     finished: bool,
     arena: PacketArena,
+    /// For [`FileSource::from_reader`]: the reader's failure, if it failed.
+    reader_failed: Option<Arc<std::sync::Mutex<Option<ReaderEnd>>>>,
 }
 
 impl std::fmt::Debug for FileSource {
@@ -142,6 +144,91 @@ impl FileSource {
             truncated: false,
             finished: false,
             arena: PacketArena::default(),
+            reader_failed: None,
+        })
+    }
+
+    /// Opens a capture read from `reader` (standard input, a decompressor): a thread copies it into
+    /// a pipe that libpcap reads, so every input is decoded by the same reader as a file. `name`
+    /// names the input in errors. A failure of `reader` (a corrupt gzip stream) ends the read with
+    /// an error naming it. Its size and position are unknown (0).
+    pub fn from_reader(name: &Path, reader: Box<dyn std::io::Read + Send>) -> Result<Self> {
+        use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+        let fail = |reason: String| Error::File {
+            path: name.to_path_buf(),
+            reason,
+        };
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe(2) fills two new descriptors, owned below.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(fail(io_reason(&std::io::Error::last_os_error())));
+        }
+        // SAFETY: both descriptors were just created and are owned by nothing else.
+        let (read_end, write_end) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let failed: Arc<std::sync::Mutex<Option<ReaderEnd>>> = Arc::default();
+        let slot = failed.clone();
+        let copier = std::thread::Builder::new()
+            .name("trustwatch-input".into())
+            .spawn(move || {
+                let mut reader = reader;
+                let mut out = std::fs::File::from(write_end);
+                // A write error means libpcap stopped reading (the read end closed): not a failure.
+                if let Err(e) = copy_reader(&mut reader, &mut out)
+                    && let Ok(mut s) = slot.lock()
+                {
+                    *s = Some(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        ReaderEnd::CutShort
+                    } else {
+                        ReaderEnd::Failed(one_line(&e.to_string()))
+                    });
+                }
+            })
+            .map_err(|e| fail(one_line(&e.to_string())))?;
+        // SAFETY: the read end is handed to libpcap, which owns (and closes) it from here on.
+        let opened =
+            unsafe { Capture::from_raw_fd_with_precision(read_end.into_raw_fd(), Precision::Nano) };
+        let reader_failure = |failed: &std::sync::Mutex<Option<ReaderEnd>>| match failed
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+        {
+            Some(ReaderEnd::Failed(reason)) => Some(reason),
+            Some(ReaderEnd::CutShort) => Some("cut short before the capture header".into()),
+            None => None,
+        };
+        let capture = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = copier.join();
+                return Err(fail(
+                    reader_failure(&failed).unwrap_or_else(|| open_reason(&e)),
+                ));
+            }
+        };
+        let raw_linktype = capture.get_datalink().0;
+        let linktype = LinkType::from_linktype(raw_linktype).ok_or_else(|| Error::LinkType {
+            path: name.to_path_buf(),
+            linktype: raw_linktype,
+            name: Linktype(raw_linktype)
+                .get_name()
+                .unwrap_or_else(|_| "unknown".into()),
+        })?;
+        Ok(FileSource {
+            path: name.to_path_buf(),
+            name: source_name(Backend::File, &name.display().to_string()),
+            counters: Arc::new(SourceCounters::default()),
+            capture,
+            linktype,
+            raw_linktype,
+            file_size: 0,
+            record_overhead: 0,
+            position: Arc::new(AtomicU64::new(0)),
+            packets: 0,
+            truncated: false,
+            finished: false,
+            arena: PacketArena::default(),
+            reader_failed: Some(failed),
         })
     }
 
@@ -168,13 +255,13 @@ impl FileSource {
             }
             Err(pcap::Error::NoMorePackets) => {
                 self.finish();
-                Ok(None)
+                self.reader_result()
             }
             Err(pcap::Error::PcapError(msg)) if msg.contains("truncated") => {
                 // The last record is cut short: end here, flagged, with every complete record read.
                 self.truncated = true;
                 self.finish();
-                Ok(None)
+                self.reader_result()
             }
             Err(e) => {
                 self.finished = true;
@@ -187,6 +274,26 @@ impl FileSource {
                     ),
                 })
             }
+        }
+    }
+
+    /// At the end of a [`FileSource::from_reader`] input: the reader's failure, which explains the
+    /// end better than libpcap can (a corrupt compressed stream reads as a short capture).
+    fn reader_result(&mut self) -> Result<Option<Packet>> {
+        let failure = self
+            .reader_failed
+            .as_ref()
+            .and_then(|f| f.lock().ok().and_then(|mut s| s.take()));
+        match failure {
+            Some(ReaderEnd::Failed(reason)) => Err(Error::File {
+                path: self.path.clone(),
+                reason: format!("after {} packets: {reason}", self.packets),
+            }),
+            Some(ReaderEnd::CutShort) => {
+                self.truncated = true;
+                Ok(None)
+            }
+            None => Ok(None),
         }
     }
 
@@ -290,6 +397,32 @@ impl Iterator for FileSource {
     }
 }
 
+/// How the reader of a [`FileSource::from_reader`] input ended, when not at a clean end.
+#[derive(Debug)]
+enum ReaderEnd {
+    /// The stream ends inside its compressed data (a file copied while being written).
+    CutShort,
+    Failed(String),
+}
+
+/// Copies `reader` into `out` until the end; a failure to write (the reader of the pipe is gone)
+/// ends the copy quietly, a failure to read is returned.
+fn copy_reader(reader: &mut dyn std::io::Read, out: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::{ErrorKind, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if out.write_all(&buf[..n]).is_err() {
+            return Ok(());
+        }
+    }
+}
+
 /// `tv_usec` holds nanoseconds because the file is opened with [`Precision::Nano`].
 fn timestamp_from_nanos(sec: i64, nsec: i64) -> Timestamp {
     Timestamp::from_micros(
@@ -298,7 +431,7 @@ fn timestamp_from_nanos(sec: i64, nsec: i64) -> Timestamp {
     )
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),

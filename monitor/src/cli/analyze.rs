@@ -96,4 +96,8 @@ impl offline::Progress for Progress {
             );
         }
     }
+
+    fn notice(&mut self, notice: &offline::Notice) {
+        crate::note!("trustwatch: {notice}");
+    }
 }

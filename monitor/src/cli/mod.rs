@@ -108,7 +108,8 @@ impl LimitArgs {
 
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
-    /// Capture files (pcap or pcapng).
+    /// Capture files (pcap or pcapng, gzip or zstd compressed too; `-` for standard input), merged
+    /// by timestamp into one capture.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]

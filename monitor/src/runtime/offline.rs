@@ -1,21 +1,21 @@
 //! Offline analysis (`trustwatch analyze`): capture files through the [`Monitor`], in packet time.
 //!
-//! Consumes capture files and the analysis configuration; produces JSON Lines on stdout (`--json`),
-//! the summary (stdout, or stderr with `--json`), and whether a trust problem was found. Every
-//! file is opened before anything is read, so bad input fails before any output. Each file is a
-//! [`Source`] run with the monitor as its sink: nothing is dropped, the file is read at the
-//! pipeline's pace. What happens along the way (a file starts, progress, a file cut short) is
+//! Consumes capture files (or standard input, gzip or zstd compressed) and the analysis
+//! configuration; produces JSON Lines on stdout (`--json`), the summary (stdout, or stderr with
+//! `--json`), and whether a trust problem was found. Every input is opened before anything is
+//! read, so bad input fails before any output. The inputs are one capture, merged by timestamp
+//! ([`Merged`]) and read at the pipeline's pace: nothing is dropped. What happens along the way (a file starts, progress, a file cut short) is
 //! reported to a [`Progress`] the caller prints.
 
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::sinks::{JsonSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
-use crate::capture::file::FileSource;
-use crate::capture::{Packet, PacketSink, SinkFull, Source, StopSignal};
+use crate::base::human;
+use crate::capture::input;
+use crate::capture::merge::Merged;
+pub use crate::capture::merge::Notice;
 use crate::config::{Limits, Services};
 use crate::detect::Detector;
 use crate::error::Error;
@@ -49,42 +49,16 @@ pub trait Progress {
     fn position(&mut self, pos: u64);
     /// The current file ended; `truncated` when it was cut short inside a record.
     fn done(&mut self, path: &Path, truncated: bool);
+    /// Something about the inputs as a whole (an overlap, a gap, arguments out of time order).
+    fn notice(&mut self, notice: &Notice);
 }
 
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 8192;
 
-/// The monitor as a file source's sink.
-struct Feed<'a> {
-    monitor: &'a mut Monitor,
-    progress: &'a mut dyn Progress,
-    position: Arc<AtomicU64>,
-    n: u64,
-}
-
-impl PacketSink for Feed<'_> {
-    #[inline]
-    fn push(&mut self, pkt: Packet) -> Result<(), SinkFull> {
-        self.monitor.on_packet(&pkt);
-        self.n += 1;
-        if self.n.is_multiple_of(PROGRESS_EVERY) {
-            self.progress
-                .position(self.position.load(Ordering::Relaxed));
-            // Output failed (e.g. a closed pipe): reading on would produce nothing.
-            if self.monitor.has_failed() {
-                return Err(SinkFull::Closed);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Runs the analysis.
 pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> {
-    let mut sources = Vec::with_capacity(a.files.len());
-    for path in &a.files {
-        sources.push(FileSource::open(path)?);
-    }
+    let mut merged = Merged::new(input::open_all(&a.files)?)?;
     let mut monitor = Monitor::new(
         Pipeline::new(a.services, a.limits),
         a.detector,
@@ -104,20 +78,28 @@ pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> 
         };
         monitor = monitor.with_sink(SummarySink::new(to));
     }
-    let stop = StopSignal::new();
-    for mut source in sources {
-        progress.file(source.path(), source.file_size());
-        let mut feed = Feed {
-            monitor: &mut monitor,
-            progress,
-            position: source.position_handle(),
-            n: 0,
-        };
-        source.run(&mut feed, &stop)?;
-        progress.done(source.path(), source.truncated());
-        if monitor.has_failed() {
-            break;
+    let label = match merged.inputs().collect::<Vec<_>>().as_slice() {
+        [one] => one.label.clone(),
+        many => PathBuf::from(human::count(many.len() as u64, "input", "inputs")),
+    };
+    progress.file(&label, merged.size());
+    let mut n = 0u64;
+    while let Some(pkt) = merged.next_packet()? {
+        monitor.on_packet(&pkt);
+        n += 1;
+        if n.is_multiple_of(PROGRESS_EVERY) {
+            progress.position(merged.position());
+            // Output failed (e.g. a closed pipe): reading on would produce nothing.
+            if monitor.has_failed() {
+                break;
+            }
         }
+    }
+    for input in merged.inputs() {
+        progress.done(&input.label, input.source.truncated());
+    }
+    for notice in merged.notices() {
+        progress.notice(&notice);
     }
     let end = monitor.pipeline().last_ts();
     monitor.finish(end).map_err(Error::Output)?;

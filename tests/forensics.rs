@@ -1,0 +1,268 @@
+//! Offline incident forensics (issue 11): `trustwatch analyze` on what an SRE copies off a node —
+//! rotated parts in any order, compressed, piped — and what it says when it finds nothing.
+//!
+//! The incident capture is generated packet by packet (`testkit::hostile::incident`): edge nodes
+//! succeed under CA_A until the server switches to CA_B (same name and serial, another key), then
+//! reject it with unknown_ca. Every variant of the same packets must give the same records and
+//! events, byte for byte, as the single ordered file.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pcap_file::pcap::{PcapReader, PcapWriter};
+use serde_json::Value;
+use trustwatch_testkit::hostile::{self, Pcap};
+use trustwatch_testkit::pki::Pki;
+use trustwatch_testkit::{free_port, tempfile};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trustwatch");
+
+fn analyze(args: &[&str], stdin: Option<&Path>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("analyze").args(args);
+    cmd.stdin(match stdin {
+        Some(p) => Stdio::from(std::fs::File::open(p).unwrap()),
+        None => Stdio::null(),
+    });
+    cmd.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An incident capture: 8 edges every 5 s, 2 minutes under CA_A, 2 minutes under CA_B.
+struct Incident {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    port: u16,
+    switch: Duration,
+    /// CA key ids (SKI, hex) of CA_A and CA_B.
+    keys: (String, String),
+}
+
+fn incident() -> Incident {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new().unwrap();
+    let (ca_a, ca_b) = (pki.kubeedge_ca().unwrap(), pki.kubeedge_ca().unwrap());
+    let (leaf_a, leaf_b) = (
+        pki.server_leaf(&ca_a).unwrap(),
+        pki.server_leaf(&ca_b).unwrap(),
+    );
+    let (a, b) = (leaf_a.chain_der(), leaf_b.chain_der());
+    let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+    let b: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
+    let port = free_port().unwrap();
+    let server = SocketAddrV4::new(Ipv4Addr::new(10, 77, 255, 1), port);
+    // Whole seconds half an hour ago: inside the certificates' validity (from an hour ago).
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let start = Duration::from_secs(now.as_secs() - 1800);
+    let switch = start + Duration::from_secs(120);
+    let file = dir.path().join("incident.pcap");
+    let mut p = Pcap::create(&file).unwrap();
+    hostile::incident(
+        &mut p,
+        server,
+        8,
+        (&a, &b),
+        (start, switch, switch + Duration::from_secs(120)),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    p.finish().unwrap();
+    Incident {
+        dir,
+        file,
+        port,
+        switch,
+        keys: (ca_a.key_id().to_string(), ca_b.key_id().to_string()),
+    }
+}
+
+/// RFC 3339 with microseconds, as trustwatch writes times.
+fn rfc3339(t: Duration) -> String {
+    let s = t.as_secs() as i64;
+    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        t.subsec_micros()
+    )
+}
+
+/// Splits `file` into `n` parts of about equal packet counts (as `tcpdump -C` would: anywhere,
+/// mid-connection), named `part1.pcap`.. in `dir`.
+fn split(file: &Path, n: usize, dir: &Path) -> Vec<PathBuf> {
+    let mut r = PcapReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let header = r.header();
+    let mut packets = Vec::new();
+    while let Some(p) = r.next_packet() {
+        packets.push(p.unwrap().into_owned());
+    }
+    let per = packets.len().div_ceil(n);
+    packets
+        .chunks(per)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.join(format!("part{}.pcap", i + 1));
+            let mut w =
+                PcapWriter::with_header(std::fs::File::create(&path).unwrap(), header).unwrap();
+            for p in chunk {
+                w.write_packet(p).unwrap();
+            }
+            path
+        })
+        .collect()
+}
+
+fn gzip(path: &Path) -> PathBuf {
+    let out = PathBuf::from(format!("{}.gz", path.display()));
+    let mut e = flate2::write::GzEncoder::new(
+        std::fs::File::create(&out).unwrap(),
+        flate2::Compression::default(),
+    );
+    e.write_all(&std::fs::read(path).unwrap()).unwrap();
+    e.finish().unwrap();
+    out
+}
+
+fn zstd_file(path: &Path) -> PathBuf {
+    let out = PathBuf::from(format!("{}.zst", path.display()));
+    std::fs::write(
+        &out,
+        zstd::encode_all(&std::fs::read(path).unwrap()[..], 3).unwrap(),
+    )
+    .unwrap();
+    out
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn rotated_reversed_compressed_and_piped_inputs_are_one_capture() {
+    let inc = incident();
+    let port = inc.port.to_string();
+    let base = ["--json", "--ports", port.as_str()];
+    let whole = analyze(&[&base[..], &[inc.file.to_str().unwrap()]].concat(), None);
+    assert_eq!(
+        whole.status.code(),
+        Some(3),
+        "the collapse: {}",
+        text(&whole.stderr)
+    );
+    let records = lines(&whole);
+    // 8 edges x 24 rounds x 2 phases of 2 minutes: 24 rounds each, one connection per edge each.
+    let conns: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"]["kind"] != "alert")
+        .collect();
+    assert!(conns.len() >= 384, "{}", conns.len());
+    let collapse = records
+        .iter()
+        .find(|r| r["event"]["action"] == "trust_collapse")
+        .unwrap_or_else(|| panic!("no collapse event: {}", text(&whole.stderr)));
+    // The first edge meets CA_B at the switch and rejects it 3 ms into its connection.
+    let tw = &collapse["trustwatch"];
+    assert_eq!(
+        tw["first_failure"],
+        rfc3339(inc.switch + Duration::from_millis(3))
+    );
+    assert_eq!(tw["previous_ca_key_id"], inc.keys.0.as_str());
+    assert_eq!(tw["current_ca_key_id"], inc.keys.1.as_str());
+
+    let parts = split(&inc.file, 4, inc.dir.path());
+    let p: Vec<&str> = parts.iter().map(|p| p.to_str().unwrap()).collect();
+    let gz1 = gzip(&parts[0]);
+    let zst3 = zstd_file(&parts[2]);
+    let gz_whole = gzip(&inc.file);
+    let (gz1, zst3) = (gz1.to_str().unwrap(), zst3.to_str().unwrap());
+
+    let variants: Vec<(&str, Vec<&str>, Option<&Path>)> = vec![
+        ("in order", vec![p[0], p[1], p[2], p[3]], None),
+        ("reversed", vec![p[3], p[2], p[1], p[0]], None),
+        ("shuffled, gzip and zstd", vec![zst3, p[3], gz1, p[1]], None),
+        ("piped", vec!["-"], Some(inc.file.as_path())),
+        ("piped gzip", vec!["-"], Some(gz_whole.as_path())),
+        (
+            "a part piped among files",
+            vec![p[2], "-", p[0], p[3]],
+            Some(parts[1].as_path()),
+        ),
+    ];
+    for (what, files, stdin) in variants {
+        let out = analyze(&[&base[..], &files[..]].concat(), stdin);
+        assert_eq!(out.status.code(), Some(3), "{what}: {}", text(&out.stderr));
+        assert!(
+            out.stdout == whole.stdout,
+            "{what}: records and events differ from the single ordered file"
+        );
+        let stderr = text(&out.stderr);
+        let reordered = stderr.contains("inputs given out of time order");
+        let expect_reordered = what != "in order" && files.len() > 1;
+        assert_eq!(reordered, expect_reordered, "{what}: {stderr}");
+        assert!(
+            !stderr.contains("overlap") && !stderr.contains("no packets for"),
+            "{what}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn overlapping_inputs_and_gaps_are_reported_once_each() {
+    let inc = incident();
+    let parts = split(&inc.file, 4, inc.dir.path());
+    let port = inc.port.to_string();
+    // The same part twice overlaps itself; leaving parts 2 and 3 out is a gap of about 2 minutes.
+    let out = analyze(
+        &[
+            "--quiet",
+            "--ports",
+            &port,
+            parts[3].to_str().unwrap(),
+            parts[0].to_str().unwrap(),
+            parts[3].to_str().unwrap(),
+        ],
+        None,
+    );
+    let stderr = text(&out.stderr);
+    let notes: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        notes.iter().filter(|l| l.contains("overlap by")).count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|l| l.contains("no packets for")
+                && l.contains("part1.pcap")
+                && l.contains("part4.pcap"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        notes.iter().all(|l| l.starts_with("trustwatch: ")),
+        "{stderr}"
+    );
+}
