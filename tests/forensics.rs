@@ -266,3 +266,51 @@ fn overlapping_inputs_and_gaps_are_reported_once_each() {
         "{stderr}"
     );
 }
+
+#[test]
+fn nothing_found_on_the_watched_ports_is_a_warning_and_exit_5() {
+    let inc = incident();
+    let file = inc.file.to_str().unwrap();
+    // The default ports (CloudCore's 10000..10004) see nothing of a server on another port.
+    let out = analyze(&["--quiet", file], None);
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    // Every segment that is a SYN or carries payload, counted by server port: per connection
+    // SYN, SYN-ACK, ClientHello, the server's flight; then 4 more (both Finished flights and
+    // application data both ways) for the 192 established, 1 (the alert) for the 192 rejected.
+    let segments = 384 * 4 + 192 * 4 + 192;
+    assert_eq!(
+        lines[0],
+        format!(
+            "trustwatch: warning: no TLS connection found on the watched ports (10000, 10002, 10003, 10004) in 3648 packets; \
+             busiest other TCP ports: {} ({segments} segments); try --ports {} or --any-port",
+            inc.port, inc.port
+        )
+    );
+    // As suggested: found.
+    let port = inc.port.to_string();
+    assert_eq!(
+        analyze(&["--quiet", "--ports", &port, file], None)
+            .status
+            .code(),
+        Some(3)
+    );
+    assert_eq!(
+        analyze(&["--quiet", "--any-port", file], None)
+            .status
+            .code(),
+        Some(3)
+    );
+    // No packets at all (a capture filtered to nothing).
+    let udp = inc.dir.path().join("udp.pcap");
+    let p = Pcap::create(&udp).unwrap();
+    p.finish().unwrap();
+    let out = analyze(&["--quiet", "--any-port", udp.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "trustwatch: warning: no TLS connection found on any TCP port in 0 packets"
+    );
+}

@@ -28,6 +28,9 @@ struct Factory {
     services: Services,
     limits: Limits,
     names: HashMap<u16, Arc<str>>,
+    /// Segments (SYN or payload) of flows on ports that are not watched, by server port: the
+    /// ports to suggest when nothing was found on the watched ones (at most 65536 entries).
+    other_ports: HashMap<u16, u64>,
 }
 
 impl Factory {
@@ -46,6 +49,7 @@ impl FlowFactory for Factory {
     fn open(&mut self, seg: &TcpSegment, _sender: Side, endpoints: Endpoints) -> Option<Tracker> {
         let port = endpoints.server.port();
         if !self.services.is_watched(port) && !self.services.any_port {
+            *self.other_ports.entry(port).or_default() += 1;
             return None;
         }
         // A flow picked up mid-stream starts only where a TLS record starts; a SYN starts it
@@ -90,6 +94,7 @@ impl Pipeline {
                 services,
                 limits,
                 names: HashMap::new(),
+                other_ports: HashMap::new(),
             },
             closed: Vec::new(),
             next_expire: None,
@@ -172,6 +177,25 @@ impl Pipeline {
         stats.malformed_certificates += certs.malformed;
         stats.cert_cache_hits += certs.hits;
         stats
+    }
+
+    /// The `n` busiest TCP server ports that are not watched, by segments seen (SYN or payload),
+    /// busiest first (ties: lower port first).
+    pub fn busiest_other_ports(&self, n: usize) -> Vec<(u16, u64)> {
+        let mut ports: Vec<(u16, u64)> = self
+            .factory
+            .other_ports
+            .iter()
+            .map(|(p, c)| (*p, *c))
+            .collect();
+        ports.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        ports.truncate(n);
+        ports
+    }
+
+    /// The watched server ports (empty with no `--ports` list and `--any-port`).
+    pub fn services(&self) -> &Services {
+        &self.factory.services
     }
 
     /// Flows currently tracked.

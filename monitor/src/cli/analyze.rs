@@ -12,6 +12,9 @@ use crate::runtime::offline::{self, Analysis};
 
 /// Exit code when a collapse, divergence or inconsistency was found.
 pub const EXIT_TRUST_PROBLEM: i32 = 3;
+/// Exit code when not one TLS connection was found on the watched ports (a script can tell
+/// "healthy" from "saw nothing").
+pub const EXIT_NOTHING_FOUND: i32 = crate::error::EXIT_NOTHING_FOUND;
 
 pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
     let services = args.traffic.services();
@@ -24,8 +27,13 @@ pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
         quiet: args.quiet,
     };
     let findings = offline::run(analysis, &mut Progress::new())?;
+    if let Some(nothing) = &findings.nothing_found {
+        crate::note!("trustwatch: warning: {nothing}");
+    }
     Ok(if findings.trust_problem {
         EXIT_TRUST_PROBLEM
+    } else if findings.nothing_found.is_some() {
+        EXIT_NOTHING_FOUND
     } else {
         0
     })

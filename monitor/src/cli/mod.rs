@@ -1,7 +1,8 @@
 //! Command line: `trustwatch analyze FILE...` (offline) and `trustwatch live` (DaemonSet).
 //!
 //! Parses flags with clap, runs a command, maps errors to exit codes: 0 ok, 2 bad input
-//! (one line on stderr, no backtrace), 3 `analyze` found a trust problem.
+//! (one line on stderr, no backtrace), 3 `analyze` found a trust problem, 4 output failed, 5
+//! `analyze` found no TLS connection on the watched ports.
 
 mod analyze;
 mod check;

@@ -35,10 +35,55 @@ pub struct Analysis {
 }
 
 /// What the analysis found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Findings {
     /// A collapse, divergence or inconsistency was reported.
     pub trust_problem: bool,
+    /// Not one TLS connection was found: what was seen instead.
+    pub nothing_found: Option<NothingFound>,
+}
+
+/// How many of the busiest unwatched ports the nothing-found warning names.
+const PORTS_NAMED: usize = 5;
+
+/// No TLS connection on the watched ports: what the capture held instead, for a one-line warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NothingFound {
+    /// The watched ports (empty with `--any-port`: every port was looked at).
+    pub watched: Vec<u16>,
+    pub any_port: bool,
+    pub packets: u64,
+    /// The busiest TCP server ports that are not watched, by segments (SYN or payload).
+    pub busiest: Vec<(u16, u64)>,
+}
+
+impl std::fmt::Display for NothingFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let packets = human::count(self.packets, "packet", "packets");
+        if self.any_port {
+            return write!(f, "no TLS connection found on any TCP port in {packets}");
+        }
+        let watched: Vec<String> = self.watched.iter().map(u16::to_string).collect();
+        write!(
+            f,
+            "no TLS connection found on the watched ports ({}) in {packets}",
+            watched.join(", ")
+        )?;
+        if self.busiest.is_empty() {
+            return write!(f, "; no other TCP traffic either");
+        }
+        let busiest: Vec<String> = self
+            .busiest
+            .iter()
+            .map(|(port, n)| format!("{port} ({})", human::count(*n, "segment", "segments")))
+            .collect();
+        write!(
+            f,
+            "; busiest other TCP ports: {}; try --ports {} or --any-port",
+            busiest.join(", "),
+            self.busiest[0].0
+        )
+    }
 }
 
 /// Hooks for a progress display and per-file warnings (the CLI prints them).
@@ -103,7 +148,16 @@ pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> 
     }
     let end = monitor.pipeline().last_ts();
     monitor.finish(end).map_err(Error::Output)?;
+    let pipeline = monitor.pipeline();
+    let stats = pipeline.stats();
+    let nothing_found = (stats.connections == 0).then(|| NothingFound {
+        watched: pipeline.services().ports().map(|(p, _)| p).collect(),
+        any_port: pipeline.services().any_port,
+        packets: stats.packets,
+        busiest: pipeline.busiest_other_ports(PORTS_NAMED),
+    });
     Ok(Findings {
         trust_problem: monitor.detector().exit_worthy_seen(),
+        nothing_found,
     })
 }
