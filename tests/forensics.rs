@@ -314,3 +314,40 @@ fn nothing_found_on_the_watched_ports_is_a_warning_and_exit_5() {
         "trustwatch: warning: no TLS connection found on any TCP port in 0 packets"
     );
 }
+
+fn validation_pcap(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/validation/pcaps")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: ../shared must be beside the repository",
+        p.display()
+    );
+    p
+}
+
+/// Chrome's TLS 1.3 ClientHello offers ALPS; its extra encrypted record before Finished is its
+/// EncryptedExtensions, not a certificate: Zeek and the handshake say no certificate was asked.
+#[test]
+fn chrome_alps_handshake_is_not_client_auth() {
+    let pcap = validation_pcap("zeek-chrome-1250-tls-x25519-kyber.pcap");
+    // Ground truth from an independent dissector: the ClientHello carries application_settings.
+    let hello = trustwatch_testkit::tshark::fields(
+        &pcap,
+        "tls.handshake.type == 1",
+        &["tls.handshake.extension.type"],
+    )
+    .unwrap();
+    assert_eq!(hello.len(), 1);
+    assert!(
+        hello[0][0].split(',').any(|t| t == "17513" || t == "17613"),
+        "{hello:?}"
+    );
+    let out = analyze(&["--any-port", "--json", pcap.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let records = lines(&out);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["trustwatch"]["outcome"], "established");
+    assert_eq!(records[0]["trustwatch"]["client_auth_requested"], false);
+}
