@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pcap_file::pcap::{PcapReader, PcapWriter};
 use serde_json::Value;
 use trustwatch_testkit::hostile::{self, Pcap};
-use trustwatch_testkit::pki::Pki;
+use trustwatch_testkit::pki::{LeafSpec, Pki};
 use trustwatch_testkit::{free_port, tempfile};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trustwatch");
@@ -42,17 +42,29 @@ struct Incident {
     switch: Duration,
     /// CA key ids (SKI, hex) of CA_A and CA_B.
     keys: (String, String),
+    /// CA_A's certificate (PEM file), to trust.
+    ca_a: PathBuf,
+    /// notAfter of CA_A's server leaf, Unix seconds (ground truth).
+    leaf_a_not_after: i64,
+    _pki: Pki,
 }
 
 fn incident() -> Incident {
+    incident_with(&LeafSpec::cloudcore())
+}
+
+/// The incident with CA_A's server leaf made to `spec_a` (times relative to now; the capture
+/// starts 30 minutes ago).
+fn incident_with(spec_a: &LeafSpec) -> Incident {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new().unwrap();
     let (ca_a, ca_b) = (pki.kubeedge_ca().unwrap(), pki.kubeedge_ca().unwrap());
     let (leaf_a, leaf_b) = (
-        pki.server_leaf(&ca_a).unwrap(),
+        pki.leaf(&ca_a, spec_a).unwrap(),
         pki.server_leaf(&ca_b).unwrap(),
     );
     let (a, b) = (leaf_a.chain_der(), leaf_b.chain_der());
+    let leaf_a_not_after = leaf_a.cert.not_after_unix;
     let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
     let b: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
     let port = free_port().unwrap();
@@ -79,6 +91,9 @@ fn incident() -> Incident {
         port,
         switch,
         keys: (ca_a.key_id().to_string(), ca_b.key_id().to_string()),
+        ca_a: ca_a.cert_path.clone(),
+        leaf_a_not_after,
+        _pki: pki,
     }
 }
 
@@ -350,4 +365,87 @@ fn chrome_alps_handshake_is_not_client_auth() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["trustwatch"]["outcome"], "established");
     assert_eq!(records[0]["trustwatch"]["client_auth_requested"], false);
+}
+
+/// Verdicts at handshake time on the incident: CA_A's server leaf expires one minute into the
+/// capture; with CA_A trusted, CA_B's chain (same name and serial) fails by signature.
+#[test]
+fn certificate_verdicts_at_handshake_time() {
+    // The capture starts 30 minutes ago; the leaf expires 29 minutes ago.
+    let spec = LeafSpec {
+        not_before: -7200,
+        not_after: -1740,
+        ..LeafSpec::cloudcore()
+    };
+    let inc = incident_with(&spec);
+    let port = inc.port.to_string();
+    let out = analyze(
+        &[
+            "--json",
+            "--ports",
+            &port,
+            "--trusted-ca",
+            inc.ca_a.to_str().unwrap(),
+            inc.file.to_str().unwrap(),
+        ],
+        None,
+    );
+    let records: Vec<Value> = lines(&out)
+        .into_iter()
+        .filter(|r| r["event"]["kind"] == "event")
+        .collect();
+    assert_eq!(records.len(), 384, "{}", text(&out.stderr));
+    let expiry = Duration::from_secs(u64::try_from(inc.leaf_a_not_after).unwrap());
+    // It expires during the CA_A phase (about a minute in).
+    assert!(
+        expiry > inc.switch - Duration::from_secs(110)
+            && expiry < inc.switch - Duration::from_secs(10)
+    );
+    let mut seen = (0, 0, 0);
+    for r in &records {
+        let tw = &r["trustwatch"];
+        let start = r["event"]["start"].as_str().unwrap();
+        let problems: Vec<&str> = tw["certificate_problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        let server = &tw["certificates"]["server"];
+        if tw["ca_key_id"] == inc.keys.1.as_str() {
+            // CA_B: valid dates, same issuer name as the trusted CA_A, another key.
+            assert_eq!(tw["outcome"], "rejected_by_client");
+            assert_eq!(server["anchor"], "bad_signature", "{r}");
+            assert_eq!(problems, ["server_chain_bad_signature"]);
+            seen.2 += 1;
+        } else if start <= rfc3339(expiry).as_str() {
+            // notAfter itself is still valid (second precision on the wire, microseconds here).
+            assert_eq!(tw["outcome"], "established");
+            assert_eq!(server["validity"], "valid", "{r}");
+            assert_eq!(server["anchor"], "verified");
+            assert_eq!(tw["healthy"], true);
+            assert!(problems.is_empty());
+            seen.0 += 1;
+        } else {
+            // Established over a leaf that had expired: not healthy.
+            assert_eq!(tw["outcome"], "established");
+            assert_eq!(server["validity"], "expired", "{r}");
+            assert_eq!(server["anchor"], "verified");
+            assert_eq!(server["order"], "ordered");
+            assert_eq!(tw["healthy"], false);
+            assert_eq!(problems, ["server_certificate_expired"]);
+            seen.1 += 1;
+        }
+    }
+    let summary = analyze(&["--ports", &port, inc.file.to_str().unwrap()], None);
+    let summary = text(&summary.stdout);
+    let line = format!(
+        "certificate problems at handshake time: server_certificate_expired {} ({} established handshakes not healthy)",
+        seen.1, seen.1
+    );
+    assert!(summary.contains(&line), "{summary}");
+    // 24 rounds of 8 edges under each CA; under CA_A both before and after the expiry.
+    assert_eq!(seen.0 + seen.1, 192);
+    assert!(seen.0 >= 8 * 8 && seen.1 >= 8 * 8, "{seen:?}");
+    assert_eq!(seen.2, 192);
 }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::base::{Counter, CounterKind, KeyId};
+use crate::base::{Counter, CounterKind, KeyId, human};
 use crate::cert::Presented;
 use crate::detect::{DetectStats, Event};
 use crate::export::text::timeline_line;
@@ -44,6 +44,10 @@ struct Service {
     other_keys: u64,
     failing_clients: BTreeMap<IpAddr, u64>,
     other_clients: u64,
+    /// Certificate problems at handshake time (code → connections).
+    cert_problems: BTreeMap<String, u64>,
+    /// Established handshakes with a certificate problem.
+    established_unhealthy: u64,
 }
 
 /// Aggregates connection records for the report.
@@ -63,6 +67,13 @@ impl Summary {
         *s.outcomes.entry(c.outcome).or_default() += 1;
         let version = c.version.map_or_else(|| "none".to_string(), |v| v.name());
         *s.versions.entry(version).or_default() += 1;
+        let problems = c.certificate_problems();
+        if !problems.is_empty() && c.outcome == Outcome::Established {
+            s.established_unhealthy += 1;
+        }
+        for p in problems {
+            *s.cert_problems.entry(p).or_default() += 1;
+        }
         for a in &c.alerts {
             let key = match *a {
                 Alert::Plain { from, code, .. } => (from.as_str(), Some(code)),
@@ -124,20 +135,59 @@ impl Summary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "trustwatch: {} TLS connections in {} packets ({} bytes)",
-            self.connections, stats.packets, stats.bytes
+            "trustwatch: {} in {} ({})",
+            human::count(self.connections, "TLS connection", "TLS connections"),
+            human::count(stats.packets, "packet", "packets"),
+            human::bytes(stats.bytes)
         );
         for (name, s) in &self.services {
             let total: u64 = s.outcomes.values().sum();
-            let _ = writeln!(out, "\n{name} (port {}): {total} connections", s.port);
+            let _ = writeln!(
+                out,
+                "\n{name} (port {}): {}",
+                s.port,
+                human::count(total, "connection", "connections")
+            );
             let outcomes: Vec<String> = s
                 .outcomes
                 .iter()
                 .map(|(o, n)| format!("{} {n}", o.as_str()))
                 .collect();
             let _ = writeln!(out, "  outcomes: {}", outcomes.join(", "));
-            let versions: Vec<String> =
-                s.versions.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            if !s.cert_problems.is_empty() {
+                let problems: Vec<String> = s
+                    .cert_problems
+                    .iter()
+                    .map(|(p, n)| format!("{p} {n}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  certificate problems at handshake time: {}{}",
+                    problems.join(", "),
+                    if s.established_unhealthy > 0 {
+                        format!(
+                            " ({} not healthy)",
+                            human::count(
+                                s.established_unhealthy,
+                                "established handshake",
+                                "established handshakes"
+                            )
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            // Connections that ended before a ServerHello negotiated no version: said so, not
+            // listed as a version called "none".
+            let versions: Vec<String> = s
+                .versions
+                .iter()
+                .map(|(v, n)| match v.as_str() {
+                    "none" => format!("no version negotiated (no ServerHello) {n}"),
+                    _ => format!("{v} {n}"),
+                })
+                .collect();
             let _ = writeln!(out, "  versions: {}", versions.join(", "));
             if !s.alerts.is_empty() {
                 let alerts: Vec<String> = s

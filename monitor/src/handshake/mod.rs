@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::base::{KeyId, PerSide, Timestamp};
 use crate::cert::Presented;
+use crate::cert::verdict::ChainVerdict;
 use crate::flow::Side;
 use crate::tls::{ClientHello, ServerHello, Version};
 
@@ -100,9 +101,24 @@ pub struct Connection {
     pub gap_bytes: PerSide<u64>,
     /// A trustwatch probe made it (its ClientHello carries [`crate::config::PROBE_SNI`]).
     pub probe: bool,
+    /// Certificate verdicts at handshake time (validity, chain order, the trusted CA's signature),
+    /// filled by the runtime, which knows the trusted CAs.
+    pub certificates: PerSide<ChainVerdict>,
 }
 
 impl Connection {
+    /// Machine-readable codes of what is wrong with the presented certificates (server first).
+    pub fn certificate_problems(&self) -> Vec<String> {
+        let mut p = self.certificates.server.problems("server");
+        p.extend(self.certificates.client.problems("client"));
+        p
+    }
+
+    /// Established, and nothing wrong with the certificates at handshake time.
+    pub fn healthy(&self) -> bool {
+        self.outcome == Outcome::Established && self.certificate_problems().is_empty()
+    }
+
     /// The alert that decided the outcome: the first fatal one, else the last one.
     pub fn deciding_alert(&self) -> Option<&Alert> {
         self.alerts

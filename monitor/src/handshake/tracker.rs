@@ -202,6 +202,7 @@ impl Tracker {
             outcome,
             evidence,
             probe,
+            certificates: PerSide::default(),
             app_records: PerSide::from_fn(|side| self.sides[side].facts.app_records),
             gap_bytes: PerSide::from_fn(|side| self.sides[side].gap_bytes),
         }

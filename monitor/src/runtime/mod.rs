@@ -35,8 +35,9 @@ use std::sync::Arc;
 pub use probes::Probes;
 pub use sink::{Seen, Sink, SourceView, View};
 
-use crate::base::Timestamp;
+use crate::base::{Side, Timestamp};
 use crate::capture::{FlowFeedback, Packet};
+use crate::cert::verdict::{self as cert_verdict, TrustedCa};
 use crate::detect::{Detector, Event};
 use crate::handshake::Connection;
 use crate::pipeline::Pipeline;
@@ -93,6 +94,10 @@ struct Judge {
     events_total: u64,
     /// An event changed the state since the last publish.
     publish_due: bool,
+    /// Certificate verdicts (remembers signature checks per chain).
+    certs: cert_verdict::Judge,
+    /// The trusted CAs as the verdicts need them (rebuilt when the reference changes).
+    trusted: Vec<TrustedCa>,
 }
 
 impl Monitor {
@@ -106,6 +111,8 @@ impl Monitor {
                 feedback: Vec::new(),
                 sources: Vec::new(),
                 events: Vec::new(),
+                certs: cert_verdict::Judge::default(),
+                trusted: Vec::new(),
                 handshakes: 0,
                 events_total: 0,
                 publish_due: false,
@@ -138,7 +145,7 @@ impl Monitor {
     /// One captured packet.
     pub fn on_packet(&mut self, pkt: &Packet) {
         let judge = &mut self.judge;
-        self.pipeline.packet(pkt, &mut |c| judge.connection(&c));
+        self.pipeline.packet(pkt, &mut |c| judge.connection(c));
         if let Clock::PacketTime { every_us } = self.clock
             && self.next_tick.is_none_or(|t| pkt.ts >= t)
         {
@@ -153,9 +160,10 @@ impl Monitor {
 
     /// One connection record (from the pipeline, or injected by a test).
     pub fn on_connection(&mut self, conn: Connection) {
-        self.judge.connection(&conn);
+        let end = conn.end;
+        self.judge.connection(conn);
         if self.judge.publish_due {
-            self.publish(conn.end);
+            self.publish(end);
         }
     }
 
@@ -163,7 +171,7 @@ impl Monitor {
     /// (live) the sinks publish.
     pub fn tick(&mut self, now: Timestamp) {
         let judge = &mut self.judge;
-        self.pipeline.tick(now, &mut |c| judge.connection(&c));
+        self.pipeline.tick(now, &mut |c| judge.connection(c));
         self.judge.advance(now);
         if let Some(p) = &mut self.judge.probes {
             p.start_due();
@@ -175,7 +183,7 @@ impl Monitor {
     /// detector ticks once more, and every sink finishes (the summary is printed here).
     pub fn finish(&mut self, now: Timestamp) -> io::Result<()> {
         let judge = &mut self.judge;
-        self.pipeline.finish(&mut |c| judge.connection(&c));
+        self.pipeline.finish(&mut |c| judge.connection(c));
         self.judge.advance(now);
         self.publish(now);
         let snapshot = self.judge.detector.snapshot();
@@ -238,7 +246,37 @@ impl Monitor {
 
 impl Judge {
     /// One connection record: the detector judges it, then every sink gets it and the events.
-    fn connection(&mut self, conn: &Connection) {
+    /// Certificate verdicts at the connection's start, against the trusted CAs of the reference.
+    fn judge_certificates(&mut self, conn: &mut Connection) {
+        let cas = self.detector.reference().cas();
+        if cas.len() != self.trusted.len()
+            || cas
+                .iter()
+                .zip(&self.trusted)
+                .any(|(c, t)| c.sha256 != t.sha256)
+        {
+            self.trusted = cas
+                .iter()
+                .map(|c| TrustedCa {
+                    subject: c.subject.clone(),
+                    sha256: c.sha256.clone(),
+                    der: c.der.clone(),
+                })
+                .collect();
+        }
+        for side in [Side::Server, Side::Client] {
+            let chain = match side {
+                Side::Server => &conn.server_chain,
+                Side::Client => &conn.client_chain,
+            };
+            let verdict = self.certs.judge(chain, conn.start, &self.trusted);
+            conn.certificates[side] = verdict;
+        }
+    }
+
+    fn connection(&mut self, mut conn: Connection) {
+        self.judge_certificates(&mut conn);
+        let conn = &conn;
         // A probe's connection may be decided before the next tick: learn its client address
         // first, so the detector excludes it.
         if let Some(p) = &mut self.probes {

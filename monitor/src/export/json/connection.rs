@@ -352,6 +352,24 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     tw.array("client_chain", &c.client_chain, write_cert);
     tw.str_or_null("ca_key_id", c.ca_key_id.as_deref());
     tw.str_or_null("client_ca_key_id", c.client_ca_key_id.as_deref());
+    // Certificate verdicts at handshake time, per side that presented a parseable leaf, and the
+    // codes of what is wrong (an expired server leaf makes an established handshake unhealthy).
+    let mut certs = tw.obj("certificates");
+    for (side, v) in [
+        ("server", &c.certificates.server),
+        ("client", &c.certificates.client),
+    ] {
+        if v.validity.is_some() {
+            let json = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+            certs.raw(side, json.as_bytes());
+        }
+    }
+    certs.end();
+    let problems = c.certificate_problems();
+    tw.array("certificate_problems", &problems, |w, p| {
+        let _ = serde_json::to_writer(w, p);
+    });
+    tw.bool("healthy", c.healthy());
     tw.bool("client_auth_requested", c.client_auth_requested);
     tw.bool("resumed", c.resumed);
     tw.bool("hello_retry", c.hello_retry);
