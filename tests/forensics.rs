@@ -449,3 +449,143 @@ fn certificate_verdicts_at_handshake_time() {
     assert!(seen.0 >= 8 * 8 && seen.1 >= 8 * 8, "{seen:?}");
     assert_eq!(seen.2, 192);
 }
+
+/// `tshark -r IN -Y DISPLAY_FILTER -w OUT` (an independent dissector's selection).
+fn tshark_select(input: &Path, display_filter: &str, out: &Path) {
+    let st = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(input)
+        .args(["-Y", display_filter, "-F", "pcap", "-w"])
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tshark -Y {display_filter}");
+}
+
+/// `tcpdump -r IN -w OUT EXPR` (the same BPF expression through tcpdump).
+fn tcpdump_select(input: &Path, expr: &str, out: &Path) {
+    let st = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(input)
+        .arg("-w")
+        .arg(out)
+        .arg(expr)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "tcpdump {expr}");
+}
+
+#[test]
+fn filters_select_what_tshark_and_tcpdump_select() {
+    let inc = incident();
+    let port = inc.port.to_string();
+    let file = inc.file.to_str().unwrap();
+    let json = |extra: &[&str], f: &str| {
+        let out = analyze(
+            &[&["--json", "--ports", &port][..], extra, &[f]].concat(),
+            None,
+        );
+        assert!(
+            matches!(out.status.code(), Some(0 | 3 | 5)),
+            "{}",
+            text(&out.stderr)
+        );
+        out
+    };
+    // BPF expression, its tshark display-filter twin.
+    let cases = [
+        ("host 10.77.0.3", "ip.addr == 10.77.0.3"),
+        (
+            "src net 10.77.0.0/30 or dst net 10.77.0.0/30",
+            "ip.addr == 10.77.0.0/30",
+        ),
+        (
+            "tcp and not host 10.77.0.5",
+            "tcp && !(ip.addr == 10.77.0.5)",
+        ),
+    ];
+    for (i, (bpf, display)) in cases.iter().enumerate() {
+        let filtered = json(&["--filter", bpf], file);
+        let by_tshark = inc.dir.path().join(format!("tshark{i}.pcap"));
+        tshark_select(&inc.file, display, &by_tshark);
+        let by_tcpdump = inc.dir.path().join(format!("tcpdump{i}.pcap"));
+        tcpdump_select(&inc.file, bpf, &by_tcpdump);
+        let t = json(&[], by_tshark.to_str().unwrap());
+        let d = json(&[], by_tcpdump.to_str().unwrap());
+        assert!(!lines(&filtered).is_empty(), "{bpf}: nothing selected");
+        assert!(
+            filtered.stdout == t.stdout,
+            "{bpf}: differs from tshark -Y {display:?}"
+        );
+        assert!(filtered.stdout == d.stdout, "{bpf}: differs from tcpdump");
+        assert!(
+            text(&filtered.stderr).contains("selection: "),
+            "{}",
+            text(&filtered.stderr)
+        );
+    }
+    // A time range relative to the first packet, against tshark's frame times.
+    let start = inc.switch - Duration::from_secs(120);
+    let (from, to) = (start.as_secs() + 60, start.as_secs() + 150);
+    let ranged = json(&["--from", "+60s", "--to", "+2m30s"], file);
+    let by_time = inc.dir.path().join("time.pcap");
+    tshark_select(
+        &inc.file,
+        &format!("frame.time_epoch >= {from} && frame.time_epoch <= {to}"),
+        &by_time,
+    );
+    assert!(
+        ranged.stdout == json(&[], by_time.to_str().unwrap()).stdout,
+        "--from/--to differ from tshark"
+    );
+    // The same range in RFC 3339.
+    let absolute = json(
+        &[
+            "--from",
+            &rfc3339(Duration::from_secs(from)),
+            "--to",
+            &rfc3339(Duration::from_secs(to)),
+        ],
+        file,
+    );
+    assert!(absolute.stdout == ranged.stdout);
+    // Addresses select whole connections, by side.
+    let all = lines(&json(&[], file));
+    let conns = |v: &[Value]| -> Vec<String> {
+        v.iter()
+            .filter(|r| r["event"]["kind"] == "event")
+            .map(|r| format!("{}:{}", r["source"]["ip"], r["source"]["port"]))
+            .collect()
+    };
+    let expect: Vec<String> = conns(&all)
+        .into_iter()
+        .filter(|c| c.starts_with("\"10.77.0.2\"") || c.starts_with("\"10.77.0.3\""))
+        .collect();
+    let clients = lines(&json(&["--client", "10.77.0.2/31"], file));
+    assert_eq!(conns(&clients), expect);
+    assert_eq!(expect.len(), 2 * 48);
+    // The server is on the other side: as a client address it selects nothing.
+    let out = json(&["--client", "10.77.255.1"], file);
+    assert!(lines(&out).iter().all(|r| r["event"]["kind"] != "event"));
+    assert_eq!(
+        conns(&lines(&json(&["--server", "10.77.255.1/32"], file))).len(),
+        384
+    );
+    // A bad expression or time is one line, exit 2.
+    for bad in [
+        &["--filter", "tcp port"][..],
+        &["--from", "+5x"],
+        &["--client", "10.0.0.0/33"],
+        &["--from", "+2m", "--to", "+1m"],
+    ] {
+        let out = analyze(&[bad, &[file]].concat(), None);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::AnalyzeArgs;
 use crate::error::Error;
 use crate::runtime::offline::{self, Analysis};
+use crate::select::{ConnectionSelect, PacketSelect};
 
 /// Exit code when a collapse, divergence or inconsistency was found.
 pub const EXIT_TRUST_PROBLEM: i32 = 3;
@@ -25,6 +26,11 @@ pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
         files: args.files,
         json: args.json,
         quiet: args.quiet,
+        packets: PacketSelect::new(args.select.from, args.select.to, args.select.filter)?,
+        connections: ConnectionSelect {
+            clients: args.select.client,
+            servers: args.select.server,
+        },
     };
     let findings = offline::run(analysis, &mut Progress::new())?;
     if let Some(nothing) = &findings.nothing_found {
@@ -107,5 +113,9 @@ impl offline::Progress for Progress {
 
     fn notice(&mut self, notice: &offline::Notice) {
         crate::note!("trustwatch: {notice}");
+    }
+
+    fn selected(&mut self, selected: offline::Selected) {
+        crate::note!("trustwatch: {selected}");
     }
 }

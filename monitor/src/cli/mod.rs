@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Analyze pcap/pcapng files: one record per TLS connection, a summary and the trust timeline.
-    Analyze(AnalyzeArgs),
+    Analyze(Box<AnalyzeArgs>),
     /// Capture live (libpcap), detect trust collapse, serve /metrics, /healthz, /readyz, /api/state and a status page.
     Live(Box<live::LiveArgs>),
     /// Check once that a CloudCore replica serves the stored CA (/ca.crt, optionally the cloudhub chain): exit 0 consistent, 1 inconsistent, 2 could not check.
@@ -126,6 +126,29 @@ pub struct AnalyzeArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub detect: DetectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// Narrowing the analysis (`analyze` only).
+#[derive(Args, Debug)]
+pub struct SelectArgs {
+    /// Only packets from this time on: RFC 3339 (2026-11-26T17:49:30Z) or after the capture's
+    /// first packet (+90s, +5m, +1h30m).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<crate::select::TimeSpec>,
+    /// Only packets up to this time (same forms as --from; relative to the first packet too).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<crate::select::TimeSpec>,
+    /// Only frames matching this BPF expression, compiled by libpcap (as `tcpdump -r FILE EXPR`).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Only connections from this client address or network (repeatable).
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    pub client: Vec<crate::select::AddrPrefix>,
+    /// Only connections to this server address or network (repeatable).
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    pub server: Vec<crate::select::AddrPrefix>,
 }
 
 /// clap's message without its usage and help hints, on one line.
@@ -154,7 +177,7 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Analyze(args) => analyze::run(args),
+        Command::Analyze(args) => analyze::run(*args),
         Command::Live(args) => live::run(*args),
         Command::Check(args) => check::run(&args),
     };

@@ -41,6 +41,7 @@ use crate::cert::verdict::{self as cert_verdict, TrustedCa};
 use crate::detect::{Detector, Event};
 use crate::handshake::Connection;
 use crate::pipeline::Pipeline;
+use crate::select::ConnectionSelect;
 
 /// Packet time between detector ticks in offline mode.
 pub const OFFLINE_TICK_US: i64 = 1_000_000;
@@ -98,6 +99,9 @@ struct Judge {
     certs: cert_verdict::Judge,
     /// The trusted CAs as the verdicts need them (rebuilt when the reference changes).
     trusted: Vec<TrustedCa>,
+    /// Which connections are judged and output (`--client`/`--server`); the rest are counted.
+    select: ConnectionSelect,
+    pub(crate) selected_out: u64,
 }
 
 impl Monitor {
@@ -113,6 +117,8 @@ impl Monitor {
                 events: Vec::new(),
                 certs: cert_verdict::Judge::default(),
                 trusted: Vec::new(),
+                select: ConnectionSelect::default(),
+                selected_out: 0,
                 handshakes: 0,
                 events_total: 0,
                 publish_due: false,
@@ -143,6 +149,17 @@ impl Monitor {
     }
 
     /// One captured packet.
+    /// Only connections `select` keeps are judged and output.
+    pub fn with_connection_select(mut self, select: ConnectionSelect) -> Self {
+        self.judge.select = select;
+        self
+    }
+
+    /// Connections left out by the connection selection.
+    pub fn selected_out(&self) -> u64 {
+        self.judge.selected_out
+    }
+
     pub fn on_packet(&mut self, pkt: &Packet) {
         let judge = &mut self.judge;
         self.pipeline.packet(pkt, &mut |c| judge.connection(c));
@@ -275,6 +292,10 @@ impl Judge {
     }
 
     fn connection(&mut self, mut conn: Connection) {
+        if !self.select.keeps(&conn) {
+            self.selected_out += 1;
+            return;
+        }
         self.judge_certificates(&mut conn);
         let conn = &conn;
         // A probe's connection may be decided before the next tick: learn its client address

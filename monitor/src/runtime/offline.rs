@@ -21,6 +21,7 @@ use crate::detect::Detector;
 use crate::error::Error;
 use crate::export::json::JsonLines;
 use crate::pipeline::Pipeline;
+use crate::select::{ConnectionSelect, PacketSelect};
 
 /// What `analyze` does.
 pub struct Analysis {
@@ -32,6 +33,10 @@ pub struct Analysis {
     pub json: bool,
     /// No summary.
     pub quiet: bool,
+    /// `--from`/`--to`/`--filter`.
+    pub packets: PacketSelect,
+    /// `--client`/`--server`.
+    pub connections: ConnectionSelect,
 }
 
 /// What the analysis found.
@@ -96,21 +101,49 @@ pub trait Progress {
     fn done(&mut self, path: &Path, truncated: bool);
     /// Something about the inputs as a whole (an overlap, a gap, arguments out of time order).
     fn notice(&mut self, notice: &Notice);
+    /// What a selection (`--from`/`--to`/`--filter`/`--client`/`--server`) kept.
+    fn selected(&mut self, selected: Selected);
+}
+
+/// What a selection kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selected {
+    /// Packets analyzed, of those read.
+    pub packets: (u64, u64),
+    /// Connections left out by `--client`/`--server`.
+    pub connections_left_out: u64,
+}
+
+impl std::fmt::Display for Selected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "selection: {} of {} analyzed, {} left out",
+            self.packets.0,
+            human::count(self.packets.1, "packet", "packets"),
+            human::count(self.connections_left_out, "connection", "connections")
+        )
+    }
 }
 
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 8192;
 
 /// Runs the analysis.
-pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> {
+pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> {
     let mut merged = Merged::new(input::open_all(&a.files)?)?;
+    if let Some((start, _)) = merged.span() {
+        a.packets.start(start)?;
+    }
+    let selecting = !a.packets.is_all() || !a.connections.is_all();
     let mut monitor = Monitor::new(
         Pipeline::new(a.services, a.limits),
         a.detector,
         Clock::PacketTime {
             every_us: OFFLINE_TICK_US,
         },
-    );
+    )
+    .with_connection_select(std::mem::take(&mut a.connections));
     if a.json {
         let out = BufWriter::with_capacity(1 << 16, io::stdout());
         monitor = monitor.with_sink(JsonSink(JsonLines::new(out, false)));
@@ -129,7 +162,12 @@ pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> 
     };
     progress.file(&label, merged.size());
     let mut n = 0u64;
+    let mut read = 0u64;
     while let Some(pkt) = merged.next_packet()? {
+        read += 1;
+        if !a.packets.keeps(&pkt)? {
+            continue;
+        }
         monitor.on_packet(&pkt);
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
@@ -148,6 +186,12 @@ pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> 
     }
     let end = monitor.pipeline().last_ts();
     monitor.finish(end).map_err(Error::Output)?;
+    if selecting {
+        progress.selected(Selected {
+            packets: (n, read),
+            connections_left_out: monitor.selected_out(),
+        });
+    }
     let pipeline = monitor.pipeline();
     let stats = pipeline.stats();
     let nothing_found = (stats.connections == 0).then(|| NothingFound {
