@@ -69,9 +69,10 @@ fn incident_with(spec_a: &LeafSpec) -> Incident {
     let b: Vec<&[u8]> = b.iter().map(Vec::as_slice).collect();
     let port = free_port().unwrap();
     let server = SocketAddrV4::new(Ipv4Addr::new(10, 77, 255, 1), port);
-    // Whole seconds half an hour ago: inside the certificates' validity (from an hour ago).
+    // A whole minute about half an hour ago: inside the certificates' validity (from an hour
+    // ago), and minutes of the capture are minutes of the clock.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let start = Duration::from_secs(now.as_secs() - 1800);
+    let start = Duration::from_secs(now.as_secs() / 60 * 60 - 1800);
     let switch = start + Duration::from_secs(120);
     let file = dir.path().join("incident.pcap");
     let mut p = Pcap::create(&file).unwrap();
@@ -371,10 +372,10 @@ fn chrome_alps_handshake_is_not_client_auth() {
 /// capture; with CA_A trusted, CA_B's chain (same name and serial) fails by signature.
 #[test]
 fn certificate_verdicts_at_handshake_time() {
-    // The capture starts 30 minutes ago; the leaf expires 29 minutes ago.
+    // The capture starts 30 to 31 minutes ago; the leaf expires 29.5 minutes ago.
     let spec = LeafSpec {
         not_before: -7200,
-        not_after: -1740,
+        not_after: -1770,
         ..LeafSpec::cloudcore()
     };
     let inc = incident_with(&spec);
@@ -446,7 +447,7 @@ fn certificate_verdicts_at_handshake_time() {
     assert!(summary.contains(&line), "{summary}");
     // 24 rounds of 8 edges under each CA; under CA_A both before and after the expiry.
     assert_eq!(seen.0 + seen.1, 192);
-    assert!(seen.0 >= 8 * 8 && seen.1 >= 8 * 8, "{seen:?}");
+    assert!(seen.0 >= 5 * 8 && seen.1 >= 5 * 8, "{seen:?}");
     assert_eq!(seen.2, 192);
 }
 
@@ -588,4 +589,255 @@ fn filters_select_what_tshark_and_tcpdump_select() {
             text(&out.stderr)
         );
     }
+}
+
+/// `--report` in each format from the incident capture: HTML parsed (well-formed, self-contained,
+/// the timeline has a lane per CA key and the event markers), CSV columns (the re-join list),
+/// Markdown tables.
+#[test]
+fn reports_in_html_markdown_and_csv() {
+    let inc = incident();
+    let port = inc.port.to_string();
+    let file = inc.file.to_str().unwrap();
+    let report = |name: &str| {
+        let path = inc.dir.path().join(name);
+        let out = analyze(
+            &[
+                "--quiet",
+                "--ports",
+                &port,
+                "--report",
+                path.to_str().unwrap(),
+                file,
+            ],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        std::fs::read_to_string(path).unwrap()
+    };
+    let (a, b) = (&inc.keys.0, &inc.keys.1);
+    let start = inc.switch - Duration::from_secs(120);
+
+    // CSV: the 8 edges, each failing from its first meeting with CA_B, last good under CA_A.
+    let csv = report("rejoin.csv");
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        rows[0],
+        [
+            "client",
+            "first_failure",
+            "last_failure",
+            "failures",
+            "successes",
+            "last_success",
+            "last_success_ca_key_id",
+            "failing_at_end"
+        ]
+    );
+    assert_eq!(rows.len(), 9, "{csv}");
+    for (i, row) in rows[1..].iter().enumerate() {
+        assert_eq!(row[0], format!("10.77.0.{}", i + 1));
+        // Edge i connects i x 625 ms into each 5-second round; the first round under CA_B is at the switch.
+        let offset = Duration::from_millis(625 * i as u64);
+        assert_eq!(row[1], &ms(inc.switch + offset));
+        assert_eq!(row[3], "24");
+        assert_eq!(row[4], "24");
+        assert_eq!(row[5], &ms(inc.switch - Duration::from_secs(5) + offset));
+        assert_eq!(row[6], a.as_str());
+        assert_eq!(row[7], "true");
+    }
+
+    // Markdown: tables with a header separator and as many cells per row as the header.
+    let md = report("ticket.md");
+    let mut tables = 0;
+    let lines: Vec<&str> = md.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if l.starts_with("|---") || l.starts_with("|---:") {
+            tables += 1;
+            let cols = lines[i - 1].matches(" |").count();
+            for row in lines[i + 1..].iter().take_while(|r| r.starts_with('|')) {
+                assert_eq!(row.matches(" |").count(), cols, "{row}");
+            }
+        }
+    }
+    assert!(tables >= 6, "{md}");
+    assert!(
+        md.contains(&format!("Capture: {}", &rfc3339(start)[..23])),
+        "{md}"
+    );
+    assert!(
+        md.contains("| trust_collapse |") && md.contains("## Affected clients (8)"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("| {a} | CN=KubeEdge | 192 | 0 |"))
+            && md.contains(&format!("| {b} | CN=KubeEdge | 0 | 192 |")),
+        "{md}"
+    );
+
+    // HTML: strict XML once the doctype is set aside; nothing loaded from elsewhere.
+    let html = report("incident.html");
+    assert!(
+        !html.contains("<script") && !html.contains("<link"),
+        "self-contained"
+    );
+    assert_eq!(
+        html.matches("http").count(),
+        1,
+        "only the SVG namespace names a URL"
+    );
+    assert!(!html.contains("src=") && !html.contains("href="));
+    let body = html.strip_prefix("<!DOCTYPE html>\n").unwrap();
+    let doc = roxmltree::Document::parse(body).unwrap();
+    let by_id = |id: &str| {
+        doc.descendants()
+            .find(|n| n.attribute("id") == Some(id))
+            .unwrap_or_else(|| panic!("no #{id}"))
+    };
+    let lanes: Vec<&str> = by_id("timeline")
+        .descendants()
+        .filter_map(|n| n.attribute("data-key"))
+        .collect();
+    assert_eq!(
+        lanes,
+        [a.as_str(), b.as_str()],
+        "a lane per CA key, in order of appearance"
+    );
+    let bars = |class: &str| {
+        by_id("timeline")
+            .descendants()
+            .filter(|n| n.attribute("class") == Some(class))
+            .count()
+    };
+    // Per minute (the capture starts on a whole minute): CA_A succeeded in minutes 0 and 1, CA_B
+    // failed in minutes 2 and 3; two events.
+    assert_eq!((bars("ok"), bars("failed"), bars("event")), (2, 2, 2));
+    let ticks: Vec<String> = by_id("timeline")
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("tick"))
+        .filter_map(|n| n.text().map(String::from))
+        .collect();
+    assert_eq!(
+        ticks.first().map(String::as_str),
+        Some(&rfc3339(start)[11..16])
+    );
+    let rows = |id: &str| {
+        by_id(id)
+            .descendants()
+            .filter(|n| n.has_tag_name("tr"))
+            .count()
+            - 1
+    };
+    assert_eq!(
+        (
+            rows("events"),
+            rows("replicas"),
+            rows("clients"),
+            rows("keys")
+        ),
+        (2, 1, 8, 2)
+    );
+    assert!(
+        by_id("span")
+            .text()
+            .unwrap_or_default()
+            .contains("Capture from")
+    );
+    let counters: Vec<String> = by_id("counters")
+        .descendants()
+        .filter(|n| n.has_tag_name("td"))
+        .filter_map(|n| n.text().map(String::from))
+        .collect();
+    assert!(
+        counters
+            .windows(2)
+            .any(|w| w[0] == "packets" && w[1] == "3648"),
+        "{counters:?}"
+    );
+
+    // An extension that names no format: one line, exit 2, before anything is read.
+    let out = analyze(&["--report", "x.pdf", file], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        "trustwatch: --report x.pdf: the extension names the format: .html, .md or .csv"
+    );
+}
+
+/// A time as the reports write it: RFC 3339 to the millisecond.
+fn ms(t: Duration) -> String {
+    format!("{}Z", &rfc3339(t)[..23])
+}
+
+/// The human summary: capture span, correct plurals and sizes, the per-minute table around the
+/// events.
+#[test]
+fn summary_has_span_plurals_and_minutes_around_events() {
+    let one = analyze(
+        &[
+            "--any-port",
+            validation_pcap("zeek-chrome-1250-tls-x25519-kyber.pcap")
+                .to_str()
+                .unwrap(),
+        ],
+        None,
+    );
+    let one = text(&one.stdout);
+    let first = one.lines().next().unwrap();
+    assert!(
+        first.starts_with("trustwatch: 1 TLS connection in ") && first.ends_with(" KiB)"),
+        "{first}"
+    );
+    assert!(one.contains("(port 443): 1 connection\n"), "{one}");
+    assert!(!one.contains("versions: none"), "{one}");
+
+    let inc = incident();
+    let port = inc.port.to_string();
+    let out = analyze(&["--ports", &port, inc.file.to_str().unwrap()], None);
+    let s = text(&out.stdout);
+    let start = inc.switch - Duration::from_secs(120);
+    // Bytes vary with the ECDSA signatures' lengths: about 512 KiB.
+    let head = s.lines().next().unwrap();
+    assert!(
+        head.starts_with("trustwatch: 384 TLS connections in 3648 packets (51")
+            && head.ends_with(" KiB)"),
+        "{s}"
+    );
+    // The last packet: the last edge's FIN, 7 ms into its connection in the last round (3 m 55 s
+    // in, edge 8 of 8 at 7 x 625 ms).
+    let last = start + Duration::from_millis(3 * 60_000 + 55_000 + 7 * 625 + 7);
+    assert!(
+        s.contains(&format!(
+            "capture span: {} to {} (3 m 59 s)\n",
+            rfc3339(start),
+            rfc3339(last)
+        )),
+        "{s}"
+    );
+    let table: Vec<&str> = s
+        .split("per minute around the events (UTC, handshakes ok / failed):\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .collect();
+    let minute = |t: Duration| rfc3339(t)[..16].replace('T', " ");
+    // 8 edges, one connection every 5 s each: 96 a minute; the switch is two minutes in.
+    assert_eq!(
+        table,
+        [
+            format!("    {}  ok     96  failed      0", minute(start)),
+            format!(
+                "    {}  ok     96  failed      0",
+                minute(start + Duration::from_secs(60))
+            ),
+            format!(
+                "    {}  ok      0  failed     96  <- event",
+                minute(inc.switch)
+            ),
+            format!(
+                "    {}  ok      0  failed     96",
+                minute(inc.switch + Duration::from_secs(60))
+            ),
+        ]
+    );
 }

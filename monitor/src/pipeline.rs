@@ -79,6 +79,7 @@ pub struct Pipeline {
     ctx: TrackerCtx,
     closed: Vec<ClosedFlow<Tracker>>,
     next_expire: Option<Timestamp>,
+    first_ts: Option<Timestamp>,
     last_ts: Timestamp,
 }
 
@@ -98,6 +99,7 @@ impl Pipeline {
             },
             closed: Vec::new(),
             next_expire: None,
+            first_ts: None,
             last_ts: Timestamp::default(),
         }
     }
@@ -108,6 +110,9 @@ impl Pipeline {
         stats.packets += 1;
         stats.bytes += pkt.data.len() as u64;
         self.last_ts = self.last_ts.max(pkt.ts);
+        if self.first_ts.is_none_or(|f| pkt.ts < f) {
+            self.first_ts = Some(pkt.ts);
+        }
         match decode::decode(pkt) {
             Ok(seg) => {
                 if let Some(tracker) =
@@ -201,6 +206,11 @@ impl Pipeline {
     /// Flows currently tracked.
     pub fn flows_active(&self) -> usize {
         self.table.len()
+    }
+
+    /// Earliest and latest packet time seen.
+    pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
+        self.first_ts.map(|f| (f, self.last_ts))
     }
 
     /// Latest packet time seen.

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AnalyzeArgs;
 use crate::error::Error;
+use crate::export::forensic::Format;
 use crate::runtime::offline::{self, Analysis};
 use crate::select::{ConnectionSelect, PacketSelect};
 
@@ -26,6 +27,16 @@ pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
         files: args.files,
         json: args.json,
         quiet: args.quiet,
+        report: args
+            .report
+            .map(|path| match Format::of(&path) {
+                Some(f) => Ok((path, f)),
+                None => Err(Error::Usage(format!(
+                    "--report {}: the extension names the format: .html, .md or .csv",
+                    path.display()
+                ))),
+            })
+            .transpose()?,
         packets: PacketSelect::new(args.select.from, args.select.to, args.select.filter)?,
         connections: ConnectionSelect {
             clients: args.select.client,

@@ -124,6 +124,11 @@ pub struct AnalyzeArgs {
     /// No summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write the incident report to FILE, its format by the extension: .html (self-contained
+    /// page: timeline by CA key, replicas, affected clients, events), .md (tables for a ticket),
+    /// .csv (the re-join list: failing clients, first/last failure, CA last succeeded under).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub detect: DetectArgs,
     #[command(flatten)]

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::base::{Counter, CounterKind, KeyId, human};
+use crate::base::{Counter, CounterKind, KeyId, Timestamp, human};
 use crate::cert::Presented;
 use crate::detect::{DetectStats, Event};
 use crate::export::text::timeline_line;
@@ -57,11 +57,29 @@ pub struct Summary {
     connections: u64,
     timeline: Vec<(Arc<str>, String)>,
     events: u64,
+    /// Handshakes per minute since the epoch: (ok, failed), at most [`MAX_MINUTES`] minutes.
+    minutes: BTreeMap<i64, (u64, u64)>,
+    /// Minutes of the events in the timeline (the per-minute table is printed around them).
+    event_minutes: Vec<i64>,
 }
+
+/// Minutes of per-minute counts kept for the summary (two weeks).
+const MAX_MINUTES: usize = 20_160;
+/// Minutes shown before and after each event.
+const AROUND_EVENT_MIN: i64 = 3;
 
 impl Summary {
     pub fn add(&mut self, c: &Connection) {
         self.connections += 1;
+        let m = c.start.micros().div_euclid(60_000_000);
+        if self.minutes.len() < MAX_MINUTES || self.minutes.contains_key(&m) {
+            let e = self.minutes.entry(m).or_default();
+            match c.outcome {
+                Outcome::Established => e.0 += 1,
+                Outcome::RejectedByClient | Outcome::RejectedByServer | Outcome::Failed => e.1 += 1,
+                Outcome::Incomplete => {}
+            }
+        }
         let s = self.services.entry(c.service.to_string()).or_default();
         s.port = c.server.port();
         *s.outcomes.entry(c.outcome).or_default() += 1;
@@ -121,6 +139,10 @@ impl Summary {
     /// One detector event, for the trust timeline.
     pub fn event(&mut self, e: &Event) {
         self.events += 1;
+        if self.event_minutes.len() < MAX_TIMELINE {
+            self.event_minutes
+                .push(e.at.micros().div_euclid(60_000_000));
+        }
         if self.timeline.len() < MAX_TIMELINE {
             self.timeline.push((e.service.clone(), timeline_line(e)));
         }
@@ -131,7 +153,12 @@ impl Summary {
     }
 
     /// Renders the report.
-    pub fn render(&self, stats: &Stats, detect: &DetectStats) -> String {
+    pub fn render(
+        &self,
+        stats: &Stats,
+        detect: &DetectStats,
+        span: Option<(Timestamp, Timestamp)>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -140,6 +167,13 @@ impl Summary {
             human::count(stats.packets, "packet", "packets"),
             human::bytes(stats.bytes)
         );
+        if let Some((first, last)) = span {
+            let _ = writeln!(
+                out,
+                "capture span: {first} to {last} ({})",
+                human::duration_us(last.since(first))
+            );
+        }
         for (name, s) in &self.services {
             let total: u64 = s.outcomes.values().sum();
             let _ = writeln!(
@@ -247,7 +281,40 @@ impl Summary {
         );
         let _ = writeln!(out, "losses: {}", counter_line(all(), CounterKind::Loss));
         self.render_timeline(&mut out);
+        self.render_minutes(&mut out);
         out
+    }
+
+    /// Handshakes per minute around each event (a few minutes either side).
+    fn render_minutes(&self, out: &mut String) {
+        if self.event_minutes.is_empty() {
+            return;
+        }
+        let near = |m: i64| {
+            self.event_minutes
+                .iter()
+                .any(|e| (m - e).abs() <= AROUND_EVENT_MIN)
+        };
+        out.push_str("\nper minute around the events (UTC, handshakes ok / failed):\n");
+        let mut last_shown: Option<i64> = None;
+        for (m, (ok, failed)) in self.minutes.iter().filter(|(m, _)| near(**m)) {
+            if last_shown.is_some_and(|l| *m > l + 1) {
+                out.push_str("    ...\n");
+            }
+            let label = Timestamp(m.saturating_mul(60_000_000)).rfc3339();
+            let marker = if self.event_minutes.contains(m) {
+                "  <- event"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    {} {}  ok {ok:>6}  failed {failed:>6}{marker}",
+                &label[..10],
+                &label[11..16]
+            );
+            last_shown = Some(*m);
+        }
     }
 
     /// The trust timeline, grouped by service in time order.

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::base::Timestamp;
+use crate::base::{Timestamp, human};
 use crate::flow::Side;
 use crate::tls::{Version, alert};
 
@@ -339,8 +339,9 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         return Verdict::Decided {
             outcome: Outcome::RejectedByClient,
             evidence: format!(
-                "TLS 1.3: after the server's flight ({server_flight} records) the client sent one \
+                "TLS 1.3: after the server's flight ({}) the client sent one \
                  {}-byte encrypted record (an alert) and no Finished",
+                human::count(server_flight as u64, "record", "records"),
                 first.len
             ),
             inferred: Some(Alert::Encrypted {
@@ -360,9 +361,9 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         return decided(
             Outcome::Established,
             format!(
-                "TLS 1.3: the client's flight ({} records) was answered by a {}-byte server record \
+                "TLS 1.3: the client's flight ({}) was answered by a {}-byte server record \
                  (session ticket or application data)",
-                flight_end + 1 - first_client,
+                human::count((flight_end + 1 - first_client) as u64, "record", "records"),
                 big.len
             ),
         );

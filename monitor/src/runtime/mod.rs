@@ -64,6 +64,7 @@ macro_rules! view {
             snapshot: $snapshot,
             stats: $stats,
             flows_active: $pipeline.flows_active(),
+            span: $pipeline.span(),
             probes: $judge.probes.as_ref().map_or(&[], |p| p.results()),
             sources: &$judge.sources,
             handshakes: $judge.handshakes,

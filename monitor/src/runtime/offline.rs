@@ -10,7 +10,7 @@
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use super::sinks::{JsonSink, SummarySink, SummaryTo};
+use super::sinks::{JsonSink, ReportSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
 use crate::base::human;
 use crate::capture::input;
@@ -19,6 +19,7 @@ pub use crate::capture::merge::Notice;
 use crate::config::{Limits, Services};
 use crate::detect::Detector;
 use crate::error::Error;
+use crate::export::forensic::Format;
 use crate::export::json::JsonLines;
 use crate::pipeline::Pipeline;
 use crate::select::{ConnectionSelect, PacketSelect};
@@ -37,6 +38,8 @@ pub struct Analysis {
     pub packets: PacketSelect,
     /// `--client`/`--server`.
     pub connections: ConnectionSelect,
+    /// `--report FILE` and its format.
+    pub report: Option<(PathBuf, Format)>,
 }
 
 /// What the analysis found.
@@ -147,6 +150,9 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
     if a.json {
         let out = BufWriter::with_capacity(1 << 16, io::stdout());
         monitor = monitor.with_sink(JsonSink(JsonLines::new(out, false)));
+    }
+    if let Some((path, format)) = a.report.take() {
+        monitor = monitor.with_sink(ReportSink::new(path, format));
     }
     if !a.quiet {
         let to = if a.json {
