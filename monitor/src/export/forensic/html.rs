@@ -26,7 +26,8 @@ fn esc(s: &str) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222}\
 table{border-collapse:collapse;margin:0.5em 0 1.5em}\
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}\
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px;white-space:nowrap}\
+td:last-child{white-space:normal}\
 th{background:#f3f3f3}td.n{text-align:right}\
 .ok{fill:#2e7d32}.failed{fill:#c62828}.event{stroke:#6a1b9a;stroke-width:2}\
 .axis{stroke:#888}.lane{fill:#fafafa;stroke:#ddd}text{font-size:11px}";
@@ -202,7 +203,7 @@ fn timeline(c: &Collected, o: &mut String) {
     let span = (last - first + 1).max(1);
     let plot = WIDTH - LEFT - 10;
     let x = |m: i64| LEFT + (m - first) * plot / span;
-    let bar = (plot / span).clamp(1, 40);
+    let bar = (plot / span - 2).max(1);
     let max = minutes
         .values()
         .flat_map(|r| r.values())
@@ -213,7 +214,7 @@ fn timeline(c: &Collected, o: &mut String) {
     let height = LANE_H * lanes.len() as i64 + 30;
     let _ = write!(
         o,
-        "<h2>Timeline by CA key</h2><svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\">"
+        "<h2>Timeline by CA key</h2><p>Handshakes per minute (UTC) under each CA key: succeeded above the line (green), failed below (red); events are the purple lines (hover for their text).</p><svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" viewBox=\"0 0 {WIDTH} {height}\">"
     );
     for (i, lane) in lanes.iter().enumerate() {
         let top = LANE_H * i as i64;
