@@ -841,3 +841,147 @@ fn summary_has_span_plurals_and_minutes_around_events() {
         ]
     );
 }
+
+/// Community IDs of `(src ip, dst ip, src port, dst port)` flows by the published reference
+/// implementation (PyPI `communityid`, installed by `cargo xtask setup`).
+fn reference_community_ids(flows: &[(String, String, u64, u64)]) -> Vec<String> {
+    let python = trustwatch_testkit::tools::pytool("python").unwrap();
+    let script = "import communityid, json, sys\n\
+                  cid = communityid.CommunityID()\n\
+                  for l in sys.stdin:\n\
+                  \x20   s, d, sp, dp = json.loads(l)\n\
+                  \x20   print(cid.calc(communityid.FlowTuple.make_tcp(s, d, sp, dp)))\n";
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = flows
+        .iter()
+        .map(|f| serde_json::to_string(&(&f.0, &f.1, f.2, f.3)).unwrap() + "\n")
+        .collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "communityid (pip) missing? run `cargo xtask setup`"
+    );
+    text(&out.stdout).lines().map(String::from).collect()
+}
+
+/// ECS: `ecs.version`, `network.community_id` equal to the reference implementation's (IPv4 and
+/// IPv6 captures), the leaf certificates under `tls.server.x509.*`, evidence codes beside the text.
+#[test]
+fn ecs_fields_community_id_x509_and_evidence_codes() {
+    let inc = incident();
+    let port = inc.port.to_string();
+    let mut records = lines(&analyze(
+        &["--json", "--ports", &port, inc.file.to_str().unwrap()],
+        None,
+    ));
+    let v6 = validation_pcap("ndpi-http_ipv6.pcap");
+    let v6_out = analyze(&["--json", "--any-port", v6.to_str().unwrap()], None);
+    records.extend(lines(&v6_out));
+    let conns: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"]["kind"] == "event")
+        .collect();
+    let flows: Vec<(String, String, u64, u64)> = conns
+        .iter()
+        .map(|r| {
+            (
+                r["source"]["ip"].as_str().unwrap().to_string(),
+                r["destination"]["ip"].as_str().unwrap().to_string(),
+                r["source"]["port"].as_u64().unwrap(),
+                r["destination"]["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = reference_community_ids(&flows);
+    assert_eq!(expected.len(), conns.len());
+    let mut distinct = std::collections::HashSet::new();
+    for (r, id) in conns.iter().zip(&expected) {
+        assert_eq!(r["network"]["community_id"], id.as_str(), "{}", r["source"]);
+        distinct.insert(id.clone());
+    }
+    assert_eq!(distinct.len(), conns.len(), "one id per connection");
+    assert!(
+        flows.iter().any(|f| f.0.contains(':')),
+        "an IPv6 flow is checked too"
+    );
+    for r in &records {
+        assert_eq!(r["ecs"]["version"], "8.11.0");
+    }
+    // x509 of the server leaf, against the PKI's ground truth, and evidence codes.
+    let established = conns
+        .iter()
+        .find(|r| {
+            r["trustwatch"]["outcome"] == "established"
+                && r["trustwatch"]["ca_key_id"] == inc.keys.0.as_str()
+        })
+        .unwrap();
+    let x = &established["tls"]["server"]["x509"];
+    assert_eq!(
+        x["subject"]["common_name"],
+        serde_json::json!(["CloudCore"])
+    );
+    assert_eq!(x["issuer"]["distinguished_name"], "CN=KubeEdge");
+    assert_eq!(x["issuer"]["common_name"], serde_json::json!(["KubeEdge"]));
+    assert_eq!(x["public_key_algorithm"], "EC");
+    assert_eq!(x["public_key_size"], 256);
+    assert_eq!(
+        x["alternative_names"],
+        serde_json::json!(["127.0.0.1", "localhost"])
+    );
+    let serial = x["serial_number"].as_str().unwrap();
+    assert!(
+        serial.len() >= 8
+            && serial
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+        "{serial}"
+    );
+    assert_eq!(
+        serial.to_lowercase(),
+        established["trustwatch"]["server_chain"][0]["serial"]
+            .as_str()
+            .unwrap()
+    );
+    assert_eq!(
+        established["trustwatch"]["evidence_code"],
+        "tls12_finished_both"
+    );
+    let rejected = conns
+        .iter()
+        .find(|r| r["trustwatch"]["outcome"] == "rejected_by_client")
+        .unwrap();
+    assert_eq!(
+        rejected["trustwatch"]["evidence_code"],
+        "plaintext_fatal_alert"
+    );
+    assert!(
+        rejected["trustwatch"]["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("unknown_ca(48)")
+    );
+    let collapse = records
+        .iter()
+        .find(|r| r["event"]["action"] == "trust_collapse")
+        .unwrap();
+    assert_eq!(
+        collapse["trustwatch"]["evidence_code"],
+        "trust_collapse_partial"
+    );
+    let changed = records
+        .iter()
+        .find(|r| r["event"]["action"] == "ca_changed")
+        .unwrap();
+    assert_eq!(changed["trustwatch"]["evidence_code"], "ca_changed_passive");
+}

@@ -91,6 +91,9 @@ pub struct Connection {
     pub outcome: Outcome,
     /// Human-readable reason for the outcome, e.g. "client sent fatal bad_certificate(42)".
     pub evidence: String,
+    /// The rule that decided the outcome, machine-readable (`plaintext_fatal_alert`,
+    /// `tls13_server_alert_sized_record`, …; `undecided` when none did).
+    pub evidence_code: &'static str,
     /// The key of the CA that issued the server leaf (see [`crate::cert::ca_key_id`]).
     pub ca_key_id: Option<KeyId>,
     /// The key of the CA that issued the client leaf.

@@ -88,6 +88,8 @@ pub struct Tracker {
     before_hello: usize,
     window: usize,
     verdict: Option<(Outcome, String)>,
+    /// The rule that decided the verdict (machine-readable, beside its evidence text).
+    verdict_code: &'static str,
     reported: bool,
     dropped: Dropped,
 }
@@ -130,6 +132,7 @@ impl Tracker {
             before_hello: 0,
             window: limits.handshake_window,
             verdict: None,
+            verdict_code: "undecided",
             reported: false,
             dropped: Dropped::default(),
         }
@@ -201,6 +204,7 @@ impl Tracker {
             alerts: std::mem::take(&mut self.alerts),
             outcome,
             evidence,
+            evidence_code: self.verdict_code,
             probe,
             certificates: PerSide::default(),
             app_records: PerSide::from_fn(|side| self.sides[side].facts.app_records),
@@ -242,6 +246,7 @@ impl Tracker {
         };
         if let Verdict::Decided {
             outcome,
+            code,
             evidence,
             inferred,
         } = outcome::decide(&facts)
@@ -254,6 +259,7 @@ impl Tracker {
                 self.infer_tls13_client_auth();
             }
             self.verdict = Some((outcome, evidence));
+            self.verdict_code = code;
             // Decided: no more payload is read, so the reassembly buffers go now.
             self.streams.client.release();
             self.streams.server.release();
