@@ -458,6 +458,7 @@ fn tshark_select(input: &Path, display_filter: &str, out: &Path) {
         .arg(input)
         .args(["-Y", display_filter, "-F", "pcap", "-w"])
         .arg(out)
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(st.success(), "tshark -Y {display_filter}");
