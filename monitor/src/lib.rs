@@ -23,6 +23,7 @@ pub mod flow;
 pub mod handshake;
 pub mod pipeline;
 pub mod runtime;
+pub mod select;
 pub mod serve;
 pub mod stats;
 pub mod tls;
