@@ -4,10 +4,13 @@
 //!
 //! Exit codes: 0 done, nothing wrong; 1 `check` found the CA inconsistent; 2 bad input (a file,
 //! a flag, an interface, a permission); 3 `analyze` found a trust problem; 4 output could not be
-//! written (a closed pipe, a full disk).
+//! written (a closed pipe, a full disk); 5 `analyze` found not one TLS connection on the watched
+//! ports (a warning names the busiest other ports).
 
 /// Exit code when output could not be written.
 pub const EXIT_OUTPUT: i32 = 4;
+/// Exit code when `analyze` found no TLS connection at all on the watched ports.
+pub const EXIT_NOTHING_FOUND: i32 = 5;
 
 /// One line on stderr, best effort: a closed or full stderr never stops the program or panics.
 #[macro_export]

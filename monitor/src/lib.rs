@@ -25,6 +25,7 @@ pub mod fuzz;
 pub mod handshake;
 pub mod pipeline;
 pub mod runtime;
+pub mod select;
 pub mod serve;
 pub mod stats;
 pub mod tls;

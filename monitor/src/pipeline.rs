@@ -28,6 +28,9 @@ struct Factory {
     services: Services,
     limits: Limits,
     names: HashMap<u16, Arc<str>>,
+    /// Segments (SYN or payload) of flows on ports that are not watched, by server port: the
+    /// ports to suggest when nothing was found on the watched ones (at most 65536 entries).
+    other_ports: HashMap<u16, u64>,
 }
 
 impl Factory {
@@ -46,6 +49,7 @@ impl FlowFactory for Factory {
     fn open(&mut self, seg: &TcpSegment, _sender: Side, endpoints: Endpoints) -> Option<Tracker> {
         let port = endpoints.server.port();
         if !self.services.is_watched(port) && !self.services.any_port {
+            *self.other_ports.entry(port).or_default() += 1;
             return None;
         }
         // A flow picked up mid-stream starts only where a TLS record starts; a SYN starts it
@@ -75,6 +79,7 @@ pub struct Pipeline {
     ctx: TrackerCtx,
     closed: Vec<ClosedFlow<Tracker>>,
     next_expire: Option<Timestamp>,
+    first_ts: Option<Timestamp>,
     last_ts: Timestamp,
 }
 
@@ -90,9 +95,11 @@ impl Pipeline {
                 services,
                 limits,
                 names: HashMap::new(),
+                other_ports: HashMap::new(),
             },
             closed: Vec::new(),
             next_expire: None,
+            first_ts: None,
             last_ts: Timestamp::default(),
         }
     }
@@ -109,6 +116,9 @@ impl Pipeline {
         stats.bytes += pkt.data.len() as u64;
         let index = stats.packets;
         self.last_ts = self.last_ts.max(pkt.ts);
+        if self.first_ts.is_none_or(|f| pkt.ts < f) {
+            self.first_ts = Some(pkt.ts);
+        }
         match decode::decode(&pkt) {
             Ok(mut seg) => {
                 seg.index = index;
@@ -187,9 +197,33 @@ impl Pipeline {
         stats
     }
 
+    /// The `n` busiest TCP server ports that are not watched, by segments seen (SYN or payload),
+    /// busiest first (ties: lower port first).
+    pub fn busiest_other_ports(&self, n: usize) -> Vec<(u16, u64)> {
+        let mut ports: Vec<(u16, u64)> = self
+            .factory
+            .other_ports
+            .iter()
+            .map(|(p, c)| (*p, *c))
+            .collect();
+        ports.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        ports.truncate(n);
+        ports
+    }
+
+    /// The watched server ports (empty with no `--ports` list and `--any-port`).
+    pub fn services(&self) -> &Services {
+        &self.factory.services
+    }
+
     /// Flows currently tracked.
     pub fn flows_active(&self) -> usize {
         self.table.len()
+    }
+
+    /// Earliest and latest packet time seen.
+    pub fn span(&self) -> Option<(Timestamp, Timestamp)> {
+        self.first_ts.map(|f| (f, self.last_ts))
     }
 
     /// Latest packet time seen.

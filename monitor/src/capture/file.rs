@@ -548,7 +548,7 @@ fn fresh_buffer(capacity: usize, kept: &[u8]) -> BytesMut {
     fresh
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         ErrorKind::NotFound => "no such file".into(),
         ErrorKind::PermissionDenied => "permission denied".into(),

@@ -1,14 +1,17 @@
 //! Capture: sources that yield [`Packet`]s.
 //!
-//! Consumes files or interfaces; produces `Packet { ts, linktype, data }`. Every source — a capture
-//! file ([`file`]), libpcap on an interface ([`pcap`]), the eBPF TC program ([`ebpf`]) —
-//! implements one interface, [`Source`], and meets at this type, so decode and everything after
-//! it never know where a packet came from. [`running`] runs live sources on threads and restarts
-//! them after errors. Adding a source: a module here, implementing [`Source`], and one arm in
-//! [`open_live`].
+//! Consumes files, standard input or interfaces; produces `Packet { ts, linktype, data }`. Every
+//! source — a capture file ([`file`]), libpcap on an interface ([`pcap`]), the eBPF TC program
+//! ([`ebpf`]) — implements one interface, [`Source`], and meets at this type, so decode and
+//! everything after it never know where a packet came from. Offline, [`input`] opens each argument
+//! (standard input, gzip, zstd) and [`merge`] makes several inputs one capture, merged by
+//! timestamp. [`running`] runs live sources on threads and restarts them after errors. Adding a
+//! source: a module here, implementing [`Source`], and one arm in [`open_live`].
 
 pub mod ebpf;
 pub mod file;
+pub mod input;
+pub mod merge;
 pub mod pcap;
 pub mod running;
 pub mod source;

@@ -34,8 +34,9 @@ pub struct CertCache {
     max_bytes: usize,
 }
 
-/// What an entry costs: its DER twice (the key, and the parsed copy's hashes and names are of the
-/// same order), the parsed fields, and room for the JSON rendering of those fields.
+/// What an entry costs: its DER three times (the key, the parsed copy's own DER, and its hashes
+/// and names, of the same order), the parsed fields, and room for the JSON rendering of those
+/// fields.
 fn entry_cost(der: &[u8], p: &Presented) -> usize {
     let fields = match p {
         Presented::Parsed(c) => {
@@ -47,7 +48,7 @@ fn entry_cost(der: &[u8], p: &Presented) -> usize {
         }
         Presented::Malformed { .. } => 128,
     };
-    der.len() + 2 * fields + 64
+    2 * der.len() + 2 * fields + 64
 }
 
 impl std::fmt::Debug for CertCache {

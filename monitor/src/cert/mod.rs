@@ -6,6 +6,7 @@
 
 mod cache;
 mod parse;
+pub mod verdict;
 
 use std::sync::{Arc, OnceLock};
 
@@ -48,6 +49,8 @@ pub struct CertInfo {
     /// DNS names and IP addresses from subjectAltName.
     pub sans: Vec<String>,
     pub self_signed: bool,
+    /// The DER itself (signature checks against a trusted CA need it).
+    pub der: Arc<[u8]>,
     /// The exporter's JSON rendering, made on first use: one `CertInfo` is shared by every
     /// connection that presents the certificate, so a chain that repeats is serialized once.
     pub rendered: Rendered,

@@ -48,6 +48,7 @@ pub fn parse(der: &[u8]) -> Presented {
         key_bits: None,
         sans: Vec::new(),
         self_signed: false,
+        der: der.into(),
         rendered: Default::default(),
     };
     let (key_type, key_bits) = key(cert.public_key());

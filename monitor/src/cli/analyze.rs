@@ -8,10 +8,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::AnalyzeArgs;
 use crate::error::Error;
+use crate::export::forensic::Format;
 use crate::runtime::offline::{self, Analysis, FileEnd};
+use crate::select::{ConnectionSelect, PacketSelect};
 
 /// Exit code when a collapse, divergence or inconsistency was found.
 pub const EXIT_TRUST_PROBLEM: i32 = 3;
+/// Exit code when not one TLS connection was found on the watched ports (a script can tell
+/// "healthy" from "saw nothing").
+pub const EXIT_NOTHING_FOUND: i32 = crate::error::EXIT_NOTHING_FOUND;
 
 pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
     let services = args.traffic.services();
@@ -22,10 +27,30 @@ pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
         files: args.files,
         json: args.json,
         quiet: args.quiet,
+        report: args
+            .report
+            .map(|path| match Format::of(&path) {
+                Some(f) => Ok((path, f)),
+                None => Err(Error::Usage(format!(
+                    "--report {}: the extension names the format: .html, .md or .csv",
+                    path.display()
+                ))),
+            })
+            .transpose()?,
+        packets: PacketSelect::new(args.select.from, args.select.to, args.select.filter)?,
+        connections: ConnectionSelect {
+            clients: args.select.client,
+            servers: args.select.server,
+        },
     };
     let findings = offline::run(analysis, &mut Progress::new())?;
+    if let Some(nothing) = &findings.nothing_found {
+        crate::note!("trustwatch: warning: {nothing}");
+    }
     Ok(if findings.trust_problem {
         EXIT_TRUST_PROBLEM
+    } else if findings.nothing_found.is_some() {
+        EXIT_NOTHING_FOUND
     } else {
         0
     })
@@ -126,5 +151,13 @@ impl offline::Progress for Progress {
                 "trustwatch: {path}: capture file is cut short; analyzed what was complete"
             );
         }
+    }
+
+    fn notice(&mut self, notice: &offline::Notice) {
+        crate::note!("trustwatch: {notice}");
+    }
+
+    fn selected(&mut self, selected: offline::Selected) {
+        crate::note!("trustwatch: {selected}");
     }
 }

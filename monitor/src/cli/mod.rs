@@ -1,7 +1,8 @@
 //! Command line: `trustwatch analyze FILE...` (offline) and `trustwatch live` (DaemonSet).
 //!
 //! Parses flags with clap, runs a command, maps errors to exit codes: 0 ok, 2 bad input
-//! (one line on stderr, no backtrace), 3 `analyze` found a trust problem.
+//! (one line on stderr, no backtrace), 3 `analyze` found a trust problem, 4 output failed, 5
+//! `analyze` found no TLS connection on the watched ports.
 
 mod analyze;
 mod check;
@@ -30,7 +31,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Analyze pcap/pcapng files: one record per TLS connection, a summary and the trust timeline.
-    Analyze(AnalyzeArgs),
+    Analyze(Box<AnalyzeArgs>),
     /// Capture live (libpcap), detect trust collapse, serve /metrics, /healthz, /readyz, /api/state and a status page.
     Live(Box<live::LiveArgs>),
     /// Check once that a CloudCore replica serves the stored CA (/ca.crt, optionally the cloudhub chain): exit 0 consistent, 1 inconsistent, 2 could not check.
@@ -108,7 +109,8 @@ impl LimitArgs {
 
 #[derive(Args, Debug)]
 pub struct AnalyzeArgs {
-    /// Capture files (pcap or pcapng).
+    /// Capture files (pcap or pcapng, gzip or zstd compressed too; `-` for standard input), merged
+    /// by timestamp into one capture.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -122,8 +124,36 @@ pub struct AnalyzeArgs {
     /// No summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Write the incident report to FILE, its format by the extension: .html (self-contained
+    /// page: timeline by CA key, replicas, affected clients, events), .md (tables for a ticket),
+    /// .csv (the re-join list: failing clients, first/last failure, CA last succeeded under).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
     #[command(flatten)]
     pub detect: DetectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+/// Narrowing the analysis (`analyze` only).
+#[derive(Args, Debug)]
+pub struct SelectArgs {
+    /// Only packets from this time on: RFC 3339 (2026-11-26T17:49:30Z) or after the capture's
+    /// first packet (+90s, +5m, +1h30m).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<crate::select::TimeSpec>,
+    /// Only packets up to this time (same forms as --from; relative to the first packet too).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<crate::select::TimeSpec>,
+    /// Only frames matching this BPF expression, compiled by libpcap (as `tcpdump -r FILE EXPR`).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Only connections from this client address or network (repeatable).
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    pub client: Vec<crate::select::AddrPrefix>,
+    /// Only connections to this server address or network (repeatable).
+    #[arg(long, value_name = "ADDR[/PREFIX]")]
+    pub server: Vec<crate::select::AddrPrefix>,
 }
 
 /// clap's message without its usage and help hints, on one line.
@@ -152,7 +182,7 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Analyze(args) => analyze::run(args),
+        Command::Analyze(args) => analyze::run(*args),
         Command::Live(args) => live::run(*args),
         Command::Check(args) => check::run(&args),
     };

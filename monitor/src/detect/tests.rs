@@ -77,6 +77,8 @@ fn conn(t: f64, client: SocketAddr, server: &str, how: How, ca: Option<&str>) ->
         app_records: Default::default(),
         gap_bytes: Default::default(),
         probe: false,
+        evidence_code: "test",
+        certificates: Default::default(),
     }
 }
 

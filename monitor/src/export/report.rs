@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::base::{Counter, CounterKind, KeyId};
+use crate::base::{Counter, CounterKind, KeyId, Timestamp, human};
 use crate::cert::Presented;
 use crate::detect::{DetectStats, Event};
 use crate::export::text::timeline_line;
@@ -44,6 +44,10 @@ struct Service {
     other_keys: u64,
     failing_clients: BTreeMap<IpAddr, u64>,
     other_clients: u64,
+    /// Certificate problems at handshake time (code → connections).
+    cert_problems: BTreeMap<String, u64>,
+    /// Established handshakes with a certificate problem.
+    established_unhealthy: u64,
 }
 
 /// Aggregates connection records for the report.
@@ -53,16 +57,41 @@ pub struct Summary {
     connections: u64,
     timeline: Vec<(Arc<str>, String)>,
     events: u64,
+    /// Handshakes per minute since the epoch: (ok, failed), at most [`MAX_MINUTES`] minutes.
+    minutes: BTreeMap<i64, (u64, u64)>,
+    /// Minutes of the events in the timeline (the per-minute table is printed around them).
+    event_minutes: Vec<i64>,
 }
+
+/// Minutes of per-minute counts kept for the summary (two weeks).
+const MAX_MINUTES: usize = 20_160;
+/// Minutes shown before and after each event.
+const AROUND_EVENT_MIN: i64 = 3;
 
 impl Summary {
     pub fn add(&mut self, c: &Connection) {
         self.connections += 1;
+        let m = c.start.micros().div_euclid(60_000_000);
+        if self.minutes.len() < MAX_MINUTES || self.minutes.contains_key(&m) {
+            let e = self.minutes.entry(m).or_default();
+            match c.outcome {
+                Outcome::Established => e.0 += 1,
+                Outcome::RejectedByClient | Outcome::RejectedByServer | Outcome::Failed => e.1 += 1,
+                Outcome::Incomplete => {}
+            }
+        }
         let s = self.services.entry(c.service.to_string()).or_default();
         s.port = c.server.port();
         *s.outcomes.entry(c.outcome).or_default() += 1;
         let version = c.version.map_or_else(|| "none".to_string(), |v| v.name());
         *s.versions.entry(version).or_default() += 1;
+        let problems = c.certificate_problems();
+        if !problems.is_empty() && c.outcome == Outcome::Established {
+            s.established_unhealthy += 1;
+        }
+        for p in problems {
+            *s.cert_problems.entry(p).or_default() += 1;
+        }
         for a in &c.alerts {
             let key = match *a {
                 Alert::Plain { from, code, .. } => (from.as_str(), Some(code)),
@@ -110,6 +139,10 @@ impl Summary {
     /// One detector event, for the trust timeline.
     pub fn event(&mut self, e: &Event) {
         self.events += 1;
+        if self.event_minutes.len() < MAX_TIMELINE {
+            self.event_minutes
+                .push(e.at.micros().div_euclid(60_000_000));
+        }
         if self.timeline.len() < MAX_TIMELINE {
             self.timeline.push((e.service.clone(), timeline_line(e)));
         }
@@ -120,24 +153,75 @@ impl Summary {
     }
 
     /// Renders the report.
-    pub fn render(&self, stats: &Stats, detect: &DetectStats) -> String {
+    pub fn render(
+        &self,
+        stats: &Stats,
+        detect: &DetectStats,
+        span: Option<(Timestamp, Timestamp)>,
+    ) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "trustwatch: {} TLS connections in {} packets ({} bytes)",
-            self.connections, stats.packets, stats.bytes
+            "trustwatch: {} in {} ({})",
+            human::count(self.connections, "TLS connection", "TLS connections"),
+            human::count(stats.packets, "packet", "packets"),
+            human::bytes(stats.bytes)
         );
+        if let Some((first, last)) = span {
+            let _ = writeln!(
+                out,
+                "capture span: {first} to {last} ({})",
+                human::duration_us(last.since(first))
+            );
+        }
         for (name, s) in &self.services {
             let total: u64 = s.outcomes.values().sum();
-            let _ = writeln!(out, "\n{name} (port {}): {total} connections", s.port);
+            let _ = writeln!(
+                out,
+                "\n{name} (port {}): {}",
+                s.port,
+                human::count(total, "connection", "connections")
+            );
             let outcomes: Vec<String> = s
                 .outcomes
                 .iter()
                 .map(|(o, n)| format!("{} {n}", o.as_str()))
                 .collect();
             let _ = writeln!(out, "  outcomes: {}", outcomes.join(", "));
-            let versions: Vec<String> =
-                s.versions.iter().map(|(v, n)| format!("{v} {n}")).collect();
+            if !s.cert_problems.is_empty() {
+                let problems: Vec<String> = s
+                    .cert_problems
+                    .iter()
+                    .map(|(p, n)| format!("{p} {n}"))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  certificate problems at handshake time: {}{}",
+                    problems.join(", "),
+                    if s.established_unhealthy > 0 {
+                        format!(
+                            " ({} not healthy)",
+                            human::count(
+                                s.established_unhealthy,
+                                "established handshake",
+                                "established handshakes"
+                            )
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            // Connections that ended before a ServerHello negotiated no version: said so, not
+            // listed as a version called "none".
+            let versions: Vec<String> = s
+                .versions
+                .iter()
+                .map(|(v, n)| match v.as_str() {
+                    "none" => format!("no version negotiated (no ServerHello) {n}"),
+                    _ => format!("{v} {n}"),
+                })
+                .collect();
             let _ = writeln!(out, "  versions: {}", versions.join(", "));
             if !s.alerts.is_empty() {
                 let alerts: Vec<String> = s
@@ -197,7 +281,40 @@ impl Summary {
         );
         let _ = writeln!(out, "losses: {}", counter_line(all(), CounterKind::Loss));
         self.render_timeline(&mut out);
+        self.render_minutes(&mut out);
         out
+    }
+
+    /// Handshakes per minute around each event (a few minutes either side).
+    fn render_minutes(&self, out: &mut String) {
+        if self.event_minutes.is_empty() {
+            return;
+        }
+        let near = |m: i64| {
+            self.event_minutes
+                .iter()
+                .any(|e| (m - e).abs() <= AROUND_EVENT_MIN)
+        };
+        out.push_str("\nper minute around the events (UTC, handshakes ok / failed):\n");
+        let mut last_shown: Option<i64> = None;
+        for (m, (ok, failed)) in self.minutes.iter().filter(|(m, _)| near(**m)) {
+            if last_shown.is_some_and(|l| *m > l + 1) {
+                out.push_str("    ...\n");
+            }
+            let label = Timestamp(m.saturating_mul(60_000_000)).rfc3339();
+            let marker = if self.event_minutes.contains(m) {
+                "  <- event"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    {} {}  ok {ok:>6}  failed {failed:>6}{marker}",
+                &label[..10],
+                &label[11..16]
+            );
+            last_shown = Some(*m);
+        }
     }
 
     /// The trust timeline, grouped by service in time order.

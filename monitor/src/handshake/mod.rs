@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::base::{KeyId, PerSide, Timestamp};
 use crate::cert::Presented;
+use crate::cert::verdict::ChainVerdict;
 use crate::flow::Side;
 use crate::tls::{ClientHello, ServerHello, Version};
 
@@ -90,6 +91,9 @@ pub struct Connection {
     pub outcome: Outcome,
     /// Human-readable reason for the outcome, e.g. "client sent fatal bad_certificate(42)".
     pub evidence: String,
+    /// The rule that decided the outcome, machine-readable (`plaintext_fatal_alert`,
+    /// `tls13_server_alert_sized_record`, …; `undecided` when none did).
+    pub evidence_code: &'static str,
     /// The key of the CA that issued the server leaf (see [`crate::cert::ca_key_id`]).
     pub ca_key_id: Option<KeyId>,
     /// The key of the CA that issued the client leaf.
@@ -100,9 +104,24 @@ pub struct Connection {
     pub gap_bytes: PerSide<u64>,
     /// A trustwatch probe made it (its ClientHello carries [`crate::config::PROBE_SNI`]).
     pub probe: bool,
+    /// Certificate verdicts at handshake time (validity, chain order, the trusted CA's signature),
+    /// filled by the runtime, which knows the trusted CAs.
+    pub certificates: PerSide<ChainVerdict>,
 }
 
 impl Connection {
+    /// Machine-readable codes of what is wrong with the presented certificates (server first).
+    pub fn certificate_problems(&self) -> Vec<String> {
+        let mut p = self.certificates.server.problems("server");
+        p.extend(self.certificates.client.problems("client"));
+        p
+    }
+
+    /// Established, and nothing wrong with the certificates at handshake time.
+    pub fn healthy(&self) -> bool {
+        self.outcome == Outcome::Established && self.certificate_problems().is_empty()
+    }
+
     /// The alert that decided the outcome: the first fatal one, else the last one.
     pub fn deciding_alert(&self) -> Option<&Alert> {
         self.alerts

@@ -14,7 +14,7 @@
 
 use serde::Serialize;
 
-use crate::base::Timestamp;
+use crate::base::{Timestamp, human};
 use crate::flow::Side;
 use crate::tls::{Version, alert};
 
@@ -177,15 +177,18 @@ pub enum Verdict {
     Pending,
     Decided {
         outcome: Outcome,
+        /// Machine-readable name of the rule that decided (`tls13_server_alert_sized_record`).
+        code: &'static str,
         evidence: String,
         /// An alert inferred from an encrypted record (TLS 1.3), to add to the connection's alerts.
         inferred: Option<Alert>,
     },
 }
 
-fn decided(outcome: Outcome, evidence: String) -> Verdict {
+fn decided(outcome: Outcome, code: &'static str, evidence: String) -> Verdict {
     Verdict::Decided {
         outcome,
+        code,
         evidence,
         inferred: None,
     }
@@ -214,12 +217,17 @@ pub fn decide(facts: &Facts<'_>) -> Verdict {
         .iter()
         .find(|a| matches!(a, Alert::Plain { level: 2, .. }))
     {
-        return decided(Outcome::rejected_by(a.from()), describe(a));
+        return decided(
+            Outcome::rejected_by(a.from()),
+            "plaintext_fatal_alert",
+            describe(a),
+        );
     }
     if !facts.server_hello {
         if facts.ended || facts.closed() {
             return decided(
                 Outcome::Incomplete,
+                "no_server_hello",
                 format!(
                     "no ServerHello before the connection ended ({})",
                     facts.close_text()
@@ -239,12 +247,14 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
     if c.finished && s.finished {
         return decided(
             Outcome::Established,
+            "tls12_finished_both",
             "ChangeCipherSpec and encrypted Finished from both sides".into(),
         );
     }
     if c.app_records > 0 && s.app_records > 0 {
         return decided(
             Outcome::Established,
+            "tls12_application_data_both",
             "application data in both directions".into(),
         );
     }
@@ -252,6 +262,7 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
     for side in [Side::Client, Side::Server] {
         if let Some(ts) = f.side(side).sealed_alert {
             return Verdict::Decided {
+                code: "tls12_encrypted_alert",
                 outcome: Outcome::rejected_by(side),
                 evidence: format!(
                     "{} sent an encrypted alert before the handshake completed",
@@ -265,6 +276,7 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
         if !f.closed() {
             return decided(
                 Outcome::Incomplete,
+                "capture_ended",
                 "capture ended before the handshake completed".into(),
             );
         }
@@ -272,6 +284,7 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
         if let Some(a) = f.alerts.last() {
             return decided(
                 Outcome::rejected_by(a.from()),
+                "alert_then_close",
                 format!(
                     "{} and the connection closed ({})",
                     describe(a),
@@ -281,6 +294,7 @@ fn decide_tls12(f: &Facts<'_>) -> Verdict {
         }
         return decided(
             Outcome::Failed,
+            "closed_before_finished",
             format!(
                 "connection closed before the handshake completed ({})",
                 f.close_text()
@@ -316,6 +330,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         if !f.closed() {
             return decided(
                 Outcome::Incomplete,
+                "capture_ended",
                 "TLS 1.3: capture ended before the client's Finished".into(),
             );
         }
@@ -325,6 +340,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         };
         return decided(
             outcome,
+            "tls13_closed_without_client_record",
             format!(
                 "TLS 1.3: connection closed ({}) after {} server records, without any client record",
                 f.close_text(),
@@ -337,10 +353,12 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     // The client's first sealed record being short means it aborted with an alert.
     if first.is_alert_sized() {
         return Verdict::Decided {
+            code: "tls13_client_alert_sized_record",
             outcome: Outcome::RejectedByClient,
             evidence: format!(
-                "TLS 1.3: after the server's flight ({server_flight} records) the client sent one \
+                "TLS 1.3: after the server's flight ({}) the client sent one \
                  {}-byte encrypted record (an alert) and no Finished",
+                human::count(server_flight as u64, "record", "records"),
                 first.len
             ),
             inferred: Some(Alert::Encrypted {
@@ -359,10 +377,11 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     if let Some(big) = server_after.iter().find(|r| !r.is_alert_sized()) {
         return decided(
             Outcome::Established,
+            "tls13_server_record_after_client_flight",
             format!(
-                "TLS 1.3: the client's flight ({} records) was answered by a {}-byte server record \
+                "TLS 1.3: the client's flight ({}) was answered by a {}-byte server record \
                  (session ticket or application data)",
-                flight_end + 1 - first_client,
+                human::count((flight_end + 1 - first_client) as u64, "record", "records"),
                 big.len
             ),
         );
@@ -370,6 +389,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     if server_after.len() >= 2 {
         return decided(
             Outcome::Established,
+            "tls13_server_records_after_client_flight",
             "TLS 1.3: several server records after the client's flight".into(),
         );
     }
@@ -382,6 +402,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         if closed && short.len != ENCRYPTED_ALERT_LEN && !server_closed_first {
             return decided(
                 Outcome::Established,
+                "tls13_small_server_reply",
                 format!(
                     "TLS 1.3: the server answered the client's flight with a {}-byte record and the \
                      client closed first ({})",
@@ -392,6 +413,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         }
         if closed {
             return Verdict::Decided {
+                code: "tls13_server_alert_sized_record",
                 outcome: Outcome::RejectedByServer,
                 evidence: format!(
                     "TLS 1.3: the server answered the client's flight with one {}-byte encrypted \
@@ -408,6 +430,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
         if f.ended {
             return decided(
                 Outcome::Established,
+                "tls13_short_server_record_no_close",
                 "TLS 1.3: client flight done; one short server record, no close seen".into(),
             );
         }
@@ -417,6 +440,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     if client_after > 0 && (closed || f.ended) {
         return decided(
             Outcome::Established,
+            "tls13_client_application_data",
             format!(
                 "TLS 1.3: the client sent application data after its Finished and the server \
                  sent no alert ({})",
@@ -427,6 +451,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     if closed {
         return decided(
             Outcome::Failed,
+            "tls13_closed_after_client_flight",
             format!(
                 "TLS 1.3: connection closed ({}) after the client's flight with no server record",
                 f.close_text()
@@ -436,6 +461,7 @@ fn decide_tls13(f: &Facts<'_>) -> Verdict {
     if f.ended {
         return decided(
             Outcome::Established,
+            "tls13_capture_ended_after_client_flight",
             "TLS 1.3: client flight seen; the capture ended before any server reply".into(),
         );
     }

@@ -26,6 +26,21 @@ const NOT_TLS_AFTER: usize = 64 * 1024;
 const MAX_SEALED: usize = 64;
 
 /// What the handshake tracker needs besides the bytes: the shared certificate cache and counters.
+/// ALPS (application_settings) extension codepoints in a ClientHello: the draft's 17513 and the
+/// new one, 17613, that Chrome moved to.
+const ALPS_EXTENSIONS: [u16; 2] = [17513, 17613];
+
+/// Whether a TLS 1.3 client was asked for a certificate, from its sealed records: it sent more
+/// records before its Finished than its EncryptedExtensions (one when it offered ALPS).
+fn tls13_client_auth(sealed: &[SealedRecord], alps_offered: bool) -> bool {
+    let before_finished = sealed
+        .iter()
+        .filter(|r| r.from == Side::Client)
+        .take_while(|r| !outcome::FINISHED_LENS.contains(&r.len))
+        .count();
+    before_finished > usize::from(alps_offered)
+}
+
 pub struct TrackerCtx {
     pub certs: CertCache,
     pub stats: Stats,
@@ -73,6 +88,8 @@ pub struct Tracker {
     before_hello: usize,
     window: usize,
     verdict: Option<(Outcome, String)>,
+    /// The rule that decided the verdict (machine-readable, beside its evidence text).
+    verdict_code: &'static str,
     reported: bool,
     dropped: Dropped,
 }
@@ -115,6 +132,7 @@ impl Tracker {
             before_hello: 0,
             window: limits.handshake_window,
             verdict: None,
+            verdict_code: "undecided",
             reported: false,
             dropped: Dropped::default(),
         }
@@ -186,7 +204,9 @@ impl Tracker {
             alerts: std::mem::take(&mut self.alerts),
             outcome,
             evidence,
+            evidence_code: self.verdict_code,
             probe,
+            certificates: PerSide::default(),
             app_records: PerSide::from_fn(|side| self.sides[side].facts.app_records),
             gap_bytes: PerSide::from_fn(|side| self.sides[side].gap_bytes),
         }
@@ -226,6 +246,7 @@ impl Tracker {
         };
         if let Verdict::Decided {
             outcome,
+            code,
             evidence,
             inferred,
         } = outcome::decide(&facts)
@@ -238,6 +259,7 @@ impl Tracker {
                 self.infer_tls13_client_auth();
             }
             self.verdict = Some((outcome, evidence));
+            self.verdict_code = code;
             // Decided: no more payload is read, so the reassembly buffers go now.
             self.streams.client.release();
             self.streams.server.release();
@@ -246,14 +268,15 @@ impl Tracker {
 
     /// TLS 1.3 hides CertificateRequest; a client that sends records before its Finished (its
     /// Certificate and CertificateVerify, or an empty Certificate) was asked for a certificate.
+    /// A client that offered ALPS (application_settings) sends its own EncryptedExtensions first
+    /// when the server accepts it: with ALPS offered, one record before Finished is that, not a
+    /// certificate (Chrome's TLS 1.3 handshakes).
     fn infer_tls13_client_auth(&mut self) {
-        let before_finished = self
-            .sealed
-            .iter()
-            .filter(|r| r.from == Side::Client)
-            .take_while(|r| !outcome::FINISHED_LENS.contains(&r.len))
-            .count();
-        if before_finished > 0 {
+        let alps = self
+            .client_hello
+            .as_ref()
+            .is_some_and(|ch| ch.extensions.iter().any(|e| ALPS_EXTENSIONS.contains(e)));
+        if tls13_client_auth(&self.sealed, alps) {
             self.client_auth_requested = true;
         }
     }
@@ -430,5 +453,37 @@ impl StreamHandler for Tracker {
         } else {
             Worth::Nothing
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed(from: Side, lens: &[u16]) -> Vec<SealedRecord> {
+        lens.iter()
+            .map(|&len| SealedRecord {
+                from,
+                len,
+                ts: Timestamp(0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn alps_encrypted_extensions_are_not_a_client_certificate() {
+        let server = sealed(Side::Server, &[23, 600, 95, 53]);
+        let with = |client: &[u16]| [server.clone(), sealed(Side::Client, client)].concat();
+        // Chrome with ALPS, no certificate asked: EncryptedExtensions, then Finished.
+        assert!(!tls13_client_auth(&with(&[40, 53]), true));
+        // Without ALPS offered the same record would be an (empty) certificate.
+        assert!(tls13_client_auth(&with(&[25, 53]), false));
+        // mTLS: Certificate and CertificateVerify before Finished, with and without ALPS.
+        assert!(tls13_client_auth(&with(&[700, 95, 53]), false));
+        assert!(tls13_client_auth(&with(&[40, 700, 95, 53]), true));
+        // An ALPS client asked for a certificate that has none: EE and an empty Certificate.
+        assert!(tls13_client_auth(&with(&[40, 25, 53]), true));
+        // No certificate asked, no ALPS: straight to Finished.
+        assert!(!tls13_client_auth(&with(&[53]), false));
     }
 }

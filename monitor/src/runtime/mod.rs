@@ -37,11 +37,13 @@ use std::sync::Arc;
 pub use probes::Probes;
 pub use sink::{Seen, Sink, SourceView, View};
 
-use crate::base::Timestamp;
+use crate::base::{Side, Timestamp};
 use crate::capture::{FlowFeedback, Frame, Packet};
+use crate::cert::verdict::{self as cert_verdict, TrustedCa};
 use crate::detect::{Detector, Event};
 use crate::handshake::Connection;
 use crate::pipeline::Pipeline;
+use crate::select::ConnectionSelect;
 
 /// Packet time between detector ticks in offline mode.
 pub const OFFLINE_TICK_US: i64 = 1_000_000;
@@ -64,6 +66,7 @@ macro_rules! view {
             snapshot: $snapshot,
             stats: $stats,
             flows_active: $pipeline.flows_active(),
+            span: $pipeline.span(),
             probes: $judge.probes.as_ref().map_or(&[], |p| p.results()),
             sources: &$judge.sources,
             handshakes: $judge.handshakes,
@@ -95,6 +98,13 @@ struct Judge {
     events_total: u64,
     /// An event changed the state since the last publish.
     publish_due: bool,
+    /// Certificate verdicts (remembers signature checks per chain).
+    certs: cert_verdict::Judge,
+    /// The trusted CAs as the verdicts need them (rebuilt when the reference changes).
+    trusted: Vec<TrustedCa>,
+    /// Which connections are judged and output (`--client`/`--server`); the rest are counted.
+    select: ConnectionSelect,
+    pub(crate) selected_out: u64,
 }
 
 impl Monitor {
@@ -108,6 +118,10 @@ impl Monitor {
                 feedback: Vec::new(),
                 sources: Vec::new(),
                 events: Vec::new(),
+                certs: cert_verdict::Judge::default(),
+                trusted: Vec::new(),
+                select: ConnectionSelect::default(),
+                selected_out: 0,
                 handshakes: 0,
                 events_total: 0,
                 publish_due: false,
@@ -137,6 +151,17 @@ impl Monitor {
         self
     }
 
+    /// Only connections `select` keeps are judged and output.
+    pub fn with_connection_select(mut self, select: ConnectionSelect) -> Self {
+        self.judge.select = select;
+        self
+    }
+
+    /// Connections left out by the connection selection.
+    pub fn selected_out(&self) -> u64 {
+        self.judge.selected_out
+    }
+
     /// One captured packet.
     pub fn on_packet(&mut self, pkt: &Packet) {
         self.on_frame(pkt.frame());
@@ -148,7 +173,7 @@ impl Monitor {
             self.catch_up(pkt.ts, every_us);
         }
         let judge = &mut self.judge;
-        self.pipeline.frame(pkt, &mut |c| judge.connection(&c));
+        self.pipeline.frame(pkt, &mut |c| judge.connection(c));
         if let Clock::PacketTime { every_us } = self.clock
             && self.next_tick.is_none_or(|t| pkt.ts >= t)
         {
@@ -194,9 +219,10 @@ impl Monitor {
 
     /// One connection record (from the pipeline, or injected by a test).
     pub fn on_connection(&mut self, conn: Connection) {
-        self.judge.connection(&conn);
+        let end = conn.end;
+        self.judge.connection(conn);
         if self.judge.publish_due {
-            self.publish(conn.end);
+            self.publish(end);
         }
     }
 
@@ -204,7 +230,7 @@ impl Monitor {
     /// (live) the sinks publish.
     pub fn tick(&mut self, now: Timestamp) {
         let judge = &mut self.judge;
-        self.pipeline.tick(now, &mut |c| judge.connection(&c));
+        self.pipeline.tick(now, &mut |c| judge.connection(c));
         self.judge.advance(now);
         if let Some(p) = &mut self.judge.probes {
             p.start_due();
@@ -216,7 +242,7 @@ impl Monitor {
     /// detector ticks once more, and every sink finishes (the summary is printed here).
     pub fn finish(&mut self, now: Timestamp) -> io::Result<()> {
         let judge = &mut self.judge;
-        self.pipeline.finish(&mut |c| judge.connection(&c));
+        self.pipeline.finish(&mut |c| judge.connection(c));
         self.judge.advance(now);
         self.publish(now);
         let snapshot = self.judge.detector.snapshot();
@@ -279,7 +305,41 @@ impl Monitor {
 
 impl Judge {
     /// One connection record: the detector judges it, then every sink gets it and the events.
-    fn connection(&mut self, conn: &Connection) {
+    /// Certificate verdicts at the connection's start, against the trusted CAs of the reference.
+    fn judge_certificates(&mut self, conn: &mut Connection) {
+        let cas = self.detector.reference().cas();
+        if cas.len() != self.trusted.len()
+            || cas
+                .iter()
+                .zip(&self.trusted)
+                .any(|(c, t)| c.sha256 != t.sha256)
+        {
+            self.trusted = cas
+                .iter()
+                .map(|c| TrustedCa {
+                    subject: c.subject.clone(),
+                    sha256: c.sha256.clone(),
+                    der: c.der.clone(),
+                })
+                .collect();
+        }
+        for side in [Side::Server, Side::Client] {
+            let chain = match side {
+                Side::Server => &conn.server_chain,
+                Side::Client => &conn.client_chain,
+            };
+            let verdict = self.certs.judge(chain, conn.start, &self.trusted);
+            conn.certificates[side] = verdict;
+        }
+    }
+
+    fn connection(&mut self, mut conn: Connection) {
+        if !self.select.keeps(&conn) {
+            self.selected_out += 1;
+            return;
+        }
+        self.judge_certificates(&mut conn);
+        let conn = &conn;
         // A probe's connection may be decided before the next tick: learn its client address
         // first, so the detector excludes it.
         if let Some(p) = &mut self.probes {

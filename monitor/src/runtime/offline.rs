@@ -1,23 +1,32 @@
 //! Offline analysis (`trustwatch analyze`): capture files through the [`Monitor`], in packet time.
 //!
-//! Consumes capture files and the analysis configuration; produces JSON Lines on stdout (`--json`),
-//! the summary (stdout, or stderr with `--json`), and whether a trust problem was found. Every
-//! file is opened before anything is read, so bad input fails before any output. Frames go from
-//! the file reader's buffer straight to the monitor (no copy): nothing is dropped, the file is
-//! read at the pipeline's pace. What happens along the way (a file starts, progress, a file cut
-//! short or damaged) is reported to a [`Progress`] the caller prints.
+//! Consumes capture files (or standard input, gzip or zstd compressed) and the analysis
+//! configuration; produces JSON Lines on stdout (`--json`), the summary (stdout, or stderr with
+//! `--json`), and whether a trust problem was found. Every input is opened before anything is
+//! read, so bad input fails before any output. The inputs are one capture, merged by timestamp
+//! ([`Merged`]) and read at the pipeline's pace: nothing is dropped. A single input without a
+//! packet selection (the common case) goes frame by frame from the reader's buffer straight to the
+//! monitor (no copy); otherwise owned packets are merged and selected. What happens along the way
+//! (a file starts, progress, a file cut short or damaged, notices about the inputs, what a
+//! selection kept) is reported to a [`Progress`] the caller prints.
 
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use super::sinks::{JsonSink, SummarySink, SummaryTo};
+use super::sinks::{JsonSink, ReportSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
+use crate::base::human;
 use crate::capture::file::{Damage, FileSource, Unsupported};
+use crate::capture::input;
+use crate::capture::merge::Merged;
+pub use crate::capture::merge::Notice;
 use crate::config::{Limits, Services};
 use crate::detect::Detector;
 use crate::error::Error;
+use crate::export::forensic::Format;
 use crate::export::json::JsonLines;
 use crate::pipeline::Pipeline;
+use crate::select::{ConnectionSelect, PacketSelect};
 
 /// What `analyze` does.
 pub struct Analysis {
@@ -29,13 +38,64 @@ pub struct Analysis {
     pub json: bool,
     /// No summary.
     pub quiet: bool,
+    /// `--from`/`--to`/`--filter`.
+    pub packets: PacketSelect,
+    /// `--client`/`--server`.
+    pub connections: ConnectionSelect,
+    /// `--report FILE` and its format.
+    pub report: Option<(PathBuf, Format)>,
 }
 
 /// What the analysis found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Findings {
     /// A collapse, divergence or inconsistency was reported.
     pub trust_problem: bool,
+    /// Not one TLS connection was found: what was seen instead.
+    pub nothing_found: Option<NothingFound>,
+}
+
+/// How many of the busiest unwatched ports the nothing-found warning names.
+const PORTS_NAMED: usize = 5;
+
+/// No TLS connection on the watched ports: what the capture held instead, for a one-line warning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NothingFound {
+    /// The watched ports (empty with `--any-port`: every port was looked at).
+    pub watched: Vec<u16>,
+    pub any_port: bool,
+    pub packets: u64,
+    /// The busiest TCP server ports that are not watched, by segments (SYN or payload).
+    pub busiest: Vec<(u16, u64)>,
+}
+
+impl std::fmt::Display for NothingFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let packets = human::count(self.packets, "packet", "packets");
+        if self.any_port {
+            return write!(f, "no TLS connection found on any TCP port in {packets}");
+        }
+        let watched: Vec<String> = self.watched.iter().map(u16::to_string).collect();
+        write!(
+            f,
+            "no TLS connection found on the watched ports ({}) in {packets}",
+            watched.join(", ")
+        )?;
+        if self.busiest.is_empty() {
+            return write!(f, "; no other TCP traffic either");
+        }
+        let busiest: Vec<String> = self
+            .busiest
+            .iter()
+            .map(|(port, n)| format!("{port} ({})", human::count(*n, "segment", "segments")))
+            .collect();
+        write!(
+            f,
+            "; busiest other TCP ports: {}; try --ports {} or --any-port",
+            busiest.join(", "),
+            self.busiest[0].0
+        )
+    }
 }
 
 /// Hooks for a progress display and per-file warnings (the CLI prints them).
@@ -44,11 +104,15 @@ pub trait Progress {
     fn file(&mut self, path: &Path, len: u64);
     /// Estimated bytes of the current file consumed so far (called every few thousand packets).
     fn position(&mut self, pos: u64);
-    /// The current file ended (cut short, damaged or not).
+    /// An input ended (cut short, damaged or not); called for each input at the end.
     fn done(&mut self, end: &FileEnd<'_>);
+    /// Something about the inputs as a whole (an overlap, a gap, arguments out of time order).
+    fn notice(&mut self, notice: &Notice);
+    /// What a selection (`--from`/`--to`/`--filter`/`--client`/`--server`) kept.
+    fn selected(&mut self, selected: Selected);
 }
 
-/// How a file's read ended: what the caller warns about.
+/// How an input's read ended: what the caller warns about.
 #[derive(Clone, Copy, Debug)]
 pub struct FileEnd<'a> {
     pub path: &'a Path,
@@ -74,46 +138,101 @@ impl<'a> FileEnd<'a> {
     }
 }
 
-/// Packets between progress updates (and looks at whether the output failed).
+/// What a selection kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Selected {
+    /// Packets analyzed, of those read.
+    pub packets: (u64, u64),
+    /// Connections left out by `--client`/`--server`.
+    pub connections_left_out: u64,
+}
+
+impl std::fmt::Display for Selected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "selection: {} of {} analyzed, {} left out",
+            self.packets.0,
+            human::count(self.packets.1, "packet", "packets"),
+            human::count(self.connections_left_out, "connection", "connections")
+        )
+    }
+}
+
+/// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 8192;
 
-/// Feeds one file's frames, borrowed from the reader's buffer, to the monitor.
-fn feed(
-    source: &mut FileSource,
+/// The fast path (one input, every packet): frames borrowed from the reader's buffer go straight
+/// to the monitor. Returns the packets analyzed and read (the same here).
+fn feed_frames(
+    merged: &mut Merged,
     monitor: &mut Monitor,
     progress: &mut dyn Progress,
-) -> Result<(), Error> {
+) -> Result<(u64, u64), Error> {
     let mut n = 0u64;
-    while let Some(frame) = source.next_frame()? {
+    while let Some(frame) = merged.next_frame()? {
         monitor.on_frame(frame);
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
-            progress.position(FileSource::position(source));
+            progress.position(merged.position());
             // Output failed (e.g. a closed pipe): reading on would produce nothing.
             if monitor.has_failed() {
                 break;
             }
         }
     }
-    Ok(())
+    Ok((n, n))
+}
+
+/// Several inputs or a packet selection: owned packets, merged by timestamp, then selected.
+/// Returns the packets analyzed and read.
+fn feed_merged(
+    merged: &mut Merged,
+    select: &mut PacketSelect,
+    monitor: &mut Monitor,
+    progress: &mut dyn Progress,
+) -> Result<(u64, u64), Error> {
+    let mut n = 0u64;
+    let mut read = 0u64;
+    while let Some(pkt) = merged.next_packet()? {
+        read += 1;
+        if !select.keeps(&pkt)? {
+            continue;
+        }
+        monitor.on_packet(&pkt);
+        n += 1;
+        if n.is_multiple_of(PROGRESS_EVERY) {
+            progress.position(merged.position());
+            // Output failed (e.g. a closed pipe): reading on would produce nothing.
+            if monitor.has_failed() {
+                break;
+            }
+        }
+    }
+    Ok((n, read))
 }
 
 /// Runs the analysis.
-pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> {
-    let mut sources = Vec::with_capacity(a.files.len());
-    for path in &a.files {
-        sources.push(FileSource::open(path)?);
+pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> {
+    let mut merged = Merged::new(input::open_all(&a.files)?)?;
+    if let Some((start, _)) = merged.span() {
+        a.packets.start(start)?;
     }
+    let selecting = !a.packets.is_all() || !a.connections.is_all();
     let mut monitor = Monitor::new(
         Pipeline::new(a.services, a.limits),
         a.detector,
         Clock::PacketTime {
             every_us: OFFLINE_TICK_US,
         },
-    );
+    )
+    .with_connection_select(std::mem::take(&mut a.connections));
     if a.json {
         let out = BufWriter::with_capacity(1 << 16, io::stdout());
         monitor = monitor.with_sink(JsonSink(JsonLines::new(out, false)));
+    }
+    if let Some((path, format)) = a.report.take() {
+        monitor = monitor.with_sink(ReportSink::new(path, format));
     }
     if !a.quiet {
         let to = if a.json {
@@ -123,17 +242,40 @@ pub fn run(a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Error> 
         };
         monitor = monitor.with_sink(SummarySink::new(to));
     }
-    for mut source in sources {
-        progress.file(source.path(), source.file_size());
-        feed(&mut source, &mut monitor, progress)?;
-        progress.done(&FileEnd::of(&source));
-        if monitor.has_failed() {
-            break;
-        }
+    let label = match merged.inputs().collect::<Vec<_>>().as_slice() {
+        [one] => one.label.clone(),
+        many => PathBuf::from(human::count(many.len() as u64, "input", "inputs")),
+    };
+    progress.file(&label, merged.size());
+    let (n, read) = if merged.len() == 1 && a.packets.is_all() {
+        feed_frames(&mut merged, &mut monitor, progress)?
+    } else {
+        feed_merged(&mut merged, &mut a.packets, &mut monitor, progress)?
+    };
+    for input in merged.inputs() {
+        progress.done(&FileEnd::of(&input.source));
+    }
+    for notice in merged.notices() {
+        progress.notice(&notice);
     }
     let end = monitor.pipeline().last_ts();
     monitor.finish(end).map_err(Error::Output)?;
+    if selecting {
+        progress.selected(Selected {
+            packets: (n, read),
+            connections_left_out: monitor.selected_out(),
+        });
+    }
+    let pipeline = monitor.pipeline();
+    let stats = pipeline.stats();
+    let nothing_found = (stats.connections == 0).then(|| NothingFound {
+        watched: pipeline.services().ports().map(|(p, _)| p).collect(),
+        any_port: pipeline.services().any_port,
+        packets: stats.packets,
+        busiest: pipeline.busiest_other_ports(PORTS_NAMED),
+    });
     Ok(Findings {
         trust_problem: monitor.detector().exit_worthy_seen(),
+        nothing_found,
     })
 }

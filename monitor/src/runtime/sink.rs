@@ -38,6 +38,8 @@ pub struct View<'a> {
     pub snapshot: &'a Snapshot,
     pub stats: &'a Stats,
     pub flows_active: usize,
+    /// First and last packet time seen (none before the first packet).
+    pub span: Option<(Timestamp, Timestamp)>,
     pub probes: &'a [ProbeStatus],
     pub sources: &'a [SourceView],
     /// Connections handed to the sinks (probes excluded).

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | [`JsonSink`] | `analyze --json`, `live --json`/`--events` | JSON Lines ([`crate::export::json`]) |
 //! | [`SummarySink`] | `analyze` | the summary and the trust timeline ([`crate::export::report`]) |
+//! | [`ReportSink`] | `analyze --report` | the incident report file ([`crate::export::forensic`]) |
 //! | [`StderrTimeline`] | `live` | one line per event on stderr |
 //! | [`MetricsSink`] | `live` | Prometheus ([`crate::export::metrics`]) |
 //! | [`StatusSink`] | `live` | `/api/state`, the status page and readiness ([`crate::serve`]) |
@@ -80,7 +81,9 @@ impl Sink for SummarySink {
         Ok(())
     }
     fn finish(&mut self, view: &View<'_>) -> io::Result<()> {
-        let report = self.summary.render(view.stats, &view.snapshot.stats);
+        let report = self
+            .summary
+            .render(view.stats, &view.snapshot.stats, view.span);
         match self.to {
             SummaryTo::Stdout => {
                 let mut out = io::stdout().lock();
@@ -206,5 +209,55 @@ fn source_state(s: &SourceView) -> SourceState {
         dropped_ring_full: c.dropped(DropReason::RingFull),
         errors: c.errors.load(Ordering::Relaxed),
         restarts: c.restarts.load(Ordering::Relaxed),
+    }
+}
+
+/// The incident report (`analyze --report FILE`), written when the capture ends.
+pub struct ReportSink {
+    path: std::path::PathBuf,
+    format: crate::export::forensic::Format,
+    collected: crate::export::forensic::Collected,
+}
+
+impl ReportSink {
+    pub fn new(path: std::path::PathBuf, format: crate::export::forensic::Format) -> Self {
+        ReportSink {
+            path,
+            format,
+            collected: Default::default(),
+        }
+    }
+}
+
+impl Sink for ReportSink {
+    fn connection(&mut self, conn: &Connection, seen: &Seen<'_>) -> io::Result<()> {
+        if !seen.probe {
+            self.collected.connection(conn);
+        }
+        Ok(())
+    }
+    fn event(&mut self, event: &Event) -> io::Result<()> {
+        self.collected.event(event);
+        Ok(())
+    }
+    fn finish(&mut self, view: &View<'_>) -> io::Result<()> {
+        self.collected.span = view.span;
+        self.collected.counters = view
+            .stats
+            .values()
+            .chain(view.snapshot.stats.values())
+            .filter(|(_, v)| *v > 0)
+            .map(|(c, v)| (c.label, v))
+            .collect();
+        let text = self.collected.render(self.format);
+        // Written whole to a temporary file beside it, then renamed: never a half report.
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".partial");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, text.as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
     }
 }

@@ -45,6 +45,9 @@ pub struct CaIdentity {
     /// End of validity, RFC 3339, and as Unix seconds.
     pub not_after: String,
     pub not_after_unix: i64,
+    /// The certificate (signature checks of presented chains need its key).
+    #[serde(skip)]
+    pub der: std::sync::Arc<[u8]>,
 }
 
 impl CaIdentity {
@@ -69,6 +72,7 @@ impl CaIdentity {
             serial: info.serial.clone(),
             not_after: info.not_after.clone(),
             not_after_unix: info.not_after_unix,
+            der: info.der.clone(),
         }
     }
 

@@ -465,3 +465,118 @@ pub fn append_shifted(p: &mut Pcap, capture: &Path, start: Duration) -> Result<D
     }
     Ok(first.unwrap_or_default())
 }
+
+/// How a generated TLS 1.2 session ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// Both Finished messages, then application data both ways.
+    Established,
+    /// The client sends a fatal alert with this description after the server's flight.
+    ClientAlert(u8),
+}
+
+/// One TLS 1.2 session at `t` from `client` to `server`, the server presenting `chain`.
+pub fn tls12_session(
+    p: &mut Pcap,
+    t: Duration,
+    client: SocketAddrV4,
+    server: SocketAddrV4,
+    chain: &[&[u8]],
+    ending: Ending,
+    seed: u32,
+) -> Result<()> {
+    let ms = Duration::from_millis(1);
+    let (mut cs, mut ss) = open(p, t, client, server)?;
+    let hello = record(22, &client_hello(seed));
+    send(p, t + ms, client, server, &mut cs, ss, &hello)?;
+    let mut flight = server_hello(false);
+    flight.extend(certificate(chain));
+    flight.extend(handshake(14, &[]));
+    send(
+        p,
+        t + 2 * ms,
+        server,
+        client,
+        &mut ss,
+        cs,
+        &record(22, &flight),
+    )?;
+    match ending {
+        Ending::Established => {
+            let mut fin = record(22, &handshake(16, &[4; 65]));
+            fin.extend(record(20, &[1]));
+            fin.extend(record(22, &[7; 40]));
+            send(p, t + 3 * ms, client, server, &mut cs, ss, &fin)?;
+            let mut sfin = record(20, &[1]);
+            sfin.extend(record(22, &[9; 40]));
+            send(p, t + 4 * ms, server, client, &mut ss, cs, &sfin)?;
+            send(
+                p,
+                t + 5 * ms,
+                client,
+                server,
+                &mut cs,
+                ss,
+                &record(23, &[1; 100]),
+            )?;
+            send(
+                p,
+                t + 6 * ms,
+                server,
+                client,
+                &mut ss,
+                cs,
+                &record(23, &[2; 300]),
+            )?;
+        }
+        Ending::ClientAlert(desc) => {
+            send(
+                p,
+                t + 3 * ms,
+                client,
+                server,
+                &mut cs,
+                ss,
+                &record(21, &[2, desc]),
+            )?;
+        }
+    }
+    p.tcp(t + 7 * ms, (client, server), (cs, ss), FIN_ACK, &[])?;
+    p.tcp(t + 7 * ms, (server, client), (ss, cs + 1), FIN_ACK, &[])?;
+    Ok(())
+}
+
+/// The `n`-th edge node address: 10.77.x.y, from 10.77.0.1.
+pub fn edge(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a4d_0000 | (n.wrapping_add(1) & 0xffff))
+}
+
+/// The KubeEdge incident in packets: `edges` edge nodes connect to `server` every `every`,
+/// succeeding under `chain_a` until `switch`, then rejecting `chain_b` with unknown_ca (48) until
+/// `end`. Each edge uses a new source port per connection. Frames are in time order.
+pub fn incident(
+    p: &mut Pcap,
+    server: SocketAddrV4,
+    edges: u32,
+    (chain_a, chain_b): (&[&[u8]], &[&[u8]]),
+    (start, switch, end): (Duration, Duration, Duration),
+    every: Duration,
+) -> Result<()> {
+    let mut t = start;
+    let mut round = 0u32;
+    while t < end {
+        for e in 0..edges {
+            let at = t + every.mul_f64(f64::from(e) / f64::from(edges.max(1)));
+            let client = SocketAddrV4::new(edge(e), 30_000 + (round % 30_000) as u16);
+            let (chain, ending) = if at < switch {
+                (chain_a, Ending::Established)
+            } else {
+                (chain_b, Ending::ClientAlert(48))
+            };
+            tls12_session(p, at, client, server, chain, ending, round * 1000 + e)?;
+        }
+        t += every;
+        round += 1;
+    }
+    Ok(())
+}

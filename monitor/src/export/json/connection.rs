@@ -321,6 +321,38 @@ fn leaf(chain: &[Presented]) -> Option<&CertInfo> {
     }
 }
 
+/// The common name in an RFC 4514 style name (`CN=KubeEdge, O=…`), when there is one.
+fn common_name(dn: &str) -> Option<&str> {
+    dn.split(", ").find_map(|rdn| rdn.strip_prefix("CN="))
+}
+
+/// A leaf certificate as ECS's x509 field set (`tls.server.x509.*`, `tls.client.x509.*`).
+fn write_x509(o: &mut Obj<'_>, l: &CertInfo) {
+    let mut x = o.obj("x509");
+    for (key, dn) in [("subject", &l.subject), ("issuer", &l.issuer)] {
+        let mut name = x.obj(key);
+        name.str("distinguished_name", dn);
+        let cn: Vec<&str> = common_name(dn).into_iter().collect();
+        name.array("common_name", &cn, |w, s| {
+            let _ = serde_json::to_writer(w, s);
+        });
+        name.end();
+    }
+    x.upper_hex("serial_number", &l.serial);
+    x.str("not_before", &l.not_before);
+    x.str("not_after", &l.not_after);
+    x.str("public_key_algorithm", &l.key_type);
+    if let Some(bits) = l.key_bits {
+        x.num("public_key_size", bits);
+    }
+    if !l.sans.is_empty() {
+        x.array("alternative_names", &l.sans, |w, s| {
+            let _ = serde_json::to_writer(w, s);
+        });
+    }
+    x.end();
+}
+
 /// `{"sha256":…,"sha1":…}` of a chain's leaf, upper-case hex as ECS asks.
 fn leaf_hash(o: &mut Obj<'_>, chain: &[Presented]) {
     let Some(first) = chain.first() else { return };
@@ -339,6 +371,9 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     let sh = c.server_hello.as_deref();
     let mut r = Obj::new(buf);
     r.time("@timestamp", c.start);
+    let mut ecs = r.obj("ecs");
+    ecs.str("version", super::ECS_VERSION);
+    ecs.end();
 
     let mut event = r.obj("event");
     event.str("kind", "event");
@@ -368,6 +403,10 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     let mut network = r.obj("network");
     network.str("transport", "tcp");
     network.str("protocol", "tls");
+    network.str(
+        "community_id",
+        &super::community_id::tcp(c.client, c.server),
+    );
     if let Some(id) = c.vlan {
         let mut vlan = network.obj("vlan");
         vlan.num_str("id", id);
@@ -398,6 +437,9 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     let client_leaf = leaf(&c.client_chain);
     client.opt_str("subject", client_leaf.map(|l| l.subject.as_str()));
     client.opt_str("issuer", client_leaf.map(|l| l.issuer.as_str()));
+    if let Some(l) = client_leaf {
+        write_x509(&mut client, l);
+    }
     client.end();
     let mut server = tls.obj("server");
     leaf_hash(&mut server, &c.server_chain);
@@ -406,6 +448,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
         server.str("issuer", &l.issuer);
         server.str("not_before", &l.not_before);
         server.str("not_after", &l.not_after);
+        write_x509(&mut server, l);
     }
     server.end();
     tls.end();
@@ -414,6 +457,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     tw.str("service", &c.service);
     tw.str("outcome", c.outcome.as_str());
     tw.str("evidence", &c.evidence);
+    tw.str("evidence_code", c.evidence_code);
     match c.deciding_alert() {
         Some(a) => write_alert(tw.key("alert"), a),
         None => tw.raw("alert", b"null"),
@@ -423,6 +467,24 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     tw.array("client_chain", &c.client_chain, write_cert);
     tw.str_or_null("ca_key_id", c.ca_key_id.as_deref());
     tw.str_or_null("client_ca_key_id", c.client_ca_key_id.as_deref());
+    // Certificate verdicts at handshake time, per side that presented a parseable leaf, and the
+    // codes of what is wrong (an expired server leaf makes an established handshake unhealthy).
+    let mut certs = tw.obj("certificates");
+    for (side, v) in [
+        ("server", &c.certificates.server),
+        ("client", &c.certificates.client),
+    ] {
+        if v.validity.is_some() {
+            let json = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+            certs.raw(side, json.as_bytes());
+        }
+    }
+    certs.end();
+    let problems = c.certificate_problems();
+    tw.array("certificate_problems", &problems, |w, p| {
+        let _ = serde_json::to_writer(w, p);
+    });
+    tw.bool("healthy", c.healthy());
     tw.bool("client_auth_requested", c.client_auth_requested);
     tw.bool("resumed", c.resumed);
     tw.bool("hello_retry", c.hello_retry);

@@ -20,8 +20,10 @@ impl Serialize for Event {
         }
         let evidence = evidence(self);
         tw.insert("evidence".into(), json!(evidence));
+        tw.insert("evidence_code".into(), json!(evidence_code(self)));
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("@timestamp", &self.at.rfc3339())?;
+        m.serialize_entry("ecs", &json!({ "version": super::ECS_VERSION }))?;
         m.serialize_entry(
             "event",
             &json!({
@@ -39,5 +41,23 @@ impl Serialize for Event {
         }
         m.serialize_entry("trustwatch", &tw)?;
         m.end()
+    }
+}
+
+/// The event's evidence, machine-readable: its name qualified by what decided it
+/// (`trust_collapse_partial`, `ca_divergence_presented_keys`, `ca_changed_probe`).
+pub fn evidence_code(e: &Event) -> String {
+    use crate::detect::EventDetail;
+    let qualifier = match &e.detail {
+        EventDetail::TrustCollapse(c) => Some(c.scope.as_str().to_string()),
+        EventDetail::CaDivergence(d) => serde_json::to_value(d.basis)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from)),
+        EventDetail::CaChanged(c) => Some(c.source.as_str().to_string()),
+        _ => None,
+    };
+    match qualifier {
+        Some(q) => format!("{}_{q}", e.name()),
+        None => e.name().to_string(),
     }
 }

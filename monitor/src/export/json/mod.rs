@@ -4,8 +4,12 @@
 //! them to stdout (buffered); `live --json`/`--events` to a file or stdout, flushed after every
 //! event so a reader sees an alert at once.
 
+pub mod community_id;
 mod connection;
 mod event;
+
+/// The Elastic Common Schema version the records follow (`ecs.version`).
+pub const ECS_VERSION: &str = "8.11.0";
 
 use std::io::{self, Write};
 
