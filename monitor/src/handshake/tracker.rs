@@ -383,3 +383,6 @@ impl StreamHandler for Tracker {
         self.verdict.is_none() && (self.saw_hello || self.before_hello <= self.window)
     }
 }
+
+#[cfg(test)]
+mod tests;
