@@ -243,6 +243,17 @@ pub fn mutants(args: &[String]) -> Result<(), String> {
             sampled = Some((k, shards));
         }
     }
+    // cargo-mutants copies the workspace into a scratch folder under TMPDIR; tests read the
+    // public corpus from `<workspace>/../shared`, so the scratch folder's parent gets a
+    // `shared` link to it.
+    let tmp = out_dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let shared = root.join("../shared");
+    let link = tmp.join("shared");
+    if shared.exists() && std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink(&shared, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+    }
+    cmd.env("TMPDIR", &tmp);
     if o.jobs == 1 {
         // One job at a time can build in the workspace's target folder, where the dependencies
         // are already built (each job would otherwise build them all in its scratch copy); the
