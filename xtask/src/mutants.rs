@@ -251,7 +251,8 @@ pub fn mutants(args: &[String]) -> Result<(), String> {
     let shared = root.join("../shared");
     let link = tmp.join("shared");
     if shared.exists() && std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(&shared, &link).map_err(|e| format!("{}: {e}", link.display()))?;
+        std::os::unix::fs::symlink(&shared, &link)
+            .map_err(|e| format!("{}: {e}", link.display()))?;
     }
     cmd.env("TMPDIR", &tmp);
     if o.jobs == 1 {
@@ -445,6 +446,7 @@ impl Tally {
 fn report(r: &Results, eq: &Equivalent, files: &[&str], full: bool) -> Result<(), String> {
     let mut per_file: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut unexplained = Vec::new();
+    let mut explained = Vec::new();
     let mut used = vec![false; eq.0.len()];
     for (m, v) in &r.0 {
         let t = per_file.entry(m.file.as_str()).or_default();
@@ -457,6 +459,10 @@ fn report(r: &Results, eq: &Equivalent, files: &[&str], full: bool) -> Result<()
                 match eq.find(m) {
                     Some(e) => {
                         t.equivalent += 1;
+                        explained.push(format!(
+                            "{}:{}: {}\n      {}",
+                            m.file, m.line, m.what, e.reason
+                        ));
                         if let Some(i) = eq.0.iter().position(|x| std::ptr::eq(x, e)) {
                             used[i] = true;
                         }
@@ -464,6 +470,12 @@ fn report(r: &Results, eq: &Equivalent, files: &[&str], full: bool) -> Result<()
                     None => unexplained.push(format!("{}:{}: {}", m.file, m.line, m.what)),
                 }
             }
+        }
+    }
+    if !explained.is_empty() {
+        println!("\nmissed, listed as equivalent in {EQUIVALENT_FILE}:");
+        for e in &explained {
+            println!("  {e}");
         }
     }
     println!();

@@ -294,7 +294,8 @@ fn rule_memory_bounds_and_drop_counters() {
     for (rule, edit, steps, window, dropped) in rows {
         let mut cfg = DetectConfig::default();
         edit(&mut cfg);
-        let mut s = Script::new(cfg);
+        let mut s = Script::new(cfg.clone());
+        assert_eq!(s.d.config(), &cfg);
         s.run(rule, steps);
         assert_eq!(s.window(), window, "{rule}");
         let st = s.d.stats();
@@ -308,6 +309,32 @@ fn rule_memory_bounds_and_drop_counters() {
             ],
             dropped,
             "{rule}"
+        );
+    }
+}
+
+#[test]
+fn rule_a_client_remembers_64_server_addresses() {
+    // With more replicas allowed, a client's outcomes are kept for 64 addresses: a rejection by
+    // a 65th is not split evidence, one by the 64th is.
+    let server = |i: u16| format!("10.0.1.{}:10000", i);
+    for (servers, split) in [(64u16, true), (65, false)] {
+        let mut cfg = DetectConfig {
+            split_min_clients: 1,
+            ..Default::default()
+        };
+        cfg.limits.max_servers = 100;
+        let mut steps: Vec<Step> = (1..servers)
+            .map(|i| ok(f64::from(i) * 0.1, 1, &server(i), ""))
+            .collect();
+        steps.push(sealed(10.0, 1, &server(servers), BY_CLIENT));
+        let mut s = Script::new(cfg);
+        s.run("per-client servers", steps);
+        let names: Vec<&str> = s.out.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            names,
+            if split { vec!["ca_divergence"] } else { vec![] },
+            "{servers}"
         );
     }
 }
@@ -357,6 +384,7 @@ fn events_are_counted_and_the_latest_kept() {
     );
     assert!(!s.d.exit_worthy_seen());
     assert!(s.d.snapshot().ca_consistent());
+    assert!(s.d.reference().is_empty());
 }
 
 #[test]

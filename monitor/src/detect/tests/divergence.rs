@@ -103,6 +103,26 @@ fn rule_divergence_by_presented_keys() {
                 ],
             ),
             (
+                "the replicas' clients: distinct ones with a success / a rejection in the window",
+                vec![
+                    ok(1.0, 2, A, ""),
+                    ok(1.5, 1, B, ""),
+                    sealed(10.0, 1, B, BY_CLIENT),
+                    ok(20.0, 1, A, ""),
+                    ok(30.0, 2, A, ""),
+                    sealed(40.0, 3, B, BY_CLIENT),
+                    ok(41.0, 3, B, ""),
+                    tick(62.0),
+                    probe_chain(62.0, A, "X"),
+                    probe_chain(63.0, B, "Y"),
+                ],
+                &[
+                    "@63 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
+                   replicas=[A:X/probe_chain hs=2/0 clients=2/0,B:Y/probe_chain hs=1/2 \
+                   clients=1/2]",
+                ],
+            ),
+            (
                 "a stale key is not compared",
                 vec![ok(1.0, 1, A, "X"), ok(61.000001, 2, B, "Y")],
                 &[],
@@ -166,6 +186,18 @@ fn rule_alternation_on_one_address_is_divergence_a_sequence_of_keys_is_not() {
                 ],
             ),
             (
+                "after an alternation, a third key, then the second again: alternation again",
+                keys(&["X", "Y", "X", "Z", "Y"]),
+                &[
+                    "@2 cloudhub ca_changed server=A X->Y source=passive",
+                    "@3 cloudhub ca_divergence basis=alternating keys=[X,Y] split=0 \
+                     replicas=[A:X/passive hs=2/0 clients=2/0]",
+                    "@4 cloudhub ca_changed server=A X->Z source=passive",
+                    "@5 cloudhub ca_divergence basis=alternating keys=[Y,Z] split=0 \
+                     replicas=[A:Y/passive hs=4/0 clients=4/0]",
+                ],
+            ),
+            (
                 "A→B→C: two changes",
                 keys(&["X", "Y", "Z"]),
                 &[
@@ -226,6 +258,35 @@ fn rule_alternation_on_one_address_is_divergence_a_sequence_of_keys_is_not() {
     );
 }
 
+/// Edges 6 to 9 fine on C (so no collapse); 1 and 2 rejected by A and B; 4 and 5 fine on both;
+/// 10 and 11 ok and rejected on A; then edge 3 is the one split client (ok on A, rejected by B).
+fn everywhere() -> Vec<Step> {
+    let mut v = Vec::new();
+    let mut t = 0.0;
+    let mut next = || {
+        t += 1.0;
+        t
+    };
+    for n in 6..=9 {
+        v.push(ok(next(), n, C, ""));
+    }
+    for n in [1, 2] {
+        v.push(sealed(next(), n, A, BY_CLIENT));
+        v.push(sealed(next(), n, B, BY_CLIENT));
+    }
+    for n in [4, 5] {
+        v.push(ok(next(), n, A, ""));
+        v.push(ok(next(), n, B, ""));
+    }
+    for n in [10, 11] {
+        v.push(ok(next(), n, A, ""));
+        v.push(sealed(next(), n, A, BY_CLIENT));
+    }
+    v.push(ok(next(), 3, A, ""));
+    v.push(sealed(next(), 3, B, BY_CLIENT));
+    v
+}
+
 #[test]
 fn rule_outcome_split_pairs_clients_ok_on_one_replica_rejected_by_another() {
     let split_2 = |t: f64| {
@@ -237,7 +298,12 @@ fn rule_outcome_split_pairs_clients_ok_on_one_replica_rejected_by_another() {
         ]
     };
     let mut again = split_2(1.0);
-    again.extend([sealed(5.0, 1, B, BY_CLIENT), tick(30.0), tick(100.0)]);
+    again.extend([
+        sealed(5.0, 1, B, BY_CLIENT),
+        tick(30.0),
+        ok(31.0, 1, A, ""),
+        tick(100.0),
+    ]);
     again.extend(split_2(101.0));
     let mut more = oks(1.0, 1, 2, A, "");
     more.extend([
@@ -291,6 +357,25 @@ fn rule_outcome_split_pairs_clients_ok_on_one_replica_rejected_by_another() {
                 &[
                     "@6 cloudhub ca_divergence basis=outcome_split keys=[] split=2 \
                    replicas=[A:-/- hs=2/0 clients=2/0,B:-/- hs=0/2 clients=0/2]",
+                ],
+            ),
+            (
+                "clients rejected everywhere, or fine everywhere, or ok and rejected on one \
+                 server, are no split evidence",
+                everywhere(),
+                &[],
+            ),
+            (
+                "the replicas' keys, when probes saw them",
+                {
+                    let mut v = vec![probe_chain(0.5, A, "X"), probe_chain(0.6, B, "X")];
+                    v.extend(split_2(1.0));
+                    v
+                },
+                &[
+                    "@4 cloudhub ca_divergence basis=outcome_split keys=[X] split=2 \
+                   replicas=[A:X/probe_chain hs=2/0 clients=2/0,B:X/probe_chain hs=0/2 \
+                   clients=0/2]",
                 ],
             ),
             (

@@ -267,10 +267,11 @@ fn rule_hash_references_compare_the_ca_certificate_when_it_is_seen() {
     let mut by_sha1 = conn(6.0, edge(2), B, Outcome::Established, vec![], "");
     by_sha1.ca_key_id = Some(i2.key_ids[1].clone());
     by_sha1.server_chain = chain(&cas.two);
-    // A chain whose second certificate is not the issuer: no hash, nothing to compare.
+    // A chain whose second certificate is not the issuer (a third CA): no hash, nothing to
+    // compare.
     let mut unrelated = conn(3.0, edge(3), C, Outcome::Established, vec![], "");
     unrelated.ca_key_id = Some(i2.key_ids[0].clone());
-    unrelated.server_chain = chain(&cas.one);
+    unrelated.server_chain = chain(&TestCa::kubeedge());
     // The issuer without the CA in the chain: no hash either.
     let mut bare = conn(4.0, edge(4), C, Outcome::Established, vec![], "");
     bare.ca_key_id = Some(i2.key_ids[0].clone());

@@ -202,13 +202,21 @@ fn tls12_resumption_is_an_echoed_session_id_or_a_ccs_without_certificate() {
         (
             "another session id: a full handshake",
             sid.to_vec(),
-            server_flight_12(&[6; 32], std::slice::from_ref(&leaf), false),
+            cat(&[
+                server_flight_12(&[6; 32], std::slice::from_ref(&leaf), false),
+                ccs(),
+                sealed_finished(),
+            ]),
             false,
         ),
         (
             "empty session ids are not an echo",
             vec![],
-            server_flight_12(&[], std::slice::from_ref(&leaf), false),
+            cat(&[
+                server_flight_12(&[], std::slice::from_ref(&leaf), false),
+                ccs(),
+                sealed_finished(),
+            ]),
             false,
         ),
         (
@@ -476,4 +484,72 @@ fn closes_gaps_and_payload_before_the_hello() {
     assert!(t.tracker.wants_data(), "exactly the window");
     t.data(C, 2, b"y");
     assert!(!t.tracker.wants_data(), "past the window");
+}
+
+#[test]
+fn each_fact_is_taken_from_its_own_direction() {
+    let ca = TestCa::kubeedge();
+    let (first, second) = (ca.leaf(&["first"]).der, ca.leaf(&["second"]).der);
+    let mut t = T::new();
+    // A ClientHello from the server side and a ServerHello or CertificateRequest from the
+    // client side are not the handshake's.
+    t.data(S, 1, &client_hello(&[1; 32]))
+        .data(C, 2, &client_hello(&[2; 32]))
+        .data(C, 3, &record(22, &server_hello_msg(true, &[], false)))
+        .data(C, 4, &record(22, &hs(13, &[1, 64, 0, 0, 0, 0])));
+    assert!(t.decided().is_none());
+    // The server's flight: a second non-empty Certificate replaces the first.
+    t.data(
+        S,
+        5,
+        &server_flight_12(&[], std::slice::from_ref(&first), false),
+    )
+    .data(
+        S,
+        6,
+        &record(22, &certificate_msg(std::slice::from_ref(&second))),
+    );
+    let c = t
+        .tracker
+        .finish(CloseReason::CaptureEnd, Timestamp(7))
+        .unwrap();
+    assert_eq!(
+        c.client_hello.as_ref().map(|h| h.session_id.clone()),
+        Some(vec![2; 32])
+    );
+    assert_eq!(c.version, Some(Version::TLS12), "the server's ServerHello");
+    assert!(
+        !c.client_auth_requested,
+        "a CertificateRequest only counts from the server"
+    );
+    let sha = |der: &[u8]| crate::cert::parse(der).info().map(|i| i.sha256.clone());
+    assert_eq!(
+        c.server_chain
+            .iter()
+            .map(|p| p.info().map(|i| i.sha256.clone()))
+            .collect::<Vec<_>>(),
+        vec![sha(&second)]
+    );
+}
+
+#[test]
+fn a_decision_is_made_once() {
+    // TLS 1.3: the server's alert-sized record and its close decide; the client's close that
+    // follows does not decide (nor infer an alert) again.
+    let mut t = T::new();
+    tls13(&mut t, false, &[(S, 600), (S, 53), (C, 53), (S, 19)]);
+    t.close(S, 20, false).close(C, 21, false);
+    let c = t.decided().expect("decided at the server's close");
+    assert_eq!(c.outcome, Outcome::RejectedByServer);
+    assert_eq!(
+        c.alerts,
+        vec![Alert::Encrypted {
+            from: S,
+            ts: Timestamp(7)
+        }]
+    );
+    assert_eq!(c.end, Timestamp(21));
+    // Counters the flow table adds through the tracker's context are the shared ones.
+    t.ctx.as_mut().flows_opened += 2;
+    assert_eq!(t.ctx.stats.flows_opened, 2);
 }
