@@ -8,19 +8,22 @@
 //!   builder stage runs exactly this; `--print` shows the cargo command).
 //! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
 //! - `demo`: setup, build, and run the incident demo.
+//! - `mutants`: mutation testing of the decision code with cargo-mutants (see `mutants.rs`):
+//!   every decision file, `--file F` for one, `--in-diff [BASE]` for the lines a branch changed.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
 //!   (detection latency, CPU at 1,000 handshakes/s, eBPF vs libpcap); `--live`: only those,
 //!   `--no-live`: without.
 
 mod bench;
 mod demo;
+mod mutants;
 mod setup;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench> [args]");
+    eprintln!("usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench|mutants> [args]");
     ExitCode::from(2)
 }
 
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "demo" => demo::demo(rest),
         "bench" => demo::bench(rest),
+        "mutants" => mutants::mutants(rest),
         _ => return usage(),
     };
     match result {

@@ -432,3 +432,6 @@ impl StreamHandler for Tracker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,436 @@
+//! The detector around the per-service rules: configuration checks, the exclusion of the
+//! monitor's own probes, probe results, memory bounds and their drop counters, what it keeps for
+//! the snapshot.
+
+use std::net::SocketAddr;
+
+use super::script::*;
+use crate::detect::{DetectConfig, Detector, TrustState, exit_worthy};
+use crate::error::Error;
+use crate::flow::Side::Client as BY_CLIENT;
+use crate::handshake::Outcome;
+use crate::trust::TrustedReference;
+
+#[test]
+fn rule_config_validation() {
+    type Edit = fn(&mut DetectConfig);
+    const WINDOW: &str = "--trust-window must be positive";
+    const K: &str = "--collapse-clients must be at least 1";
+    const R: &str = "--collapse-share must be in (0, 1]";
+    const P: &str = "--partial-share must be in (0, --collapse-share]";
+    const HOLDS: &str = "--collapse-hold, --recovery-hold and --probe-grace cannot be negative";
+    const SPLIT: &str = "split client count must be at least 1";
+    let rows: [(&str, Edit, Option<&str>); 25] = [
+        ("defaults", |_| {}, None),
+        ("window 0", |c| c.window_us = 0, Some(WINDOW)),
+        ("window -1", |c| c.window_us = -1, Some(WINDOW)),
+        ("window 1 µs", |c| c.window_us = 1, None),
+        ("K 0", |c| c.min_failing_clients = 0, Some(K)),
+        ("K 1", |c| c.min_failing_clients = 1, None),
+        ("R 0", |c| c.min_failure_share = 0.0, Some(R)),
+        // P must stay at or below R: lower it with R.
+        (
+            "R just above 0",
+            |c| {
+                c.min_failure_share = 1e-9;
+                c.partial_share = 1e-9;
+            },
+            None,
+        ),
+        ("R 1", |c| c.min_failure_share = 1.0, None),
+        ("R above 1", |c| c.min_failure_share = 1.000_001, Some(R)),
+        ("R negative", |c| c.min_failure_share = -0.5, Some(R)),
+        ("R NaN", |c| c.min_failure_share = f64::NAN, Some(R)),
+        ("P 0", |c| c.partial_share = 0.0, Some(P)),
+        ("P negative", |c| c.partial_share = -0.1, Some(P)),
+        ("P NaN", |c| c.partial_share = f64::NAN, Some(P)),
+        ("P just above 0", |c| c.partial_share = 1e-9, None),
+        (
+            "P equal to R",
+            |c| c.partial_share = c.min_failure_share,
+            None,
+        ),
+        (
+            "P above R",
+            |c| c.partial_share = c.min_failure_share + 1e-9,
+            Some(P),
+        ),
+        ("collapse hold -1", |c| c.collapse_hold_us = -1, Some(HOLDS)),
+        ("recovery hold -1", |c| c.recovery_hold_us = -1, Some(HOLDS)),
+        ("probe grace -1", |c| c.probe_grace_us = -1, Some(HOLDS)),
+        (
+            "holds and grace 0",
+            |c| {
+                c.collapse_hold_us = 0;
+                c.recovery_hold_us = 0;
+                c.probe_grace_us = 0;
+            },
+            None,
+        ),
+        ("split 0", |c| c.split_min_clients = 0, Some(SPLIT)),
+        ("split 1", |c| c.split_min_clients = 1, None),
+        (
+            "window 0 and K 0: the window first",
+            |c| {
+                c.window_us = 0;
+                c.min_failing_clients = 0;
+            },
+            Some(WINDOW),
+        ),
+    ];
+    for (what, edit, want) in rows {
+        let mut cfg = DetectConfig::default();
+        edit(&mut cfg);
+        match (cfg.validate(), want) {
+            (Ok(()), None) => {}
+            (Err(Error::Usage(msg)), Some(w)) => assert_eq!(msg, w, "{what}"),
+            (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+/// A failing TLS 1.3 connection from exactly `client`.
+fn from(t: f64, client: SocketAddr) -> Step {
+    let mut c = conn(
+        t,
+        client,
+        A,
+        Outcome::RejectedByServer,
+        vec![crate::handshake::Alert::Encrypted {
+            from: crate::flow::Side::Server,
+            ts: ts(t),
+        }],
+        "",
+    );
+    c.client = client;
+    Step::Conn(Box::new(c))
+}
+
+#[test]
+fn rule_probe_exclusion_needs_the_probe_address_and_time() {
+    let probe = edge_port(200, 5555);
+    let rows: Vec<(&str, Vec<Step>, bool)> = vec![
+        (
+            "the probe's own connection",
+            vec![Step::ExcludeProbe(probe, 1.0), from(1.1, probe)],
+            true,
+        ),
+        (
+            "another port of the same host",
+            vec![
+                Step::ExcludeProbe(probe, 1.0),
+                from(1.1, edge_port(200, 5556)),
+            ],
+            false,
+        ),
+        (
+            "another host, same port",
+            vec![
+                Step::ExcludeProbe(probe, 1.0),
+                from(1.1, edge_port(201, 5555)),
+            ],
+            false,
+        ),
+        (
+            "120 s later, ticked in between",
+            vec![
+                Step::ExcludeProbe(probe, 1.0),
+                tick(121.0),
+                from(121.0, probe),
+            ],
+            true,
+        ),
+        (
+            "later than 120 s",
+            vec![Step::ExcludeProbe(probe, 1.0), from(121.000001, probe)],
+            false,
+        ),
+        (
+            "a record that ends 120 s before the announcement",
+            vec![Step::ExcludeProbe(probe, 200.0), from(80.0, probe)],
+            true,
+        ),
+        (
+            "earlier",
+            vec![Step::ExcludeProbe(probe, 200.0), from(79.999999, probe)],
+            false,
+        ),
+        (
+            "a probe result announces its local address",
+            {
+                let mut p = probe_failed(1.0, A);
+                if let Step::Probe(r, _) = &mut p {
+                    r.local = Some(probe);
+                }
+                vec![p, from(1.5, probe)]
+            },
+            true,
+        ),
+    ];
+    for (rule, steps, excluded) in rows {
+        let mut s = Script::new(DetectConfig::default());
+        s.run(rule, steps);
+        let stats = s.d.stats();
+        assert_eq!(stats.connections, 1, "{rule}");
+        assert_eq!(
+            stats.probe_connections_excluded,
+            u64::from(excluded),
+            "{rule}"
+        );
+        assert_eq!(
+            s.d.state("cloudhub"),
+            (!excluded).then_some(TrustState::Degraded),
+            "{rule}: an excluded connection leaves no trace"
+        );
+    }
+    // Several probes at once, and the bound on how many are remembered.
+    for (announced, first_excluded) in [(2u16, true), (256, true), (257, false)] {
+        let mut d = Detector::new(DetectConfig::default(), TrustedReference::default());
+        for p in 1..=announced {
+            d.exclude_probe_client(edge_port(200, p), ts(1.0));
+        }
+        let first = conn(2.0, edge_port(200, 1), A, Outcome::Established, vec![], "");
+        let last = conn(
+            2.0,
+            edge_port(200, announced),
+            A,
+            Outcome::Established,
+            vec![],
+            "",
+        );
+        assert_eq!(d.is_probe_connection(&first), first_excluded, "{announced}");
+        assert!(d.is_probe_connection(&last), "{announced}");
+    }
+}
+
+#[test]
+fn probe_results_counted_and_attributed() {
+    let mut s = Script::new(DetectConfig::default());
+    let no_ca = {
+        let mut p = probe_chain(1.0, A, "X");
+        if let Step::Probe(r, _) = &mut p
+            && let Ok(f) = &mut r.outcome
+        {
+            f.issuer_key_id = None;
+        }
+        p
+    };
+    let no_addr = {
+        let mut p = probe_chain(1.0, A, "X");
+        if let Step::Probe(r, _) = &mut p {
+            r.addr = None;
+        }
+        p
+    };
+    s.run(
+        "failed probes",
+        vec![probe_failed(1.0, A), no_ca, no_addr, Step::State(None)],
+    );
+    assert_eq!((s.d.stats().probes, s.d.stats().probe_failures), (3, 3));
+    s.run(
+        "a probe of an unconfigured port names its service by port",
+        vec![probe_chain(2.0, "10.0.0.1:8443", "X")],
+    );
+    assert_eq!((s.d.stats().probes, s.d.stats().probe_failures), (4, 3));
+    assert_eq!(
+        s.d.presented_key("tcp/8443", addr("10.0.0.1:8443")),
+        key("X")
+    );
+    assert_eq!(s.d.presented_key("tcp/8443", addr("10.0.0.2:8443")), None);
+    assert_eq!(s.d.presented_key("cloudhub", addr(A)), None);
+    assert_eq!(s.d.state("tcp/8443"), Some(TrustState::Healthy));
+}
+
+#[test]
+fn rule_memory_bounds_and_drop_counters() {
+    // (what, limits edit, steps, window after, counters: services, clients, servers, keys,
+    // window entries dropped)
+    type Edit = fn(&mut DetectConfig);
+    let other_service = || {
+        let mut c = conn(5.0, edge(5), A, Outcome::Established, vec![], "");
+        c.service = "stream".into();
+        Step::Conn(Box::new(c))
+    };
+    let rows: Vec<(&str, Edit, Vec<Step>, &str, [u64; 5])> = vec![
+        (
+            "services",
+            |c| c.limits.max_services = 1,
+            vec![
+                ok(1.0, 1, A, ""),
+                other_service(),
+                probe_chain(6.0, "10.0.0.1:10003", "X"),
+            ],
+            "hs 1=1/0/0 clients failing=0 ok=1 keys=[] servers=[A:1=1/0/0:-] failing=[]",
+            [2, 0, 0, 0, 0],
+        ),
+        (
+            "clients: a known client still counts, a new one is dropped",
+            |c| c.limits.max_clients = 2,
+            vec![
+                ok(1.0, 1, A, ""),
+                ok(2.0, 2, A, ""),
+                ok(3.0, 3, A, ""),
+                ok(4.0, 1, A, ""),
+            ],
+            "hs 3=3/0/0 clients failing=0 ok=2 keys=[] servers=[A:3=3/0/0:-] failing=[]",
+            [0, 1, 0, 0, 0],
+        ),
+        (
+            "servers: a new address is dropped while every known one has handshakes in the window",
+            |c| c.limits.max_servers = 2,
+            vec![
+                ok(1.0, 1, A, "X"),
+                ok(2.0, 2, B, ""),
+                ok(3.0, 3, C, ""),
+                probe_chain(4.0, C, "Y"),
+            ],
+            "hs 2=2/0/0 clients failing=0 ok=2 keys=[X:1/0] servers=[A:1=1/0/0:X,B:1=1/0/0:-] \
+             failing=[]",
+            [0, 0, 2, 0, 0],
+        ),
+        (
+            "servers: an idle address makes room, the one without a presented key first, then \
+             the one that presented longest ago",
+            |c| c.limits.max_servers = 2,
+            vec![
+                ok(1.0, 1, A, "X"),
+                ok(2.0, 2, B, ""),
+                tick(70.0),
+                ok(71.0, 3, C, "Y"),
+                tick(140.0),
+                ok(141.0, 4, C, "Y"),
+                ok(142.0, 5, B, ""),
+            ],
+            "hs 2=2/0/0 clients failing=0 ok=2 keys=[Y:1/0] servers=[B:1=1/0/0:-,C:1=1/0/0:Y] \
+             failing=[]",
+            [0, 0, 0, 0, 0],
+        ),
+        (
+            "CA keys: the attribution is dropped, the handshake counts",
+            |c| c.limits.max_ca_keys = 1,
+            vec![ok(1.0, 1, A, "X"), ok(2.0, 2, B, "Y"), ok(3.0, 3, A, "X")],
+            "hs 3=3/0/0 clients failing=0 ok=3 keys=[X:2/0] servers=[A:2=2/0/0:X,B:1=1/0/0:Y] \
+             failing=[]",
+            [0, 0, 0, 1, 0],
+        ),
+        (
+            "window entries",
+            |c| c.limits.max_window_entries = 2,
+            vec![
+                ok(1.0, 1, A, ""),
+                ok(2.0, 2, A, ""),
+                ok(3.0, 3, A, ""),
+                tick(61.5),
+                ok(62.0, 4, A, ""),
+            ],
+            "hs 2=2/0/0 clients failing=0 ok=2 keys=[] servers=[A:2=2/0/0:-] failing=[]",
+            [0, 0, 0, 0, 1],
+        ),
+    ];
+    for (rule, edit, steps, window, dropped) in rows {
+        let mut cfg = DetectConfig::default();
+        edit(&mut cfg);
+        let mut s = Script::new(cfg.clone());
+        assert_eq!(s.d.config(), &cfg);
+        s.run(rule, steps);
+        assert_eq!(s.window(), window, "{rule}");
+        let st = s.d.stats();
+        assert_eq!(
+            [
+                st.services_dropped,
+                st.clients_evicted,
+                st.servers_dropped,
+                st.ca_keys_dropped,
+                st.window_entries_evicted
+            ],
+            dropped,
+            "{rule}"
+        );
+    }
+}
+
+#[test]
+fn rule_a_client_remembers_64_server_addresses() {
+    // With more replicas allowed, a client's outcomes are kept for 64 addresses: a rejection by
+    // a 65th is not split evidence, one by the 64th is.
+    let server = |i: u16| format!("10.0.1.{}:10000", i);
+    for (servers, split) in [(64u16, true), (65, false)] {
+        let mut cfg = DetectConfig {
+            split_min_clients: 1,
+            ..Default::default()
+        };
+        cfg.limits.max_servers = 100;
+        let mut steps: Vec<Step> = (1..servers)
+            .map(|i| ok(f64::from(i) * 0.1, 1, &server(i), ""))
+            .collect();
+        steps.push(sealed(10.0, 1, &server(servers), BY_CLIENT));
+        let mut s = Script::new(cfg);
+        s.run("per-client servers", steps);
+        let names: Vec<&str> = s.out.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            names,
+            if split { vec!["ca_divergence"] } else { vec![] },
+            "{servers}"
+        );
+    }
+}
+
+#[test]
+fn events_are_counted_and_the_latest_kept() {
+    let steps = || {
+        vec![
+            ok(1.0, 1, A, "X"),
+            ok(2.0, 2, B, "Y"),
+            sealed(3.0, 3, A, BY_CLIENT),
+            sealed(4.0, 4, A, BY_CLIENT),
+            sealed(5.0, 5, A, BY_CLIENT),
+            ok(6.0, 3, A, ""),
+        ]
+    };
+    // divergence, collapse: two exit-worthy events, then a recovery that is not.
+    for (max_recent, kept) in [(0usize, 0usize), (2, 2), (256, 3)] {
+        let mut cfg = DetectConfig::default();
+        cfg.limits.max_recent_events = max_recent;
+        let mut s = Script::new(cfg);
+        assert!(!s.d.exit_worthy_seen());
+        s.run("events", steps());
+        let names: Vec<&str> = s.out.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            names,
+            ["ca_divergence", "trust_collapse", "trust_recovered"]
+        );
+        assert!(exit_worthy(&s.out[0]) && exit_worthy(&s.out[1]) && !exit_worthy(&s.out[2]));
+        assert!(s.d.exit_worthy_seen(), "{max_recent}");
+        assert_eq!(s.d.stats().events, 3);
+        let recent = s.d.snapshot().recent_events;
+        assert_eq!(recent, s.out[3 - kept..], "{max_recent}");
+    }
+    // Counted connections: judged, ignored (incomplete), excluded.
+    let mut s = Script::new(DetectConfig::default());
+    let mut incomplete = conn(1.0, edge(1), A, Outcome::Incomplete, vec![], "");
+    incomplete.evidence = "capture ended".into();
+    s.run(
+        "counted",
+        vec![Step::Conn(Box::new(incomplete)), ok(2.0, 2, A, "")],
+    );
+    let st = s.d.stats();
+    assert_eq!(
+        (st.connections, st.connections_ignored, st.events),
+        (2, 1, 0)
+    );
+    assert!(!s.d.exit_worthy_seen());
+    assert!(s.d.snapshot().ca_consistent());
+    assert!(s.d.reference().is_empty());
+}
+
+#[test]
+fn snapshot_consistency_follows_divergence() {
+    let mut s = Script::new(DetectConfig::default());
+    s.run("one key", vec![ok(1.0, 1, A, "X"), ok(2.0, 2, B, "X")]);
+    let snap = s.d.snapshot();
+    assert!(!snap.inconsistent && snap.ca_consistent());
+    s.run("two keys", vec![ok(3.0, 3, B, "Y")]);
+    let snap = s.d.snapshot();
+    assert!(!snap.inconsistent, "no reference");
+    assert!(!snap.ca_consistent(), "replicas diverge");
+}
