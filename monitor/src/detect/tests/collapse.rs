@@ -24,26 +24,6 @@ fn rule_collapse_k_distinct_clients_and_share_r() {
     let cfg = DetectConfig::default();
     let rows: Vec<(&str, Vec<Step>, &[&str])> = vec![
         (
-            "the K-th distinct failing client collapses; a retry does not count twice",
-            vec![
-                ok(1.0, 1, A, "X"),
-                ok(2.0, 2, A, "X"),
-                ok(3.0, 4, A, "X"),
-                refuses(10.0, 1, A, "Y"),
-                refuses(10.5, 1, A, "Y"),
-                refuses(11.0, 2, A, "Y"),
-                state(Degraded),
-                refuses(12.0, 3, A, "Y"),
-                state(Collapsed),
-                refuses(13.0, 5, A, "Y"),
-            ],
-            &[
-                "@10 cloudhub ca_changed server=A X->Y source=passive",
-                "@12 cloudhub trust_collapse scope=total prev=X cur=Y side=client failing=3 ok=1 share=0.75 \
-                 clients=[e1,e2,e3] handshakes=7 cert_failures=4 first=10 latency=2 servers=[A]",
-            ],
-        ),
-        (
             "a failing share of exactly R collapses",
             vec![
                 ok(1.0, 1, A, ""),
@@ -61,7 +41,8 @@ fn rule_collapse_k_distinct_clients_and_share_r() {
             ],
         ),
         (
-            "K failing clients below R wait for the share",
+            "K failing clients at a share from P to R are a partial collapse; the scope turns \
+             total at R without a second event",
             vec![
                 ok(1.0, 1, A, ""),
                 ok(2.0, 2, A, ""),
@@ -69,14 +50,43 @@ fn rule_collapse_k_distinct_clients_and_share_r() {
                 ok(4.0, 4, A, ""),
                 sealed(10.0, 5, A, BY_SERVER),
                 sealed(11.0, 6, A, BY_SERVER),
-                sealed(12.0, 7, A, BY_SERVER),
                 state(Degraded),
+                Step::Flags("scope=- rotation=false saturated=false"),
+                sealed(12.0, 7, A, BY_SERVER),
+                state(Collapsed),
+                Step::Flags("scope=partial rotation=false saturated=false"),
                 sealed(13.0, 8, A, BY_SERVER),
+                Step::Flags("scope=total rotation=false saturated=false"),
             ],
             &[
-                "@13 cloudhub trust_collapse scope=total prev=- cur=- side=server failing=4 ok=4 share=0.50 \
-               clients=[e5,e6,e7,e8] handshakes=8 cert_failures=4 first=10 latency=3 servers=[A]",
+                "@12 cloudhub trust_collapse scope=partial prev=- cur=- side=server failing=3 ok=4 \
+                 share=0.43 clients=[e5,e6,e7] handshakes=7 cert_failures=3 first=10 latency=2 \
+                 servers=[A]",
             ],
+        ),
+        (
+            "a failing share of exactly P is a partial collapse",
+            {
+                let mut v: Vec<Step> = (1..=12).map(|n| ok(f64::from(n) * 0.1, n, A, "")).collect();
+                v.extend((13..=15).map(|n| sealed(f64::from(n) - 3.0, n, A, BY_SERVER)));
+                v
+            },
+            &[
+                "@12 cloudhub trust_collapse scope=partial prev=- cur=- side=server failing=3 \
+                 ok=12 share=0.20 clients=[e13,e14,e15] handshakes=15 cert_failures=3 first=10 \
+                 latency=2 servers=[A]",
+            ],
+        ),
+        (
+            "K failing clients below P stay degraded",
+            {
+                let mut v: Vec<Step> = (1..=13).map(|n| ok(f64::from(n) * 0.1, n, A, "")).collect();
+                v.extend((14..=16).map(|n| sealed(f64::from(n) - 4.0, n, A, BY_SERVER)));
+                v.push(tick(30.0));
+                v.push(state(Degraded));
+                v
+            },
+            &[],
         ),
         (
             "a client that succeeds again no longer counts as failing",
@@ -92,20 +102,6 @@ fn rule_collapse_k_distinct_clients_and_share_r() {
                 "@5 cloudhub trust_collapse scope=total prev=- cur=- side=client failing=3 ok=1 share=0.75 \
                clients=[e2,e3,e4] handshakes=5 cert_failures=4 first=2 latency=3 servers=[A]",
             ],
-        ),
-        (
-            "failures for other reasons (handshake_failure) are not about trust",
-            vec![
-                other(1.0, 1, A),
-                other(2.0, 2, A),
-                other(3.0, 3, A),
-                other(4.0, 4, A),
-                state(Healthy),
-                Step::Window(
-                    "hs 4=0/0/4 clients failing=0 ok=0 keys=[] servers=[A:4=0/0/4:-] failing=[]",
-                ),
-            ],
-            &[],
         ),
         (
             "the collapse names the CA of the last success and the key now presented; handshakes \
@@ -169,12 +165,12 @@ fn rule_collapse_is_dated_by_failure_runs_within_one_window() {
     let mut edge = failing(9, [37.0, 57.0, 77.0]);
     edge.extend(failing(1, [95.0]));
     edge.extend(failing(2, [97.0]));
-    // Every run began more than a window ago (the share reached R only when the successes
-    // expired): the earliest dates it.
+    // Every run began more than a window ago (the share reached P only when the successes
+    // expired: 3 failing of 16 is below it): the earliest dates it.
     let mut old: Vec<Step> = Vec::new();
     for k in 0..4 {
         let t = 20.0 * f64::from(k);
-        old.extend((4..=7).map(|n| ok(t + 0.1 * f64::from(n), n, A, "")));
+        old.extend((4..=16).map(|n| ok(t + 0.01 * f64::from(n), n, A, "")));
     }
     for n in 1..=3u8 {
         old.extend(failing(
@@ -344,13 +340,18 @@ fn rule_recovery_after_fewer_than_k_fail_for_the_recovery_hold() {
                 ok(10.0, 4, A, ""),
                 ok(11.0, 5, A, ""),
                 ok(12.0, 6, A, ""),
-                Step::Flags("scope=partial rotation=false saturated=false"),
+                Step::Flags("scope=total rotation=false saturated=false"),
                 ok(13.0, 7, A, ""),
+                Step::Flags("scope=partial rotation=false saturated=false"),
                 ok(14.0, 8, A, ""),
                 ok(15.0, 9, A, ""),
                 ok(16.0, 10, A, ""),
                 ok(17.0, 11, A, ""),
                 ok(18.0, 12, A, ""),
+                ok(19.0, 13, A, ""),
+                ok(19.5, 14, A, ""),
+                ok(19.7, 15, A, ""),
+                ok(19.9, 16, A, ""),
                 tick(50.0),
                 state(Collapsed),
                 Step::Flags("scope=partial rotation=false saturated=false"),
@@ -401,21 +402,20 @@ fn rule_recovery_after_fewer_than_k_fail_for_the_recovery_hold() {
             ],
         ),
         (
-            "with no hold, the first evaluation with fewer than K failing recovers",
+            "with no hold, the first evaluation with fewer than K failing recovers; K failing \
+             again are a new collapse at once",
             0,
             then(vec![
                 ok(10.0, 1, A, ""),
                 state(Recovered),
                 sealed(11.0, 1, A, BY_SERVER),
-                state(Degraded),
-                sealed(12.0, 4, A, BY_SERVER),
                 state(Collapsed),
             ]),
             vec![
                 COLLAPSE_AT_3,
                 "@10 cloudhub trust_recovered collapsed_at=3 ca=- prev=- ok=1 failing=2",
-                "@12 cloudhub trust_collapse scope=total prev=- cur=- side=server failing=4 ok=0 \
-                 share=1.00 clients=[e1,e2,e3,e4] handshakes=6 cert_failures=5 first=1 latency=11 \
+                "@11 cloudhub trust_collapse scope=total prev=- cur=- side=server failing=3 ok=0 \
+                 share=1.00 clients=[e2,e3,e1] handshakes=5 cert_failures=4 first=2 latency=9 \
                  servers=[A]",
             ],
         ),
@@ -425,6 +425,147 @@ fn rule_recovery_after_fewer_than_k_fail_for_the_recovery_hold() {
             recovery_hold_us,
             ..Default::default()
         };
+        Script::check(rule, &cfg, steps, &want);
+    }
+}
+
+#[test]
+fn rule_collapse_hold_and_probe_grace() {
+    // e1..e4 succeed; e1, e2, e3 fail at 5, 5.2, 5.4 (3 of 4: total from 5.4 on).
+    let failures = |take_request: bool| {
+        let mut v: Vec<Step> = (1..=4).map(|n| ok(f64::from(n) * 0.5, n, A, "X")).collect();
+        v.push(sealed(5.0, 1, A, BY_CLIENT));
+        if take_request {
+            v.push(Step::TakeProbeRequest(true));
+            v.push(Step::TakeProbeRequest(false));
+        }
+        v.push(sealed(5.2, 2, A, BY_CLIENT));
+        v.push(sealed(5.4, 3, A, BY_CLIENT));
+        v
+    };
+    let then = |take_request: bool, mut steps: Vec<Step>| {
+        let mut v = failures(take_request);
+        v.append(&mut steps);
+        v
+    };
+    let probe_started = |t: f64, elapsed_ms: u64| {
+        let mut p = probe_chain(t, A, "Y");
+        if let Step::Probe(r, _) = &mut p {
+            r.elapsed_ms = elapsed_ms;
+        }
+        p
+    };
+    // Collapsed at `at`, `latency` after the first failure (5 s), naming `cur`.
+    let collapse = |at: &str, cur: &str, latency: &str| {
+        format!(
+            "@{at} cloudhub trust_collapse scope=total prev=X cur={cur} side=client failing=3 \
+             ok=1 share=0.75 clients=[e1,e2,e3] handshakes=7 cert_failures=3 first=5 \
+             latency={latency} servers=[A]"
+        )
+    };
+    let hold = 2_000_000;
+    let rows: Vec<(&str, i64, Vec<Step>, Vec<String>)> = vec![
+        (
+            "no probe request taken, no hold: at once",
+            0,
+            failures(false),
+            vec![collapse("5.4", "X", "0.4")],
+        ),
+        (
+            "the request taken: the collapse waits one probe grace for the answer, then goes \
+             ahead without it",
+            0,
+            then(
+                true,
+                vec![
+                    tick(5.999_999),
+                    state(Degraded),
+                    tick(6.0),
+                    state(Collapsed),
+                ],
+            ),
+            vec![collapse("6", "X", "1")],
+        ),
+        (
+            "a probe that started after the request answers: no more waiting, and the collapse \
+             names the key it saw",
+            0,
+            then(
+                true,
+                vec![probe_started(5.5, 3), state(Degraded), tick(5.6)],
+            ),
+            vec![
+                "@5.5 cloudhub ca_changed server=A X->Y source=probe_chain".into(),
+                collapse("5.6", "Y", "0.6"),
+            ],
+        ),
+        (
+            "a probe that started exactly at the request answers it",
+            0,
+            then(true, vec![probe_started(5.5, 500), tick(5.6)]),
+            vec![
+                "@5.5 cloudhub ca_changed server=A X->Y source=probe_chain".into(),
+                collapse("5.6", "Y", "0.6"),
+            ],
+        ),
+        (
+            "a probe that started before the request does not",
+            0,
+            then(
+                true,
+                vec![
+                    probe_started(5.5, 501),
+                    tick(5.6),
+                    state(Degraded),
+                    tick(6.0),
+                ],
+            ),
+            vec![
+                "@5.5 cloudhub ca_changed server=A X->Y source=probe_chain".into(),
+                collapse("6", "Y", "1"),
+            ],
+        ),
+        (
+            "with --collapse-hold the condition must hold that long first",
+            hold,
+            then(
+                false,
+                vec![
+                    tick(7.399_999),
+                    state(Degraded),
+                    tick(7.4),
+                    state(Collapsed),
+                ],
+            ),
+            vec![collapse("7.4", "X", "2.4")],
+        ),
+        (
+            "a condition that lapses restarts the hold",
+            hold,
+            then(
+                false,
+                vec![
+                    ok(6.0, 1, A, "X"),
+                    sealed(7.0, 1, A, BY_CLIENT),
+                    tick(8.999_999),
+                    state(Degraded),
+                    tick(9.0),
+                ],
+            ),
+            vec![
+                "@9 cloudhub trust_collapse scope=total prev=X cur=X side=client failing=3 ok=1 \
+                 share=0.75 clients=[e2,e3,e1] handshakes=9 cert_failures=4 first=5.2 \
+                 latency=3.8 servers=[A]"
+                    .into(),
+            ],
+        ),
+    ];
+    for (rule, collapse_hold_us, steps, want) in rows {
+        let cfg = DetectConfig {
+            collapse_hold_us,
+            ..Default::default()
+        };
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
         Script::check(rule, &cfg, steps, &want);
     }
 }

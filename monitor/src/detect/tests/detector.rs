@@ -111,11 +111,6 @@ fn rule_probe_exclusion_needs_the_probe_address_and_time() {
     let probe = edge_port(200, 5555);
     let rows: Vec<(&str, Vec<Step>, bool)> = vec![
         (
-            "the probe's own connection",
-            vec![Step::ExcludeProbe(probe, 1.0), from(1.1, probe)],
-            true,
-        ),
-        (
             "another port of the same host",
             vec![
                 Step::ExcludeProbe(probe, 1.0),
@@ -264,15 +259,65 @@ fn rule_memory_bounds_and_drop_counters() {
             [2, 0, 0, 0, 0],
         ),
         (
-            "clients: a known client still counts, a new one is dropped",
+            "clients: a new client evicts the least recently seen of equal value; every \
+             handshake counts",
             |c| c.limits.max_clients = 2,
             vec![
                 ok(1.0, 1, A, ""),
                 ok(2.0, 2, A, ""),
+                Step::Flags("scope=- rotation=false saturated=false"),
                 ok(3.0, 3, A, ""),
+                Step::Flags("scope=- rotation=false saturated=true"),
                 ok(4.0, 1, A, ""),
+                tick(64.0),
+                Step::Flags("scope=- rotation=false saturated=true"),
+                tick(64.000001),
+                Step::Flags("scope=- rotation=false saturated=false"),
+                ok(64.5, 4, A, ""),
+                ok(65.0, 5, A, ""),
             ],
-            "hs 3=3/0/0 clients failing=0 ok=2 keys=[] servers=[A:3=3/0/0:-] failing=[]",
+            "hs 2=2/0/0 clients failing=0 ok=2 keys=[] servers=[A:2=2/0/0:-] failing=[]",
+            [0, 2, 0, 0, 0],
+        ),
+        (
+            "clients: one that failed after a success is kept over a more recent success",
+            |c| c.limits.max_clients = 2,
+            vec![
+                ok(1.0, 1, A, ""),
+                sealed(2.0, 1, A, BY_CLIENT),
+                ok(3.0, 2, A, ""),
+                ok(4.0, 3, A, ""),
+            ],
+            "hs 4=3/1/0 clients failing=1 ok=1 keys=[] servers=[A:4=3/1/0:-] \
+             failing=[e1@00:00:02.000000]",
+            [0, 1, 0, 0, 0],
+        ),
+        (
+            "clients: a failing one never seen to succeed is kept over a success, an \
+             undecided one goes first",
+            |c| c.limits.max_clients = 3,
+            vec![
+                sealed(1.0, 1, A, BY_CLIENT),
+                ok(2.0, 2, A, ""),
+                other(3.0, 3, A),
+                ok(4.0, 4, A, ""),
+                ok(5.0, 5, A, ""),
+            ],
+            "hs 5=3/1/1 clients failing=1 ok=2 keys=[] servers=[A:5=3/1/1:-] \
+             failing=[e1@00:00:01.000000]",
+            [0, 2, 0, 0, 0],
+        ),
+        (
+            "clients: among equals, the crowded prefix loses one first",
+            |c| c.limits.max_clients = 3,
+            vec![
+                from(1.0, addr("10.9.0.1:1000")),
+                from(2.0, edge(1)),
+                from(3.0, edge(2)),
+                from(4.0, edge(3)),
+            ],
+            "hs 4=0/4/0 clients failing=3 ok=0 keys=[] servers=[A:4=0/4/0:-] \
+             failing=[10.9.0.1:0@00:00:01.000000,e2@00:00:03.000000,e3@00:00:04.000000]",
             [0, 1, 0, 0, 0],
         ),
         (
@@ -314,7 +359,7 @@ fn rule_memory_bounds_and_drop_counters() {
             [0, 0, 0, 1, 0],
         ),
         (
-            "window entries",
+            "window entries: the oldest handshake leaves the counts, its client stays",
             |c| c.limits.max_window_entries = 2,
             vec![
                 ok(1.0, 1, A, ""),
@@ -323,8 +368,8 @@ fn rule_memory_bounds_and_drop_counters() {
                 tick(61.5),
                 ok(62.0, 4, A, ""),
             ],
-            "hs 2=2/0/0 clients failing=0 ok=2 keys=[] servers=[A:2=2/0/0:-] failing=[]",
-            [0, 0, 0, 0, 1],
+            "hs 2=2/0/0 clients failing=0 ok=3 keys=[] servers=[A:2=2/0/0:-] failing=[]",
+            [0, 0, 0, 0, 2],
         ),
     ];
     for (rule, edit, steps, window, dropped) in rows {
@@ -350,11 +395,11 @@ fn rule_memory_bounds_and_drop_counters() {
 }
 
 #[test]
-fn rule_a_client_remembers_64_server_addresses() {
-    // With more replicas allowed, a client's outcomes are kept for 64 addresses: a rejection by
-    // a 65th is not split evidence, one by the 64th is.
+fn rule_a_client_remembers_16_server_addresses() {
+    // With more replicas allowed, a client's outcomes are kept for 16 addresses: a rejection by
+    // a 17th is not split evidence, one by the 16th is.
     let server = |i: u16| format!("10.0.1.{}:10000", i);
-    for (servers, split) in [(64u16, true), (65, false)] {
+    for (servers, split) in [(16u16, true), (17, false)] {
         let mut cfg = DetectConfig {
             split_min_clients: 1,
             ..Default::default()
@@ -385,9 +430,10 @@ fn events_are_counted_and_the_latest_kept() {
             sealed(4.0, 4, A, BY_CLIENT),
             sealed(5.0, 5, A, BY_CLIENT),
             ok(6.0, 3, A, ""),
+            tick(21.0),
         ]
     };
-    // divergence, collapse: two exit-worthy events, then a recovery that is not.
+    // divergence, collapse: two exit-worthy events, then a recovery (after the hold) that is not.
     for (max_recent, kept) in [(0usize, 0usize), (2, 2), (256, 3)] {
         let mut cfg = DetectConfig::default();
         cfg.limits.max_recent_events = max_recent;

@@ -59,31 +59,16 @@ fn rule_divergence_by_presented_keys() {
         &DetectConfig::default(),
         vec![
             (
-                "two replicas present different keys: reported once while it lasts",
-                vec![
-                    ok(1.0, 1, A, "X"),
-                    ok(2.0, 2, A, "X"),
-                    ok(3.0, 3, B, "Y"),
-                    ok(4.0, 4, A, "X"),
-                    ok(5.0, 4, B, "Y"),
-                    Step::Divergent(&["X", "Y"]),
-                ],
-                &[
-                    "@3 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
-                   replicas=[A:X/passive hs=2/0 clients=2/0,B:Y/passive hs=0/0 clients=0/0]",
-                ],
-            ),
-            (
                 "cleared once the replicas agree and the replaced key left the window; reported \
                  again when they differ again",
                 agree_again,
                 &[
                     "@2 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
-                     replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=0/0 clients=0/0]",
+                     replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=1/0 clients=1/0]",
                     "@3 cloudhub ca_changed server=B Y->X source=passive",
                     "@70 cloudhub ca_changed server=B X->Y source=passive",
                     "@70 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
-                     replicas=[A:X/passive hs=2/0 clients=1/0,B:Y/passive hs=3/0 clients=1/0]",
+                     replicas=[A:X/passive hs=2/0 clients=1/0,B:Y/passive hs=3/0 clients=2/0]",
                 ],
             ),
             (
@@ -132,7 +117,7 @@ fn rule_divergence_by_presented_keys() {
                 vec![ok(1.0, 1, A, "X"), ok(61.0, 2, B, "Y")],
                 &[
                     "@61 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
-                   replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=0/0 clients=0/0]",
+                   replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=1/0 clients=1/0]",
                 ],
             ),
         ],
@@ -182,7 +167,7 @@ fn rule_alternation_on_one_address_is_divergence_a_sequence_of_keys_is_not() {
                 &[
                     "@2 cloudhub ca_changed server=A X->Y source=passive",
                     "@3 cloudhub ca_divergence basis=alternating keys=[X,Y] split=0 \
-                     replicas=[A:X/passive hs=2/0 clients=2/0]",
+                     replicas=[A:X/passive hs=3/0 clients=3/0]",
                 ],
             ),
             (
@@ -191,10 +176,10 @@ fn rule_alternation_on_one_address_is_divergence_a_sequence_of_keys_is_not() {
                 &[
                     "@2 cloudhub ca_changed server=A X->Y source=passive",
                     "@3 cloudhub ca_divergence basis=alternating keys=[X,Y] split=0 \
-                     replicas=[A:X/passive hs=2/0 clients=2/0]",
+                     replicas=[A:X/passive hs=3/0 clients=3/0]",
                     "@4 cloudhub ca_changed server=A X->Z source=passive",
                     "@5 cloudhub ca_divergence basis=alternating keys=[Y,Z] split=0 \
-                     replicas=[A:Y/passive hs=4/0 clients=4/0]",
+                     replicas=[A:Y/passive hs=5/0 clients=5/0]",
                 ],
             ),
             (
@@ -215,7 +200,7 @@ fn rule_alternation_on_one_address_is_divergence_a_sequence_of_keys_is_not() {
                 &[
                     "@20 cloudhub ca_changed server=A X->Y source=passive",
                     "@70 cloudhub ca_divergence basis=alternating keys=[X,Y] split=0 \
-                     replicas=[A:X/passive hs=2/0 clients=2/0]",
+                     replicas=[A:X/passive hs=3/0 clients=3/0]",
                 ],
             ),
             (
@@ -239,7 +224,7 @@ fn rule_alternation_on_one_address_is_divergence_a_sequence_of_keys_is_not() {
                     "@4 cloudhub ca_changed server=A Z->W source=passive",
                     "@5 cloudhub ca_changed server=A W->V source=passive",
                     "@6 cloudhub ca_divergence basis=alternating keys=[X,V] split=0 \
-                     replicas=[A:X/passive hs=5/0 clients=5/0]",
+                     replicas=[A:X/passive hs=6/0 clients=6/0]",
                 ],
             ),
             (
@@ -361,9 +346,13 @@ fn rule_outcome_split_pairs_clients_ok_on_one_replica_rejected_by_another() {
             ),
             (
                 "clients rejected everywhere, or fine everywhere, or ok and rejected on one \
-                 server, are no split evidence",
+                 server, are no split evidence (their failures are a partial collapse)",
                 everywhere(),
-                &[],
+                &[
+                    "@14 cloudhub trust_collapse scope=partial prev=- cur=- side=client failing=3 \
+                   ok=6 share=0.33 clients=[e1,e2,e10] handshakes=14 cert_failures=5 first=5 \
+                   latency=9 servers=[A,B]",
+                ],
             ),
             (
                 "the replicas' keys, when probes saw them",
@@ -440,5 +429,122 @@ fn rule_outcome_split_only_between_replicas() {
     check(
         &DetectConfig::default(),
         vec![("servers found by content", split, &[])],
+    );
+}
+
+/// A TLS 1.2 success of edge `n` on the certificate service's replica `ip` (port 10002).
+fn certsvc_ok(t: f64, n: u8, ip: u8, ca: &str) -> Step {
+    let mut c = conn(
+        t,
+        edge(n),
+        &format!("10.0.0.{ip}:10002"),
+        crate::handshake::Outcome::Established,
+        vec![],
+        ca,
+    );
+    c.service = crate::config::CERT_SERVICE.into();
+    Step::Conn(Box::new(c))
+}
+
+#[test]
+fn rule_rotation_needs_a_client_trusting_both_keys_and_no_failure() {
+    let rotation_xy = "@2 cloudhub ca_rotation keys=[X,Y] replicas=[A:X/passive hs=1/0 \
+                       clients=1/0,B:Y/passive hs=1/0 clients=1/0]";
+    check(
+        &DetectConfig::default(),
+        vec![
+            (
+                "a client that succeeds under both keys: a rotation, reported once, not a \
+                 divergence",
+                vec![
+                    ok(1.0, 1, A, "X"),
+                    ok(2.0, 1, B, "Y"),
+                    Step::Flags("scope=- rotation=true saturated=false"),
+                    Step::Divergent(&[]),
+                    ok(3.0, 2, A, "X"),
+                    ok(4.0, 2, B, "Y"),
+                    tick(5.0),
+                ],
+                &[rotation_xy],
+            ),
+            (
+                "a certificate failure during the rotation makes it the divergence it was",
+                vec![
+                    ok(1.0, 1, A, "X"),
+                    ok(2.0, 1, B, "Y"),
+                    sealed(3.0, 2, B, BY_CLIENT),
+                    Step::Flags("scope=- rotation=true saturated=false"),
+                    tick(4.0),
+                    Step::Flags("scope=- rotation=false saturated=false"),
+                    Step::Divergent(&["X", "Y"]),
+                ],
+                &[
+                    rotation_xy,
+                    "@4 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
+                     replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=1/1 clients=1/1]",
+                ],
+            ),
+            (
+                "a certificate failure still counted in the window, its client fine since: no \
+                 rotation",
+                vec![
+                    sealed(0.5, 3, A, BY_CLIENT),
+                    ok(0.6, 3, A, ""),
+                    ok(1.0, 1, A, "X"),
+                    ok(2.0, 1, B, "Y"),
+                ],
+                &[
+                    "@2 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
+                   replicas=[A:X/passive hs=2/1 clients=2/1,B:Y/passive hs=1/0 clients=1/0]",
+                ],
+            ),
+            (
+                "different clients under each key: a divergence (the leading indicator)",
+                vec![ok(1.0, 1, A, "X"), ok(2.0, 2, B, "Y")],
+                &[
+                    "@2 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
+                   replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=1/0 clients=1/0]",
+                ],
+            ),
+            (
+                "its success under the first key exactly one window before still counts",
+                vec![ok(1.0, 1, A, "X"), ok(60.0, 2, A, "X"), ok(61.0, 1, B, "Y")],
+                &[
+                    "@61 cloudhub ca_rotation keys=[X,Y] replicas=[A:X/passive hs=2/0 \
+                   clients=2/0,B:Y/passive hs=1/0 clients=1/0]",
+                ],
+            ),
+            (
+                "one longer ago does not",
+                vec![
+                    ok(1.0, 1, A, "X"),
+                    ok(60.0, 2, A, "X"),
+                    ok(61.000_001, 1, B, "Y"),
+                ],
+                &[
+                    "@61.000001 cloudhub ca_divergence basis=presented_keys keys=[X,Y] split=0 \
+                   replicas=[A:X/passive hs=1/0 clients=1/0,B:Y/passive hs=1/0 clients=1/0]",
+                ],
+            ),
+            (
+                "one address alternating under a client that trusts both: a rotation",
+                vec![ok(1.0, 1, A, "X"), ok(2.0, 1, A, "Y"), ok(3.0, 1, A, "X")],
+                &[
+                    "@2 cloudhub ca_changed server=A X->Y source=passive",
+                    "@3 cloudhub ca_rotation keys=[X,Y] replicas=[A:X/passive hs=3/0 \
+                     clients=1/0]",
+                ],
+            ),
+            (
+                "on the certificate service clients do not verify the server: always a \
+                 divergence",
+                vec![certsvc_ok(1.0, 1, 1, "X"), certsvc_ok(2.0, 1, 2, "Y")],
+                &[
+                    "@2 certsvc ca_divergence basis=presented_keys keys=[X,Y] split=0 \
+                   replicas=[10.0.0.1:10002:X/passive hs=1/0 clients=1/0,\
+                   10.0.0.2:10002:Y/passive hs=1/0 clients=1/0]",
+                ],
+            ),
+        ],
     );
 }

@@ -97,7 +97,7 @@ fn rule_inconsistent_once_per_server_and_ca() {
             "@2 cloudhub ca_inconsistent server=B presented=[K2] sha=- source=passive \
              expected=[trusted-ca:K1]",
             "@2 cloudhub ca_divergence basis=presented_keys keys=[K1,K2] split=0 \
-             replicas=[A:K1/passive hs=1/0 clients=1/0,B:K2/passive hs=0/0 clients=0/0]",
+             replicas=[A:K1/passive hs=1/0 clients=1/0,B:K2/passive hs=1/0 clients=1/0]",
             "@4 cloudhub ca_inconsistent server=B presented=[K2,K2'] sha=S2 source=probe_ca \
              expected=[trusted-ca:K1]",
         ],
@@ -183,7 +183,7 @@ fn rule_secret_change_rechecks_every_presented_ca() {
             "@2 cloudhub ca_inconsistent server=B presented=[K2] sha=- source=passive \
              expected=[casecret:K1]",
             "@2 cloudhub ca_divergence basis=presented_keys keys=[K1,K2] split=0 \
-             replicas=[A:K1/passive hs=1/0 clients=1/0,B:K2/passive hs=0/0 clients=0/0]",
+             replicas=[A:K1/passive hs=1/0 clients=1/0,B:K2/passive hs=1/0 clients=1/0]",
             "@4 kubeedge/casecret ca_changed server=- K1->K2 source=secret",
             "@4 cloudhub ca_inconsistent server=A presented=[K1] sha=- source=passive \
              expected=[casecret:K2]",

@@ -74,6 +74,8 @@ pub enum Step {
     Window(&'static str),
     /// Check: the cloudhub service's flags as [`Script::flags`] shows them.
     Flags(&'static str),
+    /// The live loop takes the probe request (at the latest packet time); check what it got.
+    TakeProbeRequest(bool),
 }
 
 /// A connection record as the analyzer would emit it.
@@ -313,6 +315,13 @@ impl Script {
                 }
                 Step::Flags(want) => {
                     assert_eq!(self.flags(), want, "{rule}: flags at step {i}")
+                }
+                Step::TakeProbeRequest(want) => {
+                    assert_eq!(
+                        self.d.take_probe_request(),
+                        want,
+                        "{rule}: probe request at step {i}"
+                    )
                 }
             }
         }
