@@ -349,6 +349,7 @@ struct Entry {
     reason: String,
 }
 
+#[derive(Debug)]
 struct Equivalent(Vec<Entry>);
 
 impl Equivalent {

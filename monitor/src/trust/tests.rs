@@ -417,6 +417,8 @@ fn rule_reference_sources_described_and_listed() {
     assert_eq!(TrustedReference::default().secret_ca(), None);
 }
 
+type CheckRow = (&'static str, PresentedCa, Vec<(String, Vec<String>)>);
+
 #[test]
 fn rule_reference_check_each_source_that_can_compare() {
     let a = all_sources();
@@ -431,7 +433,7 @@ fn rule_reference_check_each_source_that_can_compare() {
     let by_key = |i: usize| PresentedCa::from_key_id(a.cas[i].key_id());
     let by_cert = |i: usize| PresentedCa::from_identity(&a.cas[i].identity());
     let stranger = TestCa::kubeedge();
-    let rows: Vec<(&str, PresentedCa, Vec<(String, Vec<String>)>)> = vec![
+    let rows: Vec<CheckRow> = vec![
         (
             "a file CA by key: the Secret disagrees, hashes cannot tell",
             by_key(0),

@@ -236,17 +236,24 @@ fn probe_results_counted_and_attributed() {
     assert_eq!(s.d.state("tcp/8443"), Some(TrustState::Healthy));
 }
 
+/// (what, limits edit, steps, window after, drop and eviction counters).
+type BoundRow = (
+    &'static str,
+    fn(&mut DetectConfig),
+    Vec<Step>,
+    &'static str,
+    [u64; 5],
+);
+
 #[test]
 fn rule_memory_bounds_and_drop_counters() {
-    // (what, limits edit, steps, window after, counters: services, clients, servers, keys,
-    // window entries dropped)
-    type Edit = fn(&mut DetectConfig);
+    // Counters: services, clients, servers, keys dropped, window entries evicted.
     let other_service = || {
         let mut c = conn(5.0, edge(5), A, Outcome::Established, vec![], "");
         c.service = "stream".into();
         Step::Conn(Box::new(c))
     };
-    let rows: Vec<(&str, Edit, Vec<Step>, &str, [u64; 5])> = vec![
+    let rows: Vec<BoundRow> = vec![
         (
             "services",
             |c| c.limits.max_services = 1,

@@ -314,10 +314,12 @@ fn tls13(t: &mut T, psk: bool, records: &[(Side, usize)]) {
     }
 }
 
+type FactRow = (&'static str, bool, Vec<(Side, usize)>, Outcome, bool, bool);
+
 #[test]
 fn tls13_sealed_records_and_inferred_client_auth() {
     // (what, psk, records, outcome, client_auth_requested, resumed)
-    let rows: Vec<(&str, bool, Vec<(Side, usize)>, Outcome, bool, bool)> = vec![
+    let rows: Vec<FactRow> = vec![
         (
             "client Certificate, CertificateVerify, Finished: asked for a certificate",
             false,
