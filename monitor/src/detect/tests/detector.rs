@@ -328,6 +328,36 @@ fn rule_memory_bounds_and_drop_counters() {
             [0, 1, 0, 0, 0],
         ),
         (
+            "clients: an IPv6 /64 is a prefix of its own, apart from every IPv4 /24",
+            |c| c.limits.max_clients = 3,
+            vec![
+                from(1.0, addr("0.0.0.1:1000")),
+                from(2.0, addr("[::1]:1000")),
+                from(3.0, addr("[::2]:1000")),
+                from(4.0, addr("[::3]:1000")),
+            ],
+            "hs 4=0/4/0 clients failing=3 ok=0 keys=[] servers=[A:4=0/4/0:-] \
+             failing=[0.0.0.1:0@00:00:01.000000,[::2]:0@00:00:03.000000,\
+             [::3]:0@00:00:04.000000]",
+            [0, 1, 0, 0, 0],
+        ),
+        (
+            "clients: a prefix's crowd counts the clients it has now, not those gone",
+            |c| c.limits.max_clients = 3,
+            vec![
+                from(1.0, addr("10.9.0.1:1000")),
+                from(2.0, addr("10.9.0.2:1000")),
+                tick(70.0),
+                from(71.0, edge(1)),
+                from(72.0, edge(2)),
+                from(73.0, addr("10.9.0.3:1000")),
+                from(74.0, edge(3)),
+            ],
+            "hs 4=0/4/0 clients failing=3 ok=0 keys=[] servers=[A:4=0/4/0:-] \
+             failing=[10.9.0.3:0@00:01:13.000000,e2@00:01:12.000000,e3@00:01:14.000000]",
+            [0, 1, 0, 0, 0],
+        ),
+        (
             "servers: a new address is dropped while every known one has handshakes in the window",
             |c| c.limits.max_servers = 2,
             vec![
@@ -424,6 +454,42 @@ fn rule_a_client_remembers_16_server_addresses() {
             if split { vec!["ca_divergence"] } else { vec![] },
             "{servers}"
         );
+    }
+}
+
+#[test]
+fn rule_a_client_whose_latest_verdict_says_nothing_keeps_its_history() {
+    // e1 succeeded on A, then failed for another reason: still worth more than e2, which never
+    // reached a certificate decision. The window is full when e3 arrives: e2 goes, and e1's
+    // success on A is still there when B rejects it (split evidence with one client).
+    let mut cfg = DetectConfig {
+        split_min_clients: 1,
+        ..Default::default()
+    };
+    cfg.limits.max_clients = 2;
+    for (history, split) in [("ok then other", true), ("other only", false)] {
+        let first = if split {
+            ok(1.0, 1, A, "")
+        } else {
+            other(1.0, 1, A)
+        };
+        let mut s = Script::new(cfg.clone());
+        s.run(
+            history,
+            vec![
+                first,
+                other(2.0, 1, A),
+                other(3.0, 2, A),
+                ok(4.0, 3, C, ""),
+                sealed(5.0, 1, B, BY_CLIENT),
+            ],
+        );
+        let names: Vec<&str> = s.out.iter().map(|e| e.name()).collect();
+        let want: &[&str] = if split { &["ca_divergence"] } else { &[] };
+        assert_eq!(names, want, "{history}");
+        // Without its history e1 went, and its rejection by B then evicted another.
+        let evicted = if split { 1 } else { 2 };
+        assert_eq!(s.d.stats().clients_evicted, evicted, "{history}");
     }
 }
 
