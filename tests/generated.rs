@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use serde_json::Value;
 use trustwatch_testkit::analyzer::{self, get, str_at};
 use trustwatch_testkit::capture::Capture;
+use trustwatch_testkit::peers::rustls_peer::{self, HangUp};
 use trustwatch_testkit::peers::{self, ClientOpts, PeerResult, ServerSpec, Stack, TlsVersion};
 use trustwatch_testkit::pki::{Ca, CertTruth, Leaf, Pki};
 use trustwatch_testkit::rewrite::{self, Variant};
@@ -941,6 +942,115 @@ fn variant_duplicated() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A client that gives up mid-handshake: what it leaves on the wire decides the outcome
+
+/// A rustls client reads the CloudCore-like Go server's whole first flight, then hangs up
+/// `how` without its own answer (no Finished). TLS 1.2: a bare close before Finished is a
+/// failure (not incomplete: the detector must see it), a warning alert then the close names
+/// its sender; TLS 1.3: a client that closes with no sealed record of its own aborted.
+fn client_hangs_up(version: TlsVersion, how: HangUp, ip: IpAddr) {
+    let c = cloud();
+    let dir = trustwatch_testkit::tempfile::tempdir().expect("tempdir");
+    let port = trustwatch_testkit::free_port().expect("port");
+    let cap = Capture::start_port(dir.path(), "hang-up", port).expect("capture");
+    let spec = ServerSpec::new(Stack::Go, port, &c.server)
+        .client_ca(&c.ca)
+        .version(version);
+    let server = peers::start_server(&spec).expect("server");
+    let opts = ClientOpts::new(SocketAddr::from(([127, 0, 0, 1], port)))
+        .local_ip(ip)
+        .version(version);
+    let client = rustls_peer::client_hang_up(&opts, &[&c.ca.root.der], how).expect("client");
+    assert!(
+        !client.handshake_ok
+            && client
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("hung up")),
+        "{client:?}"
+    );
+    let server = server.join();
+    assert!(
+        server.iter().all(|r| !r.ok),
+        "the server saw no handshake: {server:?}"
+    );
+    let captured = cap.stop().expect("capture stop");
+    let wire = Summary::read(&captured.path, port).expect("tshark");
+
+    // Wire facts: the client's only handshake message is its ClientHello (no Finished, nothing
+    // sealed in TLS 1.3); its alerts are the warnings or none; the server sends none; the
+    // client's FIN comes first.
+    assert_eq!(
+        wire.handshake_types(false),
+        vec![1],
+        "client handshake messages"
+    );
+    assert!(
+        wire.app_data_lengths(false).is_empty(),
+        "no client record after the hello"
+    );
+    let warnings = match how {
+        HangUp::Bare => vec![],
+        HangUp::Warning => vec![(1, 90), (1, 0)],
+    };
+    assert_eq!(wire.alerts(false), warnings, "client alerts");
+    assert!(wire.alerts(true).is_empty(), "server alerts");
+    let fins = tshark::fields(&captured.path, "tcp.flags.fin==1", &["tcp.srcport"]).expect("fins");
+    assert_eq!(
+        fins.first().map(|f| f[0].as_str()),
+        client.local.map(|a| a.port().to_string()).as_deref(),
+        "the client closes first: {fins:?}"
+    );
+    let server_records = wire.app_data_lengths(true).len();
+
+    let records = analyze_file(&captured.path, port);
+    let rec = record_from(&records, ip);
+    assert_endpoints(rec, ip, port, false);
+    let (outcome, evidence) = match (version, how) {
+        (TlsVersion::V12, HangUp::Bare) => (
+            "failed",
+            "connection closed before the handshake completed (FIN from client)".to_string(),
+        ),
+        (TlsVersion::V12, HangUp::Warning) => (
+            "rejected_by_client",
+            "client sent warning alert close_notify(0) in plaintext and the connection closed \
+             (FIN from client)"
+                .to_string(),
+        ),
+        (TlsVersion::V13, _) => {
+            assert!(
+                server_records >= 2,
+                "the server's encrypted flight: {server_records}"
+            );
+            (
+                "rejected_by_client",
+                format!(
+                    "TLS 1.3: connection closed (FIN from client) after {server_records} server \
+                     records, without any client record"
+                ),
+            )
+        }
+    };
+    assert_outcome(rec, outcome, version);
+    assert_eq!(
+        str_at(rec, "trustwatch.evidence"),
+        Some(evidence.as_str()),
+        "{rec:#}"
+    );
+    match how {
+        HangUp::Bare => assert!(get(rec, "trustwatch.alert").is_null(), "{rec:#}"),
+        HangUp::Warning => {
+            let a = get(rec, "trustwatch.alert");
+            assert_eq!(
+                (a["from"].as_str(), a["code"].as_u64(), a["level"].as_str()),
+                (Some("client"), Some(0), Some("warning")),
+                "{rec:#}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The scenarios, one test each (they run in parallel)
 
 /// `name => expression;`: one `#[test]` per row.
@@ -999,4 +1109,8 @@ scenarios! {
     variant_null => check_variant(Variant::Null);
     variant_raw => check_variant(Variant::Raw);
     variant_pcapng => check_variant(Variant::PcapNg);
+    // A client that gives up after the server's flight
+    client_hangs_up_without_alert_12 => client_hangs_up(TlsVersion::V12, HangUp::Bare, next_client_ip());
+    client_hangs_up_with_warnings_12 => client_hangs_up(TlsVersion::V12, HangUp::Warning, next_client_ip());
+    client_hangs_up_without_alert_13 => client_hangs_up(TlsVersion::V13, HangUp::Bare, next_client_ip());
 }

@@ -8,6 +8,8 @@
 //!   builder stage runs exactly this; `--print` shows the cargo command).
 //! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
 //! - `demo`: setup, build, and run the incident demo.
+//! - `mutants`: mutation testing of the decision code with cargo-mutants (see `mutants.rs`):
+//!   every decision file, `--file F` for one, `--in-diff [BASE]` for the lines a branch changed.
 //! - `bench`: the throughput/memory benchmarks (figures go in the README), then the live ones
 //!   (detection latency, CPU at 1,000 handshakes/s, eBPF vs libpcap); `--live`: only those,
 //!   `--no-live`: without.
@@ -19,6 +21,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod mutants;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +29,7 @@ use std::process::{Command, ExitCode};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench|fuzz [--secs N] [TARGET...]|soak [--minutes N]> [args]"
+        "usage: cargo xtask <setup [--build]|dist [--print]|test|demo|bench|fuzz [--secs N] [TARGET...]|soak [--minutes N]|mutants> [args]"
     );
     ExitCode::from(2)
 }
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         "bench" => demo::bench(rest),
         "fuzz" => fuzz::fuzz(rest),
         "soak" => demo::soak(rest),
+        "mutants" => mutants::mutants(rest),
         _ => return usage(),
     };
     match result {

@@ -9,8 +9,9 @@
 //! kubernetes-validate and checkov for the deployment tests ([`pytools_dir`]), and there too the
 //! Community ID reference implementation (`communityid`) for the forensics tests. Everything else is
 //! from crates.io, cargo-fuzz too (`cargo install cargo-fuzz --locked`, with the nightly toolchain
-//! it needs, for `cargo xtask fuzz`). kubectl (client only, for `kubectl kustomize`) is expected on
-//! the machine.
+//! it needs, for `cargo xtask fuzz`) and cargo-mutants (mutation testing of the decision code,
+//! `cargo xtask mutants`). kubectl (client only, for `kubectl kustomize`) is expected on the
+//! machine.
 //!
 //! The eBPF program (`monitor-ebpf`, built by `monitor/build.rs`) needs the nightly toolchain's
 //! `rust-src` and a `bpf-linker` built against that nightly's own LLVM (no system LLVM): it is
@@ -188,6 +189,7 @@ pub fn ensure() -> Result<(), String> {
     }
     ensure_pytools()?;
     ensure_community_id()?;
+    ensure_cargo_mutants()?;
     check_pcap_headers()?;
     // The fuzz targets (`cargo xtask fuzz`, also part of `cargo xtask test`): nightly and cargo-fuzz.
     crate::fuzz::ensure_tools()?;
@@ -296,5 +298,37 @@ fn ensure_ebpf_toolchain() -> Result<(), String> {
     output(Command::new(&bin).arg("--version"))
         .map_err(|e| format!("bpf-linker was built but does not run: {e}"))?;
     std::fs::write(&stamp, want).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(())
+}
+
+/// The cargo-mutants release installed when none is present (builds with the workspace's Rust).
+const CARGO_MUTANTS_VERSION: &str = "27.1.0";
+
+/// Installs cargo-mutants from crates.io unless some version of it is already there.
+pub fn ensure_cargo_mutants() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let present = || {
+        Command::new(&cargo)
+            .args(["mutants", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-mutants {CARGO_MUTANTS_VERSION} (mutation testing)");
+    run(Command::new(&cargo).args([
+        "install",
+        "--quiet",
+        "--locked",
+        "cargo-mutants",
+        "--version",
+        CARGO_MUTANTS_VERSION,
+    ]))?;
+    if !present() {
+        return Err(
+            "`cargo mutants` still does not run after `cargo install cargo-mutants`".into(),
+        );
+    }
     Ok(())
 }

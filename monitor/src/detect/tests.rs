@@ -1,4 +1,12 @@
-//! Detector rules over synthetic connection sequences (what the analyzer would emit).
+//! Detector rules over synthetic connection sequences (what the analyzer would emit). The rule
+//! tables, one file per rule family, are in `tests/`; this file keeps the end-to-end stories.
+
+mod classify;
+mod collapse;
+mod detector;
+mod divergence;
+mod reference;
+mod script;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -457,33 +457,4 @@ impl StreamHandler for Tracker {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sealed(from: Side, lens: &[u16]) -> Vec<SealedRecord> {
-        lens.iter()
-            .map(|&len| SealedRecord {
-                from,
-                len,
-                ts: Timestamp(0),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn alps_encrypted_extensions_are_not_a_client_certificate() {
-        let server = sealed(Side::Server, &[23, 600, 95, 53]);
-        let with = |client: &[u16]| [server.clone(), sealed(Side::Client, client)].concat();
-        // Chrome with ALPS, no certificate asked: EncryptedExtensions, then Finished.
-        assert!(!tls13_client_auth(&with(&[40, 53]), true));
-        // Without ALPS offered the same record would be an (empty) certificate.
-        assert!(tls13_client_auth(&with(&[25, 53]), false));
-        // mTLS: Certificate and CertificateVerify before Finished, with and without ALPS.
-        assert!(tls13_client_auth(&with(&[700, 95, 53]), false));
-        assert!(tls13_client_auth(&with(&[40, 700, 95, 53]), true));
-        // An ALPS client asked for a certificate that has none: EE and an empty Certificate.
-        assert!(tls13_client_auth(&with(&[40, 25, 53]), true));
-        // No certificate asked, no ALPS: straight to Finished.
-        assert!(!tls13_client_auth(&with(&[53]), false));
-    }
-}
+mod tests;

@@ -268,3 +268,297 @@ fn secret_dir_reads_cadata_and_rereads_on_change() {
         vec![format!("sha256:{}", CaHash::of_der(&ca1.der()))]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The reference's rules, table by table.
+
+#[test]
+fn rule_ca_identity_key_ids() {
+    let ca = TestCa::kubeedge();
+    let der = ca.der();
+    let info = crate::cert::parse(&der).info().cloned().expect("parsed");
+    let (ski, sha1) = (
+        info.ski.clone().expect("rcgen sets a SKI"),
+        info.key_sha1.clone(),
+    );
+    assert_ne!(ski, sha1, "rcgen's SKI is not the key's SHA-1");
+    let with = |ski: Option<KeyId>| {
+        let mut i = info.clone();
+        i.ski = ski;
+        CaIdentity::from_info(&i)
+    };
+    let rows = [
+        (
+            "SKI and SHA-1 differ: both",
+            Some(ski.clone()),
+            ski.clone(),
+            vec![ski.clone(), sha1.clone()],
+        ),
+        (
+            "SKI is the SHA-1 (RFC 5280 method 1): once",
+            Some(sha1.clone()),
+            sha1.clone(),
+            vec![sha1.clone()],
+        ),
+        ("no SKI: the SHA-1", None, sha1.clone(), vec![sha1.clone()]),
+    ];
+    for (what, s, key_id, key_ids) in rows {
+        let id = with(s);
+        assert_eq!(
+            (id.key_id.clone(), id.key_ids.clone()),
+            (key_id, key_ids),
+            "{what}"
+        );
+        assert_eq!(id.sha256, info.sha256, "{what}");
+        assert!(id.has_key_id(&sha1), "{what}");
+        assert!(!id.has_key_id(&KeyId::parse("01").unwrap()), "{what}");
+    }
+    assert_eq!(CaIdentity::from_der(&der), Some(ca.identity()));
+    assert_eq!(CaIdentity::from_der(b"\x30\x03\x02\x01\x01"), None);
+}
+
+#[test]
+fn rule_ca_hash_forms() {
+    let hex = "3f1c2a0b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a";
+    let colons: String = hex
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join(":");
+    let ok = [
+        hex.to_string(),
+        hex.to_uppercase(),
+        format!("  sha256:{hex}\n"),
+        colons.clone(),
+        format!("sha256:{colons}"),
+    ];
+    for s in &ok {
+        assert_eq!(
+            CaHash::from_hex(s).map(|h| h.hex()).ok(),
+            Some(hex.into()),
+            "{s}"
+        );
+    }
+    for s in [&hex[..62], &format!("{hex}00"), "", "sha256:"] {
+        assert!(CaHash::from_hex(s).is_err(), "{s}");
+    }
+    assert_eq!(
+        CaHash::from_join_token(&format!(" {hex}.abc.def "))
+            .unwrap()
+            .hex(),
+        hex
+    );
+    assert_eq!(CaHash::from_join_token(hex).unwrap().hex(), hex);
+    let der = b"some certificate";
+    assert_eq!(CaHash::of_der(der).hex(), hex::encode(Sha256::digest(der)));
+    let h = CaHash::from_hex(hex).unwrap();
+    assert_eq!(format!("{h:?}"), format!("CaHash({hex})"));
+    assert_eq!(h.to_string(), hex);
+    assert_eq!(serde_json::to_string(&h).unwrap(), format!("\"{hex}\""));
+}
+
+/// Every kind of source at once: a file with two CAs, the Secret, a hash and a token hash.
+struct AllSources {
+    _dir: TempDir,
+    file: PathBuf,
+    secret_dir: PathBuf,
+    cas: [TestCa; 4],
+    reference: TrustedReference,
+}
+
+fn all_sources() -> AllSources {
+    let cas = [
+        TestCa::kubeedge(),
+        TestCa::kubeedge(),
+        TestCa::kubeedge(),
+        TestCa::kubeedge(),
+    ];
+    let dir = TempDir::new("all");
+    let file = dir.path().join("bundle.pem");
+    std::fs::write(&file, format!("{}{}", cas[0].pem(), cas[1].pem())).unwrap();
+    let secret_dir = dir.path().join("casecret");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    std::fs::write(secret_dir.join("cadata"), cas[2].der()).unwrap();
+    let reference = TrustedReference::load(&TrustOptions {
+        trusted_ca: vec![file.clone()],
+        kubeedge_secret_dir: Some(secret_dir.clone()),
+        ca_hash: Some(CaHash::of_der(&cas[3].der())),
+        join_token_hash: Some(CaHash::of_der(&cas[0].der())),
+    })
+    .unwrap();
+    AllSources {
+        _dir: dir,
+        file,
+        secret_dir,
+        cas,
+        reference,
+    }
+}
+
+#[test]
+fn rule_reference_sources_described_and_listed() {
+    let a = all_sources();
+    let r = &a.reference;
+    assert!(!r.is_empty());
+    assert!(TrustedReference::default().is_empty());
+    assert_eq!(
+        r.describe(),
+        vec![
+            format!("trusted-ca {}", a.file.display()),
+            format!("casecret {}", a.secret_dir.join("cadata").display()),
+            "ca-hash".to_string(),
+            "join-token ca hash".to_string(),
+        ]
+    );
+    let ids: Vec<KeyId> = r.cas().iter().map(|c| c.key_id.clone()).collect();
+    assert_eq!(ids, [0, 1, 2].map(|i| a.cas[i].key_id()));
+    assert_eq!(r.secret_ca(), Some(&a.cas[2].identity()));
+    assert_eq!(TrustedReference::default().secret_ca(), None);
+}
+
+type CheckRow = (&'static str, PresentedCa, Vec<(String, Vec<String>)>);
+
+#[test]
+fn rule_reference_check_each_source_that_can_compare() {
+    let a = all_sources();
+    let r = &a.reference;
+    let labels = r.describe();
+    let key = |i: usize| a.cas[i].key_id().to_string();
+    let sha = |i: usize| format!("sha256:{}", CaHash::of_der(&a.cas[i].der()));
+    let file = (labels[0].clone(), vec![key(0), key(1)]);
+    let secret = (labels[1].clone(), vec![key(2)]);
+    let ca_hash = (labels[2].clone(), vec![sha(3)]);
+    let token = (labels[3].clone(), vec![sha(0)]);
+    let by_key = |i: usize| PresentedCa::from_key_id(a.cas[i].key_id());
+    let by_cert = |i: usize| PresentedCa::from_identity(&a.cas[i].identity());
+    let stranger = TestCa::kubeedge();
+    let rows: Vec<CheckRow> = vec![
+        (
+            "a file CA by key: the Secret disagrees, hashes cannot tell",
+            by_key(0),
+            vec![secret.clone()],
+        ),
+        (
+            "the Secret's CA by key: the file disagrees",
+            by_key(2),
+            vec![file.clone()],
+        ),
+        (
+            "a file CA's certificate: Secret and --ca-hash disagree, the token agrees",
+            by_cert(0),
+            vec![secret.clone(), ca_hash.clone()],
+        ),
+        (
+            "the --ca-hash CA's certificate: the others disagree",
+            by_cert(3),
+            vec![file.clone(), secret.clone(), token.clone()],
+        ),
+        (
+            "a stranger's certificate: everyone disagrees",
+            PresentedCa::from_identity(&stranger.identity()),
+            vec![file.clone(), secret.clone(), ca_hash.clone(), token.clone()],
+        ),
+        (
+            "a known key with another certificate: the certificate decides",
+            PresentedCa {
+                key_ids: vec![a.cas[0].key_id()],
+                der_sha256: Some(CaHash::of_der(&stranger.der()).hex()),
+            },
+            vec![file.clone(), secret.clone(), ca_hash.clone(), token.clone()],
+        ),
+        (
+            "a file CA by its second id (the key's SHA-1)",
+            PresentedCa::from_key_id(a.cas[1].identity().key_ids[1].clone()),
+            vec![secret.clone()],
+        ),
+        ("nothing to compare", PresentedCa::default(), vec![]),
+    ];
+    for (what, presented, want) in rows {
+        let got: Vec<(String, Vec<String>)> = r
+            .check(&presented)
+            .into_iter()
+            .map(|d| (d.source, d.expected))
+            .collect();
+        assert_eq!(got, want, "{what}");
+    }
+}
+
+#[test]
+fn rule_secret_refresh_reads_only_when_the_stamp_changes() {
+    // Two CAs whose DER has the same length (ECDSA signatures vary by a byte or two).
+    let one = TestCa::kubeedge();
+    let two = std::iter::repeat_with(TestCa::kubeedge)
+        .take(64)
+        .find(|c| c.der().len() == one.der().len())
+        .expect("a CA of the same DER length");
+    let dir = TempDir::new("stamp");
+    let cadata = dir.path().join("cadata");
+    std::fs::write(&cadata, one.der()).unwrap();
+    let mut r = TrustedReference::load(&TrustOptions {
+        kubeedge_secret_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let mtime = std::fs::metadata(&cadata).unwrap().modified().unwrap();
+    // Same size, same mtime: not read (one stat), so not seen.
+    std::fs::write(&cadata, two.der()).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&cadata)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(r.refresh(), None);
+    assert_eq!(r.secret_ca().unwrap().key_id, one.key_id());
+    // The mtime moves: read, and the change is reported once.
+    rewrite(&cadata, &two.der());
+    let ch = r.refresh().expect("change");
+    assert_eq!(ch.file, cadata);
+    assert_eq!((ch.previous, ch.current), (one.identity(), two.identity()));
+    assert_eq!(r.refresh(), None);
+    assert_eq!(r.reload_errors, 0);
+}
+
+#[test]
+fn rule_ca_files_are_bounded_and_parsed_by_label() {
+    let dir = TempDir::new("bounded");
+    let load = |path: &Path| {
+        TrustedReference::load(&TrustOptions {
+            trusted_ca: vec![path.to_path_buf()],
+            ..Default::default()
+        })
+        .map(|r| r.cas().len())
+        .map_err(|e| e.to_string())
+    };
+    // 4 MiB is read (and is no certificate); one byte more is refused unread.
+    let exact = dir.path().join("exact");
+    std::fs::write(&exact, vec![b'x'; 4 * 1024 * 1024]).unwrap();
+    let over = dir.path().join("over");
+    std::fs::write(&over, vec![b'x'; 4 * 1024 * 1024 + 1]).unwrap();
+    let e = load(&exact).unwrap_err();
+    assert!(e.ends_with("no PEM or DER certificate in it"), "{e}");
+    let e = load(&over).unwrap_err();
+    assert!(e.ends_with("larger than 4194304 bytes"), "{e}");
+    // PEM blocks: CERTIFICATE and X509 CERTIFICATE count, other labels do not.
+    let (ca1, ca2) = (TestCa::kubeedge(), TestCa::kubeedge());
+    let old_label = ca2
+        .pem()
+        .replace("BEGIN CERTIFICATE", "BEGIN X509 CERTIFICATE")
+        .replace("END CERTIFICATE", "END X509 CERTIFICATE");
+    let key_label = ca1
+        .pem()
+        .replace("BEGIN CERTIFICATE", "BEGIN PRIVATE KEY")
+        .replace("END CERTIFICATE", "END PRIVATE KEY");
+    let bundle = dir.path().join("labels.pem");
+    std::fs::write(&bundle, format!("{}{old_label}{key_label}", ca1.pem())).unwrap();
+    assert_eq!(load(&bundle), Ok(2));
+    let ids: Vec<KeyId> = parse_certificates(&std::fs::read(&bundle).unwrap())
+        .into_iter()
+        .map(|c| c.key_id)
+        .collect();
+    assert_eq!(ids, vec![ca1.key_id(), ca2.key_id()]);
+    // Without a PEM marker the whole file is one DER certificate.
+    assert_eq!(parse_certificates(&ca1.der()).len(), 1);
+    assert_eq!(parse_certificates(b"-----BEGIN").len(), 0);
+}

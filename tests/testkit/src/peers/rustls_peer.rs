@@ -321,3 +321,54 @@ fn handshake<D>(
     r.resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
     true
 }
+
+/// How a client abandons a handshake once the server's flight is in (an application that gives
+/// up: a timeout, a killed process, a user who cancels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HangUp {
+    /// Drops the connection: rustls sends nothing for a handshake it never finished, the
+    /// socket's FIN is all the server sees.
+    Bare,
+    /// First the plaintext warnings RFC 8446 §6.1 asks of a side that abandons a handshake
+    /// (user_canceled, then close_notify), then the FIN.
+    Warning,
+}
+
+/// One rustls client connection that reads the server's whole first flight (rustls has its
+/// answer ready) and then hangs up `how`, without sending that answer.
+pub fn client_hang_up(opts: &ClientOpts, roots_der: &[&[u8]], how: HangUp) -> Result<PeerResult> {
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&versions(opts.version))?
+        .with_root_certificates(roots(roots_der)?)
+        .with_no_client_auth();
+    let name = ServerName::try_from(opts.server_name.clone())?;
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name)?;
+    let mut tcp = connect_tcp(opts)?;
+    let mut r = PeerResult {
+        local: tcp.local_addr().ok(),
+        remote: tcp.peer_addr().ok(),
+        ..Default::default()
+    };
+    // The ClientHello.
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp)?;
+    }
+    // The server's flight, until rustls has its own next flight to send.
+    while !conn.wants_write() {
+        if conn.read_tls(&mut tcp)? == 0 {
+            r.error = Some("server closed first".into());
+            return Ok(r);
+        }
+        conn.process_new_packets()?;
+    }
+    if how == HangUp::Warning {
+        // level 1 (warning): user_canceled(90), then close_notify(0).
+        tcp.write_all(&[21, 3, 3, 0, 2, 1, 90, 21, 3, 3, 0, 2, 1, 0])?;
+    }
+    tcp.shutdown(std::net::Shutdown::Write)?;
+    // Wait for the server to close its side, so the capture holds both FINs.
+    let mut buf = [0u8; 4096];
+    while matches!(tcp.read(&mut buf), Ok(n) if n > 0) {}
+    r.error = Some(format!("hung up ({how:?})"));
+    Ok(r)
+}
