@@ -212,6 +212,11 @@ fn manifests_render_and_keep_their_security_promises() -> Result<()> {
             c["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "status.hostIP",
             "{rel}"
         );
+        assert_eq!(c["env"][1]["name"], "NODE_NAME", "{rel}");
+        assert_eq!(
+            c["env"][1]["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName",
+            "{rel}"
+        );
         assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{rel}");
         assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{rel}");
         let res = &c["resources"];

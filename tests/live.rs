@@ -381,6 +381,13 @@ fn ca_race_collapse_and_recovery_on_lo() -> Result<()> {
     assert_eq!(events_named(&stdout, "trust_collapse"), 1, "{stdout}");
     assert_eq!(events_named(&stdout, "trust_recovered"), 1, "{stdout}");
     assert!(events_named(&stdout, "ca_changed") >= 1, "{stdout}");
+    // Every event names the node that observed it.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    let host = std::env::var("NODE_NAME").unwrap_or_else(|_| host.trim().to_string());
+    for line in stdout.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        assert_eq!(v["observer"]["hostname"], host.as_str(), "{line}");
+    }
     assert!(
         stderr.contains("stopped after") && stderr.contains("18 handshakes"),
         "{stderr}"

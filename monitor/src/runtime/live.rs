@@ -153,12 +153,16 @@ pub fn run(live: Live, started: impl FnOnce(SocketAddr)) -> Result<Option<Totals
         monitor = monitor.with_sink(StderrTimeline);
     }
     if let Some(path) = &live.events {
-        monitor = monitor.with_sink(JsonSink(JsonLines::events_only(open_output(
-            "--events", path,
-        )?)));
+        monitor = monitor.with_sink(JsonSink(
+            JsonLines::events_only(open_output("--events", path)?)
+                .with_observer_hostname(&observer_hostname()),
+        ));
     }
     if let Some(path) = &live.json {
-        monitor = monitor.with_sink(JsonSink(JsonLines::new(open_output("--json", path)?, true)));
+        monitor = monitor.with_sink(JsonSink(
+            JsonLines::new(open_output("--json", path)?, true)
+                .with_observer_hostname(&observer_hostname()),
+        ));
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -264,4 +268,18 @@ fn join_within<T: Send + 'static>(
         std::thread::sleep(Duration::from_millis(5));
     }
     handle.join().ok()
+}
+
+/// The node this monitor runs on, for `observer.hostname`: `$NODE_NAME` (the DaemonSet sets it
+/// from the pod's node), else the kernel's host name.
+fn observer_hostname() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
 }

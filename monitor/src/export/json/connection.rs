@@ -525,7 +525,12 @@ impl Default for ConnectionWriter {
 
 impl ConnectionWriter {
     /// Writes one connection as a JSON line.
-    pub fn write(&mut self, w: &mut impl Write, c: &Connection) -> io::Result<()> {
+    pub fn write(
+        &mut self,
+        w: &mut impl Write,
+        c: &Connection,
+        observer: Option<&[u8]>,
+    ) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let ciphers = c
@@ -533,6 +538,7 @@ impl ConnectionWriter {
             .as_deref()
             .map(|ch| self.cipher_list(&ch.ciphers));
         write_record(&mut buf, c, ciphers);
+        super::add_observer(&mut buf, observer);
         buf.push(b'\n');
         let written = w.write_all(&buf);
         self.buf = buf;
