@@ -19,9 +19,9 @@ use rustls::{ClientConfig, RootCertStore};
 
 use super::Ports;
 use super::http;
-use super::proc::{Proc, Source};
+use super::proc::Proc;
 use crate::Result;
-use crate::peers::{ClientOpts, go, rustls_peer};
+use crate::peers::{ClientOpts, rustls_peer};
 use crate::pki::{Leaf, Pki};
 
 #[derive(Clone, Debug)]
@@ -183,35 +183,9 @@ pub fn run(o: &LoadOptions) -> Result<LoadReport> {
     let ca = pki.kubeedge_ca()?;
     let leaf = pki.server_leaf(&ca)?;
     let edge = pki.client_leaf(&ca, "edge-load")?;
-    let bin = go::binary()?;
-    let (tx, rx) = mpsc::channel();
-    let _server = Proc::spawn(
-        "cloudhub",
-        Command::new(&bin)
-            .arg("server")
-            .arg("-listen")
-            .arg(Ports::addr(o.ports.cloudhub).to_string())
-            .arg("-cert")
-            .arg(&leaf.chain_path)
-            .arg("-key")
-            .arg(&leaf.key_path)
-            .arg("-client-ca")
-            .arg(&ca.cert_path)
-            .args(["-n", "0"]),
-        Some(Source::Server("cloudhub")),
-        None,
-        &tx,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.text.contains("\"listening\"") => break,
-            Ok(_) => {}
-            Err(_) => return Err("cloudhub did not start listening".into()),
-        }
-    }
-    // The server's per-connection records are not needed: drain them.
-    std::thread::spawn(move || for _ in rx {});
+    let _server = super::proc::go_cloudhub(Ports::addr(o.ports.cloudhub), &leaf, &ca, &[])?;
+    // The monitor's output is not read (no sources): nothing is sent on this channel.
+    let (tx, _rx) = mpsc::channel();
     let mut monitor = Proc::spawn(
         "trustwatch",
         Command::new(&o.trustwatch)

@@ -173,3 +173,45 @@ pub fn install_stop_handler() {
 pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
+
+/// A Go cloudhub (mutual TLS, `-n 0`: serves until killed) on `listen` with `leaf`, trusting
+/// client certificates of `client_ca`, plus `extra` server flags; returns once it listens. Its
+/// per-connection lines are drained.
+pub fn go_cloudhub(
+    listen: std::net::SocketAddr,
+    leaf: &crate::pki::Leaf,
+    client_ca: &crate::pki::Ca,
+    extra: &[&str],
+) -> Result<Proc> {
+    let bin = crate::peers::go::binary()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = Proc::spawn(
+        "cloudhub",
+        Command::new(&bin)
+            .arg("server")
+            .arg("-listen")
+            .arg(listen.to_string())
+            .arg("-cert")
+            .arg(&leaf.chain_path)
+            .arg("-key")
+            .arg(&leaf.key_path)
+            .arg("-client-ca")
+            .arg(&client_ca.cert_path)
+            .args(["-n", "0"])
+            .args(extra),
+        Some(Source::Server("cloudhub")),
+        None,
+        &tx,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(l) if l.text.contains("\"listening\"") => break,
+            Ok(_) => {}
+            Err(_) => return Err("cloudhub did not start listening".into()),
+        }
+    }
+    // The server's per-connection records are not needed: drain them.
+    std::thread::spawn(move || for _ in rx {});
+    Ok(server)
+}

@@ -28,9 +28,8 @@ use rustls::{ServerConfig, ServerConnection};
 use super::Ports;
 use super::http;
 use super::load::{client_config, clock_ticks, one};
-use super::proc::{Proc, Source, stop_requested};
+use super::proc::{Proc, stop_requested};
 use crate::Result;
-use crate::peers::go;
 use crate::pki::{Leaf, Pki};
 
 #[derive(Clone, Debug)]
@@ -275,34 +274,7 @@ pub fn run(o: &SoakOptions, on_sample: &mut dyn FnMut(&Sample)) -> Result<SoakRe
     let leaf = pki.server_leaf(&ca)?;
     let edge = pki.client_leaf(&ca, "edge-soak")?;
     let bad_edge = pki.client_leaf(&rogue, "edge-rogue")?;
-    let bin = go::binary()?;
-    let (tx, rx) = mpsc::channel();
-    let _server = Proc::spawn(
-        "cloudhub",
-        Command::new(&bin)
-            .arg("server")
-            .arg("-listen")
-            .arg(Ports::addr(o.ports.cloudhub).to_string())
-            .arg("-cert")
-            .arg(&leaf.chain_path)
-            .arg("-key")
-            .arg(&leaf.key_path)
-            .arg("-client-ca")
-            .arg(&ca.cert_path)
-            .args(["-n", "0"]),
-        Some(Source::Server("cloudhub")),
-        None,
-        &tx,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.text.contains("\"listening\"") => break,
-            Ok(_) => {}
-            Err(_) => return Err("cloudhub did not start listening".into()),
-        }
-    }
-    std::thread::spawn(move || for _ in rx {});
+    let _server = super::proc::go_cloudhub(Ports::addr(o.ports.cloudhub), &leaf, &ca, &[])?;
     let (tx, rx) = mpsc::channel();
     let mut monitor = Proc::spawn(
         "trustwatch",

@@ -33,7 +33,7 @@ use super::http;
 use super::load::{client_config, cpu_times, one};
 use super::proc::{Line, Proc, Source};
 use crate::Result;
-use crate::peers::{TlsVersion, bulk, go};
+use crate::peers::{TlsVersion, bulk};
 use crate::pki::Pki;
 
 #[derive(Clone, Debug)]
@@ -284,34 +284,7 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
     };
 
     // (b) storm
-    let bin = go::binary()?;
-    let (tx, rx) = mpsc::channel();
-    let _server = Proc::spawn(
-        "cloudhub",
-        Command::new(&bin)
-            .arg("server")
-            .arg("-listen")
-            .arg(server_addr.to_string())
-            .arg("-cert")
-            .arg(&leaf.chain_path)
-            .arg("-key")
-            .arg(&leaf.key_path)
-            .arg("-client-ca")
-            .arg(&ca.cert_path)
-            .args(["-n", "0", "-min", "1.3"]),
-        Some(Source::Server("cloudhub")),
-        None,
-        &tx,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(l) if l.text.contains("\"listening\"") => break,
-            Ok(_) => {}
-            Err(_) => return Err("cloudhub did not start listening".into()),
-        }
-    }
-    std::thread::spawn(move || for _ in rx {});
+    let _server = super::proc::go_cloudhub(server_addr, &leaf, &ca, &["-min", "1.3"])?;
     let monitors = Monitors::start(o)?;
     let floor = Floor::attach("lo")?;
     let cfg = client_config(&ca.cert.der, &edge)?;
