@@ -116,7 +116,10 @@ fn test(extra: &[String]) -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    // Every test binary runs even after a failure, so one run reports every failing test.
+    run(cargo()
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra))?;
     // A short fuzzing run per target: a regression of the parsers on hostile bytes fails here.
     let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
     fuzz::run_all(&targets, fuzz::TEST_SECS, 1)

@@ -361,6 +361,10 @@ pub fn client_hang_up(opts: &ClientOpts, roots_der: &[&[u8]], how: HangUp) -> Re
         }
         conn.process_new_packets()?;
     }
+    // Corked, the alerts and the FIN leave in one segment: a server that closes as soon as it
+    // reads close_notify cannot send its FIN before ours (a preemption between the write and
+    // the shutdown let it, once in CI).
+    socket2::SockRef::from(&tcp).set_tcp_cork(true)?;
     if how == HangUp::Warning {
         // level 1 (warning): user_canceled(90), then close_notify(0).
         tcp.write_all(&[21, 3, 3, 0, 2, 1, 90, 21, 3, 3, 0, 2, 1, 0])?;
