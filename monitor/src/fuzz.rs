@@ -14,6 +14,9 @@
 //! - [`certs`]: DER certificates `[len: u16 LE][len bytes]`, parsed, cached (a small cache, so
 //!   eviction runs) and taken as a chain.
 //! - [`file_reader`]: a whole pcap or pcapng file.
+//! - [`ebpf_records`]: records of the TC program `[len: u16 LE][cut: u8][len bytes]`, each a
+//!   record header and frame bytes (and padding) as a buffer hands them over; `cut` 255 reads it
+//!   as a ring-buffer record, any other value as a perf sample wrapped after `cut` bytes.
 
 use std::io;
 use std::sync::Arc;
@@ -251,6 +254,47 @@ pub fn file_reader(data: &[u8]) -> u64 {
     }
     let _ = (src.truncated(), src.linktype(), src.damage().len());
     src.packets()
+}
+
+/// eBPF records through the record decoder (header, frame, VLAN tag put back; perf samples
+/// split anywhere must read as the whole record does) and the pipeline. Returns the connection
+/// records produced.
+pub fn ebpf_records(data: &[u8]) -> usize {
+    use crate::capture::ebpf::{buffers, clock::Clock, record};
+    use trustwatch_ebpf::flags;
+
+    let clock = Clock::with_offset_ns(1_700_000_000_000_000_000);
+    let services: Services = "10000=cloudhub,10002".parse().unwrap_or_default();
+    let mut pipeline = Pipeline::new(services, Limits::default());
+    let mut produced = 0;
+    let mut sink = |_: crate::handshake::Connection| produced += 1;
+    for ([cut], rec) in records::<1>(data).take(MAX_FRAMES) {
+        let whole = record::header(rec).and_then(|h| record::frame(rec, &h).map(|f| (h, f)));
+        let (hdr, pieces) = if cut == u8::MAX {
+            match whole {
+                Ok((h, f)) => (h, [f, &[][..]]),
+                Err(_) => continue,
+            }
+        } else {
+            let (head, tail) = rec.split_at(usize::from(cut).min(rec.len()));
+            match (buffers::sample(head, tail), whole) {
+                (Ok((h, [a, b])), Ok((h_whole, f))) => {
+                    assert_eq!(h, h_whole, "a wrapped sample reads another header");
+                    assert_eq!([a, b].concat(), f, "a wrapped sample reads other bytes");
+                    (h, [a, b])
+                }
+                (Err(_), Err(_)) => continue,
+                (got, whole) => panic!("wrapped {:?}, whole {:?}", got.is_ok(), whole.is_ok()),
+            }
+        };
+        let pkt = record::packet(&hdr, pieces, &clock);
+        let caplen = hdr.caplen as usize;
+        let tagged = hdr.flags & flags::VLAN != 0 && hdr.flags & flags::RAW_IP == 0 && caplen >= 12;
+        assert_eq!(pkt.data.len(), caplen + if tagged { 4 } else { 0 });
+        pipeline.packet(&pkt, &mut sink);
+    }
+    pipeline.finish(&mut sink);
+    produced
 }
 
 #[cfg(test)]

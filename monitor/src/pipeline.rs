@@ -72,15 +72,62 @@ impl FlowFactory for Factory {
     }
 }
 
+/// When the flow table is swept for idle flows: at the first packet at or past the due time,
+/// then [`EXPIRE_EVERY_US`] of packet time later. Packet times alone decide it, so a parallel
+/// run's reader schedules the sweeps of all its workers as one pipeline would.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SweepSchedule {
+    next: Option<Timestamp>,
+}
+
+impl SweepSchedule {
+    /// Whether the packet at `ts` is followed by a sweep at `ts`.
+    #[inline]
+    pub fn due(&mut self, ts: Timestamp) -> bool {
+        match self.next {
+            Some(at) if ts < at => false,
+            _ => {
+                self.next = Some(Timestamp(ts.0.saturating_add(EXPIRE_EVERY_US)));
+                true
+            }
+        }
+    }
+}
+
 /// Packets in, connection records out.
 pub struct Pipeline {
     factory: Factory,
     table: FlowTable<Tracker>,
     ctx: TrackerCtx,
     closed: Vec<ClosedFlow<Tracker>>,
-    next_expire: Option<Timestamp>,
+    sweeps: SweepSchedule,
     first_ts: Option<Timestamp>,
     last_ts: Timestamp,
+    /// How far packet times have gone back so far ([`Disorder`]).
+    disorder: Disorder,
+}
+
+/// How far packet times have gone back so far in a capture (microseconds): the largest step
+/// back from the latest time seen. Idle sweeps need it to find every idle flow
+/// ([`FlowTable::expire`]); a parallel run's reader keeps it for all its workers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Disorder {
+    latest: Option<Timestamp>,
+    back_us: i64,
+}
+
+impl Disorder {
+    #[inline]
+    pub fn see(&mut self, ts: Timestamp) {
+        match self.latest {
+            Some(l) if ts < l => self.back_us = self.back_us.max(l.since(ts)),
+            _ => self.latest = Some(ts),
+        }
+    }
+
+    pub fn back_us(&self) -> i64 {
+        self.back_us
+    }
 }
 
 impl Pipeline {
@@ -98,9 +145,10 @@ impl Pipeline {
                 other_ports: HashMap::new(),
             },
             closed: Vec::new(),
-            next_expire: None,
+            sweeps: SweepSchedule::default(),
             first_ts: None,
             last_ts: Timestamp::default(),
+            disorder: Disorder::default(),
         }
     }
 
@@ -111,10 +159,22 @@ impl Pipeline {
 
     /// Processes one frame (borrowed from wherever it was read); as [`Pipeline::packet`].
     pub fn frame(&mut self, pkt: Frame<'_>, out: &mut impl FnMut(Connection)) {
+        let ts = pkt.ts;
+        self.disorder.see(ts);
+        self.frame_at(pkt, self.ctx.stats.packets + 1, out);
+        if self.sweeps.due(ts) {
+            self.expire(ts, self.disorder.back_us(), &mut |_, c| out(c));
+        }
+    }
+
+    /// Processes frame number `index` (from 1) of the whole capture, without sweeping idle
+    /// flows: the connections it decided or closed go to `out`. A parallel run's worker sees only
+    /// some frames and is told the sweeps ([`Pipeline::tick_indexed`]).
+    #[inline]
+    pub fn frame_at(&mut self, pkt: Frame<'_>, index: u64, out: &mut impl FnMut(Connection)) {
         let stats = &mut self.ctx.stats;
         stats.packets += 1;
         stats.bytes += pkt.data.len() as u64;
-        let index = stats.packets;
         self.last_ts = self.last_ts.max(pkt.ts);
         if self.first_ts.is_none_or(|f| pkt.ts < f) {
             self.first_ts = Some(pkt.ts);
@@ -137,27 +197,34 @@ impl Pipeline {
             Err(Skip::Fragment) => stats.ip_fragments += 1,
             Err(Skip::Malformed) => stats.malformed_packets += 1,
         }
-        match self.next_expire {
-            Some(at) if pkt.ts < at => {}
-            _ => {
-                self.flush_closed(out);
-                self.expire(pkt.ts, out);
-                self.next_expire = Some(Timestamp(pkt.ts.0.saturating_add(EXPIRE_EVERY_US)));
-            }
-        }
-        self.flush_closed(out);
+        self.flush_closed(&mut |_, c| out(c));
     }
 
     /// Advances packet time without a packet (live capture on a quiet link).
     pub fn tick(&mut self, now: Timestamp, out: &mut impl FnMut(Connection)) {
-        self.expire(now, out);
+        self.expire(now, self.disorder.back_us(), &mut |_, c| out(c));
     }
 
-    fn expire(&mut self, now: Timestamp, out: &mut impl FnMut(Connection)) {
-        while self
-            .table
-            .expire(now, CLOSE_BATCH, &mut self.ctx, &mut self.closed)
-            == CLOSE_BATCH
+    /// The idle sweep of a parallel run's worker, at `now` with the whole capture's
+    /// [`Disorder`] so far: as [`Pipeline::tick`], each record with the index of its flow's last
+    /// packet (one pipeline closes idle flows in that order).
+    pub fn tick_indexed(
+        &mut self,
+        now: Timestamp,
+        disorder_us: i64,
+        out: &mut impl FnMut(u64, Connection),
+    ) {
+        self.expire(now, disorder_us, out);
+    }
+
+    fn expire(&mut self, now: Timestamp, disorder_us: i64, out: &mut impl FnMut(u64, Connection)) {
+        while self.table.expire(
+            now,
+            disorder_us,
+            CLOSE_BATCH,
+            &mut self.ctx,
+            &mut self.closed,
+        ) == CLOSE_BATCH
         {
             self.flush_closed(out);
         }
@@ -166,6 +233,12 @@ impl Pipeline {
 
     /// Ends the capture: every open flow is finalized.
     pub fn finish(&mut self, out: &mut impl FnMut(Connection)) {
+        self.finish_indexed(&mut |_, c| out(c));
+    }
+
+    /// As [`Pipeline::finish`], each record with the index of its flow's last packet (the
+    /// order of the records).
+    pub fn finish_indexed(&mut self, out: &mut impl FnMut(u64, Connection)) {
         while !self.table.is_empty() {
             self.table
                 .drain(CLOSE_BATCH, &mut self.ctx, &mut self.closed);
@@ -175,15 +248,28 @@ impl Pipeline {
     }
 
     #[inline]
-    fn flush_closed(&mut self, out: &mut impl FnMut(Connection)) {
+    fn flush_closed(&mut self, out: &mut impl FnMut(u64, Connection)) {
         if self.closed.is_empty() {
             return;
         }
         for flow in self.closed.drain(..) {
             if let Some(conn) = flow.handler.finish(flow.reason, flow.last_ts) {
                 self.ctx.stats.connections += 1;
-                out(conn);
+                out(flow.last_index, conn);
             }
+        }
+    }
+
+    /// Takes in what another pipeline over other flows of the same capture counted and saw (a
+    /// parallel run's workers, once they finished): counters, unwatched ports, the time span.
+    pub fn absorb(&mut self, other: &Pipeline) {
+        self.ctx.stats.add(&other.stats());
+        for (port, n) in &other.factory.other_ports {
+            *self.factory.other_ports.entry(*port).or_default() += n;
+        }
+        if let Some(f) = other.first_ts {
+            self.first_ts = Some(self.first_ts.map_or(f, |s| s.min(f)));
+            self.last_ts = self.last_ts.max(other.last_ts);
         }
     }
 

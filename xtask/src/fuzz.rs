@@ -18,7 +18,13 @@ use std::process::{Command, Stdio};
 
 use crate::{cargo, run, workspace};
 
-pub const TARGETS: [&str; 4] = ["pipeline", "tls_stream", "certs", "file_reader"];
+pub const TARGETS: [&str; 5] = [
+    "pipeline",
+    "tls_stream",
+    "certs",
+    "file_reader",
+    "ebpf_records",
+];
 
 /// The time each target gets in `cargo xtask test`.
 pub const TEST_SECS: u64 = 20;

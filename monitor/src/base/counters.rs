@@ -65,6 +65,11 @@ macro_rules! counters {
                 }, )*
             ];
 
+            /// Adds `other`'s counts to these (the parts of a parallel run).
+            pub fn add(&mut self, other: &Self) {
+                $( self.$field += other.$field; )*
+            }
+
             /// Each counter with its value, in declaration order.
             pub fn values(&self) -> impl Iterator<Item = (&'static $crate::base::Counter, u64)> {
                 Self::COUNTERS.iter().zip([$( self.$field ),*])

@@ -129,6 +129,11 @@ pub struct AnalyzeArgs {
     /// .csv (the re-join list: failing clients, first/last failure, CA last succeeded under).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Analyse the capture's connections on N threads (default: one per core; 1: no extra
+    /// thread). The output is the same for every N unless a limit sheds state: each thread gets
+    /// an Nth of --max-flows, --cert-cache and --memory-limit.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub detect: DetectArgs,
     #[command(flatten)]

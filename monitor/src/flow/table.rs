@@ -47,6 +47,14 @@ pub fn shard_of(seg: &TcpSegment<'_>, shards: usize) -> usize {
     FlowKey::of(seg).0.shard(shards)
 }
 
+/// The worker (of `workers`) that analyses a segment's connection in a parallel run: the same
+/// for both directions and in every run, and independent of [`shard_of`] (other bits of the
+/// mix), so each worker's flows still spread over all of its table's shards.
+pub fn worker_of(seg: &TcpSegment<'_>, workers: usize) -> usize {
+    let x = FlowKey::of(seg).0.mix();
+    ((u64::from(x as u32) * workers as u64) >> 32) as usize
+}
+
 /// One end of a connection, packed for cheap comparison and hashing: the address as a 128-bit
 /// number (an IPv4 address in the low 32 bits) with its family kept apart, so an IPv4 flow never
 /// matches an IPv6 one.
@@ -106,11 +114,16 @@ impl FlowKey {
         )
     }
 
-    /// A fixed mix of both ends (multiply-shift onto `0..shards`).
-    fn shard(&self, shards: usize) -> usize {
+    /// A fixed mix of both ends.
+    #[inline]
+    fn mix(&self) -> u64 {
         let x = self.lo.fold() ^ self.hi.fold().rotate_left(29);
-        let x = (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        ((u128::from(x >> 32) * shards as u128) >> 32) as usize
+        (x ^ (x >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The mix's top half, multiply-shifted onto `0..shards`.
+    fn shard(&self, shards: usize) -> usize {
+        ((u128::from(self.mix() >> 32) * shards as u128) >> 32) as usize
     }
 }
 
@@ -262,6 +275,13 @@ impl<H: StreamHandler> FlowTable<H> {
     }
 
     /// Removes shard `shard`'s least recently active flow.
+    fn remove(&mut self, shard: usize, key: &FlowKey) -> Option<Flow<H>> {
+        let flow = self.shards.get_mut(shard)?.flows.remove(key)?;
+        self.len -= 1;
+        self.bytes -= flow.cost;
+        Some(flow)
+    }
+
     fn pop_front(&mut self, shard: usize) -> Option<Flow<H>> {
         let (_, flow) = self.shards.get_mut(shard)?.flows.pop_front()?;
         self.len -= 1;
@@ -631,20 +651,51 @@ impl<H: StreamHandler> FlowTable<H> {
     /// Closes flows idle for longer than `Limits::idle_timeout_us` at packet time `now`, at most
     /// `max` of them, in the order of their last packets (call again while it returns `max`: the
     /// caller finalizes each batch, so a burst of expiries never holds every closed flow at once).
-    /// Costs O(shards) per flow closed: each shard's scan stops at its first flow still live.
+    ///
+    /// Every idle flow is closed, whatever its place in its shard's activity order:
+    /// `disorder_us` is how far packet times have gone back so far in the capture, so a shard's
+    /// scan stops at the first flow whose last packet is that much younger than the idle
+    /// timeout (no later flow can be idle). In time order (`disorder_us` 0) it stops at the first
+    /// live flow: O(shards) per flow closed. Which flows close thus depends on each flow alone,
+    /// not on which others share its table (a parallel run's tables close the same ones).
     pub fn expire(
         &mut self,
         now: Timestamp,
+        disorder_us: i64,
         max: usize,
         ctx: &mut H::Ctx,
         closed: &mut Vec<ClosedFlow<H>>,
     ) -> usize {
         let idle = self.limits.idle_timeout_us;
         let mut n = 0;
-        while n < max
-            && let Some(shard) = self.oldest_front(|f| now.since(f.last_ts) > idle)
-            && let Some(flow) = self.pop_front(shard)
-        {
+        while n < max {
+            // Each shard's first idle flow within reach; the one with the earliest last packet.
+            let mut oldest: Option<(u64, usize, FlowKey, bool)> = None;
+            for (i, shard) in self.shards.iter().enumerate() {
+                for (pos, (key, f)) in shard.flows.iter().enumerate() {
+                    let age = now.since(f.last_ts);
+                    if age > idle {
+                        if oldest.is_none_or(|o| f.last_index < o.0) {
+                            oldest = Some((f.last_index, i, *key, pos == 0));
+                        }
+                        break;
+                    }
+                    if age.saturating_add(disorder_us) <= idle {
+                        break;
+                    }
+                }
+            }
+            let Some((_, shard, key, front)) = oldest else {
+                break;
+            };
+            let flow = if front {
+                self.pop_front(shard)
+            } else {
+                self.remove(shard, &key)
+            };
+            let Some(flow) = flow else {
+                break;
+            };
             n += 1;
             // A flow that had sent one FIN and then went quiet ended normally.
             let reason = if flow.any_fin() {

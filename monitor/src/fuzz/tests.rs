@@ -152,3 +152,69 @@ fn file_reader_format_and_regressions() {
         file_reader(d);
     });
 }
+
+/// The generated capture's frames as eBPF records: header, frame, `pad` bytes of padding.
+fn ebpf_input(flags: u16, cut: u8, pad: usize) -> Vec<u8> {
+    let (_dir, path, _) = generated_capture();
+    let mut src = FileSource::open(&path).expect("open");
+    let mut input = Vec::new();
+    let mut ts_ns = 5_000_000_000u64;
+    while let Some(pkt) = src.next_packet().expect("read") {
+        ts_ns += 1_000_000;
+        let hdr = trustwatch_ebpf::RecordHeader {
+            ts_ns,
+            ifindex: 1,
+            len: pkt.data.len() as u32,
+            caplen: pkt.data.len() as u32,
+            flags,
+            vlan_tci: 7,
+            vlan_proto: 0x8100,
+            ..Default::default()
+        };
+        // SAFETY: RecordHeader is plain integers; viewing it as bytes is sound.
+        let head = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&hdr).cast::<u8>(),
+                trustwatch_ebpf::RECORD_HEADER_LEN,
+            )
+        };
+        let len = head.len() + pkt.data.len() + pad;
+        input.extend_from_slice(&(len as u16).to_le_bytes());
+        input.push(cut);
+        input.extend_from_slice(head);
+        input.extend_from_slice(&pkt.data);
+        input.extend(std::iter::repeat_n(0xee, pad));
+    }
+    input
+}
+
+#[test]
+fn ebpf_records_format_and_regressions() {
+    use trustwatch_ebpf::flags;
+    // Ring records, then perf samples wrapped inside the header, at its end and in the frame;
+    // with a tag from the metadata put back, and padded: each way, the three handshakes.
+    for (flags, cut, pad) in [
+        (0, u8::MAX, 0),
+        (0, 5, 0),
+        (0, 32, 3),
+        (flags::VLAN, 40, 7),
+        (flags::VLAN, u8::MAX, 0),
+    ] {
+        let input = ebpf_input(flags, cut, pad);
+        assert_eq!(
+            ebpf_records(&input),
+            3,
+            "flags {flags}, cut {cut}, pad {pad}"
+        );
+    }
+    // A record claiming more bytes than it holds is skipped, read whole or wrapped (the two
+    // readings disagreeing would panic).
+    let mut short = ebpf_input(0, 5, 0);
+    let len = u16::from_le_bytes([short[0], short[1]]);
+    short[0..2].copy_from_slice(&(len - 1).to_le_bytes());
+    assert_eq!(ebpf_records(&short[..3 + usize::from(len) - 1]), 0);
+    assert_eq!(ebpf_records(&[]), 0);
+    regressions("ebpf_records", |d| {
+        ebpf_records(d);
+    });
+}

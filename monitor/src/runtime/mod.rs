@@ -27,6 +27,7 @@
 
 pub mod live;
 pub mod offline;
+pub mod parallel;
 mod probes;
 mod sink;
 pub mod sinks;
@@ -75,13 +76,73 @@ macro_rules! view {
     };
 }
 
+/// When the detector ticks in packet time (offline): at every `every_us` of packet time, after
+/// the packet that reaches it, and through a gap before the packet after it (see the module
+/// docs). Packet times alone decide it, so a parallel run's reader schedules the ticks as one
+/// monitor would.
+#[derive(Clone, Copy, Debug)]
+pub struct TickSchedule {
+    every_us: i64,
+    /// Beyond this much quiet, nothing changes without input: a gap's ticks stop there.
+    horizon_us: i64,
+    next: Option<Timestamp>,
+}
+
+impl TickSchedule {
+    pub fn new(every_us: i64, detector: &Detector) -> Self {
+        let every_us = every_us.max(1);
+        let cfg = detector.config();
+        let horizon_us = cfg
+            .window_us
+            .saturating_add(cfg.recovery_hold_us)
+            .saturating_add(cfg.collapse_hold_us)
+            .saturating_add(cfg.probe_grace_us)
+            .saturating_add(every_us.saturating_mul(2));
+        TickSchedule {
+            every_us,
+            horizon_us,
+            next: None,
+        }
+    }
+
+    /// The ticks a gap before a packet at `ts` owes, to `tick`: strictly before the packet, a
+    /// whole tick apart from it (the usual tick at the packet's own time follows it). Dense
+    /// traffic (no whole tick missed) owes none.
+    #[inline]
+    pub fn catch_up(&mut self, ts: Timestamp, mut tick: impl FnMut(Timestamp)) {
+        let Some(mut t) = self.next else {
+            return;
+        };
+        if ts.0.saturating_sub(t.0) < self.every_us {
+            return;
+        }
+        let end = Timestamp(t.0.saturating_add(self.horizon_us));
+        while t < end && ts.0.saturating_sub(t.0) >= self.every_us {
+            tick(t);
+            t = Timestamp(t.0.saturating_add(self.every_us));
+        }
+        self.next = Some(t);
+    }
+
+    /// Whether the packet at `ts` is followed by a tick at `ts`.
+    #[inline]
+    pub fn after(&mut self, ts: Timestamp) -> bool {
+        if self.next.is_none_or(|t| ts >= t) {
+            self.next = Some(Timestamp(ts.0.saturating_add(self.every_us)));
+            return true;
+        }
+        false
+    }
+}
+
 /// The stateful stages and where their output goes.
 pub struct Monitor {
     pipeline: Pipeline,
     /// Everything after the pipeline (a separate field, so the pipeline's callback can reach it).
     judge: Judge,
     clock: Clock,
-    next_tick: Option<Timestamp>,
+    /// Offline ([`Clock::PacketTime`]): when the detector ticks.
+    ticks: Option<TickSchedule>,
 }
 
 /// What happens to a connection record once the pipeline produced it.
@@ -109,6 +170,10 @@ struct Judge {
 
 impl Monitor {
     pub fn new(pipeline: Pipeline, detector: Detector, clock: Clock) -> Self {
+        let ticks = match clock {
+            Clock::PacketTime { every_us } => Some(TickSchedule::new(every_us, &detector)),
+            Clock::External => None,
+        };
         Monitor {
             pipeline,
             judge: Judge {
@@ -127,7 +192,7 @@ impl Monitor {
                 publish_due: false,
             },
             clock,
-            next_tick: None,
+            ticks,
         }
     }
 
@@ -169,52 +234,20 @@ impl Monitor {
 
     /// One captured frame, borrowed (a file reader's buffer).
     pub fn on_frame(&mut self, pkt: Frame<'_>) {
-        if let Clock::PacketTime { every_us } = self.clock {
-            self.catch_up(pkt.ts, every_us);
-        }
         let judge = &mut self.judge;
+        if let Some(ticks) = &mut self.ticks {
+            ticks.catch_up(pkt.ts, |t| judge.advance(t));
+        }
         self.pipeline.frame(pkt, &mut |c| judge.connection(c));
-        if let Clock::PacketTime { every_us } = self.clock
-            && self.next_tick.is_none_or(|t| pkt.ts >= t)
+        if let Some(ticks) = &mut self.ticks
+            && ticks.after(pkt.ts)
         {
             self.judge.advance(pkt.ts);
-            self.next_tick = Some(Timestamp(pkt.ts.0.saturating_add(every_us)));
         }
         if self.judge.publish_due {
             // An event changes gauges: publish now, not at the next tick (detection latency).
             self.publish(pkt.ts);
         }
-    }
-
-    /// A gap in the capture (a quiet link, an attack that stopped): the detector ticks through it
-    /// before the packet after it, as it would have live, so windows age and holds (recovery,
-    /// collapse) elapse at the packet times they would have. Beyond the longest horizon that can
-    /// still change the state (trust window, holds, probe grace) nothing changes without input,
-    /// so the ticks stop there: a gap of days costs no more than one of minutes.
-    fn catch_up(&mut self, ts: Timestamp, every_us: i64) {
-        let every_us = every_us.max(1);
-        let Some(mut t) = self.next_tick else {
-            return;
-        };
-        // Dense traffic (no whole tick missed) ticks after the packet, as always.
-        if ts.0.saturating_sub(t.0) < every_us {
-            return;
-        }
-        let cfg = self.judge.detector.config();
-        let horizon = cfg
-            .window_us
-            .saturating_add(cfg.recovery_hold_us)
-            .saturating_add(cfg.collapse_hold_us)
-            .saturating_add(cfg.probe_grace_us)
-            .saturating_add(every_us.saturating_mul(2));
-        let end = Timestamp(t.0.saturating_add(horizon));
-        // Ticks strictly before the packet, a whole tick apart from it: the usual tick at the
-        // packet's own time follows it.
-        while t < end && ts.0.saturating_sub(t.0) >= every_us {
-            self.judge.advance(t);
-            t = Timestamp(t.0.saturating_add(every_us));
-        }
-        self.next_tick = Some(t);
     }
 
     /// One connection record (from the pipeline, or injected by a test).
@@ -223,6 +256,15 @@ impl Monitor {
         self.judge.connection(conn);
         if self.judge.publish_due {
             self.publish(end);
+        }
+    }
+
+    /// A detector tick at `now` (packet time), without touching the pipeline: a parallel run
+    /// replays the ticks one monitor would take.
+    fn advance(&mut self, now: Timestamp) {
+        self.judge.advance(now);
+        if self.judge.publish_due {
+            self.publish(now);
         }
     }
 

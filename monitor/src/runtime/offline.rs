@@ -13,9 +13,11 @@
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
+use super::parallel::Parallel;
 use super::sinks::{JsonSink, ReportSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
 use crate::base::human;
+use crate::capture::Frame;
 use crate::capture::file::{Damage, FileSource, Unsupported};
 use crate::capture::input;
 use crate::capture::merge::Merged;
@@ -44,6 +46,9 @@ pub struct Analysis {
     pub connections: ConnectionSelect,
     /// `--report FILE` and its format.
     pub report: Option<(PathBuf, Format)>,
+    /// `--threads`: pipelines analysing the capture's connections in parallel (1: on the
+    /// reading thread; see [`parallel`](super::parallel)).
+    pub threads: usize,
 }
 
 /// What the analysis found.
@@ -162,21 +167,45 @@ impl std::fmt::Display for Selected {
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 8192;
 
+/// Where the frames go: the monitor itself, or a parallel run in front of it.
+trait Feed {
+    fn frame(&mut self, frame: Frame<'_>);
+    /// Output failed (e.g. a closed pipe): reading on would produce nothing.
+    fn failed(&self) -> bool;
+}
+
+impl Feed for Monitor {
+    fn frame(&mut self, frame: Frame<'_>) {
+        self.on_frame(frame);
+    }
+    fn failed(&self) -> bool {
+        self.has_failed()
+    }
+}
+
+impl Feed for Parallel<'_> {
+    fn frame(&mut self, frame: Frame<'_>) {
+        self.on_frame(frame);
+    }
+    fn failed(&self) -> bool {
+        self.has_failed()
+    }
+}
+
 /// The fast path (one input, every packet): frames borrowed from the reader's buffer go straight
 /// to the monitor. Returns the packets analyzed and read (the same here).
 fn feed_frames(
     merged: &mut Merged,
-    monitor: &mut Monitor,
+    feed: &mut impl Feed,
     progress: &mut dyn Progress,
 ) -> Result<(u64, u64), Error> {
     let mut n = 0u64;
     while let Some(frame) = merged.next_frame()? {
-        monitor.on_frame(frame);
+        feed.frame(frame);
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
             progress.position(merged.position());
-            // Output failed (e.g. a closed pipe): reading on would produce nothing.
-            if monitor.has_failed() {
+            if feed.failed() {
                 break;
             }
         }
@@ -189,7 +218,7 @@ fn feed_frames(
 fn feed_merged(
     merged: &mut Merged,
     select: &mut PacketSelect,
-    monitor: &mut Monitor,
+    feed: &mut impl Feed,
     progress: &mut dyn Progress,
 ) -> Result<(u64, u64), Error> {
     let mut n = 0u64;
@@ -199,17 +228,30 @@ fn feed_merged(
         if !select.keeps(&pkt)? {
             continue;
         }
-        monitor.on_packet(&pkt);
+        feed.frame(pkt.frame());
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
             progress.position(merged.position());
-            // Output failed (e.g. a closed pipe): reading on would produce nothing.
-            if monitor.has_failed() {
+            if feed.failed() {
                 break;
             }
         }
     }
     Ok((n, read))
+}
+
+/// Every frame of the inputs to `feed`, by the fast path when it applies.
+fn feed(
+    merged: &mut Merged,
+    select: &mut PacketSelect,
+    feed: &mut impl Feed,
+    progress: &mut dyn Progress,
+) -> Result<(u64, u64), Error> {
+    if merged.len() == 1 && select.is_all() {
+        feed_frames(merged, feed, progress)
+    } else {
+        feed_merged(merged, select, feed, progress)
+    }
 }
 
 /// Runs the analysis.
@@ -219,6 +261,7 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
         a.packets.start(start)?;
     }
     let selecting = !a.packets.is_all() || !a.connections.is_all();
+    let (services, limits) = (a.services.clone(), a.limits.clone());
     let mut monitor = Monitor::new(
         Pipeline::new(a.services, a.limits),
         a.detector,
@@ -247,10 +290,14 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
         many => PathBuf::from(human::count(many.len() as u64, "input", "inputs")),
     };
     progress.file(&label, merged.size());
-    let (n, read) = if merged.len() == 1 && a.packets.is_all() {
-        feed_frames(&mut merged, &mut monitor, progress)?
+    let (n, read) = if a.threads > 1 {
+        let mut parallel = Parallel::start(&mut monitor, a.threads, &services, &limits)
+            .map_err(|e| Error::Usage(format!("--threads {}: {e}", a.threads)))?;
+        let fed = feed(&mut merged, &mut a.packets, &mut parallel, progress)?;
+        parallel.finish();
+        fed
     } else {
-        feed_merged(&mut merged, &mut a.packets, &mut monitor, progress)?
+        feed(&mut merged, &mut a.packets, &mut monitor, progress)?
     };
     for input in merged.inputs() {
         progress.done(&FileEnd::of(&input.source));

@@ -9,7 +9,10 @@
 //! - `certs`: generated certificates (KubeEdge CA, leaves, an intermediate chain, a padded CA) and
 //!   certificates found in the validation captures;
 //! - `file_reader`: the first 16 KiB of every validation capture (pcap and pcapng) and the
-//!   generated captures.
+//!   generated captures;
+//! - `ebpf_records`: the Ethernet frames of the same captures as the TC program's records, read
+//!   as ring records and as perf samples wrapped at several places, some with a VLAN tag in the
+//!   metadata.
 //!
 //! Seeds are kept small (tens of kilobytes at most): libFuzzer's default input limit is 4 KiB
 //! grown as coverage needs, and the inputs that matter are the structure, not the bulk.
@@ -107,6 +110,41 @@ fn pipeline_input(frames: &[Frame], config: u8) -> Option<Vec<u8>> {
         out.extend_from_slice(data);
     }
     Some(out)
+}
+
+/// The `trustwatch::fuzz::ebpf_records` input for the Ethernet frames of `frames`: records
+/// with `flags`, the n-th read with cut `cuts[n % cuts.len()]`.
+fn ebpf_input(frames: &[Frame], flags: u16, cuts: &[u8]) -> Option<Vec<u8>> {
+    use trustwatch_ebpf::{RECORD_HEADER_LEN, RecordHeader};
+    let mut out = Vec::new();
+    for (n, f) in frames.iter().filter(|f| f.link == 1).enumerate() {
+        let data = &f.data[..f.data.len().min(4096)];
+        let hdr = RecordHeader {
+            ts_ns: f.ts_ns as u64,
+            ifindex: 2,
+            len: f.data.len() as u32,
+            caplen: data.len() as u32,
+            flags,
+            vlan_tci: 100,
+            vlan_proto: 0x8100,
+            ..Default::default()
+        };
+        // SAFETY: RecordHeader is plain integers (repr(C)); viewing it as bytes is sound.
+        let head = unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref(&hdr).cast::<u8>(), RECORD_HEADER_LEN)
+        };
+        // Padded to 8 bytes, as perf samples are.
+        let pad = (8 - (RECORD_HEADER_LEN + data.len()) % 8) % 8;
+        if out.len() + 3 + head.len() + data.len() + pad > MAX_SEED {
+            break;
+        }
+        out.extend_from_slice(&((head.len() + data.len() + pad) as u16).to_le_bytes());
+        out.push(cuts[n % cuts.len()]);
+        out.extend_from_slice(head);
+        out.extend_from_slice(data);
+        out.extend(std::iter::repeat_n(0, pad));
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// TCP payloads of an Ethernet/IPv4 or IPv6 frame: (src port, dst port, flags, payload).
@@ -337,6 +375,14 @@ fn main() -> trustwatch_testkit::Result<()> {
         }
         if let Ok(bytes) = std::fs::read(path) {
             out.put("file_reader", name, &bytes[..bytes.len().min(16 * 1024)])?;
+        }
+        if let Some(input) = ebpf_input(&frames, 0, &[u8::MAX]) {
+            out.put("ebpf_records", &format!("{name}-ring"), &input)?;
+        }
+        if let Some(input) =
+            ebpf_input(&frames, trustwatch_ebpf::flags::VLAN, &[3, 32, 40, u8::MAX])
+        {
+            out.put("ebpf_records", &format!("{name}-perf-vlan"), &input)?;
         }
     }
 

@@ -212,8 +212,12 @@ fn pollfd(fd: i32) -> libc::pollfd {
     }
 }
 
-/// Header and frame pieces of a perf sample given as `head` and (when it wrapped) `tail`.
-fn sample<'a>(head: &'a [u8], tail: &'a [u8]) -> Result<(RecordHeader, [&'a [u8]; 2]), BadRecord> {
+/// Header and frame pieces of a perf sample given as `head` and (when it wrapped) `tail`: the
+/// same as [`record::header`] and [`record::frame`] give for `head ++ tail`.
+pub fn sample<'a>(
+    head: &'a [u8],
+    tail: &'a [u8],
+) -> Result<(RecordHeader, [&'a [u8]; 2]), BadRecord> {
     let hdr = if head.len() >= RECORD_HEADER_LEN {
         record::header(head)?
     } else {

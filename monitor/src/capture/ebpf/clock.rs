@@ -31,6 +31,12 @@ impl Clock {
         c
     }
 
+    /// A clock whose wall time is monotonic time plus `offset_ns`, never resynchronised (for
+    /// replaying records deterministically, as the fuzz harness does).
+    pub const fn with_offset_ns(offset_ns: i128) -> Clock {
+        Clock { offset_ns }
+    }
+
     /// Measures the offset again: the wall-clock reading is bracketed by two monotonic ones
     /// and compared with their midpoint.
     pub fn resync(&mut self) {

@@ -509,19 +509,45 @@ fn idle_flows_expire_in_activity_order() {
     t.feed(seg_from(C, 1003, 2, 0, F::Fin, b"", 6));
     let at = |s: i64| Timestamp::from_micros(s * 1_000_000);
     t.table
-        .expire(at(10), usize::MAX, &mut t.stats, &mut t.closed);
+        .expire(at(10), 0, usize::MAX, &mut t.stats, &mut t.closed);
     assert!(t.closed.is_empty());
     t.table
-        .expire(at(12), usize::MAX, &mut t.stats, &mut t.closed);
+        .expire(at(12), 0, usize::MAX, &mut t.stats, &mut t.closed);
     assert_eq!(t.closed.len(), 1);
     assert_eq!(t.closed[0].endpoints.client.port(), 1001);
     assert_eq!(t.closed[0].reason, CloseReason::IdleTimeout);
     t.table
-        .expire(at(17), usize::MAX, &mut t.stats, &mut t.closed);
+        .expire(at(17), 0, usize::MAX, &mut t.stats, &mut t.closed);
     assert_eq!(t.closed.len(), 3);
     assert_eq!(t.closed[2].reason, CloseReason::Fin);
     assert_eq!(t.stats.flows_timed_out, 2);
     assert!(t.table.is_empty());
+}
+
+/// Packet times that go back: an idle flow behind a live one in the activity order closes when
+/// the scan is told how far times went back, not only when the live one goes (what a parallel
+/// run's tables, holding other neighbours, must agree on).
+#[test]
+fn idle_flows_behind_live_ones_expire_when_times_went_back() {
+    let limits = Limits {
+        idle_timeout_us: 10_000_000,
+        max_flows: 100, // one shard: one activity order
+        ..Limits::default()
+    };
+    let at = |s: i64| Timestamp::from_micros(s * 1_000_000);
+    for (disorder_us, closed) in [(0, 0), (7_000_000, 1)] {
+        let mut t = Harness::new(limits.clone());
+        t.feed(seg_from(C, 1001, 1, 0, F::Syn, b"", 8));
+        t.feed(seg_from(C, 1002, 1, 0, F::Syn, b"", 1)); // 7 s back
+        let n = t
+            .table
+            .expire(at(12), disorder_us, usize::MAX, &mut t.stats, &mut t.closed);
+        assert_eq!(n, closed, "disorder {disorder_us}");
+        if closed == 1 {
+            assert_eq!(t.closed[0].endpoints.client.port(), 1002);
+            assert_eq!(t.table.len(), 1);
+        }
+    }
 }
 
 #[test]
@@ -618,7 +644,8 @@ mod corpus {
             if let Ok(s) = decode(&p.frame()) {
                 let now = s.ts;
                 t.feed(s);
-                t.table.expire(now, usize::MAX, &mut t.stats, &mut t.closed);
+                t.table
+                    .expire(now, 0, usize::MAX, &mut t.stats, &mut t.closed);
             }
         }
         t.table.drain(usize::MAX, &mut t.stats, &mut t.closed);
@@ -761,7 +788,7 @@ fn flows_closed_together_leave_in_the_order_of_their_last_packets() {
     // The first half expires, in batches.
     let mut batches = Vec::new();
     loop {
-        let n = t.table.expire(at(16), 30, &mut t.stats, &mut t.closed);
+        let n = t.table.expire(at(16), 0, 30, &mut t.stats, &mut t.closed);
         batches.push(n);
         if n < 30 {
             break;

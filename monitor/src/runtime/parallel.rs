@@ -1,0 +1,366 @@
+//! Parallel offline analysis (`analyze --threads N`, N ≥ 2): the connections of one capture
+//! shared out over N pipelines, their records put back in the order one pipeline gives them.
+//!
+//! Consumes the frames of a capture, in order, on the calling thread; produces what the
+//! [`Monitor`] produces from them single-threaded — the same records and events, in the same
+//! order — because everything that decides an order is decided where all frames pass:
+//!
+//! - The reader (the calling thread) numbers every frame and sends a copy to the worker of its
+//!   connection ([`worker_of`]: both directions go to the same worker; frames that are not TCP
+//!   go to worker 0, which only counts them). From the packet times alone it decides, as one
+//!   pipeline and one monitor would, when idle flows are swept ([`SweepSchedule`]: every worker
+//!   is told, at that frame, with how far times went back so far, [`Disorder`], so every table
+//!   closes exactly the idle flows) and when the detector ticks ([`TickSchedule`]).
+//! - Each worker runs its own [`Pipeline`] on its frames and tags every record with where one
+//!   pipeline would have produced it: the frame, then the step — ticks a gap owed before it, the
+//!   frame's own records, the records an idle sweep at that frame closed (ordered by their flows'
+//!   last packets, as one table sweeps), the tick after it — then the order within the step.
+//! - Frames go in epochs of at most [`EPOCH_FRAMES`] frames or [`EPOCH_BYTES`] bytes, at most
+//!   [`IN_FLIGHT`] epochs at a time: while the workers analyse one, the reader reads the next and
+//!   judges the records of the one before — sorted by tag, the ticks between them — in the
+//!   monitor (detector, certificate verdicts, sinks). Memory stays bounded by the epochs in
+//!   flight, whatever the file size.
+//!
+//! The limits are shared out: each worker gets an Nth of `--max-flows`, `--cert-cache` and the
+//! flow and certificate memory budgets, so the whole run stays within them. Records and events
+//! are identical to a single-threaded run's unless a limit sheds or evicts state (one full
+//! table evicts other flows than N tables with an Nth each: the counters say when it happened).
+//! Counters are the sums of the workers' (the certificate cache's hits and parsed certificates,
+//! per worker cache, can be higher).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use super::{Monitor, TickSchedule};
+use crate::base::Timestamp;
+use crate::capture::{Frame, LinkType};
+use crate::config::{Limits, Services};
+use crate::decode;
+use crate::flow::worker_of;
+use crate::handshake::Connection;
+use crate::pipeline::{Disorder, Pipeline, SweepSchedule};
+
+/// Most frames in one epoch.
+pub const EPOCH_FRAMES: usize = 16_384;
+/// Most frame bytes in one epoch (all workers together).
+pub const EPOCH_BYTES: usize = 8 << 20;
+/// Epochs sent to the workers and not yet judged.
+pub const IN_FLIGHT: usize = 2;
+
+/// Where one pipeline and one monitor would have produced something: (frame number, step,
+/// order within the step). Finishing the capture comes after every frame.
+type Tag = (u64, u8, u64);
+
+/// [`Tag`] steps, in the order a monitor takes them for one frame.
+mod step {
+    /// A tick a gap owed before the frame.
+    pub const TICK_BEFORE: u8 = 0;
+    /// A record the frame's own segment decided or closed.
+    pub const FRAME: u8 = 1;
+    /// A record an idle sweep after the frame closed (order: its flow's last packet).
+    pub const SWEEP: u8 = 2;
+    /// The tick after the frame.
+    pub const TICK_AFTER: u8 = 3;
+}
+
+/// The frame number of the capture's end (drained flows sort after every frame).
+const END: u64 = u64::MAX;
+
+/// What a worker does, in order.
+enum Step {
+    /// Analyse frame `index`, whose bytes are `bytes` of the batch.
+    Frame {
+        index: u64,
+        ts: Timestamp,
+        linktype: LinkType,
+        bytes: Range<usize>,
+    },
+    /// Close the flows idle at `now` (after frame `index`), packet times having gone back by
+    /// up to `disorder_us` so far.
+    Sweep {
+        index: u64,
+        now: Timestamp,
+        disorder_us: i64,
+    },
+}
+
+/// One epoch's work for one worker.
+#[derive(Default)]
+struct Batch {
+    data: Vec<u8>,
+    steps: Vec<Step>,
+}
+
+enum Work {
+    Epoch(Batch),
+    /// The capture ended: finalize every open flow.
+    Finish,
+}
+
+/// Something to judge, in tag order (a record boxed: the epoch's items are sorted).
+enum Item {
+    Tick(Timestamp),
+    Record(Box<Connection>),
+}
+
+type Tagged = Vec<(Tag, Item)>;
+
+struct Worker {
+    work: SyncSender<Work>,
+    done: Receiver<Tagged>,
+    thread: JoinHandle<Pipeline>,
+}
+
+/// Limits for one of `n` workers: an Nth of every bound that adds up across tables.
+fn share(limits: &Limits, n: usize) -> Limits {
+    Limits {
+        max_flows: (limits.max_flows / n).max(1),
+        cert_cache: (limits.cert_cache / n).max(1),
+        flow_memory: limits.flow_memory / n,
+        cert_memory: limits.cert_memory / n,
+        ..limits.clone()
+    }
+}
+
+fn work(mut pipeline: Pipeline, work: Receiver<Work>, done: SyncSender<Tagged>) -> Pipeline {
+    while let Ok(w) = work.recv() {
+        let mut out: Tagged = Vec::new();
+        let batch = match w {
+            Work::Epoch(batch) => batch,
+            Work::Finish => {
+                pipeline.finish_indexed(&mut |last, c| {
+                    out.push(((END, step::SWEEP, last), Item::Record(Box::new(c))));
+                });
+                let _ = done.send(out);
+                break;
+            }
+        };
+        for s in &batch.steps {
+            match *s {
+                Step::Frame {
+                    index,
+                    ts,
+                    linktype,
+                    ref bytes,
+                } => {
+                    let frame = Frame {
+                        ts,
+                        linktype,
+                        data: &batch.data[bytes.clone()],
+                    };
+                    let mut order = 0;
+                    pipeline.frame_at(frame, index, &mut |c| {
+                        out.push(((index, step::FRAME, order), Item::Record(Box::new(c))));
+                        order += 1;
+                    });
+                }
+                Step::Sweep {
+                    index,
+                    now,
+                    disorder_us,
+                } => pipeline.tick_indexed(now, disorder_us, &mut |last, c| {
+                    out.push(((index, step::SWEEP, last), Item::Record(Box::new(c))));
+                }),
+            }
+        }
+        if done.send(out).is_err() {
+            break;
+        }
+    }
+    pipeline
+}
+
+/// The reader's side of a parallel run; feed it every frame with [`Parallel::on_frame`], then
+/// [`Parallel::finish`].
+pub struct Parallel<'m> {
+    monitor: &'m mut Monitor,
+    workers: Vec<Worker>,
+    /// The epoch being filled: one batch per worker, and the ticks.
+    batches: Vec<Batch>,
+    ticks: Tagged,
+    frames: usize,
+    bytes: usize,
+    /// Ticks of the epochs sent and not yet judged, oldest first.
+    in_flight: VecDeque<Tagged>,
+    index: u64,
+    sweeps: SweepSchedule,
+    disorder: Disorder,
+    tick_schedule: TickSchedule,
+}
+
+impl<'m> Parallel<'m> {
+    /// Starts `n` workers (at least 2) with pipelines over `services` and a share of `limits`.
+    /// The monitor must be offline ([`Clock::PacketTime`](super::Clock::PacketTime)) and must
+    /// not have seen a packet.
+    pub fn start(
+        monitor: &'m mut Monitor,
+        n: usize,
+        services: &Services,
+        limits: &Limits,
+    ) -> std::io::Result<Self> {
+        let n = n.max(2);
+        let part = share(limits, n);
+        let workers = (0..n)
+            .map(|i| {
+                let (work_tx, work_rx) = sync_channel(IN_FLIGHT);
+                let (done_tx, done_rx) = sync_channel(IN_FLIGHT);
+                let pipeline = Pipeline::new(services.clone(), part.clone());
+                let thread = std::thread::Builder::new()
+                    .name(format!("analyze-{i}"))
+                    .spawn(move || work(pipeline, work_rx, done_tx))?;
+                Ok(Worker {
+                    work: work_tx,
+                    done: done_rx,
+                    thread,
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        let tick_schedule = monitor
+            .ticks
+            .expect("parallel analysis runs offline, in packet time");
+        Ok(Parallel {
+            monitor,
+            workers,
+            batches: (0..n).map(|_| Batch::default()).collect(),
+            ticks: Vec::new(),
+            frames: 0,
+            bytes: 0,
+            in_flight: VecDeque::new(),
+            index: 0,
+            sweeps: SweepSchedule::default(),
+            disorder: Disorder::default(),
+            tick_schedule,
+        })
+    }
+
+    /// One frame of the capture, in capture order.
+    pub fn on_frame(&mut self, frame: Frame<'_>) {
+        self.index += 1;
+        let index = self.index;
+        let ticks = &mut self.ticks;
+        let mut order = 0;
+        self.tick_schedule.catch_up(frame.ts, |t| {
+            ticks.push(((index, step::TICK_BEFORE, order), Item::Tick(t)));
+            order += 1;
+        });
+        let worker = match decode::decode(&frame) {
+            Ok(seg) => worker_of(&seg, self.workers.len()),
+            Err(_) => 0,
+        };
+        let batch = &mut self.batches[worker];
+        let start = batch.data.len();
+        batch.data.extend_from_slice(frame.data);
+        batch.steps.push(Step::Frame {
+            index,
+            ts: frame.ts,
+            linktype: frame.linktype,
+            bytes: start..batch.data.len(),
+        });
+        self.disorder.see(frame.ts);
+        if self.sweeps.due(frame.ts) {
+            for b in &mut self.batches {
+                b.steps.push(Step::Sweep {
+                    index,
+                    now: frame.ts,
+                    disorder_us: self.disorder.back_us(),
+                });
+            }
+        }
+        if self.tick_schedule.after(frame.ts) {
+            self.ticks
+                .push(((index, step::TICK_AFTER, 0), Item::Tick(frame.ts)));
+        }
+        self.frames += 1;
+        self.bytes += frame.data.len();
+        if self.frames >= EPOCH_FRAMES || self.bytes >= EPOCH_BYTES {
+            self.send_epoch();
+        }
+    }
+
+    /// A sink failed (e.g. a closed pipe): reading on would produce nothing.
+    pub fn has_failed(&self) -> bool {
+        self.monitor.has_failed()
+    }
+
+    /// Hands the epoch being filled to the workers; judges the oldest epoch in flight once
+    /// [`IN_FLIGHT`] are.
+    fn send_epoch(&mut self) {
+        for (w, batch) in self.workers.iter().zip(&mut self.batches) {
+            let batch = std::mem::take(batch);
+            if w.work.send(Work::Epoch(batch)).is_err() {
+                worker_died();
+            }
+        }
+        self.in_flight.push_back(std::mem::take(&mut self.ticks));
+        self.frames = 0;
+        self.bytes = 0;
+        while self.in_flight.len() >= IN_FLIGHT {
+            self.judge_oldest();
+        }
+    }
+
+    /// Collects the oldest epoch's records from every worker and judges them with its ticks,
+    /// in tag order.
+    fn judge_oldest(&mut self) {
+        let Some(mut items) = self.in_flight.pop_front() else {
+            return;
+        };
+        for w in &self.workers {
+            match w.done.recv() {
+                Ok(out) => items.extend(out),
+                Err(_) => worker_died(),
+            }
+        }
+        self.judge(items);
+    }
+
+    fn judge(&mut self, mut items: Tagged) {
+        items.sort_unstable_by_key(|(tag, _)| *tag);
+        for (_, item) in items {
+            match item {
+                Item::Tick(t) => self.monitor.advance(t),
+                Item::Record(c) => self.monitor.on_connection(*c),
+            }
+        }
+    }
+
+    /// The capture ended: the last epoch, then every worker's open flows (in the order of their
+    /// last packets); the workers' counters and time span go into the monitor's pipeline, which
+    /// the caller then finishes as usual ([`Monitor::finish`]).
+    pub fn finish(mut self) {
+        if self.frames > 0 {
+            self.send_epoch();
+        }
+        while !self.in_flight.is_empty() {
+            self.judge_oldest();
+        }
+        let mut items = Vec::new();
+        for w in &self.workers {
+            if w.work.send(Work::Finish).is_err() {
+                worker_died();
+            }
+        }
+        for w in &self.workers {
+            match w.done.recv() {
+                Ok(out) => items.extend(out),
+                Err(_) => worker_died(),
+            }
+        }
+        self.judge(items);
+        for w in self.workers.drain(..) {
+            drop(w.work);
+            match w.thread.join() {
+                Ok(pipeline) => self.monitor.pipeline.absorb(&pipeline),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    }
+}
+
+/// A worker's channel closed: it panicked (a bug); its thread's panic was printed, and the
+/// run cannot give the records one pipeline would.
+fn worker_died() -> ! {
+    panic!("an analysis thread stopped");
+}
