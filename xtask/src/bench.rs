@@ -321,6 +321,17 @@ fn best(runs: &[Measured]) -> Measured {
     b
 }
 
+/// A run's time, throughput, handshake rate and peak RSS on `input`.
+fn rates(input: &Input, m: &Measured) -> String {
+    format!(
+        "{:.3} s, {:.0} MB/s, {:.0} handshakes/s, peak RSS {:.1} MiB",
+        m.wall_s,
+        input.bytes as f64 / m.wall_s / 1e6,
+        input.handshakes as f64 / m.wall_s,
+        m.max_rss_kib as f64 / 1024.0
+    )
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "ok" } else { "MISSED" }
 }
@@ -382,7 +393,6 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             );
         }
         let (dd, t, t2) = (best(&dd), best(&one), best(&two));
-        let mbps = input.bytes as f64 / t.wall_s / 1e6;
         let hps = input.handshakes as f64 / t.wall_s;
         let share = dd.wall_s / t.wall_s;
         let scaling = t.wall_s / t2.wall_s;
@@ -393,20 +403,14 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             input.bytes as f64 / dd.wall_s / 1e6
         );
         println!(
-            "  trustwatch, 1 thread (best of {}): {:.3} s, {:.0} MB/s ({:.0}% of dd), {:.0} handshakes/s, peak RSS {:.1} MiB",
+            "  trustwatch, 1 thread (best of {}): {}; {:.0}% of dd",
             o.runs,
-            t.wall_s,
-            mbps,
+            rates(input, &t),
             share * 100.0,
-            hps,
-            t.max_rss_kib as f64 / 1024.0
         );
         println!(
-            "  trustwatch, 2 threads: {:.3} s, {:.0} MB/s, {:.0} handshakes/s, {scaling:.2}× one thread, peak RSS {:.1} MiB",
-            t2.wall_s,
-            input.bytes as f64 / t2.wall_s / 1e6,
-            input.handshakes as f64 / t2.wall_s,
-            t2.max_rss_kib as f64 / 1024.0
+            "  trustwatch, 2 threads: {}; {scaling:.2}× one thread",
+            rates(input, &t2)
         );
         let mut targets: Vec<(String, bool)> = Vec::new();
         if input.label.starts_with("(a)") {
@@ -438,13 +442,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             eprintln!("xtask bench: running tshark on {file} (may take minutes)");
             let ts = measure(Path::new("tshark"), &tshark_args(&file), "0", &tmp)?;
             let ratio = ts.wall_s / t.wall_s;
-            println!(
-                "  tshark: {:.2} s, {:.0} MB/s, {:.0} handshakes/s, peak RSS {:.1} MiB",
-                ts.wall_s,
-                input.bytes as f64 / ts.wall_s / 1e6,
-                input.handshakes as f64 / ts.wall_s,
-                ts.max_rss_kib as f64 / 1024.0
-            );
+            println!("  tshark: {}", rates(input, &ts));
             println!("  ratio: trustwatch is {ratio:.1}× faster than tshark");
             targets.push((
                 format!("≥ {TARGET_RATIO:.0}× tshark"),

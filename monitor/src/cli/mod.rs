@@ -129,11 +129,12 @@ pub struct AnalyzeArgs {
     /// .csv (the re-join list: failing clients, first/last failure, CA last succeeded under).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Analyse the capture's connections on N threads (default: one per core; 1: no extra
-    /// thread). The output is the same for every N unless a limit sheds state: each thread gets
-    /// an Nth of --max-flows, --cert-cache and --memory-limit.
-    #[arg(long, value_name = "N")]
-    pub threads: Option<std::num::NonZeroUsize>,
+    /// Analyse the capture's connections on N pipeline threads behind the reading thread
+    /// (1: everything on the reading thread, the fastest on 2 cores). The output is the same for
+    /// every N unless a limit sheds state: each thread gets an Nth of --max-flows, --cert-cache
+    /// and --memory-limit.
+    #[arg(long, value_name = "N", default_value = "1")]
+    pub threads: std::num::NonZeroUsize,
     #[command(flatten)]
     pub detect: DetectArgs,
     #[command(flatten)]
