@@ -17,7 +17,7 @@ use super::parallel::Parallel;
 use super::sinks::{JsonSink, ReportSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
 use crate::base::human;
-use crate::capture::Frame;
+use crate::capture::Packet;
 use crate::capture::file::{Damage, FileSource, Unsupported};
 use crate::capture::input;
 use crate::capture::merge::Merged;
@@ -167,45 +167,46 @@ impl std::fmt::Display for Selected {
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 8192;
 
-/// Where the frames go: the monitor itself, or a parallel run in front of it.
+/// Where owned packets go: the monitor itself, or a parallel run in front of it.
 trait Feed {
-    fn frame(&mut self, frame: Frame<'_>);
+    fn packet(&mut self, pkt: Packet);
     /// Output failed (e.g. a closed pipe): reading on would produce nothing.
     fn failed(&self) -> bool;
 }
 
 impl Feed for Monitor {
-    fn frame(&mut self, frame: Frame<'_>) {
-        self.on_frame(frame);
+    fn packet(&mut self, pkt: Packet) {
+        self.on_packet(&pkt);
     }
     fn failed(&self) -> bool {
         self.has_failed()
     }
 }
 
+/// Packets go to the workers as they are: they share the reader's buffers, nothing is copied.
 impl Feed for Parallel<'_> {
-    fn frame(&mut self, frame: Frame<'_>) {
-        self.on_frame(frame);
+    fn packet(&mut self, pkt: Packet) {
+        self.on_packet(pkt);
     }
     fn failed(&self) -> bool {
         self.has_failed()
     }
 }
 
-/// The fast path (one input, every packet): frames borrowed from the reader's buffer go straight
-/// to the monitor. Returns the packets analyzed and read (the same here).
+/// The fast path (one input, every packet, one thread): frames borrowed from the reader's buffer
+/// go straight to the monitor. Returns the packets analyzed and read (the same here).
 fn feed_frames(
     merged: &mut Merged,
-    feed: &mut impl Feed,
+    monitor: &mut Monitor,
     progress: &mut dyn Progress,
 ) -> Result<(u64, u64), Error> {
     let mut n = 0u64;
     while let Some(frame) = merged.next_frame()? {
-        feed.frame(frame);
+        monitor.on_frame(frame);
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
             progress.position(merged.position());
-            if feed.failed() {
+            if monitor.has_failed() {
                 break;
             }
         }
@@ -213,9 +214,9 @@ fn feed_frames(
     Ok((n, n))
 }
 
-/// Several inputs or a packet selection: owned packets, merged by timestamp, then selected.
-/// Returns the packets analyzed and read.
-fn feed_merged(
+/// Several inputs, a packet selection or several threads: owned packets (sharing the reader's
+/// buffers), merged by timestamp, then selected. Returns the packets analyzed and read.
+fn feed_packets(
     merged: &mut Merged,
     select: &mut PacketSelect,
     feed: &mut impl Feed,
@@ -228,7 +229,7 @@ fn feed_merged(
         if !select.keeps(&pkt)? {
             continue;
         }
-        feed.frame(pkt.frame());
+        feed.packet(pkt);
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
             progress.position(merged.position());
@@ -238,20 +239,6 @@ fn feed_merged(
         }
     }
     Ok((n, read))
-}
-
-/// Every frame of the inputs to `feed`, by the fast path when it applies.
-fn feed(
-    merged: &mut Merged,
-    select: &mut PacketSelect,
-    feed: &mut impl Feed,
-    progress: &mut dyn Progress,
-) -> Result<(u64, u64), Error> {
-    if merged.len() == 1 && select.is_all() {
-        feed_frames(merged, feed, progress)
-    } else {
-        feed_merged(merged, select, feed, progress)
-    }
 }
 
 /// Runs the analysis.
@@ -293,11 +280,13 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
     let (n, read) = if a.threads > 1 {
         let mut parallel = Parallel::start(&mut monitor, a.threads, &services, &limits)
             .map_err(|e| Error::Usage(format!("--threads {}: {e}", a.threads)))?;
-        let fed = feed(&mut merged, &mut a.packets, &mut parallel, progress)?;
+        let fed = feed_packets(&mut merged, &mut a.packets, &mut parallel, progress)?;
         parallel.finish();
         fed
+    } else if merged.len() == 1 && a.packets.is_all() {
+        feed_frames(&mut merged, &mut monitor, progress)?
     } else {
-        feed(&mut merged, &mut a.packets, &mut monitor, progress)?
+        feed_packets(&mut merged, &mut a.packets, &mut monitor, progress)?
     };
     for input in merged.inputs() {
         progress.done(&FileEnd::of(&input.source));

@@ -5,9 +5,10 @@
 //! [`Monitor`] produces from them single-threaded — the same records and events, in the same
 //! order — because everything that decides an order is decided where all frames pass:
 //!
-//! - The reader (the calling thread) numbers every frame and sends a copy to the worker of its
+//! - The reader (the calling thread) numbers every packet and hands it to the worker of its
 //!   connection ([`worker_of`]: both directions go to the same worker; frames that are not TCP
-//!   go to worker 0, which only counts them). From the packet times alone it decides, as one
+//!   go to worker 0, which only counts them) — the packet, not a copy: packets share the file
+//!   reader's buffers. From the packet times alone it decides, as one
 //!   pipeline and one monitor would, when idle flows are swept ([`SweepSchedule`]: every worker
 //!   is told, at that frame, with how far times went back so far, [`Disorder`], so every table
 //!   closes exactly the idle flows) and when the detector ticks ([`TickSchedule`]).
@@ -15,11 +16,11 @@
 //!   pipeline would have produced it: the frame, then the step — ticks a gap owed before it, the
 //!   frame's own records, the records an idle sweep at that frame closed (ordered by their flows'
 //!   last packets, as one table sweeps), the tick after it — then the order within the step.
-//! - Frames go in epochs of at most [`EPOCH_FRAMES`] frames or [`EPOCH_BYTES`] bytes, at most
+//! - Packets go in epochs of at most [`EPOCH_FRAMES`] packets or [`EPOCH_BYTES`] bytes, at most
 //!   [`IN_FLIGHT`] epochs at a time: while the workers analyse one, the reader reads the next and
 //!   judges the records of the one before — sorted by tag, the ticks between them — in the
 //!   monitor (detector, certificate verdicts, sinks). Memory stays bounded by the epochs in
-//!   flight, whatever the file size.
+//!   flight (and the read buffers their packets hold), whatever the file size.
 //!
 //! The limits are shared out: each worker gets an Nth of `--max-flows`, `--cert-cache` and the
 //! flow and certificate memory budgets, so the whole run stays within them. Records and events
@@ -29,13 +30,12 @@
 //! per worker cache, can be higher).
 
 use std::collections::VecDeque;
-use std::ops::Range;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use super::{Monitor, TickSchedule};
 use crate::base::Timestamp;
-use crate::capture::{Frame, LinkType};
+use crate::capture::Packet;
 use crate::config::{Limits, Services};
 use crate::decode;
 use crate::flow::worker_of;
@@ -70,14 +70,9 @@ const END: u64 = u64::MAX;
 
 /// What a worker does, in order.
 enum Step {
-    /// Analyse frame `index`, whose bytes are `bytes` of the batch.
-    Frame {
-        index: u64,
-        ts: Timestamp,
-        linktype: LinkType,
-        bytes: Range<usize>,
-    },
-    /// Close the flows idle at `now` (after frame `index`), packet times having gone back by
+    /// Analyse packet number `index`.
+    Packet { index: u64, packet: Packet },
+    /// Close the flows idle at `now` (after packet `index`), packet times having gone back by
     /// up to `disorder_us` so far.
     Sweep {
         index: u64,
@@ -87,11 +82,7 @@ enum Step {
 }
 
 /// One epoch's work for one worker.
-#[derive(Default)]
-struct Batch {
-    data: Vec<u8>,
-    steps: Vec<Step>,
-}
+type Batch = Vec<Step>;
 
 enum Work {
     Epoch(Batch),
@@ -137,21 +128,11 @@ fn work(mut pipeline: Pipeline, work: Receiver<Work>, done: SyncSender<Tagged>) 
                 break;
             }
         };
-        for s in &batch.steps {
-            match *s {
-                Step::Frame {
-                    index,
-                    ts,
-                    linktype,
-                    ref bytes,
-                } => {
-                    let frame = Frame {
-                        ts,
-                        linktype,
-                        data: &batch.data[bytes.clone()],
-                    };
+        for s in batch {
+            match s {
+                Step::Packet { index, packet } => {
                     let mut order = 0;
-                    pipeline.frame_at(frame, index, &mut |c| {
+                    pipeline.frame_at(packet.frame(), index, &mut |c| {
                         out.push(((index, step::FRAME, order), Item::Record(Box::new(c))));
                         order += 1;
                     });
@@ -223,7 +204,7 @@ impl<'m> Parallel<'m> {
         Ok(Parallel {
             monitor,
             workers,
-            batches: (0..n).map(|_| Batch::default()).collect(),
+            batches: (0..n).map(|_| Batch::new()).collect(),
             ticks: Vec::new(),
             frames: 0,
             bytes: 0,
@@ -235,45 +216,38 @@ impl<'m> Parallel<'m> {
         })
     }
 
-    /// One frame of the capture, in capture order.
-    pub fn on_frame(&mut self, frame: Frame<'_>) {
+    /// One packet of the capture, in capture order.
+    pub fn on_packet(&mut self, packet: Packet) {
         self.index += 1;
         let index = self.index;
+        let ts = packet.ts;
         let ticks = &mut self.ticks;
         let mut order = 0;
-        self.tick_schedule.catch_up(frame.ts, |t| {
+        self.tick_schedule.catch_up(ts, |t| {
             ticks.push(((index, step::TICK_BEFORE, order), Item::Tick(t)));
             order += 1;
         });
-        let worker = match decode::decode(&frame) {
+        let worker = match decode::decode(&packet.frame()) {
             Ok(seg) => worker_of(&seg, self.workers.len()),
             Err(_) => 0,
         };
-        let batch = &mut self.batches[worker];
-        let start = batch.data.len();
-        batch.data.extend_from_slice(frame.data);
-        batch.steps.push(Step::Frame {
-            index,
-            ts: frame.ts,
-            linktype: frame.linktype,
-            bytes: start..batch.data.len(),
-        });
-        self.disorder.see(frame.ts);
-        if self.sweeps.due(frame.ts) {
+        self.bytes += packet.data.len();
+        self.batches[worker].push(Step::Packet { index, packet });
+        self.disorder.see(ts);
+        if self.sweeps.due(ts) {
             for b in &mut self.batches {
-                b.steps.push(Step::Sweep {
+                b.push(Step::Sweep {
                     index,
-                    now: frame.ts,
+                    now: ts,
                     disorder_us: self.disorder.back_us(),
                 });
             }
         }
-        if self.tick_schedule.after(frame.ts) {
+        if self.tick_schedule.after(ts) {
             self.ticks
-                .push(((index, step::TICK_AFTER, 0), Item::Tick(frame.ts)));
+                .push(((index, step::TICK_AFTER, 0), Item::Tick(ts)));
         }
         self.frames += 1;
-        self.bytes += frame.data.len();
         if self.frames >= EPOCH_FRAMES || self.bytes >= EPOCH_BYTES {
             self.send_epoch();
         }
