@@ -667,7 +667,7 @@ fn image_dockerfile_uses_existing_sources_and_the_project_build() -> Result<()> 
         "cargo build --release --locked -p trustwatch --bin trustwatch --quiet"
     );
     let out = Command::new(&cargo)
-        .args(["metadata", "--locked", "--offline", "--format-version", "1"])
+        .args(["metadata", "--locked", "--format-version", "1"])
         .current_dir(root())
         .stdout(Stdio::null())
         .output()?;

@@ -216,9 +216,19 @@ fn strip_times(v: &mut Value) {
             m.values_mut().for_each(strip_times);
         }
         Value::Array(a) => a.iter_mut().for_each(strip_times),
-        Value::String(t) => *t = without_times(t),
+        Value::String(t) => *t = without_first_close(&without_times(t)),
         _ => {}
     }
+}
+
+/// `s` without which close packet came first: when a client's FIN and the server's RST cross on
+/// the wire, a packet socket and a TC hook (ingress before the stack, egress after it) can see
+/// them in either order, as two libpcap taps on the two ends of the veth would.
+fn without_first_close(s: &str) -> String {
+    ["FIN", "RST"]
+        .iter()
+        .flat_map(|f| ["client", "server"].map(|side| format!("({f} from {side})")))
+        .fold(s.to_string(), |s, close| s.replace(&close, "(close)"))
 }
 
 /// The records as JSON without times, sorted (sources may finish connections in another order).

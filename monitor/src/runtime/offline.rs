@@ -5,8 +5,9 @@
 //! `--json`), and whether a trust problem was found. Every input is opened before anything is
 //! read, so bad input fails before any output. The inputs are one capture, merged by timestamp
 //! ([`Merged`]) and read at the pipeline's pace: nothing is dropped. A single input without a
-//! packet selection (the common case) goes frame by frame from the reader's buffer straight to the
-//! monitor (no copy); otherwise owned packets are merged and selected. What happens along the way
+//! packet selection on one thread (the common case) goes frame by frame from the reader's buffer
+//! straight to the monitor (no copy); otherwise owned packets (slices of the reader's buffers) are
+//! merged and selected, and with `--threads` handed to [`Parallel`]. What happens along the way
 //! (a file starts, progress, a file cut short or damaged, notices about the inputs, what a
 //! selection kept) is reported to a [`Progress`] the caller prints.
 
