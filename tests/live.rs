@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -461,12 +461,35 @@ fn real_prometheus_scrapes_the_monitor() -> Result<()> {
     let leaf = pki.server_leaf(&ca)?;
     let port = free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let ports = format!("{port}=certsvc");
-    let m = Monitor::start(&["--ports", &ports])?;
+    // A second watched port where a client leaves its ClientHello unfinished: its flow holds a
+    // partial record, which the flows pool must charge.
+    let stalled = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], free_port()?)))?;
+    let stalled_port = stalled.local_addr()?.port();
+    let ports = format!("{port}=certsvc,{stalled_port}=stream");
+    let m = Monitor::start(&["--ports", &ports, "--memory-limit", "64MiB"])?;
     assert_eq!(round(addr, &leaf, &ca, 4)?, 4);
     m.wait_metrics("4 handshakes", Duration::from_secs(5), |s| {
         sum(s, "trustwatch_handshakes_total", &[("service", "certsvc")]) >= 4.0
     })?;
+    let mut half = TcpStream::connect(stalled.local_addr()?)?;
+    let mut hello = vec![0x16, 0x03, 0x01, 0x10, 0x00, 0x01, 0x00, 0x0f, 0xfc];
+    hello.resize(1200, 0x42);
+    half.write_all(&hello)?;
+    let pool = |s: &[Sample], name: &str, pool: &str| sum(s, name, &[("pool", pool)]);
+    let s = m.wait_metrics("the flows pool charged", Duration::from_secs(5), |s| {
+        pool(s, "trustwatch_memory_charged_bytes", "flows") >= 1200.0
+    })?;
+    // The two pools' shares of --memory-limit 64MiB: five eighths and one eighth.
+    assert_eq!(
+        pool(&s, "trustwatch_memory_limit_bytes", "flows"),
+        40.0 * 1048576.0
+    );
+    assert_eq!(
+        pool(&s, "trustwatch_memory_limit_bytes", "certificates"),
+        8.0 * 1048576.0
+    );
+    assert!(pool(&s, "trustwatch_memory_charged_bytes", "flows") < 1048576.0);
+    drop(half);
 
     let (_, text) = http_get(m.http, "/metrics")?;
     let mut check = Command::new("/usr/bin/promtool")

@@ -130,6 +130,19 @@ impl Disorder {
     }
 }
 
+/// What a pipeline holds at one moment (the gauges of `/metrics` and `/api/state`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Flows tracked.
+    pub flows: usize,
+    /// Memory charged for the flows and their buffers, and its share of the budget.
+    pub flow_bytes: usize,
+    pub flow_budget: usize,
+    /// Memory charged for the cached certificates, and its share of the budget.
+    pub cert_bytes: usize,
+    pub cert_budget: usize,
+}
+
 impl Pipeline {
     pub fn new(services: Services, limits: Limits) -> Self {
         Pipeline {
@@ -302,9 +315,15 @@ impl Pipeline {
         &self.factory.services
     }
 
-    /// Flows currently tracked.
-    pub fn flows_active(&self) -> usize {
-        self.table.len()
+    /// What the pipeline holds now: flows, and the memory charged against `--memory-limit`.
+    pub fn load(&self) -> Load {
+        Load {
+            flows: self.table.len(),
+            flow_bytes: self.table.heap_bytes(),
+            flow_budget: self.factory.limits.flow_memory,
+            cert_bytes: self.ctx.certs.heap_bytes(),
+            cert_budget: self.factory.limits.cert_memory,
+        }
     }
 
     /// Earliest and latest packet time seen.

@@ -12,6 +12,7 @@
 //! cargo xtask mutants --file monitor/src/handshake/outcome.rs   # one file while working on it
 //! cargo xtask mutants --in-diff [BASE]                     # lines changed since the merge base
 //!                                                          # with BASE (default main)
+//! cargo xtask mutants --file F --re 'in Window::client$'  # only mutants whose names match
 //! cargo xtask mutants --list [...]                         # what would be mutated
 //! ```
 //!
@@ -60,6 +61,8 @@ struct Opts {
     jobs: u32,
     budget_min: Option<u64>,
     list: bool,
+    /// Only the mutants whose names match one of these regexes (cargo-mutants' `--re`).
+    re: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -69,6 +72,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         jobs: 1,
         budget_min: None,
         list: false,
+        re: Vec::new(),
     };
     let mut it = args.iter().peekable();
     while let Some(a) = it.next() {
@@ -92,6 +96,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 )
             }
             "--list" => o.list = true,
+            "--re" => o.re.push(value("--re")?),
             "--in-diff" => {
                 let base = match it.peek() {
                     Some(b) if !b.starts_with('-') => it.next().cloned(),
@@ -146,11 +151,14 @@ fn diff_since(base: &str, files: &[&str], out: &Path) -> Result<Option<(String, 
 }
 
 /// `cargo mutants` with the files (and diff) of this run.
-fn mutants_cmd(files: &[&str], diff: Option<&Path>) -> std::process::Command {
+fn mutants_cmd(files: &[&str], diff: Option<&Path>, re: &[String]) -> std::process::Command {
     let mut c = cargo();
     c.arg("mutants").args(["--colors", "never", "--no-shuffle"]);
     for f in files {
         c.args(["--file", f]);
+    }
+    for r in re {
+        c.args(["--re", r]);
     }
     if let Some(d) = diff {
         c.arg("--in-diff").arg(d);
@@ -158,8 +166,8 @@ fn mutants_cmd(files: &[&str], diff: Option<&Path>) -> std::process::Command {
     c
 }
 
-fn list(files: &[&str], diff: Option<&Path>) -> Result<Vec<String>, String> {
-    let out = mutants_cmd(files, diff)
+fn list(files: &[&str], diff: Option<&Path>, re: &[String]) -> Result<Vec<String>, String> {
+    let out = mutants_cmd(files, diff, re)
         .arg("--list")
         .current_dir(workspace())
         .output()
@@ -210,7 +218,7 @@ pub fn mutants(args: &[String]) -> Result<(), String> {
         },
         None => None,
     };
-    let names = list(&files, diff.as_deref())?;
+    let names = list(&files, diff.as_deref(), &o.re)?;
     if o.list {
         for n in &names {
             println!("{n}");
@@ -222,8 +230,8 @@ pub fn mutants(args: &[String]) -> Result<(), String> {
         println!("mutants: the change produces no mutants");
         return Ok(());
     }
-    let full = o.files.is_empty() && diff.is_none();
-    let mut cmd = mutants_cmd(&files, diff.as_deref());
+    let full = o.files.is_empty() && diff.is_none() && o.re.is_empty();
+    let mut cmd = mutants_cmd(&files, diff.as_deref(), &o.re);
     cmd.arg("--output").arg(&out_dir);
     cmd.args(["--jobs", &o.jobs.to_string()]);
     let mut sampled = None;

@@ -21,6 +21,7 @@ use crate::capture::{DropReason, SourceCounters};
 use crate::detect::ReferenceCa;
 use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
+use crate::pipeline::Load;
 use crate::stats::Stats;
 use crate::tls::alert;
 use crate::trust::probe::{ProbeFinding, ProbeStatus};
@@ -103,6 +104,8 @@ pub struct Metrics {
     ca_consistent: IntGauge,
     ca_divergence: IntGaugeVec,
     flows_active: IntGauge,
+    memory_charged: IntGaugeVec,
+    memory_limit: IntGaugeVec,
     cert_not_after: IntGaugeVec,
     keys: KeyedSeries,
     services: BTreeSet<String>,
@@ -327,6 +330,18 @@ impl Metrics {
                 &["service"],
             )?,
             flows_active,
+            memory_charged: gauge_vec(
+                &r,
+                "trustwatch_memory_charged_bytes",
+                "Memory the packet path charges against --memory-limit, by pool (flows: flow state and reassembly buffers; certificates: the parsed-certificate cache).",
+                &["pool"],
+            )?,
+            memory_limit: gauge_vec(
+                &r,
+                "trustwatch_memory_limit_bytes",
+                "The share of --memory-limit each pool may charge; under pressure the least useful state is shed to stay within it.",
+                &["pool"],
+            )?,
             cert_not_after: gauge_vec(
                 &r,
                 "trustwatch_cert_not_after_timestamp_seconds",
@@ -467,12 +482,21 @@ impl Metrics {
     }
 
     /// The packet path's counters (cumulative) and the flows tracked.
-    pub fn pipeline(&self, stats: &Stats, flows_active: usize) {
+    pub fn pipeline(&self, stats: &Stats, load: Load) {
         for (counter, (_, total)) in self.stage_counters.iter().zip(stats.values()) {
             advance(counter, total);
         }
-        self.flows_active
-            .set(i64::try_from(flows_active).unwrap_or(i64::MAX));
+        let int = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        self.flows_active.set(int(load.flows));
+        for (pool, charged, limit) in [
+            ("flows", load.flow_bytes, load.flow_budget),
+            ("certificates", load.cert_bytes, load.cert_budget),
+        ] {
+            self.memory_charged
+                .with_label_values(&[pool])
+                .set(int(charged));
+            self.memory_limit.with_label_values(&[pool]).set(int(limit));
+        }
     }
 
     /// The detector's counters and state.

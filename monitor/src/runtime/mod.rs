@@ -66,7 +66,7 @@ macro_rules! view {
             now: $now,
             snapshot: $snapshot,
             stats: $stats,
-            flows_active: $pipeline.flows_active(),
+            load: $pipeline.load(),
             span: $pipeline.span(),
             probes: $judge.probes.as_ref().map_or(&[], |p| p.results()),
             sources: &$judge.sources,

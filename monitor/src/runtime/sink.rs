@@ -11,6 +11,7 @@ use crate::base::Timestamp;
 use crate::capture::{FlowFeedback, SourceCounters};
 use crate::detect::{Detector, Event, Snapshot};
 use crate::handshake::Connection;
+use crate::pipeline::Load;
 use crate::stats::Stats;
 use crate::trust::probe::ProbeStatus;
 
@@ -37,7 +38,8 @@ pub struct View<'a> {
     pub now: Timestamp,
     pub snapshot: &'a Snapshot,
     pub stats: &'a Stats,
-    pub flows_active: usize,
+    /// Flows and the memory charged for them and for certificates.
+    pub load: Load,
     /// First and last packet time seen (none before the first packet).
     pub span: Option<(Timestamp, Timestamp)>,
     pub probes: &'a [ProbeStatus],

@@ -125,7 +125,7 @@ impl Sink for MetricsSink {
         Ok(())
     }
     fn publish(&mut self, view: &View<'_>) {
-        self.0.pipeline(view.stats, view.flows_active);
+        self.0.pipeline(view.stats, view.load);
         for s in view.sources {
             self.0.source(&s.name, &s.counters);
         }
@@ -191,7 +191,7 @@ impl Sink for StatusSink {
             timeline: self.timeline.snapshot(),
             handshakes: view.handshakes,
             packets: view.stats.packets,
-            flows_active: view.flows_active,
+            flows_active: view.load.flows,
         });
     }
 }

@@ -466,3 +466,6 @@ impl Window {
         (ok, bad)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -498,14 +498,25 @@ fn soak(args: &[String]) -> Result<(), String> {
         o.ports.certsvc, o.ports.http
     );
     println!(
-        "  {:>6} {:>9} {:>6} {:>5} {:>7} {:>11}",
-        "t (s)", "RSS KiB", "CPU", "fds", "series", "handshakes"
+        "  {:>6} {:>9} {:>9} {:>9} {:>11} {:>6} {:>5} {:>7} {:>11}",
+        "t (s)",
+        "RSS KiB",
+        "anon KiB",
+        "file KiB",
+        "charged KiB",
+        "CPU",
+        "fds",
+        "series",
+        "handshakes"
     );
     let r = soak::run(&o, &mut |s| {
         println!(
-            "  {:>6} {:>9} {:>5.1}% {:>5} {:>7} {:>11}",
+            "  {:>6} {:>9} {:>9} {:>9} {:>11} {:>5.1}% {:>5} {:>7} {:>11}",
             s.at.as_secs(),
             s.rss_kib,
+            s.rss_anon_kib,
+            s.rss_file_kib,
+            s.charged_kib,
             s.cpu * 100.0,
             s.fds,
             s.series,
@@ -538,6 +549,15 @@ fn soak(args: &[String]) -> Result<(), String> {
         a.series,
         b.series,
         100.0 * r.mean_cpu()
+    );
+    println!(
+        "trend after warm-up (least squares): RSS {:+.1} KiB/min (anon {:+.1}, file {:+.1}); charged {:+.1} KiB/min ({} → {} KiB)",
+        r.trend_kib_per_min(|s| s.rss_kib),
+        r.trend_kib_per_min(|s| s.rss_anon_kib),
+        r.trend_kib_per_min(|s| s.rss_file_kib),
+        r.trend_kib_per_min(|s| s.charged_kib),
+        a.charged_kib,
+        b.charged_kib
     );
     Ok(())
 }

@@ -66,6 +66,12 @@ impl SoakOptions {
 pub struct Sample {
     pub at: Duration,
     pub rss_kib: u64,
+    /// VmRSS split: anonymous memory (the heap, stacks) and file-backed pages (the binary's code
+    /// and data as it touches them; not a leak).
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
+    /// What the packet path charges against `--memory-limit` (both pools), from `/metrics`.
+    pub charged_kib: u64,
     /// CPU share of one core since the previous sample.
     pub cpu: f64,
     pub fds: usize,
@@ -95,6 +101,22 @@ impl SoakReport {
         self.ends().map_or(0.0, |(a, b)| {
             (b.rss_kib as f64 - a.rss_kib as f64) / a.rss_kib.max(1) as f64
         })
+    }
+
+    /// Least-squares slope of `field` after the warm-up, in KiB per minute: the trend, less
+    /// sensitive to one noisy end sample than [`SoakReport::rss_growth`].
+    pub fn trend_kib_per_min(&self, field: fn(&Sample) -> u64) -> f64 {
+        let after = &self.samples[self.warm.min(self.samples.len())..];
+        let n = after.len() as f64;
+        if after.len() < 2 {
+            return 0.0;
+        }
+        let xs = || after.iter().map(|s| s.at.as_secs_f64() / 60.0);
+        let ys = || after.iter().map(|s| field(s) as f64);
+        let (mx, my) = (xs().sum::<f64>() / n, ys().sum::<f64>() / n);
+        let sxy: f64 = xs().zip(ys()).map(|(x, y)| (x - mx) * (y - my)).sum();
+        let sxx: f64 = xs().map(|x| (x - mx) * (x - mx)).sum();
+        if sxx == 0.0 { 0.0 } else { sxy / sxx }
     }
 
     /// Mean CPU share after the warm-up.
@@ -402,6 +424,10 @@ pub fn run(o: &SoakOptions, on_sample: &mut dyn FnMut(&Sample)) -> Result<SoakRe
         let s = Sample {
             at: t0.elapsed(),
             rss_kib: status_kib(pid, "VmRSS:"),
+            rss_anon_kib: status_kib(pid, "RssAnon:"),
+            rss_file_kib: status_kib(pid, "RssFile:"),
+            charged_kib: (http::metric(&body, "trustwatch_memory_charged_bytes", &[]) / 1024.0)
+                as u64,
             cpu,
             fds: fds(pid),
             series,
