@@ -76,8 +76,9 @@ pub struct Tracker {
     version: Option<Version>,
     client_auth_requested: bool,
     resumed: bool,
-    /// The server sent a Certificate (a TLS ≤ 1.2 full handshake).
-    server_certificate_seen: bool,
+    /// A Certificate message was seen from either side: a TLS ≤ 1.2 full handshake (an
+    /// abbreviated one carries none; a client only sends one when the server asked in a full one).
+    certificate_seen: bool,
     alerts: Vec<Alert>,
     sealed: Vec<SealedRecord>,
     /// A ClientHello or ServerHello was seen. Flows without one (not TLS, or TLS picked up after
@@ -125,7 +126,7 @@ impl Tracker {
             version: None,
             client_auth_requested: false,
             resumed: false,
-            server_certificate_seen: false,
+            certificate_seen: false,
             alerts: Vec::new(),
             sealed: Vec::new(),
             saw_hello: false,
@@ -314,9 +315,7 @@ impl Tracker {
                 self.server_hello = Some(sh);
             }
             TlsEvent::Certificate { certs: ders, .. } => {
-                if side == Side::Server {
-                    self.server_certificate_seen = true;
-                }
+                self.certificate_seen = true;
                 self.dropped.certs += ders.len().saturating_sub(self.max_chain) as u64;
                 let chain: Chain = ders
                     .iter()
@@ -338,13 +337,15 @@ impl Tracker {
             }),
             TlsEvent::ChangeCipherSpec if !self.is_tls13() && self.server_hello.is_some() => {
                 self.sides[me].facts.ccs = true;
-                // A server that goes straight to ChangeCipherSpec resumed a session (ticket).
-                if side == Side::Server && !self.server_certificate_seen {
+                // A server that goes straight to ChangeCipherSpec resumed a session (ticket),
+                // unless a Certificate (the server's, or the client's when the server's was lost
+                // to a gap) shows a full handshake.
+                if side == Side::Server && !self.certificate_seen {
                     self.resumed = true;
                 }
             }
             TlsEvent::Opaque { content_type, len } => self.on_opaque(side, ts, content_type, len),
-            TlsEvent::NotTls | TlsEvent::Malformed => {}
+            // Not TLS, malformed, or a hello from the wrong side: nothing to record.
             _ => {}
         }
     }

@@ -120,12 +120,6 @@ impl RecordStream {
         self.tls13 = tls13;
     }
 
-    /// Later handshake (type 22) records are encrypted (TLS ≤ 1.2 after ChangeCipherSpec); set
-    /// automatically by a ChangeCipherSpec unless the stream is TLS 1.3.
-    pub fn set_encrypted_handshake(&mut self, encrypted: bool) {
-        self.encrypted_hs = encrypted;
-    }
-
     /// Heap memory of the reassembly buffers.
     pub fn heap_bytes(&self) -> usize {
         self.partial.capacity() + self.hs.capacity()
@@ -136,11 +130,6 @@ impl RecordStream {
         self.partial = Vec::new();
         self.hs = Vec::new();
         self.hs_skip = 0;
-    }
-
-    /// The stream started with something that is not TLS.
-    pub fn is_not_tls(&self) -> bool {
-        self.state == State::NotTls
     }
 
     /// Bytes were lost before the next `feed`: drops the cut record and the unfinished handshake

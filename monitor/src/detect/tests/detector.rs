@@ -133,6 +133,15 @@ fn rule_probe_exclusion_needs_the_probe_address_and_time() {
             false,
         ),
         (
+            "a tick within the 120 s keeps the announcement",
+            vec![
+                Step::ExcludeProbe(probe, 1.0),
+                tick(60.0),
+                from(61.0, probe),
+            ],
+            true,
+        ),
+        (
             "120 s later, ticked in between",
             vec![
                 Step::ExcludeProbe(probe, 1.0),

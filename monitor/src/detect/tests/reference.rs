@@ -80,6 +80,14 @@ fn rule_inconsistent_once_per_server_and_ca() {
     let cas = Cas::new();
     let dir = TempDir::new("ref-once");
     let mut s = cas.script(keys_at_once(), trusted_file(&dir, &cas.one));
+    // The detector judges against the reference it was given (the live loop exports its CAs).
+    let judged: Vec<_> =
+        s.d.reference()
+            .cas()
+            .iter()
+            .map(|c| c.key_ids.clone())
+            .collect();
+    assert_eq!(judged, vec![cas.one.identity().key_ids]);
     s.run(
         "once per (server, CA), again when the CA's certificate itself is seen",
         vec![

@@ -236,6 +236,25 @@ fn tls12_resumption_is_an_echoed_session_id_or_a_ccs_without_certificate() {
         let c = t.tracker.finish(CloseReason::Fin, Timestamp(3)).unwrap();
         assert_eq!(c.resumed, resumed, "{what}");
     }
+    // The server's Certificate lost to a gap: the client's own Certificate (sent only when a
+    // full handshake asked for it) still rules out a resumption.
+    for (client_cert, resumed) in [(true, false), (false, true)] {
+        let mut t = T::new();
+        t.data(C, 1, &client_hello(&[]));
+        t.data(S, 2, &record(22, &server_hello_msg(false, &[], false)));
+        t.tracker.on_gap(&mut t.ctx, S, 1200);
+        if client_cert {
+            t.data(
+                C,
+                3,
+                &record(22, &certificate_msg(std::slice::from_ref(&leaf))),
+            );
+        }
+        t.data(C, 4, &cat(&[ccs(), sealed_finished()]));
+        t.data(S, 5, &cat(&[ccs(), sealed_finished()]));
+        let c = t.tracker.finish(CloseReason::Fin, Timestamp(6)).unwrap();
+        assert_eq!(c.resumed, resumed, "client certificate: {client_cert}");
+    }
 }
 
 #[test]
@@ -486,6 +505,61 @@ fn closes_gaps_and_payload_before_the_hello() {
     assert!(t.tracker.wants_data(), "exactly the window");
     t.data(C, 2, b"y");
     assert!(!t.tracker.wants_data(), "past the window");
+    // With the default (larger) window, a flow that is not TLS is given up on after 64 KiB
+    // without a hello; a protocol that upgrades to TLS within that still gets its handshake read.
+    let mut t = T::new();
+    t.data(C, 1, &[b'x'; 60 * 1024]);
+    assert!(t.tracker.wants_data(), "60 KiB of plaintext: still looking");
+    t.data(C, 2, &client_hello(&[]));
+    let c = t.tracker.finish(CloseReason::Fin, Timestamp(3));
+    assert!(
+        c.is_some_and(|c| c.client_hello.is_some()),
+        "the late hello"
+    );
+    let mut t = T::new();
+    t.data(C, 1, &[b'x'; 64 * 1024]);
+    assert!(t.tracker.wants_data(), "exactly 64 KiB");
+    t.data(C, 2, b"y");
+    assert!(!t.tracker.wants_data(), "past 64 KiB: not TLS");
+}
+
+/// A ClientHello record offering TLS 1.2 with server name `sni`.
+fn client_hello_sni(sni: &str) -> Vec<u8> {
+    let mut b = vec![3, 3];
+    b.extend_from_slice(&[7; 32]);
+    b.push(0);
+    b.extend_from_slice(&[0, 2, 0xc0, 0x2b]);
+    b.extend_from_slice(&[1, 0]);
+    let name = sni.as_bytes();
+    let mut ext = vec![0, 0];
+    ext.extend_from_slice(&(name.len() as u16 + 5).to_be_bytes());
+    ext.extend_from_slice(&(name.len() as u16 + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    ext.extend_from_slice(name);
+    b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    b.extend_from_slice(&ext);
+    record(22, &hs(1, &b))
+}
+
+#[test]
+fn a_probe_is_known_by_its_server_name_alone() {
+    for (sni, probe) in [
+        (crate::config::PROBE_SNI, true),
+        ("cloudcore.kubeedge.example", false),
+        ("trustwatch-probe.invalid.example", false),
+    ] {
+        let mut t = T::new();
+        t.data(C, 1, &client_hello_sni(sni));
+        let c = t.tracker.finish(CloseReason::Fin, Timestamp(2)).unwrap();
+        assert_eq!(c.client_hello.and_then(|h| h.sni).as_deref(), Some(sni));
+        assert_eq!(c.probe, probe, "{sni}");
+    }
+    // No server name: not a probe.
+    let mut t = T::new();
+    t.data(C, 1, &client_hello(&[]));
+    let c = t.tracker.finish(CloseReason::Fin, Timestamp(2)).unwrap();
+    assert!(!c.probe);
 }
 
 #[test]
@@ -582,4 +656,72 @@ fn alps_encrypted_extensions_are_not_a_client_certificate() {
     assert!(tls13_client_auth(&with(&[40, 25, 53]), true));
     // No certificate asked, no ALPS: straight to Finished.
     assert!(!tls13_client_auth(&with(&[53]), false));
+}
+
+/// What the flow table charges for a tracker, computed here from the parts it holds.
+fn charged_parts(t: &Tracker) -> [usize; 7] {
+    let hello = t.client_hello.as_deref().map_or(0, |h| {
+        std::mem::size_of::<ClientHello>()
+            + 2 * (h.ciphers.capacity()
+                + h.extensions.capacity()
+                + h.groups.capacity()
+                + h.signature_algorithms.capacity())
+            + h.ja3.capacity()
+            + h.ja4.capacity()
+            + h.sni.as_ref().map_or(0, String::capacity)
+    });
+    let presented = std::mem::size_of::<crate::cert::Presented>();
+    [
+        t.streams.client.heap_bytes(),
+        t.streams.server.heap_bytes(),
+        hello,
+        t.server_hello
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<ServerHello>()),
+        t.alerts.capacity() * std::mem::size_of::<Alert>(),
+        t.sealed.capacity() * std::mem::size_of::<SealedRecord>(),
+        (t.sides.client.chain.capacity() + t.sides.server.chain.capacity()) * presented,
+    ]
+}
+
+#[test]
+fn memory_charged_is_every_buffer_hello_alert_record_and_chain_held() {
+    let leaf = TestCa::kubeedge().leaf(&["cloudcore"]).der;
+    // TLS 1.2, undecided: hellos, the server's chain, a warning alert and half a record from
+    // each side buffered.
+    let mut t = T::new();
+    assert_eq!(t.tracker.heap_bytes(), 0, "nothing held yet");
+    t.data(C, 1, &client_hello_sni("cloudcore.kubeedge.example"));
+    let hello_only = t.tracker.heap_bytes();
+    t.data(
+        S,
+        2,
+        &server_flight_12(&[], std::slice::from_ref(&leaf), true),
+    );
+    t.data(S, 3, &record(21, &[1, 90]));
+    t.data(
+        C,
+        4,
+        &record(22, &certificate_msg(std::slice::from_ref(&leaf))),
+    );
+    let half = |len: usize| record(22, &vec![0x0b; len])[..len / 2].to_vec();
+    t.data(C, 5, &half(3000));
+    t.data(S, 6, &half(2000));
+    assert!(t.decided().is_none());
+    let parts = charged_parts(&t.tracker);
+    let sealed = 5;
+    assert!(
+        (0..parts.len()).all(|i| i == sealed || parts[i] > 1),
+        "every part but the TLS 1.3 records held: {parts:?}"
+    );
+    assert!(parts[0] >= 1500 && parts[1] >= 1000, "{parts:?}");
+    assert_eq!(t.tracker.heap_bytes(), parts.iter().sum::<usize>());
+    assert!(hello_only < t.tracker.heap_bytes());
+
+    // TLS 1.3: the sealed records.
+    let mut t = T::new();
+    tls13(&mut t, false, &[(S, 100), (S, 900), (S, 300)]);
+    let parts = charged_parts(&t.tracker);
+    assert!(parts[5] > 1, "the sealed records held: {parts:?}");
+    assert_eq!(t.tracker.heap_bytes(), parts.iter().sum::<usize>());
 }

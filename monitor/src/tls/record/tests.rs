@@ -583,7 +583,7 @@ fn not_tls_is_reported_once() {
         &mut stats,
     ));
     assert_eq!(ev, [Ev::Other("NotTls".into())]);
-    assert!(s.is_not_tls());
+    assert_eq!(s.state, State::NotTls);
 }
 
 #[test]
@@ -640,4 +640,74 @@ fn start_detection() {
     ] {
         assert!(looks_like_client_hello(&name));
     }
+}
+
+#[test]
+fn a_tls13_stream_ignores_the_compatibility_change_cipher_spec() {
+    // After the 1.3 middlebox-compatibility CCS, plaintext handshake records and multi-alert
+    // records are still plaintext; after a TLS 1.2 CCS they are encrypted.
+    let mut stream = record(20, &[1]);
+    stream.extend(record(22, &handshake(14, &[])));
+    stream.extend(record(21, &[1, 0, 2, 40]));
+    for (tls13, want) in [
+        (
+            true,
+            vec![
+                Ev::Other("ChangeCipherSpec".into()),
+                Ev::Other("ServerHelloDone".into()),
+                Ev::Alert(1, 0),
+                Ev::Alert(2, 40),
+            ],
+        ),
+        (
+            false,
+            vec![
+                Ev::Other("ChangeCipherSpec".into()),
+                Ev::Opaque(ContentType::Handshake, 4),
+                Ev::Opaque(ContentType::Alert, 4),
+            ],
+        ),
+    ] {
+        let mut s = RecordStream::new(64 * 1024);
+        s.set_tls13(tls13);
+        let ev = feed_all(&mut s, &stream, usize::MAX, &mut Stats::default());
+        let got: Vec<Ev> = ev
+            .into_iter()
+            .filter(|e| !matches!(e, Ev::Record(..)))
+            .collect();
+        assert_eq!(got, want, "tls13: {tls13}");
+    }
+}
+
+#[test]
+fn buffers_are_charged_released_and_kept_only_when_small() {
+    // A 40 KB handshake message over three records; the stream holds the first record's part in
+    // the reassembly buffer and half of the second record in the cut-record buffer.
+    let msg = tls12_certificate(&[vec![0x30; 40_000]]);
+    let recs = records(22, &msg[..16384]);
+    let second = record(22, &msg[16384..32768]);
+    let third = record(22, &msg[32768..]);
+    let mut s = RecordStream::new(1 << 20);
+    let mut stats = Stats::default();
+    let mut ev = feed_all(&mut s, &recs, usize::MAX, &mut stats);
+    ev.extend(feed_all(&mut s, &second[..6000], usize::MAX, &mut stats));
+    assert!(s.hs.len() == 16384 && s.partial.len() == 6000);
+    assert_eq!(s.heap_bytes(), s.hs.capacity() + s.partial.capacity());
+    assert!(s.heap_bytes() >= 16384 + 6000);
+    // The message completes: a buffer under 64 KiB keeps its capacity for the next message.
+    ev.extend(feed_all(&mut s, &second[6000..], usize::MAX, &mut stats));
+    ev.extend(feed_all(&mut s, &third, usize::MAX, &mut stats));
+    assert!(ev.iter().any(|e| matches!(e, Ev::Certificate(..))));
+    assert!(s.hs.is_empty() && s.hs.capacity() >= 40_000, "kept");
+    // Decided: `release` frees everything.
+    s.release();
+    assert_eq!(s.heap_bytes(), 0);
+
+    // A message over 64 KiB: its buffer is freed once the message is parsed.
+    let msg = tls12_certificate(&[vec![0x30; 100_000]]);
+    let mut s = RecordStream::new(1 << 20);
+    let ev = feed_all(&mut s, &records(22, &msg), 1460, &mut stats);
+    assert!(ev.iter().any(|e| matches!(e, Ev::Certificate(..))));
+    assert!(s.hs.is_empty());
+    assert_eq!(s.hs.capacity(), 0, "a large reassembly buffer is not kept");
 }

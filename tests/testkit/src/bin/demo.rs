@@ -475,7 +475,7 @@ fn print_comparison(r: &SourcesReport, bulk_mib: u64, storm: u32, missed: &mut V
 /// `demo soak`: `trustwatch live` under a steady mix, sampled; growth after the warm-up.
 fn soak(args: &[String]) -> Result<(), String> {
     let mut c = Common::default();
-    let (mut minutes, mut rate, mut every, mut warmup) = (10u64, 200u32, 5u64, 60u64);
+    let (mut minutes, mut rate, mut every, mut warmup) = (40u64, 200u32, 5u64, soak::WARMUP_SECS);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -536,12 +536,16 @@ fn soak(args: &[String]) -> Result<(), String> {
         r.bulk_bytes as f64 / 1048576.0,
         r.scans
     );
+    let (first, last) = r.growth_windows();
     println!(
-        "after warm-up ({} s → {} s): RSS {} → {} KiB ({:+.2}%), peak {} KiB; fds {} → {}; series {} → {}; mean CPU {:.1}% of a core",
+        "after warm-up ({} s → {} s): RSS {} → {} KiB; means of the first and last {} min {:.0} → {:.0} KiB ({:+.2}%), peak {} KiB; fds {} → {}; series {} → {}; mean CPU {:.1}% of a core",
         a.at.as_secs(),
         b.at.as_secs(),
         a.rss_kib,
         b.rss_kib,
+        soak::GROWTH_WINDOW.as_secs() / 60,
+        first,
+        last,
         100.0 * r.rss_growth(),
         r.peak_rss_kib,
         a.fds,

@@ -12,7 +12,9 @@
 //!
 //! Each sample: the monitor's RSS (VmRSS), CPU share since the previous sample (utime + stime),
 //! open descriptors (`/proc/<pid>/fd`), the number of series on `/metrics` and the handshakes it
-//! counted. The report compares the first sample after the warm-up with the last one.
+//! counted, plus RSS split into anonymous and file-backed pages and the memory the packet path
+//! charges against `--memory-limit`. The report compares the mean RSS of the first and the last
+//! five minutes after the warm-up (ten minutes by default), and fits a least-squares trend.
 
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -31,6 +33,14 @@ use super::load::{client_config, clock_ticks, one};
 use super::proc::{Proc, stop_requested};
 use crate::Result;
 use crate::pki::{Leaf, Pki};
+
+/// Default warm-up: the allocator's caches and the monitor's bounded state (500 clients' window
+/// entries, flows, certificates) take minutes to reach their steady size.
+pub const WARMUP_SECS: u64 = 600;
+/// RSS growth compares the mean of this much time at the start (after the warm-up) and at the
+/// end: one sample is noisier (the allocator returns memory in steps of megabytes) than the
+/// growth the target bounds.
+pub const GROWTH_WINDOW: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub struct SoakOptions {
@@ -52,7 +62,7 @@ impl SoakOptions {
             trustwatch,
             ports: Ports::default(),
             duration: Duration::from_secs(minutes * 60),
-            warmup: Duration::from_secs(60),
+            warmup: Duration::from_secs(WARMUP_SECS),
             every: Duration::from_secs(5),
             rate: 200,
             clients: 500,
@@ -97,10 +107,31 @@ impl SoakReport {
         Some((self.samples.get(self.warm)?, self.samples.last()?))
     }
 
+    /// RSS growth after the warm-up: the mean of the last [`GROWTH_WINDOW`] against the mean of
+    /// the first (each at most a third of the samples after the warm-up).
     pub fn rss_growth(&self) -> f64 {
-        self.ends().map_or(0.0, |(a, b)| {
-            (b.rss_kib as f64 - a.rss_kib as f64) / a.rss_kib.max(1) as f64
-        })
+        let (first, last) = self.growth_windows();
+        if first == 0.0 {
+            0.0
+        } else {
+            (last - first) / first
+        }
+    }
+
+    /// Mean RSS (KiB) of the first and the last [`GROWTH_WINDOW`] after the warm-up.
+    pub fn growth_windows(&self) -> (f64, f64) {
+        let after = &self.samples[self.warm.min(self.samples.len())..];
+        let (Some(a), Some(b)) = (after.first(), after.last()) else {
+            return (0.0, 0.0);
+        };
+        let span = (b.at.saturating_sub(a.at) / 3).min(GROWTH_WINDOW);
+        let mean = |s: Vec<&Sample>| {
+            s.iter().map(|s| s.rss_kib as f64).sum::<f64>() / s.len().max(1) as f64
+        };
+        (
+            mean(after.iter().filter(|s| s.at <= a.at + span).collect()),
+            mean(after.iter().filter(|s| s.at + span >= b.at).collect()),
+        )
     }
 
     /// Least-squares slope of `field` after the warm-up, in KiB per minute: the trend, less
@@ -451,4 +482,48 @@ pub fn run(o: &SoakOptions, on_sample: &mut dyn FnMut(&Sample)) -> Result<SoakRe
     report.peak_rss_kib = status_kib(pid, "VmHWM:");
     monitor.stop(libc::SIGINT, Duration::from_secs(3));
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rss: impl Fn(u64) -> u64) -> SoakReport {
+        // 40 minutes sampled every 5 s, the first 10 minutes warm-up.
+        let samples: Vec<Sample> = (1..=480u64)
+            .map(|i| Sample {
+                at: Duration::from_secs(i * 5),
+                rss_kib: rss(i),
+                ..Sample::default()
+            })
+            .collect();
+        let warm = samples
+            .iter()
+            .position(|s| s.at >= Duration::from_secs(WARMUP_SECS))
+            .unwrap();
+        SoakReport {
+            samples,
+            warm,
+            ..SoakReport::default()
+        }
+    }
+
+    #[test]
+    fn growth_compares_window_means_and_ignores_one_noisy_sample() {
+        // Flat at 46 MiB with ±2 MiB steps, and the last sample 3 MiB up: no growth.
+        let flat = report(|i| {
+            let step = if (i / 7) % 2 == 0 { 2048 } else { 0 };
+            let spike = if i == 480 { 3072 } else { 0 };
+            46 * 1024 + step + spike
+        });
+        assert!(flat.rss_growth().abs() < 0.01, "{}", flat.rss_growth());
+        assert!(flat.trend_kib_per_min(|s| s.rss_kib).abs() < 20.0);
+        // 100 KiB a minute: the windows 25 minutes apart differ by about 2.5 MiB.
+        let leak = report(|i| 46 * 1024 + i * 100 / 12);
+        let (first, last) = leak.growth_windows();
+        assert!((last - first - 2500.0).abs() < 100.0, "{first} {last}");
+        assert!(leak.rss_growth() > 0.04);
+        let trend = leak.trend_kib_per_min(|s| s.rss_kib);
+        assert!((trend - 100.0).abs() < 1.0, "{trend}");
+    }
 }
