@@ -30,7 +30,7 @@ pub const MAX_RECORD_LEN: usize = 16384 + 2048;
 /// Default bound for one reassembled handshake message (a long certificate chain fits).
 pub const DEFAULT_MAX_HANDSHAKE_MESSAGE: usize = 1 << 20;
 const HEADER_LEN: usize = 5;
-/// Reassembly buffers larger than this are released once empty.
+/// A handshake reassembly buffer larger than this is released once empty.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -210,7 +210,9 @@ impl RecordStream {
                 match self.record_len(&self.partial) {
                     Err(Invalid) => return self.desync(stats, sink),
                     Ok(Some(total)) => {
-                        if total > self.max_buffer.max(HEADER_LEN) && self.partial.len() < total {
+                        // Only a header cut by the boundary gets here with a record too large
+                        // to buffer (`frame` refuses to start buffering one).
+                        if total > self.max_buffer.max(HEADER_LEN) {
                             return self.desync(stats, sink);
                         }
                         let want = total.saturating_sub(self.partial.len());
@@ -222,11 +224,9 @@ impl RecordStream {
                         }
                         let rec = mem::take(&mut self.partial);
                         self.record(&rec, stats, sink);
+                        // Kept for the next cut record: it never exceeds one record.
                         self.partial = rec;
                         self.partial.clear();
-                        if self.partial.capacity() > KEEP_CAPACITY {
-                            self.partial = Vec::new();
-                        }
                         break;
                     }
                     Ok(None) => {
@@ -241,8 +241,9 @@ impl RecordStream {
             }
         }
 
-        // Whole records straight from the caller's slice.
-        while self.state == State::Records && !data.is_empty() {
+        // Whole records straight from the caller's slice (in sync: every other state returned
+        // above, and only `desync` leaves it, returning too).
+        while !data.is_empty() {
             match self.frame(data) {
                 Frame::Record(total) => {
                     let (rec, rest) = data.split_at(total);

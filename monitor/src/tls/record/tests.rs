@@ -711,3 +711,74 @@ fn buffers_are_charged_released_and_kept_only_when_small() {
     assert!(s.hs.is_empty());
     assert_eq!(s.hs.capacity(), 0, "a large reassembly buffer is not kept");
 }
+
+#[test]
+fn a_gap_counts_the_handshake_message_it_cuts() {
+    // (what, the stream's bytes before the gap, max handshake message, records lost, messages lost)
+    let cert = records(22, &tls12_certificate(&[vec![7; 20_000]]));
+    let first_record = &cert[..16384 + 5];
+    let cases: [(&str, &[u8], usize, u64, u64); 4] = [
+        (
+            "nothing pending",
+            &record(22, &handshake(14, &[])),
+            1 << 20,
+            0,
+            0,
+        ),
+        ("a message spanning records", first_record, 1 << 20, 0, 1),
+        (
+            "an oversized message being skipped",
+            first_record,
+            1000,
+            0,
+            1,
+        ),
+        ("a cut record", &first_record[..3000], 1 << 20, 1, 0),
+    ];
+    for (what, before, max_handshake, records_lost, messages_lost) in cases {
+        let mut s = RecordStream::new(1 << 20).with_max_handshake(max_handshake);
+        let mut stats = Stats::default();
+        feed_all(&mut s, before, usize::MAX, &mut stats);
+        let (records_before, messages_before) =
+            (stats.malformed_records, stats.malformed_handshakes);
+        s.gap();
+        // Counted when the stream is fed again.
+        feed_all(
+            &mut s,
+            &record(22, &handshake(14, &[])),
+            usize::MAX,
+            &mut stats,
+        );
+        assert_eq!(
+            (
+                stats.malformed_records - records_before,
+                stats.malformed_handshakes - messages_before
+            ),
+            (records_lost, messages_lost),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn a_header_cut_by_the_boundary_still_bounds_the_record_buffered() {
+    // The header arrives in two chunks; the record is then buffered only if it fits.
+    for (payload, fits) in [(995, true), (996, false)] {
+        let rec = record(23, &vec![0; payload]);
+        let mut s = RecordStream::new(1000);
+        let mut stats = Stats::default();
+        let mut ev = feed_all(&mut s, &rec[..3], usize::MAX, &mut stats);
+        ev.extend(feed_all(&mut s, &rec[3..500], usize::MAX, &mut stats));
+        ev.extend(feed_all(&mut s, &rec[500..], usize::MAX, &mut stats));
+        let want = if fits {
+            vec![
+                Ev::Record(ContentType::ApplicationData, 0x0303, payload as u16),
+                Ev::Opaque(ContentType::ApplicationData, payload as u16),
+            ]
+        } else {
+            vec![Ev::Other("Malformed".into())]
+        };
+        assert_eq!(ev, want, "{payload}-byte payload, 1000-byte buffer");
+        assert_eq!(stats.malformed_records, u64::from(!fits));
+    }
+}
