@@ -782,3 +782,132 @@ fn a_header_cut_by_the_boundary_still_bounds_the_record_buffered() {
         assert_eq!(stats.malformed_records, u64::from(!fits));
     }
 }
+
+#[test]
+fn a_long_sslv2_client_hello_is_framed_by_its_two_byte_length() {
+    // 100 cipher specs: the record is 325 bytes, so its length needs the high byte (0x81 0x45).
+    let specs: Vec<u8> = (1..=100u8).flat_map(|i| [0, 0, i]).collect();
+    let len = 9 + specs.len() + 16;
+    let mut hello = vec![0x80 | (len >> 8) as u8, len as u8, 1, 3, 1];
+    hello.extend((specs.len() as u16).to_be_bytes());
+    hello.extend(0u16.to_be_bytes());
+    hello.extend(16u16.to_be_bytes());
+    hello.extend(&specs);
+    hello.extend([0xab; 16]);
+    hello.extend(record(21, &[2, 40]));
+    for chunk in [100, usize::MAX] {
+        let (ev, stats) = run(&hello, chunk);
+        assert_eq!(stats.malformed_records + stats.malformed_handshakes, 0);
+        let Some(Ev::ClientHello(ch)) = ev.get(1) else {
+            panic!("{ev:?}")
+        };
+        assert!(ch.sslv2);
+        assert_eq!(
+            ch.ciphers,
+            (1..=100u16).collect::<Vec<_>>(),
+            "chunk {chunk}"
+        );
+        // The next record starts right after it.
+        assert_eq!(ev.last(), Some(&Ev::Alert(2, 40)), "chunk {chunk}");
+    }
+}
+
+#[test]
+fn a_record_header_needs_a_known_type_version_3_x_up_to_4_and_a_bounded_length() {
+    let header = |ct: u8, major: u8, minor: u8, len: usize| {
+        let mut r = vec![ct, major, minor];
+        r.extend((len as u16).to_be_bytes());
+        r.extend(vec![0; len]);
+        r
+    };
+    // (what, the record after a valid one, framed)
+    let cases = [
+        ("application data, TLS 1.2", header(23, 3, 3, 10), true),
+        ("record version 3.4", header(23, 3, 4, 10), true),
+        ("record version 3.5", header(23, 3, 5, 10), false),
+        ("record version 2.3", header(23, 2, 3, 10), false),
+        ("content type 25", header(25, 3, 3, 10), false),
+        ("content type 19", header(19, 3, 3, 10), false),
+        (
+            "the largest ciphertext",
+            header(23, 3, 3, MAX_RECORD_LEN),
+            true,
+        ),
+        ("one byte more", header(23, 3, 3, MAX_RECORD_LEN + 1), false),
+    ];
+    for (what, rec, framed) in cases {
+        for chunk in [7, usize::MAX] {
+            let mut stream = record(22, &handshake(14, &[]));
+            stream.extend(&rec);
+            let mut s = RecordStream::new(1 << 20);
+            let mut stats = Stats::default();
+            let ev = feed_all(&mut s, &stream, chunk, &mut stats);
+            assert_eq!(
+                ev.last() != Some(&Ev::Other("Malformed".into())),
+                framed,
+                "{what}, chunk {chunk}: {ev:?}"
+            );
+            assert_eq!(stats.malformed_records, u64::from(!framed), "{what}");
+        }
+    }
+}
+
+#[test]
+fn only_a_record_that_must_be_buffered_is_bound_by_the_buffer() {
+    let events = |payload: usize, chunks: &[usize]| {
+        let rec = record(23, &vec![0; payload]);
+        let mut s = RecordStream::new(1000);
+        let mut stats = Stats::default();
+        let mut ev = Vec::new();
+        let mut at = 0;
+        for &n in chunks {
+            let end = (at + n).min(rec.len());
+            ev.extend(feed_all(&mut s, &rec[at..end], usize::MAX, &mut stats));
+            at = end;
+        }
+        (ev, s.partial.len())
+    };
+    let framed = |payload: usize| {
+        vec![
+            Ev::Record(ContentType::ApplicationData, 0x0303, payload as u16),
+            Ev::Opaque(ContentType::ApplicationData, payload as u16),
+        ]
+    };
+    let malformed = vec![Ev::Other("Malformed".into())];
+    // Exactly the buffer, cut in pieces: buffered and framed.
+    assert_eq!(events(995, &[300, 300, 300, 300]), (framed(995), 0));
+    // Larger, but whole in one chunk: framed straight from the chunk.
+    assert_eq!(events(5000, &[5005]), (framed(5000), 0));
+    // Larger and cut: refused at once, nothing buffered.
+    assert_eq!(events(5000, &[500]), (malformed, 0));
+}
+
+#[test]
+fn an_alert_record_is_plaintext_only_when_it_is_whole_alerts() {
+    // Before any ChangeCipherSpec: (payload, events after the record event)
+    let cases: [(&[u8], Vec<Ev>); 4] = [
+        (&[1, 0, 2, 48], vec![Ev::Alert(1, 0), Ev::Alert(2, 48)]),
+        (&[2, 40], vec![Ev::Alert(2, 40)]),
+        (&[3, 0, 2, 40], vec![Ev::Opaque(ContentType::Alert, 4)]),
+        (&[2, 40, 1], vec![Ev::Opaque(ContentType::Alert, 3)]),
+    ];
+    for (payload, want) in cases {
+        let (ev, _) = run(&record(21, payload), usize::MAX);
+        assert_eq!(ev[1..], want, "{payload:?}");
+    }
+    // After a TLS 1.2 ChangeCipherSpec only a two-byte record can be a plaintext alert: four
+    // bytes that look like two alerts are sealed.
+    let mut stream = record(20, &[1]);
+    stream.extend(record(21, &[1, 0, 2, 48]));
+    stream.extend(record(21, &[2, 40]));
+    let (ev, _) = run(&stream, usize::MAX);
+    let got: Vec<&Ev> = ev.iter().filter(|e| !matches!(e, Ev::Record(..))).collect();
+    assert_eq!(
+        got,
+        [
+            &Ev::Other("ChangeCipherSpec".into()),
+            &Ev::Opaque(ContentType::Alert, 4),
+            &Ev::Alert(2, 40)
+        ]
+    );
+}
