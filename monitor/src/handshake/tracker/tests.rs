@@ -523,12 +523,13 @@ fn closes_gaps_and_payload_before_the_hello() {
     assert!(!t.tracker.wants_data(), "past 64 KiB: not TLS");
 }
 
-/// A ClientHello record offering TLS 1.2 with server name `sni`.
+/// A ClientHello record offering TLS 1.2 with server name `sni`: two cipher suites, two groups and
+/// two signature schemes.
 fn client_hello_sni(sni: &str) -> Vec<u8> {
     let mut b = vec![3, 3];
     b.extend_from_slice(&[7; 32]);
     b.push(0);
-    b.extend_from_slice(&[0, 2, 0xc0, 0x2b]);
+    b.extend_from_slice(&[0, 4, 0xc0, 0x2b, 0xc0, 0x2f]);
     b.extend_from_slice(&[1, 0]);
     let name = sni.as_bytes();
     let mut ext = vec![0, 0];
@@ -537,6 +538,9 @@ fn client_hello_sni(sni: &str) -> Vec<u8> {
     ext.push(0);
     ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
     ext.extend_from_slice(name);
+    // supported_groups (x25519, secp256r1) and signature_algorithms (two schemes).
+    ext.extend_from_slice(&[0, 10, 0, 6, 0, 4, 0, 0x1d, 0, 0x17]);
+    ext.extend_from_slice(&[0, 13, 0, 6, 0, 4, 4, 3, 8, 4]);
     b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
     b.extend_from_slice(&ext);
     record(22, &hs(1, &b))
@@ -709,6 +713,18 @@ fn memory_charged_is_every_buffer_hello_alert_record_and_chain_held() {
     t.data(S, 6, &half(2000));
     assert!(t.decided().is_none());
     let parts = charged_parts(&t.tracker);
+    let hello = t.tracker.client_hello.as_deref().expect("hello");
+    assert!(
+        [
+            hello.ciphers.len(),
+            hello.extensions.len(),
+            hello.groups.len(),
+            hello.signature_algorithms.len()
+        ]
+        .iter()
+        .all(|&n| n >= 2),
+        "every list of the hello is charged: {hello:?}"
+    );
     let sealed = 5;
     assert!(
         (0..parts.len()).all(|i| i == sealed || parts[i] > 1),
