@@ -35,8 +35,8 @@ pub struct CertCache {
 }
 
 /// What an entry costs: its DER three times (the key, the parsed copy's own DER, and its hashes
-/// and names, of the same order), the parsed fields, and room for the JSON rendering of those
-/// fields.
+/// and names, of the same order), the parsed fields, and room for the exporter's three JSON
+/// renderings of those fields (as a chain entry, as a client leaf, as a server leaf).
 fn entry_cost(der: &[u8], p: &Presented) -> usize {
     let fields = match p {
         Presented::Parsed(c) => {
@@ -48,7 +48,7 @@ fn entry_cost(der: &[u8], p: &Presented) -> usize {
         }
         Presented::Malformed { .. } => 128,
     };
-    2 * der.len() + 2 * fields + 64
+    2 * der.len() + 4 * fields + 64
 }
 
 impl std::fmt::Debug for CertCache {

@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 pub use cache::{CertCache, CertCounters};
 pub use parse::parse;
 
-use crate::base::KeyId;
+use crate::base::{KeyId, PerSide, Side};
 
 /// One parsed certificate. Hex strings are lower-case unless noted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,19 +51,32 @@ pub struct CertInfo {
     pub self_signed: bool,
     /// The DER itself (signature checks against a trusted CA need it).
     pub der: Arc<[u8]>,
-    /// The exporter's JSON rendering, made on first use: one `CertInfo` is shared by every
-    /// connection that presents the certificate, so a chain that repeats is serialized once.
+    /// The exporter's JSON renderings, made on first use: one `CertInfo` is shared by every
+    /// connection that presents the certificate, so a chain or a leaf that repeats is
+    /// serialized once.
     pub rendered: Rendered,
 }
 
-/// A cache slot for a certificate's JSON rendering (not part of the certificate's value: two
-/// `CertInfo`s compare equal whatever their slots hold).
+/// Cache slots for a certificate's JSON renderings (not part of the certificate's value: two
+/// `CertInfo`s compare equal whatever their slots hold). What each holds is the exporter's
+/// business; here they are only bytes made once.
 #[derive(Clone, Default)]
-pub struct Rendered(OnceLock<Box<RawValue>>);
+pub struct Rendered {
+    /// The certificate as a chain entry.
+    chain: OnceLock<Box<RawValue>>,
+    /// The certificate as each side's leaf (ECS fields, without the enclosing braces).
+    leaf: PerSide<OnceLock<Box<[u8]>>>,
+}
 
 impl Rendered {
-    pub fn get_or_init(&self, render: impl FnOnce() -> Box<RawValue>) -> &RawValue {
-        self.0.get_or_init(render)
+    /// The chain-entry rendering, made by `render` the first time.
+    pub fn chain_entry(&self, render: impl FnOnce() -> Box<RawValue>) -> &RawValue {
+        self.chain.get_or_init(render)
+    }
+
+    /// The rendering as `side`'s leaf, made by `render` the first time.
+    pub fn leaf(&self, side: Side, render: impl FnOnce() -> Box<[u8]>) -> &[u8] {
+        self.leaf[side].get_or_init(render)
     }
 }
 
@@ -77,11 +90,16 @@ impl Eq for Rendered {}
 
 impl std::fmt::Debug for Rendered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "Rendered(cached)"
-        } else {
-            "Rendered(empty)"
-        })
+        let filled = [
+            self.chain.get().is_some(),
+            self.leaf.client.get().is_some(),
+            self.leaf.server.get().is_some(),
+        ];
+        write!(
+            f,
+            "Rendered({} of 3 cached)",
+            filled.iter().filter(|&&f| f).count()
+        )
     }
 }
 

@@ -13,7 +13,8 @@ use hashlink::LruCache;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::base::{PerSide, Timestamp};
+use crate::base::{PerSide, Side, Timestamp};
+use crate::cert::verdict::ChainVerdict;
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::tls::alert;
@@ -130,6 +131,18 @@ impl<'b> Obj<'b> {
 
     fn raw(&mut self, key: &'static str, value: &[u8]) {
         self.key(key).extend_from_slice(value);
+    }
+
+    /// Fields rendered before (`"k":v,…` without braces), as if each were written here.
+    fn fields(&mut self, rendered: &[u8]) {
+        if rendered.is_empty() {
+            return;
+        }
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.extend_from_slice(rendered);
     }
 
     /// A nested object; finish it with [`Obj::end`] before writing the next key here.
@@ -286,7 +299,7 @@ fn parsed_json(c: &CertInfo) -> CertJson<'_> {
 fn write_cert(buf: &mut Vec<u8>, p: &Presented) {
     match p {
         Presented::Parsed(c) => {
-            let raw = c.rendered.get_or_init(|| {
+            let raw = c.rendered.chain_entry(|| {
                 serde_json::value::to_raw_value(&parsed_json(c))
                     .unwrap_or_else(|_| RawValue::NULL.to_owned())
             });
@@ -312,12 +325,6 @@ fn write_cert(buf: &mut Vec<u8>, p: &Presented) {
             };
             let _ = serde_json::to_writer(&mut *buf, &malformed);
         }
-    }
-}
-fn leaf(chain: &[Presented]) -> Option<&CertInfo> {
-    match chain.first() {
-        Some(Presented::Parsed(c)) => Some(c),
-        _ => None,
     }
 }
 
@@ -353,20 +360,50 @@ fn write_x509(o: &mut Obj<'_>, l: &CertInfo) {
     x.end();
 }
 
-/// `{"sha256":…,"sha1":…}` of a chain's leaf, upper-case hex as ECS asks.
-fn leaf_hash(o: &mut Obj<'_>, chain: &[Presented]) {
-    let Some(first) = chain.first() else { return };
-    let (sha256, sha1) = match first {
-        Presented::Parsed(c) => (&c.sha256, &c.sha1),
-        Presented::Malformed { sha256, sha1 } => (sha256, sha1),
-    };
+/// `{"sha256":…,"sha1":…}` of a leaf, upper-case hex as ECS asks.
+fn leaf_hash(o: &mut Obj<'_>, sha256: &str, sha1: &str) {
     let mut h = o.obj("hash");
     h.upper_hex("sha256", sha256);
     h.upper_hex("sha1", sha1);
     h.end();
 }
 
-fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&RawValue>) {
+/// The ECS fields of a chain's leaf in `tls.client` or `tls.server`: its hashes, names (and for
+/// the server its validity) and x509 field set. A parsed leaf's are rendered once per
+/// certificate; a malformed one has only its hashes.
+fn write_leaf(o: &mut Obj<'_>, side: Side, chain: &[Presented]) {
+    match chain.first() {
+        None => {}
+        Some(Presented::Malformed { sha256, sha1 }) => leaf_hash(o, sha256, sha1),
+        Some(Presented::Parsed(l)) => o.fields(l.rendered.leaf(side, || render_leaf(side, l))),
+    }
+}
+
+fn render_leaf(side: Side, l: &CertInfo) -> Box<[u8]> {
+    let mut buf = Vec::with_capacity(512);
+    let mut o = Obj::new(&mut buf);
+    leaf_hash(&mut o, &l.sha256, &l.sha1);
+    o.str("subject", &l.subject);
+    o.str("issuer", &l.issuer);
+    if side == Side::Server {
+        o.str("not_before", &l.not_before);
+        o.str("not_after", &l.not_after);
+    }
+    write_x509(&mut o, l);
+    o.end();
+    // Without the braces: the fields go into the side's object.
+    buf[1..buf.len() - 1].into()
+}
+
+/// Renderings the writer keeps across records: the record's parts that repeat.
+struct Rendered<'a> {
+    /// The client's offered cipher suites.
+    supported_ciphers: Option<&'a RawValue>,
+    /// Each side's certificate verdict, when it presented a parseable leaf.
+    verdicts: PerSide<Option<&'a [u8]>>,
+}
+
+fn write_record(buf: &mut Vec<u8>, c: &Connection, rendered: &Rendered<'_>) {
     let ch = c.client_hello.as_deref();
     let sh = c.server_hello.as_deref();
     let mut r = Obj::new(buf);
@@ -405,7 +442,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     network.str("protocol", "tls");
     network.str(
         "community_id",
-        &super::community_id::tcp(c.client, c.server),
+        super::community_id::tcp(c.client, c.server).as_str(),
     );
     if let Some(id) = c.vlan {
         let mut vlan = network.obj("vlan");
@@ -430,26 +467,13 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     client.opt_str("server_name", ch.and_then(|h| h.sni.as_deref()));
     client.opt_str("ja3", ch.map(|h| h.ja3_md5.as_str()));
     client.opt_str("ja4", ch.map(|h| h.ja4.as_str()));
-    if let Some(list) = supported_ciphers {
+    if let Some(list) = rendered.supported_ciphers {
         client.raw("supported_ciphers", list.get().as_bytes());
     }
-    leaf_hash(&mut client, &c.client_chain);
-    let client_leaf = leaf(&c.client_chain);
-    client.opt_str("subject", client_leaf.map(|l| l.subject.as_str()));
-    client.opt_str("issuer", client_leaf.map(|l| l.issuer.as_str()));
-    if let Some(l) = client_leaf {
-        write_x509(&mut client, l);
-    }
+    write_leaf(&mut client, Side::Client, &c.client_chain);
     client.end();
     let mut server = tls.obj("server");
-    leaf_hash(&mut server, &c.server_chain);
-    if let Some(l) = leaf(&c.server_chain) {
-        server.str("subject", &l.subject);
-        server.str("issuer", &l.issuer);
-        server.str("not_before", &l.not_before);
-        server.str("not_after", &l.not_after);
-        write_x509(&mut server, l);
-    }
+    write_leaf(&mut server, Side::Server, &c.server_chain);
     server.end();
     tls.end();
 
@@ -470,13 +494,9 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, supported_ciphers: Option<&Ra
     // Certificate verdicts at handshake time, per side that presented a parseable leaf, and the
     // codes of what is wrong (an expired server leaf makes an established handshake unhealthy).
     let mut certs = tw.obj("certificates");
-    for (side, v) in [
-        ("server", &c.certificates.server),
-        ("client", &c.certificates.client),
-    ] {
-        if v.validity.is_some() {
-            let json = serde_json::to_string(v).unwrap_or_else(|_| "null".into());
-            certs.raw(side, json.as_bytes());
+    for side in [Side::Server, Side::Client] {
+        if let Some(json) = rendered.verdicts[side] {
+            certs.raw(side.as_str(), json);
         }
     }
     certs.end();
@@ -510,6 +530,9 @@ const CIPHER_LISTS: usize = 256;
 /// Writes connection records as JSON lines.
 pub struct ConnectionWriter {
     cipher_lists: LruCache<Vec<u16>, Box<RawValue>>,
+    /// Every distinct certificate verdict met so far, rendered (a verdict is a few small enums:
+    /// there are fewer than a hundred).
+    verdicts: Vec<(ChainVerdict, Box<[u8]>)>,
     /// One record, reused.
     buf: Vec<u8>,
 }
@@ -518,6 +541,7 @@ impl Default for ConnectionWriter {
     fn default() -> Self {
         ConnectionWriter {
             cipher_lists: LruCache::new(CIPHER_LISTS),
+            verdicts: Vec::new(),
             buf: Vec::with_capacity(8192),
         }
     }
@@ -533,11 +557,22 @@ impl ConnectionWriter {
     ) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let ciphers = c
-            .client_hello
-            .as_deref()
-            .map(|ch| self.cipher_list(&ch.ciphers));
-        write_record(&mut buf, c, ciphers);
+        // Only the verdicts of sides with a parseable leaf are written.
+        let verdict_at = c
+            .certificates
+            .map(|v| v.validity.is_some().then(|| self.verdict_index(v)));
+        if let Some(ch) = c.client_hello.as_deref() {
+            self.cipher_list(&ch.ciphers);
+        }
+        let rendered = Rendered {
+            supported_ciphers: c.client_hello.as_deref().map(|ch| {
+                self.cipher_lists
+                    .peek(&ch.ciphers)
+                    .map_or(RawValue::NULL, |raw| raw)
+            }),
+            verdicts: verdict_at.map(|at| at.map(|i| &*self.verdicts[i].1)),
+        };
+        write_record(&mut buf, c, &rendered);
         super::add_observer(&mut buf, observer);
         buf.push(b'\n');
         let written = w.write_all(&buf);
@@ -545,21 +580,173 @@ impl ConnectionWriter {
         written
     }
 
-    /// `["TLS_AES_128_GCM_SHA256", …]`, rendered once per distinct list.
-    fn cipher_list(&mut self, ids: &[u16]) -> &RawValue {
-        if !self.cipher_lists.contains_key(ids) {
+    /// Renders `["TLS_AES_128_GCM_SHA256", …]` once per distinct list (and marks it used).
+    fn cipher_list(&mut self, ids: &[u16]) {
+        if self.cipher_lists.get(ids).is_none() {
             let names: Vec<CipherName> = ids.iter().copied().map(CipherName).collect();
             let raw = serde_json::value::to_raw_value(&names)
                 .unwrap_or_else(|_| RawValue::NULL.to_owned());
             self.cipher_lists.insert(ids.to_vec(), raw);
         }
-        self.cipher_lists.get(ids).map_or(RawValue::NULL, |raw| raw)
+    }
+
+    /// Where `v`'s rendering is in `verdicts`, rendered now if it is new.
+    fn verdict_index(&mut self, v: ChainVerdict) -> usize {
+        match self.verdicts.iter().position(|(known, _)| *known == v) {
+            Some(i) => i,
+            None => {
+                let json = serde_json::to_vec(&v).unwrap_or_else(|_| b"null".to_vec());
+                self.verdicts.push((v, json.into()));
+                self.verdicts.len() - 1
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::cert::verdict::{Anchor, ChainOrder, Validity};
+
+    /// A self-signed certificate for `cn`, parsed.
+    fn certificate(cn: &str) -> Presented {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![format!("{cn}.example")]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, cn.to_string());
+        p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2034, 1, 1);
+        crate::cert::parse(p.self_signed(&key).unwrap().der())
+    }
+
+    fn connection(server_chain: Vec<Presented>, client_chain: Vec<Presented>) -> Connection {
+        Connection {
+            start: Timestamp::from_micros(1_700_000_000_000_000),
+            end: Timestamp::from_micros(1_700_000_000_250_000),
+            client: "10.0.0.7:40000".parse().unwrap(),
+            server: "10.0.0.1:10000".parse().unwrap(),
+            service: Arc::from("cloudhub"),
+            vlan: None,
+            client_hello: None,
+            server_hello: None,
+            hello_retry: false,
+            version: None,
+            server_chain,
+            client_chain,
+            client_auth_requested: true,
+            resumed: false,
+            alerts: vec![],
+            outcome: Outcome::Established,
+            evidence: String::new(),
+            ca_key_id: None,
+            client_ca_key_id: None,
+            app_records: Default::default(),
+            gap_bytes: Default::default(),
+            probe: false,
+            evidence_code: "test",
+            certificates: Default::default(),
+        }
+    }
+
+    fn record(w: &mut ConnectionWriter, c: &Connection) -> serde_json::Value {
+        let mut out = Vec::new();
+        w.write(&mut out, c, None).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// A leaf's ECS fields are rendered once per certificate and side: the same certificate as
+    /// the server's leaf carries its validity there, as the client's leaf it does not, and the
+    /// renderings kept from a first record are what a second record gets.
+    #[test]
+    fn leaf_renderings_are_per_side_and_reused() {
+        let cert = certificate("edge-1");
+        let other = certificate("edge-2");
+        let mut w = ConnectionWriter::default();
+        let c = connection(vec![cert.clone()], vec![cert.clone()]);
+        let first = record(&mut w, &c);
+        for _ in 0..2 {
+            let again = record(&mut w, &c);
+            assert_eq!(again, first);
+        }
+        let (client, server) = (&first["tls"]["client"], &first["tls"]["server"]);
+        let info = cert.info().unwrap();
+        for side in [client, server] {
+            assert_eq!(side["subject"], "CN=edge-1");
+            assert_eq!(side["hash"]["sha256"], info.sha256.to_uppercase());
+            assert_eq!(
+                side["x509"]["subject"]["common_name"],
+                serde_json::json!(["edge-1"])
+            );
+            assert_eq!(
+                side["x509"]["alternative_names"],
+                serde_json::json!(["edge-1.example"])
+            );
+        }
+        assert_eq!(server["not_before"], "2024-01-01T00:00:00Z");
+        assert_eq!(server["not_after"], "2034-01-01T00:00:00Z");
+        assert!(client.get("not_before").is_none(), "{client}");
+        // Another certificate on one side changes that side only.
+        let mixed = record(&mut w, &connection(vec![cert], vec![other]));
+        assert_eq!(mixed["tls"]["server"], first["tls"]["server"]);
+        assert_eq!(mixed["tls"]["client"]["subject"], "CN=edge-2");
+        // No chain: no leaf fields, and the object stays well-formed.
+        let bare = record(&mut w, &connection(vec![], vec![]));
+        assert_eq!(bare["tls"]["client"], serde_json::json!({}));
+        assert_eq!(bare["tls"]["server"], serde_json::json!({}));
+    }
+
+    /// Verdicts are rendered once per distinct value; each side gets its own, and a side
+    /// without a parseable leaf (no validity) gets none.
+    #[test]
+    fn verdict_renderings_follow_each_sides_value() {
+        let mut w = ConnectionWriter::default();
+        let verdict = |validity, order, anchor| ChainVerdict {
+            validity: Some(validity),
+            order: Some(order),
+            anchor,
+        };
+        let cases = [
+            (
+                verdict(Validity::Valid, ChainOrder::Ordered, None),
+                verdict(
+                    Validity::Expired,
+                    ChainOrder::Unlinked,
+                    Some(Anchor::BadSignature),
+                ),
+            ),
+            (
+                verdict(
+                    Validity::Expired,
+                    ChainOrder::Unlinked,
+                    Some(Anchor::BadSignature),
+                ),
+                verdict(Validity::Valid, ChainOrder::Ordered, None),
+            ),
+            (
+                verdict(
+                    Validity::NotYetValid,
+                    ChainOrder::Misordered,
+                    Some(Anchor::Verified),
+                ),
+                ChainVerdict::default(),
+            ),
+        ];
+        for (server, client) in cases {
+            let mut c = connection(vec![], vec![]);
+            c.certificates = PerSide::new(client, server);
+            let r = record(&mut w, &c);
+            let certs = &r["trustwatch"]["certificates"];
+            assert_eq!(certs["server"], serde_json::to_value(server).unwrap());
+            if client.validity.is_some() {
+                assert_eq!(certs["client"], serde_json::to_value(client).unwrap());
+            } else {
+                assert!(certs.get("client").is_none(), "{certs}");
+            }
+        }
+        assert_eq!(w.verdicts.len(), 3, "one rendering per distinct verdict");
+    }
 
     fn naive(s: &[u8]) -> bool {
         s.iter()

@@ -911,3 +911,194 @@ fn an_alert_record_is_plaintext_only_when_it_is_whole_alerts() {
         ]
     );
 }
+
+/// Every handshake type the stream knows is reported as its event; the types with nothing to
+/// report pass silently; any other type is malformed.
+#[test]
+fn each_handshake_type_gives_its_event() {
+    let reported = [
+        (4, "NewSessionTicket"),
+        (8, "EncryptedExtensions"),
+        (12, "ServerKeyExchange"),
+        (13, "CertificateRequest"),
+        (14, "ServerHelloDone"),
+        (15, "CertificateVerify"),
+        (16, "ClientKeyExchange"),
+        (20, "Finished"),
+        (22, "CertificateStatus"),
+    ];
+    for (ty, name) in reported {
+        let (ev, stats) = run(&record(22, &handshake(ty, &[7; 4])), usize::MAX);
+        assert_eq!(ev[1..], [Ev::Other(name.into())], "type {ty}");
+        assert_eq!(stats.malformed_handshakes, 0, "type {ty}");
+    }
+    for ty in [0, 5, 21, 23, 24, 25, 67, 254] {
+        let (ev, stats) = run(&record(22, &handshake(ty, &[7; 4])), usize::MAX);
+        assert_eq!(ev.len(), 1, "type {ty}: only the record, {ev:?}");
+        assert_eq!(stats.malformed_handshakes, 0, "type {ty}");
+    }
+    for ty in [3, 7, 9, 10, 17, 26, 66, 255] {
+        let (ev, stats) = run(&record(22, &handshake(ty, &[7; 4])), usize::MAX);
+        assert_eq!(ev[1..], [Ev::Other("Malformed".into())], "type {ty}");
+        assert_eq!(stats.malformed_handshakes, 1, "type {ty}");
+    }
+}
+
+/// A message of exactly the handshake bound is read; one byte longer is skipped and counted, and
+/// the skip ends exactly where that message ends — whether it is whole in the record or cut by
+/// the record's end, and whatever came before it.
+#[test]
+fn the_handshake_bound_is_inclusive_and_a_skip_ends_with_its_message() {
+    let events = |stream: &[u8]| {
+        let mut stats = Stats::default();
+        let mut s = RecordStream::new(64 * 1024).with_max_handshake(100);
+        let ev: Vec<Ev> = feed_all(&mut s, stream, usize::MAX, &mut stats)
+            .into_iter()
+            .filter(|e| !matches!(e, Ev::Record(..)))
+            .collect();
+        (ev, stats.malformed_handshakes)
+    };
+    let done = || Ev::Other("ServerHelloDone".into());
+    let fin = || Ev::Other("Finished".into());
+    let bad = || Ev::Other("Malformed".into());
+    assert_eq!(
+        events(&record(22, &handshake(20, &[1; 100]))),
+        (vec![fin()], 0)
+    );
+    assert_eq!(
+        events(&record(22, &handshake(20, &[1; 101]))),
+        (vec![bad()], 1)
+    );
+    // Whole, between two messages of the same record.
+    let mut msgs = handshake(14, &[]);
+    msgs.extend(handshake(20, &[1; 101]));
+    msgs.extend(handshake(14, &[]));
+    assert_eq!(events(&record(22, &msgs)), (vec![done(), bad(), done()], 1));
+    // Cut after 50 of its 101 body bytes; the rest, then a message, in the next record.
+    let cut = 4 + 4 + 50;
+    let mut stream = record(22, &msgs[..cut]);
+    stream.extend(record(22, &msgs[cut..]));
+    assert_eq!(events(&stream), (vec![done(), bad(), done()], 1));
+}
+
+/// A TLS 1.3 ServerHello (not only a HelloRetryRequest) switches the stream to TLS 1.3: the
+/// compatibility ChangeCipherSpec after it does not make the next records encrypted.
+#[test]
+fn a_tls13_server_hello_keeps_the_records_after_the_ccs_plaintext() {
+    let flight = testdata!("sv-ja4-tls-quic.server");
+    let first = 5 + usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+    let mut stream = flight[..first].to_vec();
+    stream.extend(record(20, &[1]));
+    stream.extend(record(21, &[1, 0, 2, 40]));
+    let (ev, _) = run(&stream, usize::MAX);
+    let got: Vec<&Ev> = ev
+        .iter()
+        .filter(|e| !matches!(e, Ev::Record(..) | Ev::ServerHello(_)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            &Ev::Other("ChangeCipherSpec".into()),
+            &Ev::Alert(1, 0),
+            &Ev::Alert(2, 40)
+        ]
+    );
+}
+
+/// The TLS 1.3 Certificate layout with a request context and per-certificate extensions (as in
+/// post-handshake authentication): both are skipped by their own lengths.
+#[test]
+fn a_tls13_certificate_skips_its_context_and_extensions() {
+    let certs = vec![b"leaf-der".to_vec(), b"ca-der".to_vec()];
+    let mut list = Vec::new();
+    for (i, c) in certs.iter().enumerate() {
+        list.extend(u24(c.len()));
+        list.extend(c);
+        // 5 and 0 bytes of extensions: the length's two bytes differ in the first.
+        let ext: &[u8] = if i == 0 { &[0, 5, 0, 1, 0] } else { &[] };
+        list.extend((ext.len() as u16).to_be_bytes());
+        list.extend(ext);
+    }
+    let mut body = vec![3, 0xaa, 0xbb, 0xcc]; // a 3-byte request context
+    body.extend(u24(list.len()));
+    body.extend(list);
+    let stream = record(22, &handshake(11, &body));
+    let mut s = RecordStream::new(64 * 1024);
+    s.set_tls13(true);
+    let mut stats = Stats::default();
+    let ev = feed_all(&mut s, &stream, usize::MAX, &mut stats);
+    assert_eq!(ev[1..], [Ev::Certificate(certs, true)]);
+    assert_eq!(stats.malformed_handshakes, 0);
+}
+
+/// An SSLv2 CLIENT-HELLO needs the length's high bit, message type 1, version 0.2 or 3.0–3.4 and
+/// a length of at least 9; when its first 11 bytes are there, lengths that add up.
+#[test]
+fn an_sslv2_client_hello_needs_its_header_rules() {
+    // (high byte flag, type, major, minor, length) → recognised
+    let hello = |flag: u8, ty: u8, major: u8, minor: u8, len: usize| {
+        let mut b = vec![flag | (len >> 8) as u8, len as u8, ty, major, minor];
+        b.extend(3u16.to_be_bytes()); // one cipher spec
+        b.extend(0u16.to_be_bytes());
+        b.extend(16u16.to_be_bytes());
+        b
+    };
+    let ok = 9 + 3 + 16;
+    let cases = [
+        ("SSL 2.0", hello(0x80, 1, 0, 2, ok), true),
+        ("SSL 3.0", hello(0x80, 1, 3, 0, ok), true),
+        ("TLS 1.3", hello(0x80, 1, 3, 4, ok), true),
+        ("version 0.3", hello(0x80, 1, 0, 3, ok), false),
+        ("version 1.2", hello(0x80, 1, 1, 2, ok), false),
+        ("version 2.0", hello(0x80, 1, 2, 0, ok), false),
+        ("version 3.5", hello(0x80, 1, 3, 5, ok), false),
+        ("version 4.0", hello(0x80, 1, 4, 0, ok), false),
+        ("no high bit", hello(0x00, 1, 3, 1, ok), false),
+        ("type 2", hello(0x80, 2, 3, 1, ok), false),
+        (
+            "lengths that do not add up",
+            hello(0x80, 1, 3, 1, ok + 1),
+            false,
+        ),
+    ];
+    for (what, bytes, want) in &cases {
+        assert_eq!(
+            sslv2_client_hello_len(bytes).is_some(),
+            *want,
+            "{what}: {bytes:?}"
+        );
+    }
+    // Cipher specs: at least one, whole 3-byte specs; a 16–32 byte challenge; lengths that add
+    // up to the record's.
+    let lengths = |specs: usize, sid: usize, challenge: usize| {
+        let len = 9 + specs + sid + challenge;
+        let mut b = vec![0x80 | (len >> 8) as u8, len as u8, 1, 3, 1];
+        for l in [specs, sid, challenge] {
+            b.extend((l as u16).to_be_bytes());
+        }
+        b
+    };
+    let cases = [
+        ("one spec, 16-byte challenge", lengths(3, 0, 16), true),
+        (
+            "two specs, session id, 32-byte challenge",
+            lengths(6, 16, 32),
+            true,
+        ),
+        ("no cipher spec", lengths(0, 0, 16), false),
+        ("a partial spec", lengths(4, 0, 16), false),
+        ("15-byte challenge", lengths(3, 0, 15), false),
+        ("33-byte challenge", lengths(3, 0, 33), false),
+    ];
+    for (what, bytes, want) in &cases {
+        assert_eq!(
+            sslv2_client_hello_len(bytes).is_some(),
+            *want,
+            "{what}: {bytes:?}"
+        );
+    }
+    // With only the first five bytes, the length alone: at least 9.
+    let short = |len: usize| [0x80, len as u8, 1, 3, 1];
+    assert_eq!(sslv2_client_hello_len(&short(9)), Some(11));
+    assert_eq!(sslv2_client_hello_len(&short(8)), None);
+}
