@@ -117,7 +117,8 @@ impl Judge {
         let Some(leaf) = chain.first().and_then(Presented::info) else {
             return ChainVerdict::default();
         };
-        let infos: Vec<&CertInfo> = chain.iter().filter_map(Presented::info).collect();
+        let mut infos: Vec<&CertInfo> = Vec::with_capacity(chain.len());
+        infos.extend(chain.iter().filter_map(Presented::info));
         let path = issuer_path(&infos);
         ChainVerdict {
             validity: Some(validity(leaf, at)),
@@ -169,7 +170,8 @@ fn issued_by(child: &CertInfo, parent: &CertInfo) -> bool {
 
 /// Indexes into `infos` from the leaf up its issuers (each certificate once).
 fn issuer_path(infos: &[&CertInfo]) -> Vec<usize> {
-    let mut path = vec![0];
+    let mut path = Vec::with_capacity(infos.len());
+    path.push(0);
     let mut at = 0;
     while !infos[at].self_signed {
         let Some(next) =

@@ -81,6 +81,7 @@ const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
 
 /// Splits an extension block into `(type, data, whole extension bytes)`; stops at the first
 /// extension whose length overruns the block.
+#[derive(Clone)]
 struct RawExtensions<'a>(&'a [u8]);
 
 impl<'a> Iterator for RawExtensions<'a> {
@@ -107,21 +108,27 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The values that are not GREASE, in a vector sized once (`filter` hides the length from
+/// `collect`, which would grow it step by step: this runs for every list of every hello).
+fn without_grease(values: impl IntoIterator<Item = u16, IntoIter: ExactSizeIterator>) -> Vec<u16> {
+    let values = values.into_iter();
+    let mut out = Vec::with_capacity(values.len());
+    out.extend(values.filter(|&v| !is_grease(v)));
+    out
+}
+
 /// Parses a ClientHello handshake body (fingerprints are left empty).
 pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
     let (_, ch) = tls_parser::parse_tls_handshake_client_hello(body).ok()?;
     let mut out = ClientHello {
         legacy_version: Version(ch.version.0),
         session_id: ch.session_id.unwrap_or_default().to_vec(),
-        ciphers: ch
-            .ciphers
-            .iter()
-            .map(|c| c.0)
-            .filter(|&c| !is_grease(c))
-            .collect(),
+        ciphers: without_grease(ch.ciphers.iter().map(|c| c.0)),
         ..ClientHello::default()
     };
-    for (ty, data, raw) in RawExtensions(ch.ext.unwrap_or_default()) {
+    let extensions = RawExtensions(ch.ext.unwrap_or_default());
+    out.extensions.reserve_exact(extensions.clone().count());
+    for (ty, data, raw) in extensions {
         if is_grease(ty) {
             continue;
         }
@@ -143,16 +150,11 @@ pub fn parse_client_hello(body: &[u8]) -> Option<ClientHello> {
                         out.sni = names.iter().find(|(t, _)| t.0 == 0).map(|(_, n)| lossy(n));
                     }
                     TlsExtension::EllipticCurves(groups) => {
-                        out.groups = groups
-                            .iter()
-                            .map(|g| g.0)
-                            .filter(|&g| !is_grease(g))
-                            .collect();
+                        out.groups = without_grease(groups.iter().map(|g| g.0));
                     }
                     TlsExtension::EcPointFormats(pf) => out.ec_point_formats = pf.to_vec(),
                     TlsExtension::SignatureAlgorithms(algs) => {
-                        out.signature_algorithms =
-                            algs.into_iter().filter(|&a| !is_grease(a)).collect();
+                        out.signature_algorithms = without_grease(algs);
                     }
                     TlsExtension::ALPN(protos) => {
                         out.first_alpn = protos.first().map(|p| p.to_vec());

@@ -613,6 +613,24 @@ fn each_fact_is_taken_from_its_own_direction() {
 }
 
 #[test]
+fn a_server_hello_only_the_client_sent_negotiates_nothing() {
+    // A client echoing a ServerHello (a reflector, a confused peer) does not choose a version.
+    let mut t = T::new();
+    t.data(C, 1, &client_hello(&[2; 32])).data(
+        C,
+        2,
+        &record(22, &server_hello_msg(true, &[], true)),
+    );
+    let c = t
+        .tracker
+        .finish(CloseReason::CaptureEnd, Timestamp(3))
+        .unwrap();
+    assert_eq!(c.version, None);
+    assert!(c.server_hello.is_none());
+    assert!(!c.resumed);
+}
+
+#[test]
 fn a_decision_is_made_once() {
     // TLS 1.3: the server's alert-sized record and its close decide; the client's close that
     // follows does not decide (nor infer an alert) again.

@@ -627,6 +627,12 @@ fn start_detection() {
     assert!(looks_like_tls_start(&record(22, &[1, 0, 0, 0])));
     assert!(looks_like_client_hello(&record(22, &[1, 0, 0, 0])));
     assert!(!looks_like_client_hello(&record(22, &[2, 0, 0, 0])));
+    // Long enough to be an SSLv2 CLIENT-HELLO, but it is not one: a ServerHello, an HTTP request.
+    assert!(!looks_like_client_hello(&record(
+        22,
+        &[2, 0, 0, 8, 3, 3, 0, 0, 0, 0, 0, 0]
+    )));
+    assert!(!looks_like_client_hello(b"GET / HTTP/1.1\r\n"));
     assert!(looks_like_tls_start(&record(23, &[0; 10])));
     assert!(!looks_like_tls_start(&record(24, &[0; 10])));
     assert!(!looks_like_tls_start(&record(22, &[])));
