@@ -63,30 +63,10 @@ fn conn(t: f64, client: SocketAddr, server: &str, how: How, ca: Option<&str>) ->
         How::Encrypted(from) => (Outcome::Failed, vec![Alert::Encrypted { from, ts: at }]),
     };
     Connection {
-        start: ts(t - 0.01),
-        end: at,
-        client,
-        server: addr(server),
-        service: Arc::from("cloudhub"),
-        vlan: None,
-        client_hello: None,
-        server_hello: None,
-        hello_retry: false,
-        version: None,
-        server_chain: vec![],
-        client_chain: vec![],
-        client_auth_requested: true,
-        resumed: false,
         alerts,
         outcome,
-        evidence: String::new(),
         ca_key_id: ca.map(|k| KeyId::parse(k).expect("hex key id")),
-        client_ca_key_id: None,
-        app_records: Default::default(),
-        gap_bytes: Default::default(),
-        probe: false,
-        evidence_code: "test",
-        certificates: Default::default(),
+        ..Connection::test_record(client, addr(server), ts(t - 0.01), at)
     }
 }
 

@@ -109,6 +109,45 @@ pub struct Connection {
     pub certificates: PerSide<ChainVerdict>,
 }
 
+#[cfg(test)]
+impl Connection {
+    /// A mutual-TLS `cloudhub` connection from `client` to `server` between `start` and `end`,
+    /// established, with nothing else known: tests set what they are about with `..`.
+    pub(crate) fn test_record(
+        client: SocketAddr,
+        server: SocketAddr,
+        start: Timestamp,
+        end: Timestamp,
+    ) -> Connection {
+        Connection {
+            start,
+            end,
+            client,
+            server,
+            service: Arc::from("cloudhub"),
+            vlan: None,
+            client_hello: None,
+            server_hello: None,
+            hello_retry: false,
+            version: None,
+            server_chain: vec![],
+            client_chain: vec![],
+            client_auth_requested: true,
+            resumed: false,
+            alerts: vec![],
+            outcome: Outcome::Established,
+            evidence: String::new(),
+            evidence_code: "test",
+            ca_key_id: None,
+            client_ca_key_id: None,
+            app_records: Default::default(),
+            gap_bytes: Default::default(),
+            probe: false,
+            certificates: Default::default(),
+        }
+    }
+}
+
 impl Connection {
     /// Machine-readable codes of what is wrong with the presented certificates (server first).
     pub fn certificate_problems(&self) -> Vec<String> {

@@ -5,7 +5,6 @@
 //! `e2`, … (`192.168.1.n`), CA keys `X`, `Y`, `Z`, `W`, `V`, `U`, times in seconds.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use super::super::*;
@@ -97,30 +96,11 @@ pub fn conn(
     ca: &str,
 ) -> Connection {
     Connection {
-        start: ts(t - 0.01),
-        end: ts(t),
-        client,
-        server: addr(server),
-        service: Arc::from("cloudhub"),
-        vlan: None,
-        client_hello: None,
-        server_hello: None,
-        hello_retry: false,
-        version: None,
-        server_chain: vec![],
-        client_chain: vec![],
-        client_auth_requested: true,
-        resumed: false,
         alerts,
         outcome,
-        evidence: String::new(),
         evidence_code: "",
-        certificates: Default::default(),
         ca_key_id: key(ca),
-        client_ca_key_id: None,
-        app_records: Default::default(),
-        gap_bytes: Default::default(),
-        probe: false,
+        ..Connection::test_record(client, addr(server), ts(t - 0.01), ts(t))
     }
 }
 

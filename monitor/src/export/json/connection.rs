@@ -605,7 +605,6 @@ impl ConnectionWriter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::cert::verdict::{Anchor, ChainOrder, Validity};
@@ -623,30 +622,14 @@ mod tests {
 
     fn connection(server_chain: Vec<Presented>, client_chain: Vec<Presented>) -> Connection {
         Connection {
-            start: Timestamp::from_micros(1_700_000_000_000_000),
-            end: Timestamp::from_micros(1_700_000_000_250_000),
-            client: "10.0.0.7:40000".parse().unwrap(),
-            server: "10.0.0.1:10000".parse().unwrap(),
-            service: Arc::from("cloudhub"),
-            vlan: None,
-            client_hello: None,
-            server_hello: None,
-            hello_retry: false,
-            version: None,
             server_chain,
             client_chain,
-            client_auth_requested: true,
-            resumed: false,
-            alerts: vec![],
-            outcome: Outcome::Established,
-            evidence: String::new(),
-            ca_key_id: None,
-            client_ca_key_id: None,
-            app_records: Default::default(),
-            gap_bytes: Default::default(),
-            probe: false,
-            evidence_code: "test",
-            certificates: Default::default(),
+            ..Connection::test_record(
+                "10.0.0.7:40000".parse().unwrap(),
+                "10.0.0.1:10000".parse().unwrap(),
+                Timestamp::from_micros(1_700_000_000_000_000),
+                Timestamp::from_micros(1_700_000_000_250_000),
+            )
         }
     }
 
