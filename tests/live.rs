@@ -392,6 +392,20 @@ fn ca_race_collapse_and_recovery_on_lo() -> Result<()> {
         stderr.contains("stopped after") && stderr.contains("18 handshakes"),
         "{stderr}"
     );
+    // Then one line per source: what it handed on and dropped (`demo bench` reads these).
+    let source = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("trustwatch live: capture "))
+        .find(|l| !l.starts_with("backend"))
+        .ok_or_else(|| format!("no per-source line: {stderr}"))?;
+    let (name, counts) = source.split_once(": ").ok_or(source)?;
+    assert!(name.ends_with(":lo"), "{source}");
+    let handed: u64 = counts
+        .split_once(" packets (")
+        .and_then(|(n, _)| n.parse().ok())
+        .ok_or(source)?;
+    assert!(handed > 0, "{source}");
+    assert!(counts.contains(" bytes) handed on; dropped: "), "{source}");
     Ok(())
 }
 

@@ -185,14 +185,19 @@ pub fn run(args: LiveArgs) -> Result<i32, Error> {
         }
     };
     match live::run(live, started)? {
-        Some(t) if !quiet => crate::note!(
-            "trustwatch live: stopped after {:.1}s: {} packets, {} handshakes, {} events, {} packets dropped",
-            t.seconds,
-            t.packets,
-            t.handshakes,
-            t.events,
-            t.dropped
-        ),
+        Some(t) if !quiet => {
+            crate::note!(
+                "trustwatch live: stopped after {:.1}s: {} packets, {} handshakes, {} events, {} packets dropped",
+                t.seconds,
+                t.packets,
+                t.handshakes,
+                t.events,
+                t.dropped
+            );
+            for source in &t.sources {
+                crate::note!("trustwatch live: capture {source}");
+            }
+        }
         Some(_) => {}
         None => crate::note!("trustwatch live: the pipeline did not finish in time; exiting"),
     }

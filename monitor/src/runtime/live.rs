@@ -66,13 +66,16 @@ pub struct Live {
 }
 
 /// Totals when the monitor stops.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Totals {
     pub seconds: f64,
     pub packets: u64,
     pub handshakes: u64,
     pub events: u64,
     pub dropped: u64,
+    /// One line per capture source, `NAME: what it handed on and dropped` (eBPF: and what the
+    /// kernel program saw, copied and left behind).
+    pub sources: Vec<String>,
 }
 
 /// An output file or stdout, for JSON Lines.
@@ -249,6 +252,10 @@ pub fn run(live: Live, started: impl FnOnce(SocketAddr)) -> Result<Option<Totals
                 handshakes: monitor.handshakes(),
                 events: monitor.events(),
                 dropped,
+                sources: views
+                    .iter()
+                    .map(|s| format!("{}: {}", s.name, s.counters.summary()))
+                    .collect(),
             }))
         }
         None => Ok(None),
