@@ -396,14 +396,14 @@ fn render_leaf(side: Side, l: &CertInfo) -> Box<[u8]> {
 }
 
 /// Renderings the writer keeps across records: the record's parts that repeat.
-struct Rendered<'a> {
+struct Kept<'a> {
     /// The client's offered cipher suites.
     supported_ciphers: Option<&'a RawValue>,
     /// Each side's certificate verdict, when it presented a parseable leaf.
     verdicts: PerSide<Option<&'a [u8]>>,
 }
 
-fn write_record(buf: &mut Vec<u8>, c: &Connection, rendered: &Rendered<'_>) {
+fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     let ch = c.client_hello.as_deref();
     let sh = c.server_hello.as_deref();
     let mut r = Obj::new(buf);
@@ -467,7 +467,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, rendered: &Rendered<'_>) {
     client.opt_str("server_name", ch.and_then(|h| h.sni.as_deref()));
     client.opt_str("ja3", ch.map(|h| h.ja3_md5.as_str()));
     client.opt_str("ja4", ch.map(|h| h.ja4.as_str()));
-    if let Some(list) = rendered.supported_ciphers {
+    if let Some(list) = kept.supported_ciphers {
         client.raw("supported_ciphers", list.get().as_bytes());
     }
     write_leaf(&mut client, Side::Client, &c.client_chain);
@@ -495,7 +495,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, rendered: &Rendered<'_>) {
     // codes of what is wrong (an expired server leaf makes an established handshake unhealthy).
     let mut certs = tw.obj("certificates");
     for side in [Side::Server, Side::Client] {
-        if let Some(json) = rendered.verdicts[side] {
+        if let Some(json) = kept.verdicts[side] {
             certs.raw(side.as_str(), json);
         }
     }
@@ -564,7 +564,7 @@ impl ConnectionWriter {
         if let Some(ch) = c.client_hello.as_deref() {
             self.cipher_list(&ch.ciphers);
         }
-        let rendered = Rendered {
+        let kept = Kept {
             supported_ciphers: c.client_hello.as_deref().map(|ch| {
                 self.cipher_lists
                     .peek(&ch.ciphers)
@@ -572,7 +572,7 @@ impl ConnectionWriter {
             }),
             verdicts: verdict_at.map(|at| at.map(|i| &*self.verdicts[i].1)),
         };
-        write_record(&mut buf, c, &rendered);
+        write_record(&mut buf, c, &kept);
         super::add_observer(&mut buf, observer);
         buf.push(b'\n');
         let written = w.write_all(&buf);
@@ -605,7 +605,6 @@ impl ConnectionWriter {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::cert::verdict::{Anchor, ChainOrder, Validity};
 
