@@ -381,3 +381,64 @@ fn corrupt_record_header_midway_is_skipped_with_a_warning() {
     let n = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().count();
     assert_eq!(n(&part), n(&full), "{stderr}");
 }
+
+/// A capture file is read through a memory map; if another process truncates it meanwhile, the
+/// next touch of a vanished page raises SIGBUS. That ends the run like any bad input: one line,
+/// exit 2, no core and no silence.
+#[test]
+fn a_capture_truncated_while_it_is_read_is_one_line_with_exit_2() {
+    use std::io::Read;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::process::Stdio;
+    use std::time::Duration;
+    use trustwatch_testkit::hostile::{self, Pcap};
+
+    let pki = trustwatch_testkit::pki::Pki::new().expect("pki");
+    let ca = pki.kubeedge_ca().expect("CA");
+    let chain = pki.server_leaf(&ca).expect("leaf").chain_der();
+    let chain: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("growing.pcap");
+    let mut p = Pcap::create(&path).expect("pcap");
+    let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10), 10000);
+    // Records from the start (they fill the output pipe, which nobody reads yet, so the analyzer
+    // stops early in the file), some twenty megabytes of them.
+    let t0 = Duration::from_secs(1_700_000_000);
+    hostile::failing_clients(&mut p, server, 20_000, &chain, t0, Duration::from_secs(60))
+        .expect("write");
+    p.finish().expect("finish");
+    let size = std::fs::metadata(&path).expect("size").len();
+    assert!(size > 16 << 20, "{size} bytes");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trustwatch"))
+        .args(["analyze", "--json", "--ports", "10000"])
+        .arg(&path)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    // The first output: the analyzer has mapped the file and is writing records.
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("first record");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("truncate");
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).expect("read the rest");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("shrank while it was being read"),
+        "{stderr}"
+    );
+    // It stopped early: far fewer records than the 20,000 connections.
+    let records = rest.iter().filter(|&&b| b == b'\n').count();
+    assert!(records < 10_000, "{records} records");
+}

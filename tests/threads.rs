@@ -6,7 +6,9 @@
 //! - a generated capture that crosses every place where order is decided: several epochs of
 //!   frames (more than `parallel::EPOCH_FRAMES`), idle sweeps that close flows of every worker
 //!   at once, packet times that go back (each generator writes its own time range), detector
-//!   ticks through a quiet gap, and two collapses the detector must date the same way.
+//!   ticks through a quiet gap, and two collapses the detector must date the same way; once
+//!   more through a packet selection that keeps every frame (`--filter tcp`), the path of owned
+//!   packets rather than frames borrowed from the reader.
 //!
 //! The summary is compared without the certificate cache's hit counts: each worker keeps its own
 //! cache (documented), so they may differ.
@@ -158,6 +160,10 @@ fn a_capture_across_epochs_sweeps_and_a_collapse_gives_the_same_output() {
     assert!(frames > 3 * 16_384, "{frames} frames: several epochs");
 
     let one = assert_same(&path, &["--ports", "10000"], &[2, 3, 4]);
+    // A packet selection takes the other path to the workers (owned packets, selected, rather
+    // than frames borrowed from the reader): one that keeps every frame gives the same again.
+    let selected = assert_same(&path, &["--ports", "10000", "--filter", "tcp"], &[2]);
+    assert_eq!(selected.json, one.json);
     // What the comparison covered.
     let lines: Vec<serde_json::Value> = one
         .json

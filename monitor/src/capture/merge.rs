@@ -15,6 +15,8 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::path::PathBuf;
 
+use bytes::Bytes;
+
 use super::input::Input;
 use super::{Frame, Packet};
 use crate::base::Timestamp;
@@ -247,6 +249,15 @@ impl Merged {
     /// The inputs, in time order.
     pub fn inputs(&self) -> impl Iterator<Item = &Input> {
         self.parts.iter().map(|p| &p.input)
+    }
+
+    /// With a single input that is a mapped file: its bytes (see
+    /// [`FileSource::mapped`](super::file::FileSource::mapped)).
+    pub fn mapped(&mut self, keep_behind: usize) -> Option<Bytes> {
+        match self.parts.as_mut_slice() {
+            [part] => part.input.source.mapped(keep_behind),
+            _ => None,
+        }
     }
 
     /// Number of inputs.

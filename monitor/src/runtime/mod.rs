@@ -238,7 +238,8 @@ impl Monitor {
         if let Some(ticks) = &mut self.ticks {
             ticks.catch_up(pkt.ts, |t| judge.advance(t));
         }
-        self.pipeline.frame(pkt, &mut |c| judge.connection(c));
+        self.pipeline
+            .frame(pkt, &mut |mut c| judge.connection(&mut c));
         if let Some(ticks) = &mut self.ticks
             && ticks.after(pkt.ts)
         {
@@ -250,8 +251,9 @@ impl Monitor {
         }
     }
 
-    /// One connection record (from the pipeline, or injected by a test).
-    pub fn on_connection(&mut self, conn: Connection) {
+    /// One connection record from elsewhere than the monitor's pipeline (a parallel run's
+    /// workers), lent: its certificate verdicts are filled in.
+    pub fn on_connection(&mut self, conn: &mut Connection) {
         let end = conn.end;
         self.judge.connection(conn);
         if self.judge.publish_due {
@@ -272,7 +274,8 @@ impl Monitor {
     /// (live) the sinks publish.
     pub fn tick(&mut self, now: Timestamp) {
         let judge = &mut self.judge;
-        self.pipeline.tick(now, &mut |c| judge.connection(c));
+        self.pipeline
+            .tick(now, &mut |mut c| judge.connection(&mut c));
         self.judge.advance(now);
         if let Some(p) = &mut self.judge.probes {
             p.start_due();
@@ -284,7 +287,7 @@ impl Monitor {
     /// detector ticks once more, and every sink finishes (the summary is printed here).
     pub fn finish(&mut self, now: Timestamp) -> io::Result<()> {
         let judge = &mut self.judge;
-        self.pipeline.finish(&mut |c| judge.connection(c));
+        self.pipeline.finish(&mut |mut c| judge.connection(&mut c));
         self.judge.advance(now);
         self.publish(now);
         let snapshot = self.judge.detector.snapshot();
@@ -375,13 +378,13 @@ impl Judge {
         }
     }
 
-    fn connection(&mut self, mut conn: Connection) {
-        if !self.select.keeps(&conn) {
+    fn connection(&mut self, conn: &mut Connection) {
+        if !self.select.keeps(conn) {
             self.selected_out += 1;
             return;
         }
-        self.judge_certificates(&mut conn);
-        let conn = &conn;
+        self.judge_certificates(conn);
+        let conn = &*conn;
         // A probe's connection may be decided before the next tick: learn its client address
         // first, so the detector excludes it.
         if let Some(p) = &mut self.probes {

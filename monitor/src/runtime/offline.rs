@@ -5,20 +5,20 @@
 //! `--json`), and whether a trust problem was found. Every input is opened before anything is
 //! read, so bad input fails before any output. The inputs are one capture, merged by timestamp
 //! ([`Merged`]) and read at the pipeline's pace: nothing is dropped. A single input without a
-//! packet selection on one thread (the common case) goes frame by frame from the reader's buffer
-//! straight to the monitor (no copy); otherwise owned packets (slices of the reader's buffers) are
-//! merged and selected, and with `--threads` handed to [`Parallel`]. What happens along the way
+//! packet selection (the common case) goes frame by frame from the reader's buffer straight on
+//! (no copy); otherwise owned packets (slices of the reader's buffers) are merged and selected.
+//! Frames go to the monitor, or with `--threads` to [`Parallel`] in front of it. What happens along the way
 //! (a file starts, progress, a file cut short or damaged, notices about the inputs, what a
 //! selection kept) is reported to a [`Progress`] the caller prints.
 
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use super::parallel::Parallel;
+use super::parallel::{self, Parallel};
 use super::sinks::{JsonSink, ReportSink, SummarySink, SummaryTo};
 use super::{Clock, Monitor, OFFLINE_TICK_US};
 use crate::base::human;
-use crate::capture::Packet;
+use crate::capture::Frame;
 use crate::capture::file::{Damage, FileSource, Unsupported};
 use crate::capture::input;
 use crate::capture::merge::Merged;
@@ -168,46 +168,45 @@ impl std::fmt::Display for Selected {
 /// Packets between progress updates.
 const PROGRESS_EVERY: u64 = 8192;
 
-/// Where owned packets go: the monitor itself, or a parallel run in front of it.
+/// Where frames go: the monitor itself, or a parallel run in front of it.
 trait Feed {
-    fn packet(&mut self, pkt: Packet);
+    fn frame(&mut self, frame: Frame<'_>);
     /// Output failed (e.g. a closed pipe): reading on would produce nothing.
     fn failed(&self) -> bool;
 }
 
 impl Feed for Monitor {
-    fn packet(&mut self, pkt: Packet) {
-        self.on_packet(&pkt);
+    fn frame(&mut self, frame: Frame<'_>) {
+        self.on_frame(frame);
     }
     fn failed(&self) -> bool {
         self.has_failed()
     }
 }
 
-/// Packets go to the workers as they are: they share the reader's buffers, nothing is copied.
 impl Feed for Parallel<'_> {
-    fn packet(&mut self, pkt: Packet) {
-        self.on_packet(pkt);
+    fn frame(&mut self, frame: Frame<'_>) {
+        self.on_frame(frame);
     }
     fn failed(&self) -> bool {
         self.has_failed()
     }
 }
 
-/// The fast path (one input, every packet, one thread): frames borrowed from the reader's buffer
-/// go straight to the monitor. Returns the packets analyzed and read (the same here).
+/// The fast path (one input, every packet): frames borrowed from the reader's buffer go straight
+/// on. Returns the packets analyzed and read (the same here).
 fn feed_frames(
     merged: &mut Merged,
-    monitor: &mut Monitor,
+    feed: &mut impl Feed,
     progress: &mut dyn Progress,
 ) -> Result<(u64, u64), Error> {
     let mut n = 0u64;
     while let Some(frame) = merged.next_frame()? {
-        monitor.on_frame(frame);
+        feed.frame(frame);
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
             progress.position(merged.position());
-            if monitor.has_failed() {
+            if feed.failed() {
                 break;
             }
         }
@@ -230,7 +229,7 @@ fn feed_packets(
         if !select.keeps(&pkt)? {
             continue;
         }
-        feed.packet(pkt);
+        feed.frame(pkt.frame());
         n += 1;
         if n.is_multiple_of(PROGRESS_EVERY) {
             progress.position(merged.position());
@@ -278,13 +277,21 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
         many => PathBuf::from(human::count(many.len() as u64, "input", "inputs")),
     };
     progress.file(&label, merged.size());
+    let fast_path = merged.len() == 1 && a.packets.is_all();
     let (n, read) = if a.threads > 1 {
         let mut parallel = Parallel::start(&mut monitor, a.threads, &services, &limits)
             .map_err(|e| Error::Usage(format!("--threads {}: {e}", a.threads)))?;
-        let fed = feed_packets(&mut merged, &mut a.packets, &mut parallel, progress)?;
+        if fast_path && let Some(file) = merged.mapped(parallel::KEEP_MAPPED) {
+            parallel = parallel.with_mapped(file);
+        }
+        let fed = if fast_path {
+            feed_frames(&mut merged, &mut parallel, progress)?
+        } else {
+            feed_packets(&mut merged, &mut a.packets, &mut parallel, progress)?
+        };
         parallel.finish();
         fed
-    } else if merged.len() == 1 && a.packets.is_all() {
+    } else if fast_path {
         feed_frames(&mut merged, &mut monitor, progress)?
     } else {
         feed_packets(&mut merged, &mut a.packets, &mut monitor, progress)?

@@ -7,11 +7,14 @@
 //!
 //! - The reader (the calling thread) numbers every packet and hands it to the worker of its
 //!   connection ([`worker_of`]: both directions go to the same worker; frames that are not TCP
-//!   go to worker 0, which only counts them) — the packet, not a copy: packets share the file
-//!   reader's buffers. From the packet times alone it decides, as one
-//!   pipeline and one monitor would, when idle flows are swept ([`SweepSchedule`]: every worker
-//!   is told, at that frame, with how far times went back so far, [`Disorder`], so every table
-//!   closes exactly the idle flows) and when the detector ticks ([`TickSchedule`]).
+//!   go to worker 0, which only counts them): its bytes are copied into that worker's batch, so
+//!   the reader's buffer is free for the next read at once (measured: packets sharing the
+//!   reader's buffers, one reference count per packet bounced between the cores and fresh
+//!   buffers were allocated and zeroed, which cost more than this copy). From the packet times
+//!   alone it decides, as one pipeline and one monitor would, when idle flows are swept
+//!   ([`SweepSchedule`]: every worker is told, at that frame, with how far times went back so
+//!   far, [`Disorder`], so every table closes exactly the idle flows) and when the detector
+//!   ticks ([`TickSchedule`]).
 //! - Each worker runs its own [`Pipeline`] on its frames and tags every record with where one
 //!   pipeline would have produced it: the frame, then the step — ticks a gap owed before it, the
 //!   frame's own records, the records an idle sweep at that frame closed (ordered by their flows'
@@ -19,8 +22,9 @@
 //! - Packets go in epochs of at most [`EPOCH_FRAMES`] packets or [`EPOCH_BYTES`] bytes, at most
 //!   [`IN_FLIGHT`] epochs at a time: while the workers analyse one, the reader reads the next and
 //!   judges the records of the one before — sorted by tag, the ticks between them — in the
-//!   monitor (detector, certificate verdicts, sinks). Memory stays bounded by the epochs in
-//!   flight (and the read buffers their packets hold), whatever the file size.
+//!   monitor (detector, certificate verdicts, sinks), and hands the judged records back to their
+//!   worker to be freed there (where they were allocated: a free across threads costs both).
+//!   Memory stays bounded by the epochs in flight, whatever the file size.
 //!
 //! The limits are shared out: each worker gets an Nth of `--max-flows`, `--cert-cache` and the
 //! flow and certificate memory budgets, so the whole run stays within them. Records and events
@@ -33,9 +37,11 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
+
 use super::{Monitor, TickSchedule};
 use crate::base::Timestamp;
-use crate::capture::Packet;
+use crate::capture::{Frame, LinkType};
 use crate::config::{Limits, Services};
 use crate::decode;
 use crate::flow::worker_of;
@@ -45,9 +51,13 @@ use crate::pipeline::{Disorder, Pipeline, SweepSchedule};
 /// Most frames in one epoch.
 pub const EPOCH_FRAMES: usize = 16_384;
 /// Most frame bytes in one epoch (all workers together).
-pub const EPOCH_BYTES: usize = 8 << 20;
+pub const EPOCH_BYTES: usize = 4 << 20;
 /// Epochs sent to the workers and not yet judged.
 pub const IN_FLIGHT: usize = 2;
+/// Bytes of a mapped capture the reader keeps mapped behind it: the epochs in flight and the
+/// one being filled, which the workers have yet to read (released sooner, their pages would be
+/// mapped again page by page).
+pub const KEEP_MAPPED: usize = (IN_FLIGHT + 1) * EPOCH_BYTES;
 
 /// Where one pipeline and one monitor would have produced something: (frame number, step,
 /// order within the step). Finishing the capture comes after every frame.
@@ -70,8 +80,16 @@ const END: u64 = u64::MAX;
 
 /// What a worker does, in order.
 enum Step {
-    /// Analyse packet number `index`.
-    Packet { index: u64, packet: Packet },
+    /// Analyse packet number `index`, whose bytes are `len` bytes at `start` in the batch's
+    /// [`Batch::bytes`], or in the mapped file ([`Batch::mapped`]) when `mapped`.
+    Packet {
+        index: u64,
+        ts: Timestamp,
+        linktype: LinkType,
+        mapped: bool,
+        start: usize,
+        len: usize,
+    },
     /// Close the flows idle at `now` (after packet `index`), packet times having gone back by
     /// up to `disorder_us` so far.
     Sweep {
@@ -81,27 +99,51 @@ enum Step {
     },
 }
 
-/// One epoch's work for one worker.
-type Batch = Vec<Step>;
+/// One epoch's work for one worker: its steps and its packets' bytes. A worker returns it
+/// emptied with its records, and the reader fills it again (no allocation once warm).
+#[derive(Default)]
+struct Batch {
+    steps: Vec<Step>,
+    /// Copies of the packets that are not in the mapped file.
+    bytes: Vec<u8>,
+    /// The mapped file, when the capture is one (its packets are not copied).
+    mapped: Option<Bytes>,
+}
 
 enum Work {
-    Epoch(Batch),
+    /// An epoch's batch, and the worker's records of an earlier epoch, judged, to free.
+    Epoch { batch: Batch, spent: Spent },
     /// The capture ended: finalize every open flow.
     Finish,
 }
 
-/// Something to judge, in tag order (a record boxed: the epoch's items are sorted).
+/// Something to judge, in tag order (a record boxed: the epoch's items are sorted), with the
+/// worker a record goes back to.
 enum Item {
     Tick(Timestamp),
-    Record(Box<Connection>),
+    Record {
+        conn: Box<Connection>,
+        worker: usize,
+    },
 }
 
 type Tagged = Vec<(Tag, Item)>;
 
+/// Judged records on their way back to the worker that allocated them, to be freed there. Kept
+/// boxed as they came: unboxed they would be copied out of the worker's heap and freed here.
+type Spent = Vec<Box<Connection>>;
+
+/// A worker's answer to an epoch: its records, and the batch to fill again.
+type Done = (Tagged, Batch);
+
 struct Worker {
     work: SyncSender<Work>,
-    done: Receiver<Tagged>,
+    done: Receiver<Done>,
     thread: JoinHandle<Pipeline>,
+    /// Emptied batches, to fill again.
+    spare: Vec<Batch>,
+    /// Judged records, to go back with the next epoch.
+    spent: Spent,
 }
 
 /// Limits for one of `n` workers: an Nth of every bound that adds up across tables.
@@ -115,25 +157,58 @@ fn share(limits: &Limits, n: usize) -> Limits {
     }
 }
 
-fn work(mut pipeline: Pipeline, work: Receiver<Work>, done: SyncSender<Tagged>) -> Pipeline {
+fn work(
+    mut pipeline: Pipeline,
+    me: usize,
+    work: Receiver<Work>,
+    done: SyncSender<Done>,
+) -> Pipeline {
+    let record = |tag: Tag, c: Connection| {
+        let item = Item::Record {
+            conn: Box::new(c),
+            worker: me,
+        };
+        (tag, item)
+    };
     while let Ok(w) = work.recv() {
         let mut out: Tagged = Vec::new();
-        let batch = match w {
-            Work::Epoch(batch) => batch,
+        let mut batch = match w {
+            Work::Epoch { batch, spent } => {
+                drop(spent);
+                batch
+            }
             Work::Finish => {
-                pipeline.finish_indexed(&mut |last, c| {
-                    out.push(((END, step::SWEEP, last), Item::Record(Box::new(c))));
-                });
-                let _ = done.send(out);
+                pipeline
+                    .finish_indexed(&mut |last, c| out.push(record((END, step::SWEEP, last), c)));
+                let _ = done.send((out, Batch::default()));
                 break;
             }
         };
-        for s in batch {
+        let Batch {
+            steps,
+            bytes,
+            mapped,
+        } = &mut batch;
+        let file = mapped.as_deref().unwrap_or_default();
+        for s in steps.drain(..) {
             match s {
-                Step::Packet { index, packet } => {
+                Step::Packet {
+                    index,
+                    ts,
+                    linktype,
+                    mapped,
+                    start,
+                    len,
+                } => {
+                    let from = if mapped { file } else { &bytes[..] };
+                    let frame = Frame {
+                        ts,
+                        linktype,
+                        data: &from[start..start + len],
+                    };
                     let mut order = 0;
-                    pipeline.frame_at(packet.frame(), index, &mut |c| {
-                        out.push(((index, step::FRAME, order), Item::Record(Box::new(c))));
+                    pipeline.frame_at(frame, index, &mut |c| {
+                        out.push(record((index, step::FRAME, order), c));
                         order += 1;
                     });
                 }
@@ -142,11 +217,13 @@ fn work(mut pipeline: Pipeline, work: Receiver<Work>, done: SyncSender<Tagged>) 
                     now,
                     disorder_us,
                 } => pipeline.tick_indexed(now, disorder_us, &mut |last, c| {
-                    out.push(((index, step::SWEEP, last), Item::Record(Box::new(c))));
+                    out.push(record((index, step::SWEEP, last), c));
                 }),
             }
         }
-        if done.send(out).is_err() {
+        bytes.clear();
+        batch.mapped = None;
+        if done.send((out, batch)).is_err() {
             break;
         }
     }
@@ -169,6 +246,15 @@ pub struct Parallel<'m> {
     sweeps: SweepSchedule,
     disorder: Disorder,
     tick_schedule: TickSchedule,
+    /// The mapped capture file the frames are slices of, if it is one.
+    mapped: Option<Bytes>,
+}
+
+/// Where `data` lies in `file`, if it does.
+fn offset_in(file: &[u8], data: &[u8]) -> Option<usize> {
+    let base = file.as_ptr() as usize;
+    let at = (data.as_ptr() as usize).checked_sub(base)?;
+    (at + data.len() <= file.len()).then_some(at)
 }
 
 impl<'m> Parallel<'m> {
@@ -190,11 +276,13 @@ impl<'m> Parallel<'m> {
                 let pipeline = Pipeline::new(services.clone(), part.clone());
                 let thread = std::thread::Builder::new()
                     .name(format!("analyze-{i}"))
-                    .spawn(move || work(pipeline, work_rx, done_tx))?;
+                    .spawn(move || work(pipeline, i, work_rx, done_tx))?;
                 Ok(Worker {
                     work: work_tx,
                     done: done_rx,
                     thread,
+                    spare: Vec::new(),
+                    spent: Vec::new(),
                 })
             })
             .collect::<std::io::Result<_>>()?;
@@ -204,7 +292,7 @@ impl<'m> Parallel<'m> {
         Ok(Parallel {
             monitor,
             workers,
-            batches: (0..n).map(|_| Batch::new()).collect(),
+            batches: (0..n).map(|_| Batch::default()).collect(),
             ticks: Vec::new(),
             frames: 0,
             bytes: 0,
@@ -213,30 +301,58 @@ impl<'m> Parallel<'m> {
             sweeps: SweepSchedule::default(),
             disorder: Disorder::default(),
             tick_schedule,
+            mapped: None,
         })
     }
 
-    /// One packet of the capture, in capture order.
-    pub fn on_packet(&mut self, packet: Packet) {
+    /// The frames will be slices of `file` (a mapped capture file): the workers read them there
+    /// rather than from copies. Keep [`KEEP_MAPPED`] bytes behind the reader mapped.
+    pub fn with_mapped(mut self, file: Bytes) -> Self {
+        self.mapped = Some(file);
+        self
+    }
+
+    /// One frame of the capture, in capture order.
+    pub fn on_frame(&mut self, frame: Frame<'_>) {
         self.index += 1;
         let index = self.index;
-        let ts = packet.ts;
+        let ts = frame.ts;
         let ticks = &mut self.ticks;
         let mut order = 0;
         self.tick_schedule.catch_up(ts, |t| {
             ticks.push(((index, step::TICK_BEFORE, order), Item::Tick(t)));
             order += 1;
         });
-        let worker = match decode::decode(&packet.frame()) {
+        let worker = match decode::decode(&frame) {
             Ok(seg) => worker_of(&seg, self.workers.len()),
             Err(_) => 0,
         };
-        self.bytes += packet.data.len();
-        self.batches[worker].push(Step::Packet { index, packet });
+        self.bytes += frame.data.len();
+        let batch = &mut self.batches[worker];
+        let (mapped, start) = match self
+            .mapped
+            .as_deref()
+            .and_then(|f| offset_in(f, frame.data))
+        {
+            Some(at) => (true, at),
+            None => {
+                let start = batch.bytes.len();
+                batch.bytes.extend_from_slice(frame.data);
+                (false, start)
+            }
+        };
+        batch.steps.push(Step::Packet {
+            index,
+            ts,
+            linktype: frame.linktype,
+            mapped,
+            start,
+            len: frame.data.len(),
+        });
         self.disorder.see(ts);
         if self.sweeps.due(ts) {
             for b in &mut self.batches {
-                b.push(Step::Sweep {
+                b.steps.push(Step::Sweep {
                     index,
                     now: ts,
                     disorder_us: self.disorder.back_us(),
@@ -261,9 +377,14 @@ impl<'m> Parallel<'m> {
     /// Hands the epoch being filled to the workers; judges the oldest epoch in flight once
     /// [`IN_FLIGHT`] are.
     fn send_epoch(&mut self) {
-        for (w, batch) in self.workers.iter().zip(&mut self.batches) {
-            let batch = std::mem::take(batch);
-            if w.work.send(Work::Epoch(batch)).is_err() {
+        for (w, batch) in self.workers.iter_mut().zip(&mut self.batches) {
+            let next = w.spare.pop().unwrap_or_default();
+            batch.mapped.clone_from(&self.mapped);
+            let work = Work::Epoch {
+                batch: std::mem::replace(batch, next),
+                spent: std::mem::take(&mut w.spent),
+            };
+            if w.work.send(work).is_err() {
                 worker_died();
             }
         }
@@ -281,9 +402,12 @@ impl<'m> Parallel<'m> {
         let Some(mut items) = self.in_flight.pop_front() else {
             return;
         };
-        for w in &self.workers {
+        for w in &mut self.workers {
             match w.done.recv() {
-                Ok(out) => items.extend(out),
+                Ok((out, batch)) => {
+                    items.extend(out);
+                    w.spare.push(batch);
+                }
                 Err(_) => worker_died(),
             }
         }
@@ -295,7 +419,10 @@ impl<'m> Parallel<'m> {
         for (_, item) in items {
             match item {
                 Item::Tick(t) => self.monitor.advance(t),
-                Item::Record(c) => self.monitor.on_connection(*c),
+                Item::Record { mut conn, worker } => {
+                    self.monitor.on_connection(&mut conn);
+                    self.workers[worker].spent.push(conn);
+                }
             }
         }
     }
@@ -318,7 +445,7 @@ impl<'m> Parallel<'m> {
         }
         for w in &self.workers {
             match w.done.recv() {
-                Ok(out) => items.extend(out),
+                Ok((out, _)) => items.extend(out),
                 Err(_) => worker_died(),
             }
         }

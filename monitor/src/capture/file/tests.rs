@@ -581,3 +581,124 @@ fn nanosecond_pcap_keeps_microseconds() {
     assert!(src.next_packet().unwrap().is_none());
     assert!(!src.truncated());
 }
+
+/// What a reader gave: every packet (time, bytes), whether it ended at a cut, and the damage.
+type Reading = (Vec<(Timestamp, Vec<u8>)>, bool, Vec<Damage>);
+
+fn reading(mut src: FileSource) -> Reading {
+    let packets = all_packets(&mut src)
+        .into_iter()
+        .map(|p| (p.ts, p.data.to_vec()))
+        .collect();
+    (packets, src.truncated(), src.damage().to_vec())
+}
+
+#[test]
+fn a_mapped_file_reads_as_the_same_bytes_streamed() {
+    // A regular file is mapped; the same bytes from a reader (a pipe, a decompressor) are not.
+    let orig = Path::new(PCAPS).join("zeek-tls1.2.pcap");
+    let bytes = std::fs::read(&orig).unwrap();
+    assert!(FileSource::open(&orig).unwrap().mapped(0).is_some());
+    let streamed = |data: &[u8]| {
+        let reader = Trickle {
+            data: data.to_vec(),
+            at: 0,
+            step: 1 << 20,
+        };
+        FileSource::from_reader(&orig, Box::new(reader), 0).unwrap()
+    };
+    assert!(streamed(&bytes).mapped(0).is_none());
+    // Whole, cut short in its last record, and with a corrupt record header midway: the same
+    // packets, the same cut, the same damage.
+    let offsets = record_offsets(&bytes);
+    let k = offsets.len() / 2;
+    let mut corrupt = bytes.clone();
+    corrupt[offsets[k] + 8..offsets[k] + 12].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let cut = &bytes[..offsets[k] + 20];
+    // A damaged stretch longer than the window a mapped reader looks at: 5 MiB of 0xFF
+    // between two records (the scan for where records frame again crosses windows).
+    let mut long = bytes[..offsets[k]].to_vec();
+    long.extend(std::iter::repeat_n(0xFFu8, 5 << 20));
+    long.extend_from_slice(&bytes[offsets[k]..]);
+    assert!(5 << 20 > 2 * mapped::WINDOW);
+    for (name, data) in [
+        ("whole", &bytes[..]),
+        ("cut", cut),
+        ("corrupt", &corrupt),
+        ("long-damage", &long),
+    ] {
+        let mapped = reading(FileSource::open(write(&format!("{name}.pcap"), data)).unwrap());
+        let read = reading(streamed(data));
+        assert_eq!(mapped, read, "{name}");
+        assert!(mapped.0.len() >= k, "{name}: {} packets", mapped.0.len());
+    }
+    // Every packet of the long-damage file: the 5 MiB are skipped in one stretch.
+    let (packets, truncated, damage) =
+        reading(FileSource::open(write("long-damage.pcap", &long)).unwrap());
+    assert_eq!(packets.len(), offsets.len());
+    assert!(!truncated);
+    assert_eq!(
+        damage
+            .iter()
+            .map(|d| (d.offset, d.skipped, d.resumed))
+            .collect::<Vec<_>>(),
+        [(offsets[k] as u64, 5 << 20, true)]
+    );
+}
+
+#[test]
+fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
+    // 40 MiB of 60 KB records, each filled with its own number: far more than the window.
+    let records: Vec<Vec<u8>> = (0..700u32).map(|i| vec![(i % 251) as u8; 60_000]).collect();
+    let list: Vec<(u32, u32, &[u8])> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u32, 0, &r[..]))
+        .collect();
+    let mut file = pcap_file(false, false, 101, &list);
+    file[16..20].copy_from_slice(&262_144u32.to_le_bytes());
+    let path = write("mapped-long.pcap", &file);
+    let mut src = FileSource::open(&path).unwrap();
+    let first = src.next_packet().unwrap().unwrap();
+    let at = first.data.as_ptr() as usize;
+    let mut n = 1;
+    let mut peak = 0;
+    while let Some(p) = src.next_packet().unwrap() {
+        assert!(p.data.iter().all(|&b| b == (n % 251) as u8), "record {n}");
+        n += 1;
+        peak = peak.max(resident_kib_of_map(at));
+    }
+    assert_eq!(n, 700);
+    // The reader touched 40 MiB of the map; what stayed resident is a few windows.
+    let window_kib = (mapped::WINDOW / 1024) as u64;
+    assert!(
+        peak > 0 && peak <= 4 * window_kib,
+        "{peak} KiB of the map resident"
+    );
+    // The first packet's pages were released long ago: touching them maps the same bytes again.
+    assert!(first.data.iter().all(|&b| b == 0));
+}
+
+/// Resident memory of the map holding address `at` (its `Rss` in `/proc/self/smaps`), KiB.
+fn resident_kib_of_map(at: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                ))
+            });
+        if let Some((from, to)) = range.filter(|_| !line.starts_with(char::is_uppercase)) {
+            inside = (from..to).contains(&at);
+        } else if inside && let Some(v) = line.strip_prefix("Rss:") {
+            return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no map holds {at:#x}");
+}

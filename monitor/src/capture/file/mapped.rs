@@ -1,0 +1,130 @@
+//! A regular capture file read through a memory map: its frames are slices of the page cache, so
+//! nothing is copied (a `read` into a buffer copies every byte once, which on a bulk capture is
+//! as much work as all the analysis after it).
+//!
+//! Consumes an open regular file; produces its bytes as one [`Bytes`] (packets share it, as they
+//! share a read buffer) of which the reader looks at a window of [`WINDOW`] bytes at a time, moved
+//! on as a read buffer would be refilled. Each move keeps the memory the map costs bounded: the
+//! pages behind the reader are dropped from the map (`MADV_DONTNEED`: they stay in the page cache
+//! and come back on the next touch, so a packet that still holds them stays valid) and the new
+//! window is mapped in one call (`MADV_POPULATE_READ`, where the kernel has it, rather than a page
+//! fault every 64 KiB). Without that, the peak resident size would grow with the file, also while
+//! a damaged stretch is scanned.
+//!
+//! A mapped file that shrinks under the reader (another process truncates it) makes the next
+//! touch of a vanished page raise `SIGBUS`; the handler installed with the first map prints one
+//! line and exits with 2, as for any bad input, rather than dying without a word.
+
+use std::fs::File;
+use std::sync::{Arc, Once};
+
+use bytes::Bytes;
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+
+/// Bytes of the file the reader looks at past where it is (or past what it asked for).
+pub const WINDOW: usize = 2 << 20;
+
+/// The map, shared by the [`Bytes`] the reader frames from and by the [`Pages`] that manage it.
+struct Shared(Arc<Mmap>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The pages of a map the reader has gone past, and those it is about to read.
+pub struct Pages {
+    map: Arc<Mmap>,
+    /// Bytes behind the reader kept mapped (others read them later: a parallel run's workers).
+    pub keep_behind: usize,
+    /// Everything before this offset has been released.
+    released: usize,
+    /// Mapped in one call up to here.
+    populated: usize,
+}
+
+/// Maps `file` (`len` bytes, more than 0). `None` when the kernel refuses (the caller reads the
+/// file instead).
+pub fn map(file: &File, len: u64) -> Option<(Bytes, Pages)> {
+    if len == 0 || usize::try_from(len).is_err() {
+        return None;
+    }
+    // SAFETY: the map is read-only. Another process may change or truncate the file meanwhile:
+    // a change shows through (a capture file is read once, front to back, and every record is
+    // checked as it is framed), and a truncation raises SIGBUS, which `on_sigbus` turns into a
+    // one-line error.
+    let map = unsafe { Mmap::map(file) }.ok()?;
+    install_sigbus_handler();
+    let _ = map.advise(Advice::Sequential);
+    let map = Arc::new(map);
+    let bytes = Bytes::from_owner(Shared(map.clone()));
+    let pages = Pages {
+        map,
+        keep_behind: 0,
+        released: 0,
+        populated: 0,
+    };
+    Some((bytes, pages))
+}
+
+impl Pages {
+    /// The reader is at `at` and will look up to `to`: releases the pages before it (whole pages,
+    /// but the last `keep_behind` bytes) and maps those up to `to` (best effort: kernels before
+    /// 5.14 lack `MADV_POPULATE_READ`, and a page fault maps them instead).
+    pub fn advance(&mut self, at: usize, to: usize) {
+        let page = page_size();
+        let end = at.saturating_sub(self.keep_behind) / page * page;
+        if end > self.released {
+            // SAFETY: DONTNEED on a read-only shared file map only drops the page table entries;
+            // the next touch maps the same file bytes again from the page cache, so no reference
+            // into the map (a packet still held) ever sees other contents.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    UncheckedAdvice::DontNeed,
+                    self.released,
+                    end - self.released,
+                )
+            };
+            self.released = end;
+        }
+        let from = self.populated.max(at / page * page);
+        let to = to.min(self.map.len());
+        if to > from {
+            let _ = self.map.advise_range(Advice::PopulateRead, from, to - from);
+            self.populated = to;
+        }
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
+}
+
+/// The one line a truncated mapped file ends the run with (exit 2: bad input).
+const SIGBUS_MESSAGE: &[u8] =
+    b"trustwatch: a capture file shrank while it was being read (SIGBUS at a vanished page); \
+stopped there\n";
+
+fn install_sigbus_handler() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a plain sigaction with a handler that only calls async-signal-safe functions.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+        }
+    });
+}
+
+extern "C" fn on_sigbus(_: libc::c_int) {
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the message is a static.
+    unsafe {
+        libc::write(2, SIGBUS_MESSAGE.as_ptr().cast(), SIGBUS_MESSAGE.len());
+        libc::_exit(2);
+    }
+}
