@@ -1,7 +1,8 @@
 //! `analyze --threads N` gives what one thread gives: the same connection records and events,
 //! byte for byte and in the same order, and the same summary (issue 12).
 //!
-//! Runs the real binary with `--threads 1` (no worker thread) and with 2, 3 and 4 workers on
+//! Runs the real binary with `--threads 1` (no worker thread) and with 2, 3 and 4 threads (1, 2
+//! and 3 workers behind the reader) on
 //! - the 60 public captures of `../shared/validation` (`--any-port`), and
 //! - a generated capture that crosses every place where order is decided: several epochs of
 //!   frames (more than `parallel::EPOCH_FRAMES`), idle sweeps that close flows of every worker
@@ -162,7 +163,7 @@ fn a_capture_across_epochs_sweeps_and_a_collapse_gives_the_same_output() {
     let one = assert_same(&path, &["--ports", "10000"], &[2, 3, 4]);
     // A packet selection takes the other path to the workers (owned packets, selected, rather
     // than frames borrowed from the reader): one that keeps every frame gives the same again.
-    let selected = assert_same(&path, &["--ports", "10000", "--filter", "tcp"], &[2]);
+    let selected = assert_same(&path, &["--ports", "10000", "--filter", "tcp"], &[2, 3]);
     assert_eq!(selected.json, one.json);
     // What the comparison covered.
     let lines: Vec<serde_json::Value> = one

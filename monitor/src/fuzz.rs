@@ -13,7 +13,8 @@
 //!   bytes, 2 FIN, 3 RST; bit 3 tight limits (first op only).
 //! - [`certs`]: DER certificates `[len: u16 LE][len bytes]`, parsed, cached (a small cache, so
 //!   eviction runs) and taken as a chain.
-//! - [`file_reader`]: a whole pcap or pcapng file.
+//! - [`file_reader`]: a whole pcap or pcapng file, read streamed and as a mapped file is (through
+//!   a window of 1–64 bytes, picked by the first byte): both must give the same.
 //! - [`ebpf_records`]: records of the TC program `[len: u16 LE][cut: u8][len bytes]`, each a
 //!   record header and frame bytes (and padding) as a buffer hands them over; `cut` 255 reads it
 //!   as a ring-buffer record, any other value as a perf sample wrapped after `cut` bytes.
@@ -241,18 +242,57 @@ pub fn file_reader(data: &[u8]) -> u64 {
         Box::new(std::io::Cursor::new(data.to_vec())),
         data.len() as u64,
     );
-    let Ok(mut src) = opened else {
-        return 0;
+    // The same bytes as a mapped file is read, through a window of a few bytes (the first byte
+    // picks it), so that every record and every damaged stretch crosses window moves: what it
+    // reads must be what the streamed reader reads.
+    let window = 1 + usize::from(data.first().copied().unwrap_or(0) % 64);
+    let windowed = FileSource::from_bytes_windowed(
+        std::path::Path::new("fuzz-input"),
+        Bytes::copy_from_slice(data),
+        window,
+    );
+    let (mut src, mut win) = match (opened, windowed) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string(), "window {window}");
+            return 0;
+        }
+        (a, b) => panic!(
+            "streamed {:?}, windowed {:?} (window {window})",
+            a.err(),
+            b.err()
+        ),
     };
     for _ in 0..MAX_FRAMES {
-        match src.next_frame() {
-            Ok(Some(frame)) => {
+        match (src.next_frame(), win.next_frame()) {
+            (Ok(Some(frame)), Ok(Some(other))) => {
+                assert_eq!(
+                    (frame.ts, frame.linktype, frame.data),
+                    (other.ts, other.linktype, other.data),
+                    "window {window}"
+                );
                 let _ = crate::decode::decode(&frame);
             }
-            Ok(None) | Err(_) => break,
+            (Ok(None), Ok(None)) => break,
+            (Err(a), Err(b)) => {
+                assert_eq!(a.to_string(), b.to_string(), "window {window}");
+                break;
+            }
+            (a, b) => panic!(
+                "streamed {:?}, windowed {:?} (window {window})",
+                a.map(|f| f.map(|f| f.data.len()))
+                    .map_err(|e| e.to_string()),
+                b.map(|f| f.map(|f| f.data.len()))
+                    .map_err(|e| e.to_string())
+            ),
         }
     }
-    let _ = (src.truncated(), src.linktype(), src.damage().len());
+    assert_eq!(
+        (src.truncated(), src.damage(), src.damaged_regions()),
+        (win.truncated(), win.damage(), win.damaged_regions()),
+        "window {window}"
+    );
+    let _ = src.linktype();
     src.packets()
 }
 

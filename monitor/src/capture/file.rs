@@ -155,6 +155,15 @@ impl FileSource {
         Self::new(path.as_ref(), input, size, None)
     }
 
+    /// `bytes` read as a mapped file is read, through a window of `window` bytes that moves as
+    /// the reader goes: the fuzz harness checks it against [`FileSource::from_reader`] with
+    /// windows of a few bytes.
+    pub fn from_bytes_windowed(path: &Path, bytes: Bytes, window: usize) -> Result<Self> {
+        let size = bytes.len() as u64;
+        let mapped = (!bytes.is_empty()).then(|| mapped::in_memory(bytes, window));
+        Self::new(path, Box::new(std::io::empty()), size, mapped)
+    }
+
     /// A capture read from `input`, or from a mapped file's bytes (all there from the start).
     fn new(
         path: &Path,
@@ -273,7 +282,7 @@ impl FileSource {
             // Mapped: no bytes move, the window does (its pages behind the reader released,
             // those ahead mapped).
             let len = self.buf.len();
-            self.filled = len.min(want.max(self.at).saturating_add(mapped::WINDOW));
+            self.filled = len.min(want.max(self.at).saturating_add(pages.window));
             self.eof = self.filled == len;
             pages.advance(self.at, self.filled);
             return Ok(());

@@ -129,10 +129,10 @@ pub struct AnalyzeArgs {
     /// .csv (the re-join list: failing clients, first/last failure, CA last succeeded under).
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Analyse the capture's connections on N pipeline threads behind the reading thread
-    /// (1: everything on the reading thread, the fastest on 2 cores). The output is the same for
-    /// every N unless a limit sheds state: each thread gets an Nth of --max-flows, --cert-cache
-    /// and --memory-limit.
+    /// Analyse on N threads: the reading thread (which also judges and writes the records) and
+    /// N−1 pipeline threads behind it that share out the connections (1: everything on the
+    /// reading thread). The output is the same for every N unless a limit sheds state: each
+    /// pipeline thread gets a share of --max-flows, --cert-cache and --memory-limit.
     #[arg(long, value_name = "N", default_value = "1")]
     pub threads: std::num::NonZeroUsize,
     #[command(flatten)]

@@ -1,5 +1,7 @@
 //! Parallel offline analysis (`analyze --threads N`, N ≥ 2): the connections of one capture
-//! shared out over N pipelines, their records put back in the order one pipeline gives them.
+//! shared out over N − 1 pipelines behind the reading thread (N busy threads, one per core: a
+//! worker more than that was measured slower on 2 cores, the three threads taking turns), their
+//! records put back in the order one pipeline gives them.
 //!
 //! Consumes the frames of a capture, in order, on the calling thread; produces what the
 //! [`Monitor`] produces from them single-threaded — the same records and events, in the same
@@ -7,7 +9,7 @@
 //!
 //! - The reader (the calling thread) numbers every packet and hands it to the worker of its
 //!   connection ([`worker_of`]: both directions go to the same worker; frames that are not TCP
-//!   go to worker 0, which only counts them): its bytes are copied into that worker's batch, so
+//!   go to worker 0, which only counts them; with one worker, every frame goes there undecoded): its bytes are copied into that worker's batch, so
 //!   the reader's buffer is free for the next read at once (measured: packets sharing the
 //!   reader's buffers, one reference count per packet bounced between the cores and fresh
 //!   buffers were allocated and zeroed, which cost more than this copy). From the packet times
@@ -26,10 +28,10 @@
 //!   worker to be freed there (where they were allocated: a free across threads costs both).
 //!   Memory stays bounded by the epochs in flight, whatever the file size.
 //!
-//! The limits are shared out: each worker gets an Nth of `--max-flows`, `--cert-cache` and the
-//! flow and certificate memory budgets, so the whole run stays within them. Records and events
-//! are identical to a single-threaded run's unless a limit sheds or evicts state (one full
-//! table evicts other flows than N tables with an Nth each: the counters say when it happened).
+//! The limits are shared out: each of the W workers gets a Wth of `--max-flows`, `--cert-cache`
+//! and the flow and certificate memory budgets, so the whole run stays within them. Records and
+//! events are identical to a single-threaded run's unless a limit sheds or evicts state (one full
+//! table evicts other flows than W tables with a Wth each: the counters say when it happened).
 //! Counters are the sums of the workers' (the certificate cache's hits and parsed certificates,
 //! per worker cache, can be higher).
 
@@ -146,7 +148,7 @@ struct Worker {
     spent: Spent,
 }
 
-/// Limits for one of `n` workers: an Nth of every bound that adds up across tables.
+/// Limits for one of `n` workers: an `n`th of every bound that adds up across tables.
 fn share(limits: &Limits, n: usize) -> Limits {
     Limits {
         max_flows: (limits.max_flows / n).max(1),
@@ -258,16 +260,17 @@ fn offset_in(file: &[u8], data: &[u8]) -> Option<usize> {
 }
 
 impl<'m> Parallel<'m> {
-    /// Starts `n` workers (at least 2) with pipelines over `services` and a share of `limits`.
+    /// Starts `threads − 1` workers (at least 1) with pipelines over `services` and a share of
+    /// `limits`; the calling thread is the reader.
     /// The monitor must be offline ([`Clock::PacketTime`](super::Clock::PacketTime)) and must
     /// not have seen a packet.
     pub fn start(
         monitor: &'m mut Monitor,
-        n: usize,
+        threads: usize,
         services: &Services,
         limits: &Limits,
     ) -> std::io::Result<Self> {
-        let n = n.max(2);
+        let n = threads.saturating_sub(1).max(1);
         let part = share(limits, n);
         let workers = (0..n)
             .map(|i| {
@@ -323,9 +326,9 @@ impl<'m> Parallel<'m> {
             ticks.push(((index, step::TICK_BEFORE, order), Item::Tick(t)));
             order += 1;
         });
-        let worker = match decode::decode(&frame) {
-            Ok(seg) => worker_of(&seg, self.workers.len()),
-            Err(_) => 0,
+        let worker = match self.workers.len() {
+            1 => 0,
+            n => decode::decode(&frame).map_or(0, |seg| worker_of(&seg, n)),
         };
         self.bytes += frame.data.len();
         let batch = &mut self.batches[worker];

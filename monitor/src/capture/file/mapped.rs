@@ -35,7 +35,11 @@ impl AsRef<[u8]> for Shared {
 
 /// The pages of a map the reader has gone past, and those it is about to read.
 pub struct Pages {
-    map: Arc<Mmap>,
+    /// `None`: bytes in memory read through the same window (the fuzz harness's differential
+    /// check of the window logic), nothing to advise.
+    map: Option<Arc<Mmap>>,
+    /// Bytes the reader looks at past where it is ([`WINDOW`] for a file).
+    pub window: usize,
     /// Bytes behind the reader kept mapped (others read them later: a parallel run's workers).
     pub keep_behind: usize,
     /// Everything before this offset has been released.
@@ -60,7 +64,8 @@ pub fn map(file: &File, len: u64) -> Option<(Bytes, Pages)> {
     let map = Arc::new(map);
     let bytes = Bytes::from_owner(Shared(map.clone()));
     let pages = Pages {
-        map,
+        map: Some(map),
+        window: WINDOW,
         keep_behind: 0,
         released: 0,
         populated: 0,
@@ -68,11 +73,26 @@ pub fn map(file: &File, len: u64) -> Option<(Bytes, Pages)> {
     Some((bytes, pages))
 }
 
+/// `bytes` read as a mapped file is, through a window of `window` bytes (at least 1).
+pub fn in_memory(bytes: Bytes, window: usize) -> (Bytes, Pages) {
+    let pages = Pages {
+        map: None,
+        window: window.max(1),
+        keep_behind: 0,
+        released: 0,
+        populated: 0,
+    };
+    (bytes, pages)
+}
+
 impl Pages {
     /// The reader is at `at` and will look up to `to`: releases the pages before it (whole pages,
     /// but the last `keep_behind` bytes) and maps those up to `to` (best effort: kernels before
     /// 5.14 lack `MADV_POPULATE_READ`, and a page fault maps them instead).
     pub fn advance(&mut self, at: usize, to: usize) {
+        let Some(map) = &self.map else {
+            return;
+        };
         let page = page_size();
         let end = at.saturating_sub(self.keep_behind) / page * page;
         if end > self.released {
@@ -80,7 +100,7 @@ impl Pages {
             // the next touch maps the same file bytes again from the page cache, so no reference
             // into the map (a packet still held) ever sees other contents.
             let _ = unsafe {
-                self.map.unchecked_advise_range(
+                map.unchecked_advise_range(
                     UncheckedAdvice::DontNeed,
                     self.released,
                     end - self.released,
@@ -89,9 +109,9 @@ impl Pages {
             self.released = end;
         }
         let from = self.populated.max(at / page * page);
-        let to = to.min(self.map.len());
+        let to = to.min(map.len());
         if to > from {
-            let _ = self.map.advise_range(Advice::PopulateRead, from, to - from);
+            let _ = map.advise_range(Advice::PopulateRead, from, to - from);
             self.populated = to;
         }
     }
