@@ -389,6 +389,25 @@ fn print_comparison(r: &SourcesReport, bulk_mib: u64, storm: u32, missed: &mut V
         s.iter().map(|f| format!("{:.0}", f.dropped)).collect(),
         format!("eBPF 0: {}", if lost_ok { "ok" } else { "MISSED" }),
     ));
+    let alone = &r.storm_alone;
+    rows.push((
+        format!(
+            "(d) the same storm with nothing attached: {storm} edges in {:.1} s ({:.0}/s; {} ok, {} failed)",
+            alone.secs,
+            f64::from(storm) / alone.secs,
+            alone.ok,
+            alone.failed
+        ),
+        s.iter().map(|_| "—".to_string()).collect(),
+        format!(
+            "what the load generator reaches on this machine alone: {}",
+            if alone.secs <= 5.0 {
+                "within 5 s"
+            } else {
+                "not within 5 s"
+            }
+        ),
+    ));
     let right = |f: &Figures| {
         f.outcome("established") == r.storm.ok as f64 && f.handshakes() == r.storm.ok as f64
     };

@@ -35,6 +35,7 @@ use super::proc::{Line, Proc, Source};
 use crate::Result;
 use crate::peers::{TlsVersion, bulk};
 use crate::pki::Pki;
+use rustls::ClientConfig;
 
 #[derive(Clone, Debug)]
 pub struct SourcesOptions {
@@ -115,6 +116,9 @@ pub struct Phase {
 pub struct SourcesReport {
     pub bulk: Phase,
     pub storm: Phase,
+    /// The same storm with no monitor and no TC program: what the load generator and the Go
+    /// server reach on this machine by themselves.
+    pub storm_alone: Phase,
 }
 
 /// `BPF_ENABLE_STATS` (run time): statistics stay on while the descriptor is open.
@@ -283,16 +287,48 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
         monitors: monitors.finish()?,
     };
 
-    // (b) storm
+    // (b) storm: first with nothing attached (what the load generator reaches on this machine),
+    // then with the three monitors and the floor program.
     let _server = super::proc::go_cloudhub(server_addr, &leaf, &ca, &["-min", "1.3"])?;
+    let cfg = client_config(&ca.cert.der, &edge)?;
+    let alone = storm(&cfg, server_addr, o.storm_edges, o.storm_workers);
     let monitors = Monitors::start(o)?;
     let floor = Floor::attach("lo")?;
-    let cfg = client_config(&ca.cert.der, &edge)?;
+    let (secs, ok, failed) = storm(&cfg, server_addr, o.storm_edges, o.storm_workers);
+    let storm = Phase {
+        secs,
+        floor_ns: floor.mean_ns(),
+        ok,
+        failed,
+        monitors: monitors.finish()?,
+    };
+    let storm_alone = Phase {
+        secs: alone.0,
+        floor_ns: None,
+        ok: alone.1,
+        failed: alone.2,
+        monitors: Vec::new(),
+    };
+    Ok(SourcesReport {
+        bulk,
+        storm,
+        storm_alone,
+    })
+}
+
+/// `edges` edges, each from its own address 127.1.x.y, handshake with the cloudhub at `server`
+/// as fast as `workers` threads can: (seconds, ok, failed).
+fn storm(
+    cfg: &Arc<ClientConfig>,
+    server: SocketAddr,
+    edges: u32,
+    workers: usize,
+) -> (f64, u64, u64) {
     let next = Arc::new(AtomicU64::new(0));
     let (okc, failc) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let n = u64::from(o.storm_edges);
+    let n = u64::from(edges);
     let t0 = Instant::now();
-    let workers: Vec<_> = (0..o.storm_workers.max(1))
+    let workers: Vec<_> = (0..workers.max(1))
         .map(|_| {
             let (cfg, next, okc, failc) = (cfg.clone(), next.clone(), okc.clone(), failc.clone());
             std::thread::spawn(move || {
@@ -303,7 +339,7 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
                     }
                     // 127.1.0.1 … : one address per edge.
                     let local = IpAddr::from([127, 1, (i / 250) as u8, 1 + (i % 250) as u8]);
-                    if one(&cfg, server_addr, local) {
+                    if one(&cfg, server, local) {
                         okc.fetch_add(1, Ordering::Relaxed);
                     } else {
                         failc.fetch_add(1, Ordering::Relaxed);
@@ -315,15 +351,11 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
     for w in workers {
         let _ = w.join();
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let storm = Phase {
-        secs,
-        floor_ns: floor.mean_ns(),
-        ok: okc.load(Ordering::Relaxed),
-        failed: failc.load(Ordering::Relaxed),
-        monitors: monitors.finish()?,
-    };
-    Ok(SourcesReport { bulk, storm })
+    (
+        t0.elapsed().as_secs_f64(),
+        okc.load(Ordering::Relaxed),
+        failc.load(Ordering::Relaxed),
+    )
 }
 
 #[cfg(test)]
