@@ -435,7 +435,10 @@ fn a_capture_truncated_while_it_is_read_is_one_line_with_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("shrank while it was being read"),
+        stderr.contains(&format!(
+            "{}: the capture file shrank while it was being read",
+            path.display()
+        )),
         "{stderr}"
     );
     // It stopped early: far fewer records than the 20,000 connections.

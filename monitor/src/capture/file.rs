@@ -138,7 +138,7 @@ impl FileSource {
         }
         let file = File::open(path).map_err(|e| fail(io_reason(&e)))?;
         if meta.is_file()
-            && let Some(mapped) = mapped::map(&file, meta.len())
+            && let Some(mapped) = mapped::map(path, &file, meta.len())
         {
             return Self::new(path, Box::new(std::io::empty()), meta.len(), Some(mapped));
         }

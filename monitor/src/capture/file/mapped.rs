@@ -16,7 +16,9 @@
 //! line and exits with 2, as for any bad input, rather than dying without a word.
 
 use std::fs::File;
-use std::sync::{Arc, Once};
+use std::path::Path;
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex, Once};
 
 use bytes::Bytes;
 use memmap2::{Advice, Mmap, UncheckedAdvice};
@@ -48,18 +50,19 @@ pub struct Pages {
     populated: usize,
 }
 
-/// Maps `file` (`len` bytes, more than 0). `None` when the kernel refuses (the caller reads the
-/// file instead).
-pub fn map(file: &File, len: u64) -> Option<(Bytes, Pages)> {
+/// Maps `file` (`len` bytes, more than 0, at `path`). `None` when the kernel refuses (the caller
+/// reads the file instead).
+pub fn map(path: &Path, file: &File, len: u64) -> Option<(Bytes, Pages)> {
     if len == 0 || usize::try_from(len).is_err() {
         return None;
     }
-    // SAFETY: the map is read-only. Another process may change or truncate the file meanwhile:
-    // a change shows through (a capture file is read once, front to back, and every record is
-    // checked as it is framed), and a truncation raises SIGBUS, which `on_sigbus` turns into a
-    // one-line error.
+    // SAFETY: the map is read-only and lives as long as any `Bytes` over it. Another process
+    // may change or truncate the file meanwhile (the caveat of every mapped file): a change shows
+    // through as garbled packets, never as memory out of bounds (a record's length is read once,
+    // when it is framed, and its slice is bounded by the map), and a truncation raises SIGBUS,
+    // which `on_sigbus` turns into a one-line error.
     let map = unsafe { Mmap::map(file) }.ok()?;
-    install_sigbus_handler();
+    install_sigbus_handler(path);
     let _ = map.advise(Advice::Sequential);
     let map = Arc::new(map);
     let bytes = Bytes::from_owner(Shared(map.clone()));
@@ -123,12 +126,27 @@ fn page_size() -> usize {
     usize::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
-/// The one line a truncated mapped file ends the run with (exit 2: bad input).
-const SIGBUS_MESSAGE: &[u8] =
-    b"trustwatch: a capture file shrank while it was being read (SIGBUS at a vanished page); \
-stopped there\n";
+/// The one line a truncated mapped file ends the run with (exit 2: bad input), naming the
+/// mapped files: set before the handler can run, replaced (the old one leaked: the handler may be
+/// reading it) when another file is mapped.
+static SIGBUS_MESSAGE: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+/// The files mapped so far, for that message.
+static MAPPED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn install_sigbus_handler() {
+fn install_sigbus_handler(path: &Path) {
+    let mut mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
+    mapped.push(path.display().to_string());
+    let what = match mapped.as_slice() {
+        [one] => format!("{one}: the capture file"),
+        many => format!("one of the capture files ({})", many.join(", ")),
+    };
+    let line = format!(
+        "trustwatch: {what} shrank while it was being read (SIGBUS at a vanished page); stopped there\n"
+    );
+    SIGBUS_MESSAGE.store(
+        Box::into_raw(Box::new(line.into_bytes())),
+        Ordering::Release,
+    );
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // SAFETY: a plain sigaction with a handler that only calls async-signal-safe functions.
@@ -142,9 +160,17 @@ fn install_sigbus_handler() {
 }
 
 extern "C" fn on_sigbus(_: libc::c_int) {
-    // SAFETY: write(2) and _exit(2) are async-signal-safe; the message is a static.
+    const FALLBACK: &[u8] = b"trustwatch: a capture file shrank while it was being read (SIGBUS)\n";
+    let message = SIGBUS_MESSAGE.load(Ordering::Acquire);
+    // SAFETY: a message, once stored, is never freed; write(2) and _exit(2) are
+    // async-signal-safe.
     unsafe {
-        libc::write(2, SIGBUS_MESSAGE.as_ptr().cast(), SIGBUS_MESSAGE.len());
+        let line: &[u8] = if message.is_null() {
+            FALLBACK
+        } else {
+            &*message
+        };
+        libc::write(2, line.as_ptr().cast(), line.len());
         libc::_exit(2);
     }
 }
