@@ -18,9 +18,9 @@
 //! - packets on a pcapng interface whose link type we cannot decode are skipped and counted
 //!   ([`FileSource::unsupported`]).
 //!
-//! A regular file is memory-mapped ([`mapped`]): frames are slices of the page cache, nothing is
-//! copied, and the pages behind the reader are released as it goes. Anything else (a pipe,
-//! standard input, a decompressor, a file the kernel will not map) is read into a buffer of
+//! A regular file is memory-mapped (`file/mapped.rs`): frames are slices of the page cache,
+//! nothing is copied, and the pages behind the reader are released as it goes. Anything else (a
+//! pipe, standard input, a decompressor, a file the kernel will not map) is read into a buffer of
 //! [`READ_SIZE`] bytes (it grows only for a record longer than that, up to the largest record a
 //! file may hold). Either way memory does not depend on the file's size.
 

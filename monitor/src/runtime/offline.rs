@@ -7,9 +7,9 @@
 //! ([`Merged`]) and read at the pipeline's pace: nothing is dropped. A single input without a
 //! packet selection (the common case) goes frame by frame from the reader's buffer straight on
 //! (no copy); otherwise owned packets (slices of the reader's buffers) are merged and selected.
-//! Frames go to the monitor, or with `--threads` to [`Parallel`] in front of it. What happens along the way
-//! (a file starts, progress, a file cut short or damaged, notices about the inputs, what a
-//! selection kept) is reported to a [`Progress`] the caller prints.
+//! Frames go to the monitor, or with `--threads` to [`Parallel`] in front of it. What happens
+//! along the way (a file starts, progress, a file cut short or damaged, notices about the inputs,
+//! what a selection kept) is reported to a [`Progress`] the caller prints.
 
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};

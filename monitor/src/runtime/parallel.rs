@@ -9,14 +9,15 @@
 //!
 //! - The reader (the calling thread) numbers every packet and hands it to the worker of its
 //!   connection ([`worker_of`]: both directions go to the same worker; frames that are not TCP
-//!   go to worker 0, which only counts them; with one worker, every frame goes there undecoded): its bytes are copied into that worker's batch, so
-//!   the reader's buffer is free for the next read at once (measured: packets sharing the
-//!   reader's buffers, one reference count per packet bounced between the cores and fresh
-//!   buffers were allocated and zeroed, which cost more than this copy). From the packet times
-//!   alone it decides, as one pipeline and one monitor would, when idle flows are swept
-//!   ([`SweepSchedule`]: every worker is told, at that frame, with how far times went back so
-//!   far, [`Disorder`], so every table closes exactly the idle flows) and when the detector
-//!   ticks ([`TickSchedule`]).
+//!   go to worker 0, which only counts them; with one worker, every frame goes there undecoded).
+//!   A mapped capture file's frames are handed over as offsets into the map, which the worker
+//!   reads in place; other frames are copied into the worker's batch, so the reader's buffer is
+//!   free for the next read at once (measured: packets sharing the reader's buffers, one
+//!   reference count per packet bounced between the cores and fresh buffers were allocated and
+//!   zeroed, which cost more than this copy). From the packet times alone it decides, as one
+//!   pipeline and one monitor would, when idle flows are swept ([`SweepSchedule`]: every worker
+//!   is told, at that frame, with how far times went back so far, [`Disorder`], so every table
+//!   closes exactly the idle flows) and when the detector ticks ([`TickSchedule`]).
 //! - Each worker runs its own [`Pipeline`] on its frames and tags every record with where one
 //!   pipeline would have produced it: the frame, then the step — ticks a gap owed before it, the
 //!   frame's own records, the records an idle sweep at that frame closed (ordered by their flows'
