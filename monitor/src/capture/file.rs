@@ -81,12 +81,22 @@ struct Rec {
     end: usize,
 }
 
+/// Where a [`FileSource`]'s bytes come from.
+enum Origin {
+    /// Read into the buffer (a pipe, standard input, a decompressor, a file the kernel would not
+    /// map).
+    Reader(Box<dyn Read + Send>),
+    /// The buffer is the whole mapped file, and `filled` the end of the window the reader may
+    /// look at, moved on by [`FileSource::fill`] as a read buffer is refilled (see [`mapped`]).
+    Mapped(mapped::Pages),
+}
+
 /// An open capture file.
 pub struct FileSource {
     path: PathBuf,
     name: String,
     counters: Arc<SourceCounters>,
-    input: Box<dyn Read + Send>,
+    origin: Origin,
     layout: Layout,
     /// Set for plain pcap files: records are framed inline.
     plain: Option<PlainPcap>,
@@ -94,9 +104,6 @@ pub struct FileSource {
     /// `Bytes` so that owned packets can share it; reused in place when no packet holds it any
     /// more.
     buf: Bytes,
-    /// A mapped file's pages: `filled` is then the end of the window the reader may look at,
-    /// moved on by [`FileSource::fill`] as a read buffer is refilled (see [`mapped`]).
-    pages: Option<mapped::Pages>,
     at: usize,
     filled: usize,
     /// File offset of `buf[0]`.
@@ -138,9 +145,9 @@ impl FileSource {
         }
         let file = File::open(path).map_err(|e| fail(io_reason(&e)))?;
         if meta.is_file()
-            && let Some(mapped) = mapped::map(path, &file, meta.len())
+            && let Some((bytes, pages)) = mapped::map(path, &file, meta.len())
         {
-            return Self::new(path, Box::new(std::io::empty()), meta.len(), Some(mapped));
+            return Self::new(path, meta.len(), bytes, Origin::Mapped(pages));
         }
         Self::from_reader(path, Box::new(file), meta.len())
     }
@@ -152,7 +159,7 @@ impl FileSource {
         input: Box<dyn Read + Send>,
         size: u64,
     ) -> Result<Self> {
-        Self::new(path.as_ref(), input, size, None)
+        Self::new(path.as_ref(), size, Bytes::new(), Origin::Reader(input))
     }
 
     /// `bytes` read as a mapped file is read, through a window of `window` bytes that moves as
@@ -160,33 +167,23 @@ impl FileSource {
     /// windows of a few bytes.
     pub fn from_bytes_windowed(path: &Path, bytes: Bytes, window: usize) -> Result<Self> {
         let size = bytes.len() as u64;
-        let mapped = (!bytes.is_empty()).then(|| mapped::in_memory(bytes, window));
-        Self::new(path, Box::new(std::io::empty()), size, mapped)
+        let pages = mapped::in_memory(window);
+        Self::new(path, size, bytes, Origin::Mapped(pages))
     }
 
-    /// A capture read from `input`, or from a mapped file's bytes (all there from the start).
-    fn new(
-        path: &Path,
-        input: Box<dyn Read + Send>,
-        size: u64,
-        mapped: Option<(Bytes, mapped::Pages)>,
-    ) -> Result<Self> {
+    /// A capture of `size` bytes from `origin`; `buf` is the mapped file, or empty for a reader.
+    fn new(path: &Path, size: u64, buf: Bytes, origin: Origin) -> Result<Self> {
         let path = path.to_path_buf();
-        let (buf, pages) = match mapped {
-            Some((bytes, pages)) => (bytes, Some(pages)),
-            None => (Bytes::new(), None),
-        };
         let mut src = FileSource {
             name: source_name(Backend::File, &path.display().to_string()),
             path,
             counters: Arc::new(SourceCounters::default()),
-            input,
+            origin,
             layout: Layout::unknown(),
             plain: None,
             filled: 0,
             eof: false,
             buf,
-            pages,
             at: 0,
             base: 0,
             file_size: size,
@@ -278,15 +275,23 @@ impl FileSource {
     /// bytes are dropped first (`at` becomes 0); the buffer is reused when no packet holds it. A
     /// mapped file moves its window instead (`at` stays).
     fn fill(&mut self, want: usize) -> Result<()> {
-        if let Some(pages) = &mut self.pages {
-            // Mapped: no bytes move, the window does (its pages behind the reader released,
-            // those ahead mapped).
-            let len = self.buf.len();
-            self.filled = len.min(want.max(self.at).saturating_add(pages.window));
-            self.eof = self.filled == len;
-            pages.advance(self.at, self.filled);
+        let Origin::Mapped(pages) = &mut self.origin else {
+            return self.read_more(want);
+        };
+        // No bytes move, the window does (its pages behind the reader released, those ahead
+        // mapped).
+        let len = self.buf.len();
+        self.filled = len.min(want.max(self.at).saturating_add(pages.window));
+        self.eof = self.filled == len;
+        pages.advance(self.at, self.filled);
+        Ok(())
+    }
+
+    /// [`FileSource::fill`] from a reader.
+    fn read_more(&mut self, want: usize) -> Result<()> {
+        let Origin::Reader(input) = &mut self.origin else {
             return Ok(());
-        }
+        };
         let want_from_at = want.saturating_sub(self.at);
         let capacity = READ_SIZE.max(want_from_at + READ_SIZE / 4);
         let tail = self.at..self.filled;
@@ -306,7 +311,7 @@ impl FileSource {
         self.filled = kept;
         while self.filled < want_from_at.max(kept + 1) && !self.eof && self.filled < buf.len() {
             let end = (self.filled + READ_SIZE).min(buf.len());
-            match self.input.read(&mut buf[self.filled..end]) {
+            match input.read(&mut buf[self.filled..end]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.filled += n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -448,7 +453,9 @@ impl FileSource {
     /// of them), from now on keeping `keep_behind` bytes behind the reader mapped for whoever
     /// reads the frames later; `None` for a file read into a buffer.
     pub fn mapped(&mut self, keep_behind: usize) -> Option<Bytes> {
-        let pages = self.pages.as_mut()?;
+        let Origin::Mapped(pages) = &mut self.origin else {
+            return None;
+        };
         pages.keep_behind = keep_behind;
         Some(self.buf.clone())
     }

@@ -76,16 +76,16 @@ pub fn map(path: &Path, file: &File, len: u64) -> Option<(Bytes, Pages)> {
     Some((bytes, pages))
 }
 
-/// `bytes` read as a mapped file is, through a window of `window` bytes (at least 1).
-pub fn in_memory(bytes: Bytes, window: usize) -> (Bytes, Pages) {
-    let pages = Pages {
+/// Pages for bytes in memory read as a mapped file is, through a window of `window` bytes (at
+/// least 1); there is nothing to advise.
+pub fn in_memory(window: usize) -> Pages {
+    Pages {
         map: None,
         window: window.max(1),
         keep_behind: 0,
         released: 0,
         populated: 0,
-    };
-    (bytes, pages)
+    }
 }
 
 impl Pages {

@@ -291,23 +291,14 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
     // then with the three monitors and the floor program.
     let _server = super::proc::go_cloudhub(server_addr, &leaf, &ca, &["-min", "1.3"])?;
     let cfg = client_config(&ca.cert.der, &edge)?;
-    let alone = storm(&cfg, server_addr, o.storm_edges, o.storm_workers);
+    let storm_alone = storm(&cfg, server_addr, o.storm_edges, o.storm_workers);
     let monitors = Monitors::start(o)?;
     let floor = Floor::attach("lo")?;
-    let (secs, ok, failed) = storm(&cfg, server_addr, o.storm_edges, o.storm_workers);
+    let watched = storm(&cfg, server_addr, o.storm_edges, o.storm_workers);
     let storm = Phase {
-        secs,
         floor_ns: floor.mean_ns(),
-        ok,
-        failed,
         monitors: monitors.finish()?,
-    };
-    let storm_alone = Phase {
-        secs: alone.0,
-        floor_ns: None,
-        ok: alone.1,
-        failed: alone.2,
-        monitors: Vec::new(),
+        ..watched
     };
     Ok(SourcesReport {
         bulk,
@@ -317,13 +308,8 @@ pub fn run(o: &SourcesOptions) -> Result<SourcesReport> {
 }
 
 /// `edges` edges, each from its own address 127.1.x.y, handshake with the cloudhub at `server`
-/// as fast as `workers` threads can: (seconds, ok, failed).
-fn storm(
-    cfg: &Arc<ClientConfig>,
-    server: SocketAddr,
-    edges: u32,
-    workers: usize,
-) -> (f64, u64, u64) {
+/// as fast as `workers` threads can: the phase, without monitors.
+fn storm(cfg: &Arc<ClientConfig>, server: SocketAddr, edges: u32, workers: usize) -> Phase {
     let next = Arc::new(AtomicU64::new(0));
     let (okc, failc) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let n = u64::from(edges);
@@ -351,11 +337,13 @@ fn storm(
     for w in workers {
         let _ = w.join();
     }
-    (
-        t0.elapsed().as_secs_f64(),
-        okc.load(Ordering::Relaxed),
-        failc.load(Ordering::Relaxed),
-    )
+    Phase {
+        secs: t0.elapsed().as_secs_f64(),
+        floor_ns: None,
+        ok: okc.load(Ordering::Relaxed),
+        failed: failc.load(Ordering::Relaxed),
+        monitors: Vec::new(),
+    }
 }
 
 #[cfg(test)]
