@@ -62,6 +62,9 @@ fn main() {
                 format!("--cfg=bpf_target_arch=\"{arch}\""),
                 "-Cdebuginfo=2".into(),
                 "-Clink-arg=--btf".into(),
+                // Header fields are read with one load each, not byte by byte (x86-64 and
+                // arm64 kernels accept misaligned packet and map-value loads).
+                "-Ctarget-feature=+allows-misaligned-mem-access".into(),
             ]
             .join("\x1f"),
         )

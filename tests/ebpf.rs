@@ -48,6 +48,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>
 enum Kind {
     Pcap,
     Ebpf(BufferKind),
+    /// The ring buffer, every header read through the program's copy path (the one for headers
+    /// outside the skb's linear data).
+    EbpfCopyingHeaders,
 }
 
 /// One source on its capture thread, feeding its own pipeline live (the eBPF source hears the
@@ -99,10 +102,14 @@ impl Taps {
                             ..PcapOptions::default()
                         },
                     )?),
-                    Kind::Ebpf(buffer) => {
+                    Kind::Ebpf(_) | Kind::EbpfCopyingHeaders => {
                         let opts = EbpfOptions {
-                            buffer,
+                            buffer: match kind {
+                                Kind::Ebpf(buffer) => buffer,
+                                _ => BufferKind::Ring,
+                            },
                             budget: limits.handshake_window,
+                            copy_headers: kind == Kind::EbpfCopyingHeaders,
                             ..ebpf.clone()
                         };
                         Box::new(EbpfSource::open(iface, services, &opts)?)
@@ -319,7 +326,7 @@ fn assert_nothing_lost(s: &Seen) {
     for r in DropReason::ALL {
         assert_eq!(c.dropped(r), 0, "{:?}: {r:?} drops", s.kind);
     }
-    if let Kind::Ebpf(_) = s.kind {
+    if matches!(s.kind, Kind::Ebpf(_) | Kind::EbpfCopyingHeaders) {
         assert_eq!(
             c.kernel.copied.load(std::sync::atomic::Ordering::Relaxed),
             c.packets(),
@@ -384,6 +391,7 @@ fn records_match_libpcap() -> Result<()> {
         Kind::Pcap,
         Kind::Ebpf(BufferKind::Ring),
         Kind::Ebpf(BufferKind::Perf),
+        Kind::EbpfCopyingHeaders,
     ];
     let start = |pair: &VethPair| {
         Taps::start(
@@ -504,6 +512,16 @@ fn records_match_libpcap() -> Result<()> {
         // Fewer bytes than libpcap: no pure ACKs, nothing after a decision.
         assert!(s.counters.bytes() < pcap.counters.bytes(), "{:?}", s.kind);
         assert!(load(&s.counters.kernel.decided) >= 9, "{:?}", s.kind);
+        // Copying every header: three reads (EtherType, IP, TCP) per watched packet at least.
+        let k = &s.counters.kernel;
+        if s.kind == Kind::EbpfCopyingHeaders {
+            assert!(
+                load(&k.header_copies) >= 3 * load(&k.matched),
+                "{} header copies for {} watched packets",
+                load(&k.header_copies),
+                load(&k.matched)
+            );
+        }
     }
 
     // VLAN and QinQ: tagged copies of the first rustls 1.2 connection's frames as libpcap saw

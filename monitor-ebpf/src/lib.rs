@@ -195,6 +195,10 @@ pub struct Config {
     /// until this many bytes wait; then the reader is woken. Saves a wakeup (an inter-processor
     /// interrupt, a VM exit in a VM) per record.
     pub wakeup_bytes: u32,
+    /// Non-zero: every header is copied out with `bpf_skb_load_bytes` as if it lay outside the
+    /// skb's linear data, the path real traffic rarely takes; tests set it to run that path on
+    /// real traffic (0, the verifier removes the branch).
+    pub copy_headers: u32,
     /// Number of ports in `ports`; above [`MAX_LISTED_PORTS`], the `PORTS` map is used.
     pub nports: u32,
     /// The watched ports (the first `nports`).
@@ -209,6 +213,7 @@ impl Default for Config {
             link: LINK_ETHERNET,
             any_port: 0,
             wakeup_bytes: 0,
+            copy_headers: 0,
             nports: 0,
             ports: [0; MAX_LISTED_PORTS],
         }
@@ -237,6 +242,9 @@ pub struct Counters {
     pub truncated: u64,
     /// IPv4 fragments other than the first, skipped.
     pub fragments: u64,
+    /// Headers copied out with `bpf_skb_load_bytes` because they were not in the skb's linear
+    /// data (or `Config::copy_headers` asked for it).
+    pub header_copies: u64,
 }
 
 /// The per-CPU map value: the counters, and the last connection whose payload this CPU found it
@@ -273,6 +281,6 @@ mod pod {
 const _: () = assert!(RECORD_HEADER_LEN == 32);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
-const _: () = assert!(core::mem::size_of::<Config>() == 56);
-const _: () = assert!(core::mem::size_of::<CpuState>() == 72 + 40 + 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 60);
+const _: () = assert!(core::mem::size_of::<CpuState>() == 80 + 40 + 8);
 const _: () = assert!(RING_BUCKETS[RING_BUCKETS.len() - 1] >= MAX_CAPLEN);

@@ -52,6 +52,12 @@ static COUNTERS: PerCpuArray<CpuState> = PerCpuArray::with_max_entries(1, 0);
 static PERF_RECORDS: PerfEventByteArray = PerfEventByteArray::new(0);
 #[map]
 static RING_RECORDS: RingBuf = RingBuf::with_byte_size(4_096, 0);
+/// Where a header outside the skb's linear data is copied to be read (see [`read`]).
+#[map]
+static SCRATCH: PerCpuArray<[u64; SCRATCH_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The largest header [`read`] copies: an IPv6 header (40 bytes), rounded up.
+const SCRATCH_WORDS: usize = 8;
 
 /// Set by user space before loading (`.rodata`: the verifier sees constants).
 #[unsafe(no_mangle)]
@@ -61,6 +67,7 @@ static CONFIG: Config = Config {
     link: LINK_ETHERNET,
     any_port: 0,
     wakeup_bytes: 0,
+    copy_headers: 0,
     nports: 0,
     ports: [0; MAX_LISTED_PORTS],
 };
@@ -171,13 +178,13 @@ fn capture(ctx: &TcContext) -> Option<()> {
         (0u32, u16::from_be(protocol as u16))
     } else {
         let mut off = 14u32;
-        let mut ethertype = u16::from_be(read::<u16>(ctx, 12)?);
+        let mut ethertype = u16::from_be(read::<u16>(ctx, 12, c)?);
         // At most two tags in the data (QinQ); a tag in the skb metadata is not in the data.
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-            ethertype = u16::from_be(read::<u16>(ctx, off + 2)?);
+            ethertype = u16::from_be(read::<u16>(ctx, off + 2, c)?);
             off += 4;
             if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-                ethertype = u16::from_be(read::<u16>(ctx, off + 2)?);
+                ethertype = u16::from_be(read::<u16>(ctx, off + 2, c)?);
                 off += 4;
             }
         }
@@ -188,7 +195,7 @@ fn capture(ctx: &TcContext) -> Option<()> {
         ETH_P_IPV6 => ipv6(ctx, l3_off, skb_len, c)?,
         _ => return None,
     };
-    let tcp: TcpHdr = read(ctx, l3.l4)?;
+    let tcp: TcpHdr = read(ctx, l3.l4, c)?;
     let sport = u16::from_be(tcp.source);
     let dport = u16::from_be(tcp.dest);
     if config!(any_port) == 0 && !watched(sport, dport) {
@@ -319,16 +326,38 @@ fn capture(ctx: &TcContext) -> Option<()> {
 
 /// A header at `off`: read in place when it lies in the skb's linear data (no helper call),
 /// else copied out with `bpf_skb_load_bytes` (headers in paged data are rare but possible).
+///
+/// The program is built with misaligned loads allowed (`monitor/build.rs`), so the in-place
+/// read is one load per field, not one per byte. The copy goes to this CPU's `SCRATCH` map
+/// value, not to the stack: LLVM merges adjacent field loads into wider misaligned ones, which
+/// the verifier accepts from packet and map memory but refuses on the stack.
 #[inline(always)]
-fn read<T: Copy>(ctx: &TcContext, off: u32) -> Option<T> {
+fn read<T: Copy>(ctx: &TcContext, off: u32, c: &mut Counters) -> Option<T> {
+    const { assert!(core::mem::size_of::<T>() <= SCRATCH_WORDS * 8) };
     let start = ctx.data();
     let end = ctx.data_end();
     let at = start + off as usize;
-    if at + core::mem::size_of::<T>() <= end {
+    if config!(copy_headers) == 0 && at + core::mem::size_of::<T>() <= end {
         // SAFETY: the bounds were just checked against data_end (the verifier checks too).
         return Some(unsafe { (at as *const T).read_unaligned() });
     }
-    ctx.load(off as usize).ok()
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: the scratch value holds SCRATCH_WORDS * 8 bytes (asserted above); the helper
+    // writes exactly size_of::<T>() of them or fails.
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast::<c_void>(),
+            off,
+            scratch.cast::<c_void>(),
+            core::mem::size_of::<T>() as u32,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    c.header_copies += 1;
+    // SAFETY: the helper filled the bytes read here; T is plain data (headers, integers).
+    Some(unsafe { scratch.cast::<T>().read_unaligned() })
 }
 
 /// Whether either port is watched: a compare against the listed ports (no map lookup), or the
@@ -369,7 +398,7 @@ fn key_eq(a: &ConnKey, b: &ConnKey) -> bool {
 
 #[inline(always)]
 fn ipv4(ctx: &TcContext, off: u32, skb_len: u32, c: &mut Counters) -> Option<L3> {
-    let ip: Ipv4Hdr = read(ctx, off)?;
+    let ip: Ipv4Hdr = read(ctx, off, c)?;
     if ip.proto != IPPROTO_TCP || ip.ver_ihl >> 4 != 4 {
         return None;
     }
@@ -406,7 +435,7 @@ fn ip_end(off: u32, ip_len: u32, skb_len: u32) -> u32 {
 
 #[inline(always)]
 fn ipv6(ctx: &TcContext, off: u32, skb_len: u32, c: &mut Counters) -> Option<L3> {
-    let ip: Ipv6Hdr = read(ctx, off)?;
+    let ip: Ipv6Hdr = read(ctx, off, c)?;
     let mut next = ip.nexthdr;
     let mut l4 = off + 40;
     // Up to four extension headers (hop-by-hop, routing, destination options, fragment, AH).
@@ -415,17 +444,17 @@ fn ipv6(ctx: &TcContext, off: u32, skb_len: u32, c: &mut Counters) -> Option<L3>
         i += 1;
         match next {
             0 | 43 | 60 => {
-                let h: [u8; 2] = read(ctx, l4)?;
+                let h: [u8; 2] = read(ctx, l4, c)?;
                 next = h[0];
                 l4 += (u32::from(h[1]) + 1) * 8;
             }
             51 => {
-                let h: [u8; 2] = read(ctx, l4)?;
+                let h: [u8; 2] = read(ctx, l4, c)?;
                 next = h[0];
                 l4 += (u32::from(h[1]) + 2) * 4;
             }
             44 => {
-                let h: u32 = read(ctx, l4)?;
+                let h: u32 = read(ctx, l4, c)?;
                 let h = u32::from_be(h);
                 next = (h >> 24) as u8;
                 if (h & 0xfff8) != 0 {

@@ -185,7 +185,7 @@ impl SourceCounters {
             line.push_str(&format!(
                 "; kernel program: {} packets seen, {} matched, {} copied ({} bytes, {} of them \
                  payload), {} payload bytes left in the kernel, {} truncated, {} fragments \
-                 skipped, {} connections marked decided",
+                 skipped, {} headers copied from paged data, {} connections marked decided",
                 k.seen.load(r),
                 k.matched.load(r),
                 k.copied.load(r),
@@ -194,6 +194,7 @@ impl SourceCounters {
                 k.skipped_bytes.load(r),
                 k.truncated.load(r),
                 k.fragments.load(r),
+                k.header_copies.load(r),
                 k.decided.load(r),
             ));
             let (ns, runs) = (k.run_time_ns.load(r), k.run_count.load(r));
@@ -241,6 +242,9 @@ pub struct KernelCounters {
     pub truncated: AtomicU64,
     /// IP fragments other than the first, skipped (they carry no TCP header).
     pub fragments: AtomicU64,
+    /// Headers the program copied out because they were not in the skb's linear data (the
+    /// slow path; see `EbpfOptions::copy_headers`).
+    pub header_copies: AtomicU64,
     /// Connections the pipeline reported decided ([`FlowFeedback::decided`]) and the source
     /// passed to the kernel.
     pub decided: AtomicU64,

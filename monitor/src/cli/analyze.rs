@@ -42,7 +42,10 @@ pub fn run(args: AnalyzeArgs) -> Result<i32, Error> {
             clients: args.select.client,
             servers: args.select.server,
         },
-        threads: args.threads.get(),
+        threads: args
+            .threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, std::num::NonZeroUsize::get),
     };
     let findings = offline::run(analysis, &mut Progress::new())?;
     if let Some(nothing) = &findings.nothing_found {

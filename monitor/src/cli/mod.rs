@@ -132,9 +132,10 @@ pub struct AnalyzeArgs {
     /// Analyse on N threads: the reading thread (which also judges and writes the records) and
     /// N−1 pipeline threads behind it that share out the connections (1: everything on the
     /// reading thread). The output is the same for every N unless a limit sheds state: each
-    /// pipeline thread gets a share of --max-flows, --cert-cache and --memory-limit.
-    #[arg(long, value_name = "N", default_value = "1")]
-    pub threads: std::num::NonZeroUsize,
+    /// pipeline thread gets a share of --max-flows, --cert-cache and --memory-limit. Default: the
+    /// cores this process may use (its CPU affinity and cgroup quota).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     #[command(flatten)]
     pub detect: DetectArgs,
     #[command(flatten)]

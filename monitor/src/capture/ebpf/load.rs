@@ -70,6 +70,7 @@ pub fn load(opts: &EbpfOptions, services: &Services, link: u32) -> Result<Ebpf, 
         link,
         any_port: u32::from(services.any_port),
         wakeup_bytes: u32::try_from(ring / RING_WAKEUP_FRACTION).unwrap_or(u32::MAX),
+        copy_headers: u32::from(opts.copy_headers),
         nports: u32::try_from(watched.len()).unwrap_or(u32::MAX),
         ports,
     };

@@ -102,6 +102,10 @@ pub struct EbpfOptions {
     pub attach: AttachMode,
     /// Longest wait in `poll(2)` before the stop signal is checked.
     pub read_timeout: Duration,
+    /// Copy every header out of the packet as the program does for headers outside the skb's
+    /// linear data (rare in real traffic), so tests can run that path on real traffic. Not a
+    /// command-line option.
+    pub copy_headers: bool,
 }
 
 impl Default for EbpfOptions {
@@ -113,6 +117,7 @@ impl Default for EbpfOptions {
             budget: crate::config::Limits::default().handshake_window,
             attach: AttachMode::Auto,
             read_timeout: Duration::from_millis(100),
+            copy_headers: false,
         }
     }
 }
@@ -415,6 +420,7 @@ impl Open {
             now.ring_full += v.ring_full;
             now.truncated += v.truncated;
             now.fragments += v.fragments;
+            now.header_copies += v.header_copies;
         }
         let last = self.last;
         let k = &counters.kernel;
@@ -429,6 +435,7 @@ impl Open {
         add(&k.skipped_bytes, now.skipped_bytes, last.skipped_bytes);
         add(&k.truncated, now.truncated, last.truncated);
         add(&k.fragments, now.fragments, last.fragments);
+        add(&k.header_copies, now.header_copies, last.header_copies);
         counters.count_drop(
             DropReason::RingFull,
             now.ring_full.saturating_sub(last.ring_full),
