@@ -325,7 +325,8 @@ fn capture(ctx: &TcContext) -> Option<()> {
 }
 
 /// A header at `off`: read in place when it lies in the skb's linear data (no helper call),
-/// else copied out with `bpf_skb_load_bytes` (headers in paged data are rare but possible).
+/// else copied out with `bpf_skb_load_bytes` and counted (headers in paged data are rare but
+/// possible; `CONFIG.copy_headers` takes this path for every header, for tests).
 ///
 /// The program is built with misaligned loads allowed (`monitor/build.rs`), so the in-place
 /// read is one load per field, not one per byte. The copy goes to this CPU's `SCRATCH` map

@@ -185,7 +185,7 @@ impl SourceCounters {
             line.push_str(&format!(
                 "; kernel program: {} packets seen, {} matched, {} copied ({} bytes, {} of them \
                  payload), {} payload bytes left in the kernel, {} truncated, {} fragments \
-                 skipped, {} headers copied from paged data, {} connections marked decided",
+                 skipped, {} headers copied out (not in the linear data), {} connections marked decided",
                 k.seen.load(r),
                 k.matched.load(r),
                 k.copied.load(r),
