@@ -5,10 +5,12 @@
 mod counters;
 pub mod human;
 mod key_id;
+mod prefetch;
 mod side;
 mod time;
 
 pub use counters::{Counter, CounterKind};
 pub use key_id::KeyId;
+pub use prefetch::prefetch;
 pub use side::{PerSide, Side};
 pub use time::Timestamp;

@@ -25,6 +25,7 @@
 //! file may hold). Either way memory does not depend on the file's size.
 
 mod format;
+mod lookahead;
 mod mapped;
 
 use std::fs::File;
@@ -36,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Bytes, BytesMut};
 
 use self::format::{Layout, OpenError, PlainPcap, Resync, Step};
+use self::lookahead::Lookahead;
 use super::source::{
     Backend, PacketSink, RunEnd, SinkFull, Source, SourceCounters, StopSignal, source_name,
 };
@@ -106,6 +108,8 @@ pub struct FileSource {
     buf: Bytes,
     at: usize,
     filled: usize,
+    /// Fetches the coming record headers of a plain pcap file.
+    lookahead: Lookahead,
     /// File offset of `buf[0]`.
     base: u64,
     eof: bool,
@@ -185,6 +189,7 @@ impl FileSource {
             eof: false,
             buf,
             at: 0,
+            lookahead: Lookahead::default(),
             base: 0,
             file_size: size,
             position: Arc::new(AtomicU64::new(0)),
@@ -348,7 +353,7 @@ impl FileSource {
                 self.packets += 1;
                 self.position
                     .store(self.base + self.at as u64, Ordering::Relaxed);
-                prefetch(&self.buf, self.at);
+                self.lookahead.hint(&self.buf, self.at, len);
                 return Ok(Some(rec));
             }
         }
@@ -604,26 +609,6 @@ impl Iterator for FileSource {
     fn next(&mut self) -> Option<Self::Item> {
         self.next_packet().transpose()
     }
-}
-
-/// Asks the CPU to fetch the next record's header and the frame headers after it while this
-/// packet is analyzed: a mapped file's bytes come from memory, not from a copy just made, and a
-/// record every kilobyte or so is too far apart for the hardware prefetcher to guess.
-#[inline(always)]
-fn prefetch(buf: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let p = buf.as_ptr().wrapping_add(at).cast::<i8>();
-        // SAFETY: SSE is part of x86_64; a prefetch never faults and reads nothing
-        // architecturally, whatever the address.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p);
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (buf, at);
 }
 
 /// A zeroed buffer of `capacity` bytes starting with `kept`.

@@ -43,7 +43,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 
 use super::{Monitor, TickSchedule};
-use crate::base::Timestamp;
+use crate::base::{Timestamp, prefetch};
 use crate::capture::{Frame, LinkType};
 use crate::config::{Limits, Services};
 use crate::decode;
@@ -57,6 +57,8 @@ pub const EPOCH_FRAMES: usize = 16_384;
 pub const EPOCH_BYTES: usize = 4 << 20;
 /// Epochs sent to the workers and not yet judged.
 pub const IN_FLIGHT: usize = 2;
+/// How many steps ahead a worker fetches a packet's bytes into its cache.
+const AHEAD: usize = 12;
 /// Bytes of a mapped capture the reader keeps mapped behind it: the epochs in flight and the
 /// one being filled, which the workers have yet to read (released sooner, their pages would be
 /// mapped again page by page).
@@ -82,6 +84,7 @@ mod step {
 const END: u64 = u64::MAX;
 
 /// What a worker does, in order.
+#[derive(Clone, Copy)]
 enum Step {
     /// Analyse packet number `index`, whose bytes are `len` bytes at `start` in the batch's
     /// [`Batch::bytes`], or in the mapped file ([`Batch::mapped`]) when `mapped`.
@@ -193,8 +196,13 @@ fn work(
             mapped,
         } = &mut batch;
         let file = mapped.as_deref().unwrap_or_default();
-        for s in steps.drain(..) {
-            match s {
+        for i in 0..steps.len() {
+            // The packet AHEAD steps on, fetched while this one is analysed: the reader only
+            // read its record header, on the other core.
+            if let Some(Step::Packet { mapped, start, .. }) = steps.get(i + AHEAD) {
+                prefetch(if *mapped { file } else { &bytes[..] }, *start);
+            }
+            match steps[i] {
                 Step::Packet {
                     index,
                     ts,
@@ -224,6 +232,7 @@ fn work(
                 }),
             }
         }
+        steps.clear();
         bytes.clear();
         batch.mapped = None;
         if done.send((out, batch)).is_err() {
