@@ -18,7 +18,9 @@
 //!   pipeline and one monitor would, when idle flows are swept ([`SweepSchedule`]: every worker
 //!   is told, at that frame, with how far times went back so far, [`Disorder`], so every table
 //!   closes exactly the idle flows) and when the detector ticks ([`TickSchedule`]).
-//! - Each worker runs its own [`Pipeline`] on its frames and tags every record with where one
+//! - Each worker runs its own [`Pipeline`] on its frames, fetching each packet's bytes into its
+//!   cache a dozen steps before it gets there (the reader touched only the record header, on
+//!   the other core), and tags every record with where one
 //!   pipeline would have produced it: the frame, then the step — ticks a gap owed before it, the
 //!   frame's own records, the records an idle sweep at that frame closed (ordered by their flows'
 //!   last packets, as one table sweeps), the tick after it — then the order within the step.
