@@ -108,7 +108,7 @@ pub struct FileSource {
     buf: Bytes,
     at: usize,
     filled: usize,
-    /// Fetches the coming record headers of a plain pcap file.
+    /// Fetches the coming record headers.
     lookahead: Lookahead,
     /// File offset of `buf[0]`.
     base: u64,
@@ -386,6 +386,7 @@ impl FileSource {
                     self.packets += 1;
                     self.position
                         .store(self.base + self.at as u64, Ordering::Relaxed);
+                    self.lookahead.hint(&self.buf, self.at, len);
                     return Ok(Some(rec));
                 }
                 Step::Skip { len, unsupported } => {

@@ -1,5 +1,9 @@
 //! The two capture file formats, framed with rusticata's `pcap-parser`: the file header, then one
 //! record (pcap) or block (pcapng) at a time from a byte slice that starts at a record boundary.
+//! Enhanced Packet Blocks, which carry nearly every packet of a pcapng file, are read in place with
+//! pcap-parser's own checks (a test holds the two to the same result on random blocks), because
+//! pcap-parser collects every block's options into a `Vec`: read that way, the packets of a 1 GiB
+//! bulk capture took 2.5× as long from pcapng as from pcap (1.6× read in place).
 //!
 //! Consumes bytes; produces [`Step`]s: a packet (its timestamp, link type and a slice of the input),
 //! a block that carries no packet, "need more bytes", or a corrupt header. Timestamps and lengths
@@ -12,7 +16,7 @@ use pcap_parser::pcapng::{
     Block, EnhancedPacketBlock, InterfaceDescriptionBlock, SimplePacketBlock, UnknownBlock,
 };
 use pcap_parser::{
-    LegacyPcapBlock, PcapHeader, parse_block_be, parse_block_le, parse_pcap_frame,
+    EPB_MAGIC, LegacyPcapBlock, PcapHeader, parse_block_be, parse_block_le, parse_pcap_frame,
     parse_pcap_frame_be, parse_pcap_header, parse_sectionheaderblock,
 };
 
@@ -359,6 +363,11 @@ impl Layout {
         } else {
             block_type
         };
+        if block_type == EPB_MAGIC
+            && let Some(step) = enhanced_packet(ifaces, block, be)
+        {
+            return step;
+        }
         let parsed = if be {
             parse_block_be(block)
         } else {
@@ -418,6 +427,39 @@ impl Layout {
             _ => skip,
         }
     }
+}
+
+/// An Enhanced Packet Block (the block of nearly every packet) read in place, exactly as
+/// pcap-parser reads it but without collecting its options (which pcap-parser does into a `Vec`,
+/// per packet, and which no packet needs: a malformed option ends the list, it never fails the
+/// block). `None` where pcap-parser would fail the block, so that its error is the one reported.
+/// `block` is the whole block, its length and trailer already checked.
+#[inline]
+fn enhanced_packet<'a>(ifaces: &[Iface], block: &'a [u8], be: bool) -> Option<Step<'a>> {
+    let len = block.len();
+    // Type, length, interface, timestamp high and low, captured and original lengths: 28 bytes,
+    // the trailing length 4.
+    let room = len.checked_sub(32)?;
+    let if_id = u32_at(block, 8, be)?;
+    let ts_high = u32_at(block, 12, be)?;
+    let ts_low = u32_at(block, 16, be)?;
+    let caplen = u32_at(block, 20, be)?;
+    // In `usize` the padding cannot overflow (pcap-parser rejects lengths near `u32::MAX`, which
+    // are beyond any block anyway).
+    let padded = (caplen as usize + 3) & !3;
+    if padded > room {
+        return None;
+    }
+    let data = &block[28..28 + padded];
+    Some(packet(
+        ifaces,
+        len,
+        if_id,
+        ts_high,
+        ts_low,
+        caplen as usize,
+        data,
+    ))
 }
 
 fn add_interface(ifaces: &mut Vec<Iface>, snapshot: &mut u32, idb: &InterfaceDescriptionBlock<'_>) {
@@ -484,10 +526,20 @@ fn packet<'a>(
 /// fraction scaled down exactly as libpcap scales it to nanoseconds and trustwatch then to
 /// microseconds (both round down, so one exact division gives the same number).
 fn pcapng_timestamp(t: u64, tsresol: u64, tsoffset: i64) -> Timestamp {
-    let secs = (t / tsresol).wrapping_add(tsoffset as u64) as i64;
-    let frac = t % tsresol;
-    let micros = (u128::from(frac) * 1_000_000 / u128::from(tsresol)) as i64;
-    Timestamp::from_micros(secs.saturating_mul(1_000_000).saturating_add(micros))
+    // The two usual resolutions (micro- and nanoseconds) by constants, which the compiler divides
+    // by multiplying, with the same results; any other by the general division.
+    let (secs, micros) = match tsresol {
+        1_000_000 => (t / 1_000_000, t % 1_000_000),
+        1_000_000_000 => (t / 1_000_000_000, t % 1_000_000_000 / 1000),
+        _ => (t / tsresol, scaled_fraction(t % tsresol, tsresol)),
+    };
+    let secs = secs.wrapping_add(tsoffset as u64) as i64;
+    Timestamp::from_micros(secs.saturating_mul(1_000_000).saturating_add(micros as i64))
+}
+
+/// `frac` units of `1/tsresol` s in whole microseconds, rounded down.
+fn scaled_fraction(frac: u64, tsresol: u64) -> u64 {
+    (u128::from(frac) * 1_000_000 / u128::from(tsresol)) as u64
 }
 
 /// One pcap record.
@@ -736,5 +788,138 @@ mod tests {
             pcapng_timestamp(1_000_001_999, 1_000_000_000, 0),
             Timestamp::from_micros(1_000_001)
         );
+    }
+
+    /// The in-place Enhanced Packet Block reader gives what pcap-parser's block gives, through the
+    /// same `packet`, for every block pcap-parser accepts, and declines every block it rejects:
+    /// random blocks of both byte orders, with and without options (well-formed or not), captured
+    /// lengths within, at and beyond the block, lengths that would overflow, unknown interfaces.
+    #[test]
+    fn enhanced_packet_blocks_read_as_pcap_parser_reads_them() {
+        let ifaces = [
+            Iface {
+                linktype: Ok(LinkType::Ethernet),
+                tsresol: 1_000_000,
+                tsoffset: 0,
+            },
+            Iface {
+                linktype: Err(147),
+                tsresol: 1_000_000_000,
+                tsoffset: 7,
+            },
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) % n
+        };
+        let (mut accepted, mut declined) = (0, 0);
+        for _ in 0..20_000 {
+            let be = next(2) == 1;
+            let put = |b: &mut Vec<u8>, v: u32| {
+                b.extend_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
+            };
+            let data_area = 4 * next(24) as usize;
+            let options = 4 * next(8) as usize;
+            let len = 32 + data_area + options;
+            let caplen = match next(8) {
+                0 => u32::MAX - next(6) as u32,
+                1 => (data_area + options + next(12) as usize) as u32,
+                _ => next(data_area as u64 + 1) as u32,
+            };
+            let mut block = Vec::with_capacity(len);
+            put(&mut block, EPB_MAGIC);
+            put(&mut block, len as u32);
+            put(&mut block, next(3) as u32);
+            put(&mut block, next(1 << 20) as u32);
+            put(&mut block, next(1 << 32) as u32);
+            put(&mut block, caplen);
+            put(&mut block, caplen.wrapping_add(next(3) as u32));
+            block.extend((0..data_area).map(|_| next(256) as u8));
+            // Options: some well-formed (code, length, padded value), some arbitrary bytes.
+            let mut left = options;
+            while left >= 4 {
+                if next(2) == 0 {
+                    let value = 4 * next(left as u64 / 4) as usize;
+                    for half in [next(5) as u16, value as u16] {
+                        block.extend_from_slice(&if be {
+                            half.to_be_bytes()
+                        } else {
+                            half.to_le_bytes()
+                        });
+                    }
+                    block.extend((0..value).map(|_| next(256) as u8));
+                    left -= 4 + value;
+                } else {
+                    block.extend((0..4).map(|_| next(256) as u8));
+                    left -= 4;
+                }
+            }
+            put(&mut block, len as u32);
+            assert_eq!(block.len(), len);
+
+            let fast = enhanced_packet(&ifaces, &block, be);
+            let parsed = if be {
+                parse_block_be(&block)
+            } else {
+                parse_block_le(&block)
+            };
+            match parsed {
+                Ok((_, Block::EnhancedPacket(epb))) => {
+                    let want = packet(
+                        &ifaces,
+                        len,
+                        epb.if_id,
+                        epb.ts_high,
+                        epb.ts_low,
+                        epb.caplen as usize,
+                        epb.data,
+                    );
+                    let fast = fast.expect("a block pcap-parser accepts");
+                    assert_eq!(format!("{fast:?}"), format!("{want:?}"));
+                    accepted += 1;
+                }
+                _ => {
+                    assert!(fast.is_none(), "a block pcap-parser rejects: {block:02x?}");
+                    declined += 1;
+                }
+            }
+        }
+        // Both kinds were exercised.
+        assert!(
+            accepted > 10_000 && declined > 1_000,
+            "{accepted} / {declined}"
+        );
+    }
+
+    /// The micro- and nanosecond shortcuts give what the general division gives.
+    #[test]
+    fn usual_resolutions_match_the_general_division() {
+        let general = |t: u64, tsresol: u64, tsoffset: i64| {
+            let secs = (t / tsresol).wrapping_add(tsoffset as u64) as i64;
+            let micros = scaled_fraction(t % tsresol, tsresol) as i64;
+            Timestamp::from_micros(secs.saturating_mul(1_000_000).saturating_add(micros))
+        };
+        // A spread of values (an LCG), the edges of each second and of the u64 range.
+        let mut t = 0x2545_f491_4f6c_dd1du64;
+        let mut values = vec![0, 1, 999, 1000, 999_999, 1_000_000, 999_999_999, u64::MAX];
+        for _ in 0..10_000 {
+            t = t.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            values.push(t);
+            values.push(t % 4_000_000_000_000_000_000);
+        }
+        for &t in &values {
+            for tsresol in [1_000_000, 1_000_000_000] {
+                for tsoffset in [0, -86_400, 1 << 40] {
+                    assert_eq!(
+                        pcapng_timestamp(t, tsresol, tsoffset),
+                        general(t, tsresol, tsoffset),
+                        "t {t}, resolution {tsresol}, offset {tsoffset}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! the hardware prefetcher to follow. So besides the next record (known exactly), the headers two
 //! and three records on are fetched where they would be if the coming records have the sizes
 //! most recently seen: a bulk transfer alternates full segments and acknowledgements, two sizes.
-//! A wrong guess costs a cache line of bandwidth, nothing else.
+//! A wrong guess costs two cache lines of bandwidth, nothing else.
 
 use crate::base::prefetch;
 
