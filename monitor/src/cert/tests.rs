@@ -202,6 +202,26 @@ fn cache_hits_share_the_parse_and_evict_lru() {
     assert_eq!((stats.certificates, stats.cert_cache_hits), (9, 4));
 }
 
+/// A certificate answered from the cache's recent slots is the map's own entry: an eviction
+/// frees it (no slot keeps it alive, so the cache's memory bound holds), and one presented again
+/// after its eviction is parsed again.
+#[test]
+fn recent_slots_hold_only_cached_certificates() {
+    let (ca_der, ca_p, ca_key) = kubeedge_ca();
+    let (l1, _) = leaf(&ca_p, &ca_key, "a", true);
+    let mut cache = CertCache::new(1, usize::MAX);
+    let first = info(cache.get(&ca_der));
+    assert!(Arc::ptr_eq(&first, &info(cache.get(&ca_der))));
+    assert_eq!(cache.counters().hits, 1);
+    // The map, its slot and the test hold it.
+    assert_eq!(Arc::strong_count(&first), 3);
+    cache.get(&l1); // evicts the CA
+    assert_eq!(Arc::strong_count(&first), 1);
+    let again = info(cache.get(&ca_der));
+    assert!(!Arc::ptr_eq(&first, &again));
+    assert_eq!(cache.counters().hits, 1);
+}
+
 macro_rules! testdata {
     ($name:literal) => {
         hex::decode(include_str!(concat!("../tls/testdata/", $name, ".hex")).trim()).unwrap()
