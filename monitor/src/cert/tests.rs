@@ -222,6 +222,54 @@ fn recent_slots_hold_only_cached_certificates() {
     assert_eq!(cache.counters().hits, 1);
 }
 
+/// The cache's byte budget: what fits exactly is kept, what does not evicts the least recently
+/// used until it fits, and a certificate dearer than the whole budget, or DER above
+/// `MAX_CACHED_DER`, is parsed at every presentation and never kept.
+#[test]
+fn cache_keeps_within_its_byte_budget() {
+    let (ca_der, ca_p, ca_key) = kubeedge_ca();
+    let (l1, _) = leaf(&ca_p, &ca_key, "a", true);
+    let (l2, _) = leaf(&ca_p, &ca_key, "b", true);
+    let cost = |der: &[u8]| {
+        let mut c = CertCache::new(10, usize::MAX);
+        c.get(der);
+        c.heap_bytes()
+    };
+    let (c_ca, c_l1, c_l2) = (cost(&ca_der), cost(&l1), cost(&l2));
+
+    // Exactly full: both kept.
+    let mut cache = CertCache::new(10, c_ca + c_l1);
+    cache.get(&ca_der);
+    cache.get(&l1);
+    assert_eq!((cache.len(), cache.heap_bytes()), (2, c_ca + c_l1));
+    // Room for the two leaves: the third certificate evicts the least recently used (the CA),
+    // and only it.
+    let mut cache = CertCache::new(10, c_l1 + c_l2);
+    cache.get(&l1);
+    cache.get(&ca_der);
+    cache.get(&l1);
+    cache.get(&l2);
+    assert_eq!((cache.len(), cache.heap_bytes()), (2, c_l1 + c_l2));
+    assert_eq!(cache.counters().hits, 1);
+    cache.get(&ca_der);
+    assert_eq!(cache.counters().hits, 1, "the CA was evicted");
+
+    // Dearer than the whole budget: parsed each time, never kept.
+    let mut cache = CertCache::new(10, c_ca - 1);
+    cache.get(&ca_der);
+    cache.get(&ca_der);
+    assert_eq!(
+        (cache.len(), cache.heap_bytes(), cache.counters().hits),
+        (0, 0, 0)
+    );
+    // DER above the size bound, whatever the budget.
+    let big = vec![0x30; cache::MAX_CACHED_DER + 1];
+    let mut cache = CertCache::new(10, usize::MAX);
+    cache.get(&big);
+    cache.get(&big);
+    assert_eq!((cache.len(), cache.counters().hits), (0, 0));
+}
+
 macro_rules! testdata {
     ($name:literal) => {
         hex::decode(include_str!(concat!("../tls/testdata/", $name, ".hex")).trim()).unwrap()
