@@ -450,7 +450,7 @@ fn enhanced_packet<'a>(ifaces: &[Iface], block: &'a [u8], be: bool) -> Option<St
     if padded > room {
         return None;
     }
-    let data = &block[28..28 + padded];
+    let data = block.get(28..28 + padded)?;
     Some(packet(
         ifaces,
         len,

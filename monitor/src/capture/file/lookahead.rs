@@ -1,7 +1,7 @@
 //! Fetching record headers into the cache before the reader needs them.
 //!
-//! A pcap file is a chain: a record's header says where the next one starts, so the reader
-//! waits for one header's memory before it can ask for the next. A mapped file's bytes come
+//! A capture file is a chain: a pcap record's header (a pcapng block's) says where the next one
+//! starts, so the reader waits for one header's memory before it can ask for the next. A mapped file's bytes come
 //! from memory, not from a copy just made, and records a kilobyte or so apart are too far for
 //! the hardware prefetcher to follow. So besides the next record (known exactly), the headers two
 //! and three records on are fetched where they would be if the coming records have the sizes
