@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use hashlink::DefaultHashBuilder;
 use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -103,7 +104,12 @@ pub struct TrustedCa {
 pub struct Judge {
     /// The trusted set the remembered verdicts were made under (their sha256s).
     set: Vec<String>,
-    remembered: HashMap<String, Anchor>,
+    /// Verdicts by issuer path: its certificates' sha256s (64 hex digits each), concatenated.
+    /// Hashed with foldhash, seeded per process, as the certificate cache is: the keys are
+    /// presented bytes' digests.
+    remembered: HashMap<String, Anchor, DefaultHashBuilder>,
+    /// The key being looked up, built in place: a remembered chain costs no allocation.
+    key: String,
 }
 
 impl Judge {
@@ -128,20 +134,23 @@ impl Judge {
     }
 
     fn anchor(&mut self, infos: &[&CertInfo], path: &[usize], trusted: &[TrustedCa]) -> Anchor {
-        let set: Vec<String> = trusted.iter().map(|t| t.sha256.clone()).collect();
-        if set != self.set {
-            self.set = set;
+        let trusted_now = trusted.iter().map(|t| t.sha256.as_str());
+        if !self.set.iter().map(String::as_str).eq(trusted_now) {
+            self.set = trusted.iter().map(|t| t.sha256.clone()).collect();
             self.remembered.clear();
         }
-        let key: String = path.iter().map(|&i| infos[i].sha256.as_str()).collect();
-        if let Some(a) = self.remembered.get(&key) {
+        self.key.clear();
+        for &i in path {
+            self.key.push_str(&infos[i].sha256);
+        }
+        if let Some(a) = self.remembered.get(self.key.as_str()) {
             return *a;
         }
         let a = verify_path(infos, path, trusted);
         if self.remembered.len() >= REMEMBERED_CHAINS {
             self.remembered.clear();
         }
-        self.remembered.insert(key, a);
+        self.remembered.insert(self.key.clone(), a);
         a
     }
 }

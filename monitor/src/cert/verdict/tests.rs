@@ -172,3 +172,30 @@ fn chain_order_and_linkage() {
     assert_eq!(j.judge(&c, at(NOW), &[trusted(&ca)]), first);
     assert_eq!(j.remembered.len(), 1);
 }
+
+#[test]
+fn one_judge_follows_the_trusted_set_as_it_changes() {
+    // One judge for a whole run, as the monitor keeps: the Secret's CA switches from A to B and
+    // back, and every remembered verdict must follow it.
+    let (a, b) = (kubeedge(), kubeedge());
+    let (ta, tb) = (trusted(&a), trusted(&b));
+    let (from_a, from_b) = (
+        chain(&[&leaf(&a, NOW - DAY, NOW + DAY)]),
+        chain(&[&leaf(&b, NOW - DAY, NOW + DAY)]),
+    );
+    let mut j = Judge::default();
+    let mut anchor = |c: &[Presented], t: &TrustedCa| {
+        j.judge(c, at(NOW), std::slice::from_ref(t)).anchor.unwrap()
+    };
+    for _ in 0..2 {
+        assert_eq!(anchor(&from_a, &ta), Anchor::Verified);
+        assert_eq!(anchor(&from_b, &ta), Anchor::BadSignature);
+        assert_eq!(anchor(&from_a, &ta), Anchor::Verified, "remembered");
+        assert_eq!(anchor(&from_b, &tb), Anchor::Verified, "B trusted now");
+        assert_eq!(anchor(&from_a, &tb), Anchor::BadSignature);
+        assert_eq!(anchor(&from_b, &tb), Anchor::Verified, "remembered");
+    }
+    // Two chains remembered under the last set, one entry each.
+    assert_eq!(j.remembered.len(), 2);
+    assert_eq!(j.set, std::slice::from_ref(&tb.sha256));
+}
