@@ -16,7 +16,7 @@ use serde::Serialize;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{CertInfo, Presented};
-use crate::base::Timestamp;
+use crate::base::{Side, Timestamp};
 
 /// Chains whose signature verdict is remembered; the memory is cleared when full.
 const REMEMBERED_CHAINS: usize = 1024;
@@ -69,25 +69,45 @@ pub struct ChainVerdict {
 }
 
 impl ChainVerdict {
-    /// Machine-readable codes of what is wrong (empty when nothing is), prefixed with `side`.
-    pub fn problems(&self, side: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        match self.validity {
-            Some(Validity::Expired) => out.push(format!("{side}_certificate_expired")),
-            Some(Validity::NotYetValid) => out.push(format!("{side}_certificate_not_yet_valid")),
-            _ => {}
-        }
-        match self.order {
-            Some(ChainOrder::Misordered) => out.push(format!("{side}_chain_misordered")),
-            Some(ChainOrder::Unlinked) => out.push(format!("{side}_chain_unlinked")),
-            _ => {}
-        }
-        match self.anchor {
-            Some(Anchor::BadSignature) => out.push(format!("{side}_chain_bad_signature")),
-            Some(Anchor::UnknownIssuer) => out.push(format!("{side}_chain_unknown_issuer")),
-            _ => {}
-        }
-        out
+    /// Machine-readable codes of what is wrong (none when nothing is), prefixed with the side
+    /// that presented the chain.
+    pub fn problems(&self, side: Side) -> impl Iterator<Item = &'static str> {
+        let code = |server, client| match side {
+            Side::Server => server,
+            Side::Client => client,
+        };
+        let validity = match self.validity {
+            Some(Validity::Expired) => Some(code(
+                "server_certificate_expired",
+                "client_certificate_expired",
+            )),
+            Some(Validity::NotYetValid) => Some(code(
+                "server_certificate_not_yet_valid",
+                "client_certificate_not_yet_valid",
+            )),
+            _ => None,
+        };
+        let order = match self.order {
+            Some(ChainOrder::Misordered) => {
+                Some(code("server_chain_misordered", "client_chain_misordered"))
+            }
+            Some(ChainOrder::Unlinked) => {
+                Some(code("server_chain_unlinked", "client_chain_unlinked"))
+            }
+            _ => None,
+        };
+        let anchor = match self.anchor {
+            Some(Anchor::BadSignature) => Some(code(
+                "server_chain_bad_signature",
+                "client_chain_bad_signature",
+            )),
+            Some(Anchor::UnknownIssuer) => Some(code(
+                "server_chain_unknown_issuer",
+                "client_chain_unknown_issuer",
+            )),
+            _ => None,
+        };
+        [validity, order, anchor].into_iter().flatten()
     }
 }
 

@@ -8,6 +8,7 @@
 //! clients per service are tracked (the rest are counted as "other"), at most [`MAX_TIMELINE`]
 //! timeline lines (the rest are counted).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -19,7 +20,7 @@ use crate::detect::{DetectStats, Event};
 use crate::export::text::timeline_line;
 use crate::handshake::{Alert, Connection, Outcome};
 use crate::stats::Stats;
-use crate::tls::alert;
+use crate::tls::{Version, alert};
 
 pub const MAX_KEYS: usize = 256;
 pub const MAX_CLIENTS: usize = 4096;
@@ -37,7 +38,7 @@ struct CaKey {
 struct Service {
     port: u16,
     outcomes: BTreeMap<Outcome, u64>,
-    versions: BTreeMap<String, u64>,
+    versions: BTreeMap<Cow<'static, str>, u64>,
     /// (sender, plaintext code or None for encrypted) → count
     alerts: BTreeMap<(&'static str, Option<u8>), u64>,
     ca_keys: BTreeMap<KeyId, CaKey>,
@@ -45,7 +46,7 @@ struct Service {
     failing_clients: BTreeMap<IpAddr, u64>,
     other_clients: u64,
     /// Certificate problems at handshake time (code → connections).
-    cert_problems: BTreeMap<String, u64>,
+    cert_problems: BTreeMap<&'static str, u64>,
     /// Established handshakes with a certificate problem.
     established_unhealthy: u64,
 }
@@ -53,7 +54,7 @@ struct Service {
 /// Aggregates connection records for the report.
 #[derive(Default)]
 pub struct Summary {
-    services: BTreeMap<String, Service>,
+    services: BTreeMap<Arc<str>, Service>,
     connections: u64,
     timeline: Vec<(Arc<str>, String)>,
     events: u64,
@@ -80,13 +81,13 @@ impl Summary {
                 Outcome::Incomplete => {}
             }
         }
-        let s = self.services.entry(c.service.to_string()).or_default();
+        let s = self.services.entry(c.service.clone()).or_default();
         s.port = c.server.port();
         *s.outcomes.entry(c.outcome).or_default() += 1;
-        let version = c.version.map_or_else(|| "none".to_string(), |v| v.name());
+        let version = c.version.map_or(Cow::Borrowed("none"), Version::name);
         *s.versions.entry(version).or_default() += 1;
-        let problems = c.certificate_problems();
-        if !problems.is_empty() && c.outcome == Outcome::Established {
+        let mut problems = c.certificate_problems().peekable();
+        if problems.peek().is_some() && c.outcome == Outcome::Established {
             s.established_unhealthy += 1;
         }
         for p in problems {
@@ -217,7 +218,7 @@ impl Summary {
             let versions: Vec<String> = s
                 .versions
                 .iter()
-                .map(|(v, n)| match v.as_str() {
+                .map(|(v, n)| match v.as_ref() {
                     "none" => format!("no version negotiated (no ServerHello) {n}"),
                     _ => format!("{v} {n}"),
                 })

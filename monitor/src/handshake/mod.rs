@@ -150,15 +150,14 @@ impl Connection {
 
 impl Connection {
     /// Machine-readable codes of what is wrong with the presented certificates (server first).
-    pub fn certificate_problems(&self) -> Vec<String> {
-        let mut p = self.certificates.server.problems("server");
-        p.extend(self.certificates.client.problems("client"));
-        p
+    pub fn certificate_problems(&self) -> impl Iterator<Item = &'static str> {
+        (self.certificates.server.problems(Side::Server))
+            .chain(self.certificates.client.problems(Side::Client))
     }
 
     /// Established, and nothing wrong with the certificates at handshake time.
     pub fn healthy(&self) -> bool {
-        self.outcome == Outcome::Established && self.certificate_problems().is_empty()
+        self.outcome == Outcome::Established && self.certificate_problems().next().is_none()
     }
 
     /// The alert that decided the outcome: the first fatal one, else the last one.

@@ -10,6 +10,8 @@ pub mod fingerprint;
 pub mod hello;
 pub mod record;
 
+use std::borrow::Cow;
+
 pub use alert::cipher_name;
 pub use hello::{ClientHello, ServerHello};
 pub use record::RecordStream;
@@ -59,7 +61,7 @@ impl Version {
     }
 
     /// Human name: "TLS 1.2", "TLS 1.3 (draft 28)", "SSL 3.0".
-    pub fn name(self) -> String {
+    pub fn name(self) -> Cow<'static, str> {
         match self.0 {
             0x0200 => "SSL 2.0".into(),
             0x0300 => "SSL 3.0".into(),
@@ -67,8 +69,8 @@ impl Version {
             0x0302 => "TLS 1.1".into(),
             0x0303 => "TLS 1.2".into(),
             0x0304 => "TLS 1.3".into(),
-            v if v >> 8 == 0x7f => format!("TLS 1.3 (draft {})", v & 0xff),
-            v => format!("0x{v:04x}"),
+            v if v >> 8 == 0x7f => format!("TLS 1.3 (draft {})", v & 0xff).into(),
+            v => format!("0x{v:04x}").into(),
         }
     }
 }

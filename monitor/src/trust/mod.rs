@@ -341,6 +341,13 @@ impl TrustedReference {
         self.sources.iter().map(Source::label).collect()
     }
 
+    /// Some source disagrees with `presented` ([`Self::check`] is not empty).
+    pub fn disagrees(&self, presented: &PresentedCa) -> bool {
+        self.sources
+            .iter()
+            .any(|s| s.agrees(presented) == Some(false))
+    }
+
     /// Sources that disagree with `presented`; empty when all comparable ones agree (or none is).
     pub fn check(&self, presented: &PresentedCa) -> Vec<Disagreement> {
         self.sources

@@ -91,7 +91,7 @@ fn good_chain_verifies_against_its_ca() {
             anchor: Some(Anchor::Verified),
         }
     );
-    assert!(v.problems("server").is_empty());
+    assert_eq!(v.problems(Side::Server).count(), 0);
     // With the root on the wire too, and through an intermediate.
     let inter = intermediate(&ca);
     let l2 = leaf(&inter, NOW - DAY, NOW + DAY);
@@ -110,11 +110,17 @@ fn expired_and_not_yet_valid_at_handshake_time() {
     assert_eq!(v.validity, Some(Validity::Expired));
     // Still signed by the CA: expiry and signature are separate verdicts.
     assert_eq!(v.anchor, Some(Anchor::Verified));
-    assert_eq!(v.problems("server"), ["server_certificate_expired"]);
+    assert_eq!(
+        v.problems(Side::Server).collect::<Vec<_>>(),
+        ["server_certificate_expired"]
+    );
     let future = leaf(&ca, NOW + 1, NOW + 10 * DAY);
     let v = judge(&[&future], &[]);
     assert_eq!(v.validity, Some(Validity::NotYetValid));
-    assert_eq!(v.problems("client"), ["client_certificate_not_yet_valid"]);
+    assert_eq!(
+        v.problems(Side::Client).collect::<Vec<_>>(),
+        ["client_certificate_not_yet_valid"]
+    );
     // The same leaf judged inside its validity (the verdict is at handshake time, not now).
     let mut j = Judge::default();
     assert_eq!(
@@ -135,7 +141,10 @@ fn same_name_and_serial_other_key_fails_by_signature() {
     let from_b = leaf(&b, NOW - DAY, NOW + DAY);
     let v = judge(&[&from_b], std::slice::from_ref(&ta));
     assert_eq!(v.anchor, Some(Anchor::BadSignature));
-    assert_eq!(v.problems("server"), ["server_chain_bad_signature"]);
+    assert_eq!(
+        v.problems(Side::Server).collect::<Vec<_>>(),
+        ["server_chain_bad_signature"]
+    );
     // Trusting both: verified (by B).
     assert_eq!(judge(&[&from_b], &[ta, tb]).anchor, Some(Anchor::Verified));
     // A CA of another name: the issuer is unknown.
@@ -198,4 +207,64 @@ fn one_judge_follows_the_trusted_set_as_it_changes() {
     // Two chains remembered under the last set, one entry each.
     assert_eq!(j.remembered.len(), 2);
     assert_eq!(j.set, std::slice::from_ref(&tb.sha256));
+}
+
+#[test]
+fn problem_codes_are_the_side_and_the_verdicts_json_names() {
+    // Every combination, both sides: the code is `{side}_certificate_{validity}` or
+    // `{side}_chain_{order or anchor}`, in the verdict's JSON names, for what is wrong.
+    fn name<T: serde::Serialize>(v: &T) -> String {
+        serde_json::to_value(v)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    let validities = [
+        None,
+        Some(Validity::Valid),
+        Some(Validity::Expired),
+        Some(Validity::NotYetValid),
+    ];
+    let orders = [
+        None,
+        Some(ChainOrder::Ordered),
+        Some(ChainOrder::Misordered),
+        Some(ChainOrder::Unlinked),
+    ];
+    let anchors = [
+        None,
+        Some(Anchor::Verified),
+        Some(Anchor::BadSignature),
+        Some(Anchor::UnknownIssuer),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for side in [Side::Server, Side::Client] {
+        for validity in validities {
+            for order in orders {
+                for anchor in anchors {
+                    let v = ChainVerdict {
+                        validity,
+                        order,
+                        anchor,
+                    };
+                    let s = side.as_str();
+                    let mut want = Vec::new();
+                    if let Some(x) = validity.filter(|x| *x != Validity::Valid) {
+                        want.push(format!("{s}_certificate_{}", name(&x)));
+                    }
+                    if let Some(x) = order.filter(|x| *x != ChainOrder::Ordered) {
+                        want.push(format!("{s}_chain_{}", name(&x)));
+                    }
+                    if let Some(x) = anchor.filter(|x| *x != Anchor::Verified) {
+                        want.push(format!("{s}_chain_{}", name(&x)));
+                    }
+                    let got: Vec<&str> = v.problems(side).collect();
+                    assert_eq!(got, want, "{v:?} {s}");
+                    seen.extend(got);
+                }
+            }
+        }
+    }
+    assert_eq!(seen.len(), 12);
 }

@@ -26,6 +26,8 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hashlink::DefaultHashBuilder;
+
 pub use collapse::TrustState;
 pub use snapshot::{CaKeySnapshot, ClientSnapshot, ServerSnapshot, ServiceSnapshot};
 pub use window::Counts;
@@ -62,8 +64,9 @@ pub(crate) struct ServiceState {
     servers: Servers,
     trust: TrustMachine,
     divergence: DivergenceState,
-    /// (server, key, sha256 of the CA when seen) already reported as inconsistent.
-    inconsistent_seen: HashSet<(Option<SocketAddr>, KeyId, Option<String>)>,
+    /// (server, key, sha256 of the CA when seen) already reported as inconsistent. Hashed with
+    /// foldhash (seeded per process): the keys come from presented certificates.
+    inconsistent_seen: HashSet<(Option<SocketAddr>, KeyId, Option<String>), DefaultHashBuilder>,
 }
 
 impl ServiceState {
@@ -76,7 +79,7 @@ impl ServiceState {
             servers: Servers::default(),
             trust: TrustMachine::default(),
             divergence: DivergenceState::default(),
-            inconsistent_seen: HashSet::new(),
+            inconsistent_seen: HashSet::default(),
         }
     }
 

@@ -23,7 +23,8 @@ impl ServiceState {
         now: Timestamp,
         ctx: &mut Ctx<'_>,
     ) {
-        if ctx.reference.is_empty() {
+        // The reference agrees with most sightings: that is settled before any lookup.
+        if !ctx.reference.disagrees(ca) {
             return;
         }
         // A hash-only reference can compare a DER-bearing sighting later: keyed on the hash too.
@@ -32,9 +33,6 @@ impl ServiceState {
             return;
         }
         let disagreements = ctx.reference.check(ca);
-        if disagreements.is_empty() {
-            return;
-        }
         let limits = &ctx.cfg.limits;
         if self.inconsistent_seen.len() >= limits.max_servers.saturating_mul(limits.max_ca_keys) {
             ctx.stats.inconsistencies_unreported += 1;

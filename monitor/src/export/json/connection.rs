@@ -500,7 +500,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
         }
     }
     certs.end();
-    let problems = c.certificate_problems();
+    let problems: Vec<&str> = c.certificate_problems().collect();
     tw.array("certificate_problems", &problems, |w, p| {
         let _ = serde_json::to_writer(w, p);
     });
