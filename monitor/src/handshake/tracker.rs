@@ -428,8 +428,6 @@ impl StreamHandler for Tracker {
                         + h.extensions.capacity()
                         + h.groups.capacity()
                         + h.signature_algorithms.capacity())
-                    + h.ja3.capacity()
-                    + h.ja4.capacity()
                     + h.sni.as_ref().map_or(0, String::capacity)
             })
         };

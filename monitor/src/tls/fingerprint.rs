@@ -5,6 +5,7 @@
 //! are already removed by the hello parser.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use hashlink::LruCache;
 use md5::{Digest, Md5};
@@ -19,19 +20,39 @@ const EXT_ALPN: u16 = 0x0010;
 /// over and over, so the strings and hashes are computed once per kind of client.
 const CACHE_ENTRIES: usize = 1024;
 
-thread_local! {
-    static CACHE: RefCell<LruCache<Vec<u16>, [String; 3]>> = RefCell::new(LruCache::new(CACHE_ENTRIES));
+/// A client hello's fingerprints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fingerprints {
+    /// JA3 string: `version,ciphers,extensions,groups,point_formats`.
+    pub ja3: String,
+    /// Its MD5, in hex.
+    pub ja3_md5: String,
+    /// JA4 (client fingerprint `a_b_c`), computed over TCP ("t" prefix).
+    pub ja4: String,
 }
 
-/// Everything JA3 and JA4 read from a hello, as one key (lists length-prefixed).
-fn cache_key(ch: &ClientHello, first_alpn: Option<&[u8]>) -> Vec<u16> {
+/// The cache, and the key being looked up (built in place: a hit allocates nothing).
+struct Cache {
+    known: LruCache<Vec<u16>, Arc<Fingerprints>>,
+    key: Vec<u16>,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache {
+        known: LruCache::new(CACHE_ENTRIES),
+        key: Vec::new(),
+    });
+}
+
+/// Everything JA3 and JA4 read from a hello, as one key (lists length-prefixed), into `key`.
+fn cache_key(key: &mut Vec<u16>, ch: &ClientHello, first_alpn: Option<&[u8]>) {
     let lists: [&[u16]; 4] = [
         &ch.ciphers,
         &ch.extensions,
         &ch.groups,
         &ch.signature_algorithms,
     ];
-    let mut key = Vec::with_capacity(16 + lists.iter().map(|l| l.len() + 1).sum::<usize>());
+    key.clear();
     key.push(ch.legacy_version.0);
     key.push(u16::from(ch.sslv2));
     key.push(ch.supported_versions.len() as u16);
@@ -45,25 +66,27 @@ fn cache_key(ch: &ClientHello, first_alpn: Option<&[u8]>) -> Vec<u16> {
     let alpn = first_alpn.unwrap_or_default();
     key.push(alpn.len() as u16);
     key.extend(alpn.iter().map(|&b| u16::from(b)));
-    key
 }
 
-/// Fills `ja3`, `ja3_md5` and `ja4` of a freshly parsed hello.
+/// Fills the fingerprints of a freshly parsed hello.
 pub(crate) fn fill(ch: &mut ClientHello) {
     let first_alpn = ch.first_alpn.as_deref();
-    let key = cache_key(ch, first_alpn);
-    let cached = CACHE.with_borrow_mut(|c| c.get(&key).cloned());
-    let [ja3, ja3_md5, ja4] = cached.unwrap_or_else(|| {
+    let found = CACHE.with_borrow_mut(|c| {
+        let Cache { known, key } = c;
+        cache_key(key, ch, first_alpn);
+        if let Some(f) = known.get(key.as_slice()) {
+            return Arc::clone(f);
+        }
         let ja3 = ja3_string(ch);
-        let ja3_md5 = md5_hex(&ja3);
-        let ja4 = ja4_with_alpn(ch, first_alpn);
-        let value = [ja3, ja3_md5, ja4];
-        CACHE.with_borrow_mut(|c| c.insert(key, value.clone()));
-        value
+        let f = Arc::new(Fingerprints {
+            ja3_md5: md5_hex(&ja3),
+            ja3,
+            ja4: ja4_with_alpn(ch, first_alpn),
+        });
+        known.insert(key.clone(), Arc::clone(&f));
+        f
     });
-    ch.ja3 = ja3;
-    ch.ja3_md5 = ja3_md5;
-    ch.ja4 = ja4;
+    ch.fingerprints = Some(found);
 }
 
 /// Appends `v` in decimal (no `fmt` machinery: this runs for every ClientHello).
@@ -270,5 +293,46 @@ mod tests {
         };
         assert_eq!(ja4(&ch), "ts3i000000_000000000000_000000000000");
         assert_eq!(ja3_string(&ch), "768,,,,");
+    }
+
+    #[test]
+    fn cached_fingerprints_are_the_hellos_own_and_shared_on_repeats() {
+        let hello = |cipher: u16, alpn: &[u8]| {
+            let mut ch = ClientHello {
+                legacy_version: Version(0x0303),
+                ciphers: vec![0x1301, cipher],
+                extensions: vec![0x0000, 0x0010],
+                groups: vec![29],
+                first_alpn: Some(alpn.to_vec()),
+                alpn: vec![String::from_utf8_lossy(alpn).into_owned()],
+                ..ClientHello::default()
+            };
+            fill(&mut ch);
+            ch
+        };
+        let cases = [(0xc02b, &b"h2"[..]), (0xc02c, b"h2"), (0xc02b, b"http/1.1")];
+        // Each twice, interleaved: a hit must give that hello's fingerprints, not the last one's.
+        let mut first = Vec::new();
+        for round in 0..2 {
+            for (i, &(cipher, alpn)) in cases.iter().enumerate() {
+                let ch = hello(cipher, alpn);
+                let uncached = ja3_string(&ch);
+                assert_eq!(ch.ja3(), uncached);
+                assert_eq!(ch.ja3_md5(), md5_hex(&uncached));
+                assert_eq!(ch.ja4(), ja4(&ch));
+                let f = ch.fingerprints.clone().unwrap();
+                if round == 0 {
+                    first.push(f);
+                } else {
+                    assert!(
+                        Arc::ptr_eq(&first[i], &f),
+                        "a repeat shares the cached value"
+                    );
+                }
+            }
+        }
+        // The three differ from each other (cipher, then ALPN, changed the key).
+        assert_ne!(first[0].ja3, first[1].ja3);
+        assert_ne!(first[0].ja4, first[2].ja4);
     }
 }

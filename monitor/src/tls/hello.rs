@@ -5,11 +5,14 @@
 //! extension block is split here so that one malformed extension only loses its own field, and
 //! each interesting extension is decoded by tls-parser's extension parser.
 
+use std::sync::Arc;
+
 use tls_parser::{
     TlsExtension, parse_tls_client_hello_extension, parse_tls_server_hello_extension,
 };
 
 use super::Version;
+use super::fingerprint::Fingerprints;
 
 /// What a ClientHello offered (GREASE values removed everywhere except `raw_*` lists).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -34,12 +37,26 @@ pub struct ClientHello {
     pub psk: bool,
     /// The hello came in SSLv2 record format.
     pub sslv2: bool,
-    /// JA3 string (`version,ciphers,extensions,groups,point_formats`) and its MD5, filled by
-    /// [`super::fingerprint::fill`].
-    pub ja3: String,
-    pub ja3_md5: String,
-    /// JA4 (client fingerprint `a_b_c`), computed over TCP ("t" prefix).
-    pub ja4: String,
+    /// JA3 and JA4, filled by [`super::fingerprint::fill`]: shared by every hello of one kind of
+    /// client (they are held by the fingerprint cache too).
+    pub fingerprints: Option<Arc<Fingerprints>>,
+}
+
+impl ClientHello {
+    /// JA3 string (`version,ciphers,extensions,groups,point_formats`); empty until filled.
+    pub fn ja3(&self) -> &str {
+        self.fingerprints.as_deref().map_or("", |f| &f.ja3)
+    }
+
+    /// MD5 of the JA3 string, in hex; empty until filled.
+    pub fn ja3_md5(&self) -> &str {
+        self.fingerprints.as_deref().map_or("", |f| &f.ja3_md5)
+    }
+
+    /// JA4 (client fingerprint `a_b_c`), computed over TCP ("t" prefix); empty until filled.
+    pub fn ja4(&self) -> &str {
+        self.fingerprints.as_deref().map_or("", |f| &f.ja4)
+    }
 }
 
 /// What a ServerHello selected.

@@ -17,7 +17,7 @@ use crate::base::{PerSide, Side, Timestamp};
 use crate::cert::verdict::ChainVerdict;
 use crate::cert::{CertInfo, Presented};
 use crate::handshake::{Alert, Connection, Outcome};
-use crate::tls::alert;
+use crate::tls::{ClientHello, alert};
 
 /// A cipher suite as its IANA name, or `0xXXXX` when unknown (no allocation for known ones).
 struct CipherName(u16);
@@ -465,8 +465,8 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     tls.opt_str("next_protocol", sh.and_then(|s| s.alpn.as_deref()));
     let mut client = tls.obj("client");
     client.opt_str("server_name", ch.and_then(|h| h.sni.as_deref()));
-    client.opt_str("ja3", ch.map(|h| h.ja3_md5.as_str()));
-    client.opt_str("ja4", ch.map(|h| h.ja4.as_str()));
+    client.opt_str("ja3", ch.map(ClientHello::ja3_md5));
+    client.opt_str("ja4", ch.map(ClientHello::ja4));
     if let Some(list) = kept.supported_ciphers {
         client.raw("supported_ciphers", list.get().as_bytes());
     }
@@ -511,7 +511,7 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     if let Some(v) = c.version {
         tw.str("version_name", &v.name());
     }
-    tw.opt_str("ja3_string", ch.map(|h| h.ja3.as_str()));
+    tw.opt_str("ja3_string", ch.map(ClientHello::ja3));
     pair(
         tw.key("app_records"),
         c.app_records.client,

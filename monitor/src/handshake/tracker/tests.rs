@@ -688,8 +688,6 @@ fn charged_parts(t: &Tracker) -> [usize; 7] {
                 + h.extensions.capacity()
                 + h.groups.capacity()
                 + h.signature_algorithms.capacity())
-            + h.ja3.capacity()
-            + h.ja4.capacity()
             + h.sni.as_ref().map_or(0, String::capacity)
     });
     let presented = std::mem::size_of::<crate::cert::Presented>();

@@ -188,14 +188,22 @@ fn ja3_ja4_match_other_tools() {
     for (name, bytes, ja3, ja4) in &cases {
         let ch = client_hello(bytes);
         if let Some(ja3) = ja3
-            && ch.ja3_md5 != *ja3
+            && ch.ja3_md5() != *ja3
         {
-            failures.push(format!("{name}: ja3 {} != {ja3} ({})", ch.ja3_md5, ch.ja3));
+            failures.push(format!(
+                "{name}: ja3 {} != {ja3} ({})",
+                ch.ja3_md5(),
+                ch.ja3()
+            ));
         }
-        if ch.ja4 != *ja4 {
-            failures.push(format!("{name}: ja4 {} != {ja4}", ch.ja4));
+        if ch.ja4() != *ja4 {
+            failures.push(format!("{name}: ja4 {} != {ja4}", ch.ja4()));
         }
-        assert_eq!(fingerprint::ja4(&ch), ch.ja4, "{name}: ja4 from the struct");
+        assert_eq!(
+            fingerprint::ja4(&ch),
+            ch.ja4(),
+            "{name}: ja4 from the struct"
+        );
     }
     assert!(failures.is_empty(), "{failures:#?}");
 
@@ -219,8 +227,11 @@ fn ja3_strings_match_suricata_and_arkime() {
     let draft28 = "771,4866-4867-4865-4868-49196-52393-49325-49162-49195-49324-49161-49200-52392-49172-49199-49171-157-49309-53-156-49308-47-159-52394-49311-57-158-49310-51,5-10-11-13-22-23-35-51-43-65281-0-45";
     let ch0 = client_hello(&testdata!("sv-tls13-draft28.client"));
     let ch1 = client_hellos(&testdata!("sv-tls13-draft28.1.client"));
-    let mut seen = vec![(ch0.ja3.clone(), ch0.ja3_md5.clone())];
-    seen.extend(ch1.iter().map(|c| (c.ja3.clone(), c.ja3_md5.clone())));
+    let mut seen = vec![(ch0.ja3().to_string(), ch0.ja3_md5().to_string())];
+    seen.extend(
+        ch1.iter()
+            .map(|c| (c.ja3().to_string(), c.ja3_md5().to_string())),
+    );
     assert!(
         seen.contains(&(
             format!("{draft28},23,0"),
@@ -239,13 +250,13 @@ fn ja3_strings_match_suricata_and_arkime() {
     assert!(ch0.supported_versions.contains(&Version(0x7f1c)));
 
     let ssl3 = client_hello(&testdata!("arkime-openssl-ssl3.client"));
-    assert!(ssl3.ja3.starts_with("768,49172-49162-57-56-"));
-    assert!(ssl3.ja3.ends_with("-255,,,"));
+    assert!(ssl3.ja3().starts_with("768,49172-49162-57-56-"));
+    assert!(ssl3.ja3().ends_with("-255,,,"));
 
     // Suricata tls-duplicate-hello: the client sends its ClientHello twice; JA3 of the first.
     let dup = client_hellos(&testdata!("sv-tls-duplicate-hello.client"));
     assert_eq!(dup.len(), 2);
-    assert_eq!(dup[0].ja3, format!("{draft28},23,0"));
+    assert_eq!(dup[0].ja3(), format!("{draft28},23,0"));
 }
 
 #[test]
