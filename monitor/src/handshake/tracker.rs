@@ -174,10 +174,12 @@ impl Tracker {
     }
 
     fn build(&mut self) -> Connection {
-        let (outcome, evidence) = self
-            .verdict
-            .clone()
-            .unwrap_or((Outcome::Incomplete, "undecided".into()));
+        // Built once (`reported`): the evidence moves out; only the verdict's presence is read
+        // after this.
+        let (outcome, evidence) = match &mut self.verdict {
+            Some((outcome, evidence)) => (*outcome, std::mem::take(evidence)),
+            None => (Outcome::Incomplete, "undecided".into()),
+        };
         let probe = self
             .client_hello
             .as_deref()

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 pub use alert::cipher_name;
 pub use hello::{ClientHello, ServerHello};
-pub use record::RecordStream;
+pub use record::{CertList, RecordStream};
 
 /// TLS content types (RFC 8446 §5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub enum TlsEvent<'a> {
     ServerHello(Box<ServerHello>),
     /// Certificate message; `certs` in wire order. `tls13` when it used the TLS 1.3 layout.
     Certificate {
-        certs: Vec<&'a [u8]>,
+        certs: CertList<'a>,
         tls13: bool,
     },
     CertificateRequest,

@@ -478,10 +478,13 @@ impl RecordStream {
             }
             4 => TlsEvent::NewSessionTicket,
             8 => TlsEvent::EncryptedExtensions,
-            11 => match certificate_list(body, self.tls13)
-                .or_else(|| certificate_list(body, !self.tls13))
+            11 => match CertList::parse(body, self.tls13)
+                .or_else(|| CertList::parse(body, !self.tls13))
             {
-                Some((certs, tls13)) => TlsEvent::Certificate { certs, tls13 },
+                Some(certs) => TlsEvent::Certificate {
+                    tls13: certs.tls13,
+                    certs,
+                },
                 None => return self.bad_handshake(stats, sink),
             },
             12 => TlsEvent::ServerKeyExchange,
@@ -507,31 +510,74 @@ fn u24(b: &[u8], at: usize) -> Option<usize> {
 
 /// The DER certificates of a Certificate message body, in wire order, and whether the TLS 1.3
 /// layout (request context; per-entry extensions) was used. `None` unless the layout fits exactly.
-fn certificate_list(body: &[u8], tls13: bool) -> Option<(Vec<&[u8]>, bool)> {
-    let mut at = 0;
-    if tls13 {
-        at += 1 + usize::from(*body.first()?);
-    }
-    let list_len = u24(body, at)?;
-    at += 3;
-    if at + list_len != body.len() {
-        return None;
-    }
-    let mut certs = Vec::with_capacity(4);
-    while at < body.len() {
-        let len = u24(body, at)?;
-        let der = body.get(at + 3..at + 3 + len)?;
-        at += 3 + len;
-        if tls13 {
-            let ext_len = usize::from(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]));
-            at += 2 + ext_len;
-            if at > body.len() {
-                return None;
-            }
+/// The certificates of a Certificate message body (DER, in wire order), its layout checked
+/// once: iterating reads them in place.
+#[derive(Clone, Copy, Debug)]
+pub struct CertList<'a> {
+    /// The entries: `(u24 length, DER[, u16 length, extensions])*`.
+    entries: &'a [u8],
+    /// The TLS 1.3 layout (request context before, extensions after each certificate).
+    tls13: bool,
+    len: usize,
+}
+
+impl<'a> CertList<'a> {
+    /// `None` unless `body` is exactly a certificate list in the given layout.
+    fn parse(body: &'a [u8], tls13: bool) -> Option<Self> {
+        let at = if tls13 {
+            1 + usize::from(*body.first()?)
+        } else {
+            0
+        };
+        let list_len = u24(body, at)?;
+        let entries = body.get(at + 3..)?;
+        if entries.len() != list_len {
+            return None;
         }
-        certs.push(der);
+        let mut list = CertList {
+            entries,
+            tls13,
+            len: 0,
+        };
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let (_, next) = list.entry(rest)?;
+            list.len += 1;
+            rest = next;
+        }
+        Some(list)
     }
-    Some((certs, tls13))
+
+    /// The first certificate of `rest` and what follows it.
+    fn entry(&self, rest: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let len = u24(rest, 0)?;
+        let der = rest.get(3..3 + len)?;
+        let mut end = 3 + len;
+        if self.tls13 {
+            end += 2 + usize::from(u16::from_be_bytes([*rest.get(end)?, *rest.get(end + 1)?]));
+        }
+        Some((der, rest.get(end..)?))
+    }
+
+    /// How many certificates.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The certificates' DER, in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        let list = *self;
+        let mut rest = self.entries;
+        std::iter::from_fn(move || {
+            let (der, next) = list.entry(rest)?;
+            rest = next;
+            Some(der)
+        })
+    }
 }
 
 /// A handshake record payload that is exactly one ClientHello message.

@@ -1119,3 +1119,59 @@ fn an_sslv2_client_hello_needs_its_header_rules() {
     assert_eq!(sslv2_client_hello_len(&short(9)), Some(11));
     assert_eq!(sslv2_client_hello_len(&short(8)), None);
 }
+
+/// A Certificate message body holding `certs`, in the TLS 1.2 or 1.3 layout (request context
+/// and per-certificate extensions of the given sizes).
+fn certificate_body(certs: &[Vec<u8>], tls13: Option<(usize, usize)>) -> Vec<u8> {
+    let u24 = |n: usize| [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+    let mut entries = Vec::new();
+    for c in certs {
+        entries.extend(u24(c.len()));
+        entries.extend(c);
+        if let Some((_, ext)) = tls13 {
+            entries.extend((ext as u16).to_be_bytes());
+            entries.extend(std::iter::repeat_n(0xee, ext));
+        }
+    }
+    let mut body = Vec::new();
+    if let Some((context, _)) = tls13 {
+        body.push(context as u8);
+        body.extend(std::iter::repeat_n(0xcc, context));
+    }
+    body.extend(u24(entries.len()));
+    body.extend(entries);
+    body
+}
+
+#[test]
+fn certificate_lists_read_in_place_exactly_or_not_at_all() {
+    // splitmix64: reproducible.
+    let mut state = 0x5eed_u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    };
+    for _ in 0..5_000 {
+        let certs: Vec<Vec<u8>> = (0..next(6))
+            .map(|_| (0..next(40)).map(|_| next(256) as u8).collect())
+            .collect();
+        let tls13 = (next(2) == 1).then(|| (next(4), next(6)));
+        let body = certificate_body(&certs, tls13);
+        let list = CertList::parse(&body, tls13.is_some()).expect("a well-formed list");
+        assert_eq!(list.len(), certs.len());
+        assert_eq!(list.is_empty(), certs.is_empty());
+        assert_eq!(list.iter().collect::<Vec<_>>(), certs);
+        // Cut anywhere, or one byte more: not a list (the length must cover it exactly).
+        let cut = next(body.len());
+        assert!(
+            CertList::parse(&body[..cut], tls13.is_some()).is_none(),
+            "cut at {cut}"
+        );
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(CertList::parse(&longer, tls13.is_some()).is_none());
+    }
+}
