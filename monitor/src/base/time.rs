@@ -1,5 +1,7 @@
 //! Packet time: microseconds since the Unix epoch, the clock every window runs on.
 
+use std::cell::Cell;
+
 /// Capture timestamp, microseconds since the Unix epoch (packet time drives every window).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
@@ -49,26 +51,56 @@ impl Timestamp {
             return None;
         }
         let secs = self.0.div_euclid(1_000_000);
-        let micros = self.0.rem_euclid(1_000_000) as u32;
-        let days = secs.div_euclid(86_400);
-        let sod = secs.rem_euclid(86_400) as u32;
-        let (year, month, day) = civil_from_days(days);
-        let mut b = *b"0000-00-00T00:00:00.000000Z";
-        let mut put = |at: usize, width: usize, mut v: u32| {
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (v % 10) as u8;
-                v /= 10;
+        let mut b = [0; RFC3339_LEN];
+        b[..SECOND_LEN].copy_from_slice(&LAST_SECOND.with(|last| {
+            let (known, text) = last.get();
+            if known == secs {
+                return text;
             }
-        };
-        put(0, 4, year as u32);
-        put(5, 2, month);
-        put(8, 2, day);
-        put(11, 2, sod / 3600);
-        put(14, 2, sod / 60 % 60);
-        put(17, 2, sod % 60);
-        put(20, 6, micros);
+            let text = second_text(secs);
+            last.set((secs, text));
+            text
+        }));
+        let mut micros = self.0.rem_euclid(1_000_000) as u32;
+        b[SECOND_LEN] = b'.';
+        for digit in b[SECOND_LEN + 1..RFC3339_LEN - 1].iter_mut().rev() {
+            *digit = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        b[RFC3339_LEN - 1] = b'Z';
         Some(b)
     }
+}
+
+/// Length of `YYYY-MM-DDTHH:MM:SS`.
+const SECOND_LEN: usize = 19;
+
+thread_local! {
+    /// The second last formatted on this thread, and its text: records come in time order, and
+    /// most timestamps share their second with the one before.
+    static LAST_SECOND: Cell<(i64, [u8; SECOND_LEN])> =
+        const { Cell::new((i64::MIN, [0; SECOND_LEN])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of `secs` since the epoch (in the fast range).
+fn second_text(secs: i64) -> [u8; SECOND_LEN] {
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    let mut b = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year as u32);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    b
 }
 
 /// Year, month (1–12) and day (1–31) of a day count since 1970-01-01 in the proleptic Gregorian
@@ -161,6 +193,16 @@ mod tests {
             n += 1;
         }
         assert!(n > 30_000, "{n}");
+        // Runs inside one second and across seconds, as records come: the remembered second
+        // must be the timestamp's own, on both sides of the epoch and of a leap day.
+        for start in [-2_000_000, 951_868_799_000_000, 1_764_655_199_999_990] {
+            for step in [1, 7, 499_999, 1_000_000] {
+                for k in 0..40 {
+                    let ts = Timestamp(start + k * step);
+                    assert_eq!(ts.to_string(), slow(ts), "{}", ts.0);
+                }
+            }
+        }
         // Outside the fast range the general path prints the same format.
         assert!(Timestamp(FAST_MIN_US - 1).rfc3339_bytes().is_none());
         assert_eq!(
