@@ -20,8 +20,11 @@ const EXT_ALPN: u16 = 0x0010;
 /// over and over, so the strings and hashes are computed once per kind of client.
 const CACHE_ENTRIES: usize = 1024;
 
-/// A client hello's fingerprints.
+/// A client hello's fingerprints. Cache-line aligned, so that behind an `Arc` the reference
+/// counts have a line of their own: with `--threads`, a pipeline thread counts the references
+/// while the reading thread reads the strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[repr(align(64))]
 pub struct Fingerprints {
     /// JA3 string: `version,ciphers,extensions,groups,point_formats`.
     pub ja3: String,
@@ -331,6 +334,9 @@ mod tests {
                 }
             }
         }
+        // The strings start a cache line after the reference counts.
+        let f = &first[0];
+        assert_eq!(std::ptr::from_ref::<Fingerprints>(f) as usize % 64, 0);
         // The three differ from each other (cipher, then ALPN, changed the key).
         assert_ne!(first[0].ja3, first[1].ja3);
         assert_ne!(first[0].ja4, first[2].ja4);
