@@ -12,6 +12,7 @@ use crate::cert::{self, CertCache};
 use crate::config::Limits;
 use crate::flow::{CloseReason, Endpoints, Side, StreamHandler, Worth};
 use crate::stats::Stats;
+use crate::tls::fingerprint::Fingerprints;
 use crate::tls::{ClientHello, ContentType, RecordStream, ServerHello, TlsEvent, Version};
 
 use super::outcome::{self, Close, Facts, SealedRecord, SideFacts, Verdict};
@@ -430,6 +431,9 @@ impl StreamHandler for Tracker {
                         + h.extensions.capacity()
                         + h.groups.capacity()
                         + h.signature_algorithms.capacity())
+                    + h.fingerprints
+                        .as_deref()
+                        .map_or(0, Fingerprints::held_bytes)
                     + h.sni.as_ref().map_or(0, String::capacity)
             })
         };

@@ -34,6 +34,17 @@ pub struct Fingerprints {
     pub ja4: String,
 }
 
+impl Fingerprints {
+    /// Bytes a hello holding these keeps alive. Charged in full to every holder: a value shared
+    /// with others is over-counted, one that outlived its cache entry is not missed.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.ja3.capacity()
+            + self.ja3_md5.capacity()
+            + self.ja4.capacity()
+    }
+}
+
 /// The cache, and the key being looked up (built in place: a hit allocates nothing).
 struct Cache {
     known: LruCache<Vec<u16>, Arc<Fingerprints>>,

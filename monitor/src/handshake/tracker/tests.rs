@@ -688,6 +688,12 @@ fn charged_parts(t: &Tracker) -> [usize; 7] {
                 + h.extensions.capacity()
                 + h.groups.capacity()
                 + h.signature_algorithms.capacity())
+            + h.fingerprints.as_deref().map_or(0, |f| {
+                std::mem::size_of_val(f)
+                    + f.ja3.capacity()
+                    + f.ja3_md5.capacity()
+                    + f.ja4.capacity()
+            })
             + h.sni.as_ref().map_or(0, String::capacity)
     });
     let presented = std::mem::size_of::<crate::cert::Presented>();
