@@ -168,3 +168,32 @@ impl Connection {
             .or(self.alerts.last())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cert::verdict::{Anchor, Validity};
+
+    #[test]
+    fn certificate_problems_come_server_first_and_decide_health() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let mut c = Connection::test_record(
+            at("10.0.0.1:40000"),
+            at("10.0.0.2:10000"),
+            Timestamp(0),
+            Timestamp(1),
+        );
+        assert_eq!(c.certificate_problems().count(), 0);
+        assert!(c.healthy(), "established, nothing wrong");
+        c.certificates.client.validity = Some(Validity::Expired);
+        c.certificates.server.anchor = Some(Anchor::UnknownIssuer);
+        assert_eq!(
+            c.certificate_problems().collect::<Vec<_>>(),
+            ["server_chain_unknown_issuer", "client_certificate_expired"]
+        );
+        assert!(!c.healthy(), "established over a certificate problem");
+        c.certificates = PerSide::default();
+        c.outcome = Outcome::RejectedByClient;
+        assert!(!c.healthy(), "not established");
+    }
+}
