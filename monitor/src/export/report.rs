@@ -361,3 +361,120 @@ fn counter_line<'a>(
         _ => parts.join(", "),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::cert::verdict::Validity;
+    use crate::detect::{CaChange, CaSource, EventDetail};
+    use crate::flow::Side;
+
+    fn record(client: &str, start_s: i64, outcome: Outcome) -> Connection {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let start = Timestamp::from_micros(start_s * 1_000_000);
+        Connection {
+            outcome,
+            version: Some(Version::TLS12),
+            ..Connection::test_record(at(client), at("10.0.0.2:10000"), start, start)
+        }
+    }
+
+    /// The report's lines for a small mix: counts add up (not multiply), an unhealthy
+    /// established handshake needs both a problem and the establishment, failures are
+    /// attributed to their key and client.
+    #[test]
+    fn summary_lines_count_outcomes_problems_keys_and_failing_clients() {
+        let key = KeyId::parse("aabbccdd").unwrap();
+        let mut s = Summary::default();
+        // Two healthy handshakes under the key.
+        for n in 0..2 {
+            s.add(&Connection {
+                ca_key_id: Some(key.clone()),
+                ..record(
+                    &format!("192.168.1.1:{}", 40000 + n),
+                    60,
+                    Outcome::Established,
+                )
+            });
+        }
+        // An established handshake over an expired client certificate.
+        let mut unhealthy = record("192.168.1.2:40000", 61, Outcome::Established);
+        unhealthy.certificates.client.validity = Some(Validity::Expired);
+        s.add(&unhealthy);
+        // Three rejections by the client (bad_certificate) from one edge, under the key; the
+        // third with an expired client certificate: a problem, but not an established one.
+        for n in 0..3 {
+            let mut c = Connection {
+                ca_key_id: Some(key.clone()),
+                alerts: vec![Alert::Plain {
+                    from: Side::Client,
+                    level: 2,
+                    code: 42,
+                    ts: Timestamp(0),
+                }],
+                ..record(
+                    &format!("192.168.1.3:{}", 40000 + n),
+                    120,
+                    Outcome::RejectedByClient,
+                )
+            };
+            if n == 2 {
+                c.certificates.client.validity = Some(Validity::Expired);
+            }
+            s.add(&c);
+        }
+        // One that ended before a ServerHello.
+        s.add(&Connection {
+            version: None,
+            ..record("192.168.1.4:40000", 121, Outcome::Incomplete)
+        });
+        assert_eq!(s.connections(), 7);
+        s.event(&Event {
+            at: Timestamp::from_micros(125_000_000),
+            service: Arc::from("cloudhub"),
+            detail: EventDetail::CaChanged(CaChange {
+                server: None,
+                previous_ca_key_id: key.clone(),
+                current_ca_key_id: KeyId::parse("eeff").unwrap(),
+                source: CaSource::Passive,
+            }),
+        });
+
+        let report = s.render(&Stats::default(), &DetectStats::default(), None);
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], "trustwatch: 7 TLS connections in 0 packets (0 B)");
+        let at = lines
+            .iter()
+            .position(|l| *l == "cloudhub (port 10000): 7 connections")
+            .unwrap_or_else(|| panic!("no service line in:\n{report}"));
+        assert_eq!(
+            lines[at + 1..at + 8],
+            [
+                "  outcomes: established 3, rejected_by_client 3, incomplete 1",
+                "  certificate problems at handshake time: client_certificate_expired 2 \
+                 (1 established handshake not healthy)",
+                "  versions: TLS 1.2 6, no version negotiated (no ServerHello) 1",
+                "  alerts: bad_certificate(42) from client 3",
+                "  issuing CA keys (by key id, not name):",
+                "    aabbccdd  ?  ok 2  failed 3",
+                "  clients failing most (1 distinct): 192.168.1.3 3",
+            ]
+        );
+        assert!(report.contains("\nlosses: none\n"), "{report}");
+        // Minute 0 has no handshakes; 1 had three established; 2 had three failed (the
+        // incomplete one counts as neither) and the event.
+        let tail = report
+            .split_once("\nper minute around the events")
+            .unwrap()
+            .1;
+        assert_eq!(
+            tail.lines().skip(1).collect::<Vec<_>>(),
+            [
+                "    1970-01-01 00:01  ok      3  failed      0",
+                "    1970-01-01 00:02  ok      0  failed      3  <- event",
+            ]
+        );
+    }
+}
