@@ -538,8 +538,9 @@ fn client_hello_sni(sni: &str) -> Vec<u8> {
     ext.push(0);
     ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
     ext.extend_from_slice(name);
-    // supported_groups (x25519, secp256r1) and signature_algorithms (two schemes).
-    ext.extend_from_slice(&[0, 10, 0, 6, 0, 4, 0, 0x1d, 0, 0x17]);
+    // supported_groups (x25519, secp256r1, secp384r1) and signature_algorithms (two schemes):
+    // lists of different lengths, so a sum of their sizes is not also their product.
+    ext.extend_from_slice(&[0, 10, 0, 8, 0, 6, 0, 0x1d, 0, 0x17, 0, 0x18]);
     ext.extend_from_slice(&[0, 13, 0, 6, 0, 4, 4, 3, 8, 4]);
     b.extend_from_slice(&(ext.len() as u16).to_be_bytes());
     b.extend_from_slice(&ext);
