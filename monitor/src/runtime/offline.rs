@@ -11,7 +11,7 @@
 //! along the way (a file starts, progress, a file cut short or damaged, notices about the inputs,
 //! what a selection kept) is reported to a [`Progress`] the caller prints.
 
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::parallel::{self, Parallel};
@@ -258,8 +258,7 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
     )
     .with_connection_select(std::mem::take(&mut a.connections));
     if a.json {
-        let out = BufWriter::with_capacity(1 << 16, io::stdout());
-        monitor = monitor.with_sink(JsonSink(JsonLines::new(out, false)));
+        monitor = monitor.with_sink(JsonSink(JsonLines::new(io::stdout(), false)));
     }
     if let Some((path, format)) = a.report.take() {
         monitor = monitor.with_sink(ReportSink::new(path, format));

@@ -6,7 +6,7 @@
 //! analyzer's instructions went to escaping strings, keys included. Values that may hold arbitrary
 //! bytes (names, SNI, evidence) are escaped by serde_json; certificates are rendered once each.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::IpAddr;
 
 use hashlink::LruCache;
@@ -56,14 +56,24 @@ impl<'b> Obj<'b> {
 
     /// A string value, escaped as needed.
     fn str(&mut self, key: &'static str, value: &str) {
-        let buf = self.key(key);
         if is_plain(value.as_bytes()) {
-            buf.push(b'"');
-            buf.extend_from_slice(value.as_bytes());
-            buf.push(b'"');
+            self.plain(key, value);
         } else {
-            let _ = serde_json::to_writer(&mut *buf, value);
+            let _ = serde_json::to_writer(&mut *self.key(key), value);
         }
+    }
+
+    /// A string value that needs no escaping by how it is made: a fixed name, hex, base64, a
+    /// fingerprint (not scanned; debug builds, and so every test and fuzz run, check it).
+    fn plain(&mut self, key: &'static str, value: &str) {
+        debug_assert!(
+            is_plain(value.as_bytes()),
+            "{key}: {value:?} needs escaping"
+        );
+        let buf = self.key(key);
+        buf.push(b'"');
+        buf.extend_from_slice(value.as_bytes());
+        buf.push(b'"');
     }
 
     fn opt_str(&mut self, key: &'static str, value: Option<&str>) {
@@ -72,10 +82,16 @@ impl<'b> Obj<'b> {
         }
     }
 
-    /// A string value or `null`.
-    fn str_or_null(&mut self, key: &'static str, value: Option<&str>) {
+    fn opt_plain(&mut self, key: &'static str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.plain(key, v);
+        }
+    }
+
+    /// A [`plain`](Obj::plain) value or `null`.
+    fn plain_or_null(&mut self, key: &'static str, value: Option<&str>) {
         match value {
-            Some(v) => self.str(key, v),
+            Some(v) => self.plain(key, v),
             None => self.key(key).extend_from_slice(b"null"),
         }
     }
@@ -227,8 +243,8 @@ fn write_alert(buf: &mut Vec<u8>, a: &Alert) {
             ts,
         } => {
             o.num("code", code);
-            o.str("name", alert::name(code));
-            o.str(
+            o.plain("name", alert::name(code));
+            o.plain(
                 "level",
                 match level {
                     1 => "warning",
@@ -236,7 +252,7 @@ fn write_alert(buf: &mut Vec<u8>, a: &Alert) {
                     _ => "unknown",
                 },
             );
-            o.str("from", from.as_str());
+            o.plain("from", from.as_str());
             o.bool("encrypted", false);
             o.time("@timestamp", ts);
         }
@@ -244,7 +260,7 @@ fn write_alert(buf: &mut Vec<u8>, a: &Alert) {
             o.raw("code", b"null");
             o.raw("name", b"null");
             o.raw("level", b"null");
-            o.str("from", from.as_str());
+            o.plain("from", from.as_str());
             o.bool("encrypted", true);
             o.time("@timestamp", ts);
         }
@@ -409,14 +425,14 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     let mut r = Obj::new(buf);
     r.time("@timestamp", c.start);
     let mut ecs = r.obj("ecs");
-    ecs.str("version", super::ECS_VERSION);
+    ecs.plain("version", super::ECS_VERSION);
     ecs.end();
 
     let mut event = r.obj("event");
-    event.str("kind", "event");
+    event.plain("kind", "event");
     event.raw("category", b"[\"network\"]");
     event.raw("type", b"[\"connection\"]");
-    event.str(
+    event.plain(
         "outcome",
         match c.outcome {
             Outcome::Established => "success",
@@ -438,9 +454,9 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     }
 
     let mut network = r.obj("network");
-    network.str("transport", "tcp");
-    network.str("protocol", "tls");
-    network.str(
+    network.plain("transport", "tcp");
+    network.plain("protocol", "tls");
+    network.plain(
         "community_id",
         super::community_id::tcp(c.client, c.server).as_str(),
     );
@@ -452,12 +468,12 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     network.end();
 
     let mut tls = r.obj("tls");
-    tls.opt_str("version", c.version.and_then(|v| v.ecs_version()));
-    tls.opt_str("version_protocol", c.version.map(|v| v.ecs_protocol()));
+    tls.opt_plain("version", c.version.and_then(|v| v.ecs_version()));
+    tls.opt_plain("version_protocol", c.version.map(|v| v.ecs_protocol()));
     if let Some(sh) = sh {
         match crate::tls::cipher_name(sh.cipher) {
-            Some(name) => tls.str("cipher", name),
-            None => tls.str("cipher", &format!("0x{:04X}", sh.cipher)),
+            Some(name) => tls.plain("cipher", name),
+            None => tls.plain("cipher", &format!("0x{:04X}", sh.cipher)),
         }
     }
     tls.bool("established", c.outcome == Outcome::Established);
@@ -465,8 +481,8 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     tls.opt_str("next_protocol", sh.and_then(|s| s.alpn.as_deref()));
     let mut client = tls.obj("client");
     client.opt_str("server_name", ch.and_then(|h| h.sni.as_deref()));
-    client.opt_str("ja3", ch.map(ClientHello::ja3_md5));
-    client.opt_str("ja4", ch.map(ClientHello::ja4));
+    client.opt_plain("ja3", ch.map(ClientHello::ja3_md5));
+    client.opt_plain("ja4", ch.map(ClientHello::ja4));
     if let Some(list) = kept.supported_ciphers {
         client.raw("supported_ciphers", list.get().as_bytes());
     }
@@ -479,9 +495,9 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
 
     let mut tw = r.obj("trustwatch");
     tw.str("service", &c.service);
-    tw.str("outcome", c.outcome.as_str());
+    tw.plain("outcome", c.outcome.as_str());
     tw.str("evidence", &c.evidence);
-    tw.str("evidence_code", c.evidence_code);
+    tw.plain("evidence_code", c.evidence_code);
     match c.deciding_alert() {
         Some(a) => write_alert(tw.key("alert"), a),
         None => tw.raw("alert", b"null"),
@@ -489,8 +505,8 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     tw.array("alerts", &c.alerts, write_alert);
     tw.array("server_chain", &c.server_chain, write_cert);
     tw.array("client_chain", &c.client_chain, write_cert);
-    tw.str_or_null("ca_key_id", c.ca_key_id.as_deref());
-    tw.str_or_null("client_ca_key_id", c.client_ca_key_id.as_deref());
+    tw.plain_or_null("ca_key_id", c.ca_key_id.as_deref());
+    tw.plain_or_null("client_ca_key_id", c.client_ca_key_id.as_deref());
     // Certificate verdicts at handshake time, per side that presented a parseable leaf, and the
     // codes of what is wrong (an expired server leaf makes an established handshake unhealthy).
     let mut certs = tw.obj("certificates");
@@ -509,9 +525,9 @@ fn write_record(buf: &mut Vec<u8>, c: &Connection, kept: &Kept<'_>) {
     tw.bool("resumed", c.resumed);
     tw.bool("hello_retry", c.hello_retry);
     if let Some(v) = c.version {
-        tw.str("version_name", &v.name());
+        tw.plain("version_name", &v.name());
     }
-    tw.opt_str("ja3_string", ch.map(ClientHello::ja3));
+    tw.opt_plain("ja3_string", ch.map(ClientHello::ja3));
     pair(
         tw.key("app_records"),
         c.app_records.client,
@@ -533,8 +549,6 @@ pub struct ConnectionWriter {
     /// Every distinct certificate verdict met so far, rendered (a verdict is a few small enums:
     /// there are fewer than a hundred).
     verdicts: Vec<(ChainVerdict, Box<[u8]>)>,
-    /// One record, reused.
-    buf: Vec<u8>,
 }
 
 impl Default for ConnectionWriter {
@@ -542,21 +556,14 @@ impl Default for ConnectionWriter {
         ConnectionWriter {
             cipher_lists: LruCache::new(CIPHER_LISTS),
             verdicts: Vec::new(),
-            buf: Vec::with_capacity(8192),
         }
     }
 }
 
 impl ConnectionWriter {
-    /// Writes one connection as a JSON line.
-    pub fn write(
-        &mut self,
-        w: &mut impl Write,
-        c: &Connection,
-        observer: Option<&[u8]>,
-    ) -> io::Result<()> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+    /// Appends one connection as a JSON line to `buf` (the stream's own buffer: a record is
+    /// rendered where it is written from, not copied there).
+    pub fn write(&mut self, buf: &mut Vec<u8>, c: &Connection, observer: Option<&[u8]>) {
         // Only the verdicts of sides with a parseable leaf are written.
         let verdict_at = c
             .certificates
@@ -572,12 +579,9 @@ impl ConnectionWriter {
             }),
             verdicts: verdict_at.map(|at| at.map(|i| &*self.verdicts[i].1)),
         };
-        write_record(&mut buf, c, &kept);
-        super::add_observer(&mut buf, observer);
+        write_record(buf, c, &kept);
+        super::add_observer(buf, observer);
         buf.push(b'\n');
-        let written = w.write_all(&buf);
-        self.buf = buf;
-        written
     }
 
     /// Renders `["TLS_AES_128_GCM_SHA256", …]` once per distinct list (and marks it used).
@@ -634,7 +638,7 @@ mod tests {
 
     fn record(w: &mut ConnectionWriter, c: &Connection) -> serde_json::Value {
         let mut out = Vec::new();
-        w.write(&mut out, c, None).unwrap();
+        w.write(&mut out, c, None);
         serde_json::from_slice(&out).unwrap()
     }
 
