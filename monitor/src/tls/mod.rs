@@ -118,3 +118,27 @@ pub enum TlsEvent<'a> {
     /// A record or handshake message that could not be parsed.
     Malformed,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Version;
+
+    /// Names and ECS fields of the versions on the wire: the named ones, a TLS 1.3 draft (0x7fXX),
+    /// and anything else as its hex value.
+    #[test]
+    fn version_names_and_ecs_fields() {
+        let all = |v: u16| {
+            let v = Version(v);
+            (v.name().into_owned(), v.ecs_version(), v.ecs_protocol())
+        };
+        assert_eq!(all(0x0300), ("SSL 3.0".into(), Some("3.0"), "ssl"));
+        assert_eq!(all(0x0303), ("TLS 1.2".into(), Some("1.2"), "tls"));
+        assert_eq!(all(0x0304), ("TLS 1.3".into(), Some("1.3"), "tls"));
+        assert_eq!(
+            all(0x7f1c),
+            ("TLS 1.3 (draft 28)".into(), Some("1.3"), "tls")
+        );
+        assert_eq!(all(0x7e1c), ("0x7e1c".into(), None, "tls"));
+        assert_eq!(all(0x0a0a), ("0x0a0a".into(), None, "tls"));
+    }
+}
