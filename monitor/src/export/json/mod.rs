@@ -207,7 +207,14 @@ mod tests {
             handed.len() >= 2,
             "{n} records are over two batches: {handed:?}"
         );
+        // Tens of KiB per write, not a line or a few: the point of batching.
+        assert!(handed.iter().all(|&len| len >= 32 * 1024), "{handed:?}");
         assert!(handed.iter().all(|&len| len >= BATCH), "{handed:?}");
+        assert_eq!(
+            batched.pending.capacity(),
+            64 * 1024,
+            "the buffer was handed on before it had to grow"
+        );
         drop(batched);
         let chunks = writes.0.borrow();
         assert_eq!(
