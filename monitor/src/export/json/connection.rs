@@ -755,4 +755,72 @@ mod tests {
         assert!(is_plain(b"CN=KubeEdge, O=kubeedge"));
         assert!(!is_plain("CN=caf\u{e9}".as_bytes()));
     }
+
+    /// The values written without the escaping scan, and the alerts: a TLS 1.2 handshake the
+    /// client rejected, with its hello's fingerprints and the CA key ids of both chains.
+    #[test]
+    fn plain_values_alerts_and_key_ids_are_written() {
+        let mut hello = crate::tls::ClientHello {
+            legacy_version: crate::tls::Version::TLS12,
+            ciphers: vec![0xc02b, 0xc02f],
+            extensions: vec![10, 11],
+            groups: vec![29, 23],
+            ec_point_formats: vec![0],
+            ..Default::default()
+        };
+        crate::tls::fingerprint::fill(&mut hello);
+        let at = Timestamp::from_micros(1_700_000_000_100_000);
+        let c = Connection {
+            client_hello: Some(Box::new(hello)),
+            version: Some(crate::tls::Version::TLS12),
+            outcome: Outcome::RejectedByClient,
+            alerts: vec![
+                Alert::Plain {
+                    from: Side::Client,
+                    level: 2,
+                    code: 42,
+                    ts: at,
+                },
+                Alert::Encrypted {
+                    from: Side::Server,
+                    ts: at,
+                },
+            ],
+            ca_key_id: crate::base::KeyId::parse("0a1b"),
+            ..connection(vec![], vec![])
+        };
+        let v = record(&mut ConnectionWriter::default(), &c);
+        let tls = &v["tls"];
+        assert_eq!(tls["version"], "1.2");
+        assert_eq!(tls["version_protocol"], "tls");
+        use md5::{Digest, Md5};
+        let ja3_md5 = hex::encode(Md5::digest("771,49195-49199,10-11,29-23,0"));
+        assert_eq!(tls["client"]["ja3"], ja3_md5.as_str());
+        assert_eq!(
+            v["trustwatch"]["ja3_string"],
+            "771,49195-49199,10-11,29-23,0"
+        );
+        assert!(
+            tls["client"]["ja4"]
+                .as_str()
+                .is_some_and(|j| j.starts_with("t12i0202")),
+            "{v}"
+        );
+        let tw = &v["trustwatch"];
+        assert_eq!(tw["outcome"], "rejected_by_client");
+        assert_eq!(tw["version_name"], "TLS 1.2");
+        assert_eq!(tw["ca_key_id"], "0a1b");
+        assert_eq!(tw["client_ca_key_id"], serde_json::Value::Null);
+        assert_eq!(
+            tw["alerts"],
+            serde_json::json!([
+                {"code": 42, "name": "bad_certificate", "level": "fatal", "from": "client",
+                 "encrypted": false, "@timestamp": "2023-11-14T22:13:20.100000Z"},
+                {"code": null, "name": null, "level": null, "from": "server",
+                 "encrypted": true, "@timestamp": "2023-11-14T22:13:20.100000Z"},
+            ])
+        );
+        assert_eq!(tw["alert"]["code"], 42, "the deciding alert: {v}");
+        assert_eq!(v["event"]["outcome"], "failure");
+    }
 }
