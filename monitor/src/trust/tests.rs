@@ -486,12 +486,17 @@ fn rule_reference_check_each_source_that_can_compare() {
 
 #[test]
 fn rule_secret_refresh_reads_only_when_the_stamp_changes() {
-    // Two CAs whose DER has the same length (ECDSA signatures vary by a byte or two).
-    let one = TestCa::kubeedge();
-    let two = std::iter::repeat_with(TestCa::kubeedge)
-        .take(64)
-        .find(|c| c.der().len() == one.der().len())
-        .expect("a CA of the same DER length");
+    // Two CAs whose DER has the same length (ECDSA signatures vary by a byte or two). Drawn
+    // until two lengths meet: a first CA of a rare length (a signature integer one byte short)
+    // is not waited for. The lengths take a handful of values, so this ends within a few.
+    let mut by_len = std::collections::HashMap::new();
+    let (one, two) = loop {
+        let c = TestCa::kubeedge();
+        if let Some(first) = by_len.remove(&c.der().len()) {
+            break (first, c);
+        }
+        by_len.insert(c.der().len(), c);
+    };
     let dir = TempDir::new("stamp");
     let cadata = dir.path().join("cadata");
     std::fs::write(&cadata, one.der()).unwrap();
