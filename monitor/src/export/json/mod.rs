@@ -32,10 +32,10 @@ pub struct JsonLines<W: Write> {
     out: W,
     /// Whole lines not yet handed to `out`.
     pending: Vec<u8>,
-    /// `pending` is handed on once it holds this many bytes (0: after every line).
+    /// `pending` is handed on once it holds this many bytes; 0 (live): after every line, and
+    /// the writer is flushed after every event.
     batch: usize,
     connections: Option<ConnectionWriter>,
-    flush_events: bool,
     /// `,"observer":{"hostname":…}`, added to every record and event (live: the node).
     observer: Option<Vec<u8>>,
 }
@@ -49,7 +49,6 @@ impl<W: Write> JsonLines<W> {
             pending: Vec::with_capacity(if flush_events { 8192 } else { BATCH_CAPACITY }),
             batch: if flush_events { 0 } else { BATCH },
             connections: Some(ConnectionWriter::default()),
-            flush_events,
             observer: None,
         }
     }
@@ -76,10 +75,7 @@ impl<W: Write> JsonLines<W> {
             return Ok(());
         };
         w.write(&mut self.pending, c, self.observer.as_deref());
-        if self.pending.len() >= self.batch {
-            self.hand_on()?;
-        }
-        Ok(())
+        self.line_done()
     }
 
     pub fn event(&mut self, e: &Event) -> io::Result<()> {
@@ -90,18 +86,24 @@ impl<W: Write> JsonLines<W> {
         }
         add_observer(&mut self.pending, self.observer.as_deref());
         self.pending.push(b'\n');
-        if self.flush_events {
-            self.flush()
-        } else if self.pending.len() >= self.batch {
-            self.hand_on()
-        } else {
-            Ok(())
+        self.line_done()?;
+        if self.batch == 0 {
+            self.out.flush()?;
         }
+        Ok(())
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.hand_on()?;
         self.out.flush()
+    }
+
+    /// After a line: hands a full batch on (live: every line).
+    fn line_done(&mut self) -> io::Result<()> {
+        if self.pending.len() >= self.batch {
+            self.hand_on()?;
+        }
+        Ok(())
     }
 
     /// Hands the pending lines to the writer.
