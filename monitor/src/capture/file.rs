@@ -28,6 +28,8 @@ mod format;
 mod lookahead;
 mod mapped;
 
+pub use mapped::{PageWork, Pages};
+
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
@@ -456,14 +458,14 @@ impl FileSource {
     }
 
     /// A mapped file's bytes, all of them (every frame [`FileSource::next_frame`] lends is a slice
-    /// of them), from now on keeping `keep_behind` bytes behind the reader mapped for whoever
-    /// reads the frames later; `None` for a file read into a buffer.
-    pub fn mapped(&mut self, keep_behind: usize) -> Option<Bytes> {
+    /// of them), and the management of their pages for whoever reads the frames later
+    /// ([`Pages::hand_over`]: this reader keeps releasing what is more than `keep_behind` bytes
+    /// behind it); `None` for a file read into a buffer.
+    pub fn hand_over_map(&mut self, keep_behind: usize) -> Option<(Bytes, Pages)> {
         let Origin::Mapped(pages) = &mut self.origin else {
             return None;
         };
-        pages.keep_behind = keep_behind;
-        Some(self.buf.clone())
+        Some((self.buf.clone(), pages.hand_over(keep_behind)?))
     }
 
     /// The next packet, borrowed from the read buffer; `None` at the end of the file (or where a

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
+use super::file::Pages;
 use super::input::Input;
 use super::{Frame, Packet};
 use crate::base::Timestamp;
@@ -251,11 +252,11 @@ impl Merged {
         self.parts.iter().map(|p| &p.input)
     }
 
-    /// With a single input that is a mapped file: its bytes (see
-    /// [`FileSource::mapped`](super::file::FileSource::mapped)).
-    pub fn mapped(&mut self, keep_behind: usize) -> Option<Bytes> {
+    /// With a single input that is a mapped file: its bytes and their pages (see
+    /// [`FileSource::hand_over_map`](super::file::FileSource::hand_over_map)).
+    pub fn hand_over_map(&mut self, keep_behind: usize) -> Option<(Bytes, Pages)> {
         match self.parts.as_mut_slice() {
-            [part] => part.input.source.mapped(keep_behind),
+            [part] => part.input.source.hand_over_map(keep_behind),
             _ => None,
         }
     }

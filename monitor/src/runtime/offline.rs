@@ -280,8 +280,8 @@ pub fn run(mut a: Analysis, progress: &mut dyn Progress) -> Result<Findings, Err
     let (n, read) = if a.threads > 1 {
         let mut parallel = Parallel::start(&mut monitor, a.threads, &services, &limits)
             .map_err(|e| Error::Usage(format!("--threads {}: {e}", a.threads)))?;
-        if fast_path && let Some(file) = merged.mapped(parallel::KEEP_MAPPED) {
-            parallel = parallel.with_mapped(file);
+        if fast_path && let Some((file, pages)) = merged.hand_over_map(parallel::READER_KEEPS) {
+            parallel = parallel.with_mapped(file, pages);
         }
         let fed = if fast_path {
             feed_frames(&mut merged, &mut parallel, progress)?

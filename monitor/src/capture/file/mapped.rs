@@ -16,6 +16,7 @@
 //! line and exits with 2, as for any bad input, rather than dying without a word.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -42,12 +43,46 @@ pub struct Pages {
     map: Option<Arc<Mmap>>,
     /// Bytes the reader looks at past where it is ([`WINDOW`] for a file).
     pub window: usize,
-    /// Bytes behind the reader kept mapped (others read them later: a parallel run's workers).
-    pub keep_behind: usize,
+    /// Bytes behind the reader kept mapped (0; more once [`Pages::hand_over`] gave the pages to
+    /// whoever reads the frames later, the reader keeping only a bound of its own).
+    keep_behind: usize,
+    /// Whether the reader maps the window ahead of it (not once the pages were handed over).
+    map_ahead: bool,
     /// Everything before this offset has been released.
     released: usize,
     /// Mapped in one call up to here.
     populated: usize,
+}
+
+/// Page-table work on a map, planned by the one who knows where the readers are ([`Pages::plan`])
+/// and done by whichever thread has time ([`PageWork::run`]): the output never depends on who.
+pub struct PageWork {
+    map: Arc<Mmap>,
+    /// Whole pages to drop from the map.
+    release: Range<usize>,
+    /// Bytes to map in one call.
+    populate: Range<usize>,
+}
+
+impl PageWork {
+    pub fn run(&self) {
+        let Range { start, end } = self.release;
+        if end > start {
+            // SAFETY: DONTNEED on a read-only shared file map only drops the page table entries;
+            // the next touch maps the same file bytes again from the page cache, so no reference
+            // into the map (a packet still held) ever sees other contents.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+        let Range { start, end } = self.populate;
+        if end > start {
+            let _ = self
+                .map
+                .advise_range(Advice::PopulateRead, start, end - start);
+        }
+    }
 }
 
 /// Maps `file` (`len` bytes, more than 0, at `path`). `None` when the kernel refuses (the caller
@@ -66,57 +101,69 @@ pub fn map(path: &Path, file: &File, len: u64) -> Option<(Bytes, Pages)> {
     let _ = map.advise(Advice::Sequential);
     let map = Arc::new(map);
     let bytes = Bytes::from_owner(Shared(map.clone()));
-    let pages = Pages {
-        map: Some(map),
-        window: WINDOW,
-        keep_behind: 0,
-        released: 0,
-        populated: 0,
-    };
-    Some((bytes, pages))
+    Some((bytes, Pages::new(Some(map), WINDOW)))
 }
 
 /// Pages for bytes in memory read as a mapped file is, through a window of `window` bytes (at
 /// least 1); there is nothing to advise.
 pub fn in_memory(window: usize) -> Pages {
-    Pages {
-        map: None,
-        window: window.max(1),
-        keep_behind: 0,
-        released: 0,
-        populated: 0,
-    }
+    Pages::new(None, window.max(1))
 }
 
 impl Pages {
+    fn new(map: Option<Arc<Mmap>>, window: usize) -> Self {
+        Pages {
+            map,
+            window,
+            keep_behind: 0,
+            map_ahead: true,
+            released: 0,
+            populated: 0,
+        }
+    }
+
     /// The reader is at `at` and will look up to `to`: releases the pages before it (whole pages,
     /// but the last `keep_behind` bytes) and maps those up to `to` (best effort: kernels before
     /// 5.14 lack `MADV_POPULATE_READ`, and a page fault maps them instead).
     pub fn advance(&mut self, at: usize, to: usize) {
-        let Some(map) = &self.map else {
-            return;
-        };
+        let ahead = if self.map_ahead { at..to } else { at..at };
+        if let Some(work) = self.plan(at.saturating_sub(self.keep_behind), ahead) {
+            work.run();
+        }
+    }
+
+    /// The work that releases the pages before `before` (whole pages) and maps those in `ahead`,
+    /// leaving out what was released or mapped before; `None` when there is none (or no map).
+    pub fn plan(&mut self, before: usize, ahead: Range<usize>) -> Option<PageWork> {
+        let map = self.map.as_ref()?;
         let page = page_size();
-        let end = at.saturating_sub(self.keep_behind) / page * page;
-        if end > self.released {
-            // SAFETY: DONTNEED on a read-only shared file map only drops the page table entries;
-            // the next touch maps the same file bytes again from the page cache, so no reference
-            // into the map (a packet still held) ever sees other contents.
-            let _ = unsafe {
-                map.unchecked_advise_range(
-                    UncheckedAdvice::DontNeed,
-                    self.released,
-                    end - self.released,
-                )
-            };
-            self.released = end;
-        }
-        let from = self.populated.max(at / page * page);
-        let to = to.min(map.len());
-        if to > from {
-            let _ = map.advise_range(Advice::PopulateRead, from, to - from);
-            self.populated = to;
-        }
+        let end = before / page * page;
+        let release = self.released..end.max(self.released);
+        self.released = release.end;
+        let from = self.populated.max(ahead.start / page * page);
+        let to = ahead.end.min(map.len());
+        let populate = from..to.max(from);
+        self.populated = self.populated.max(populate.end);
+        (!release.is_empty() || !populate.is_empty()).then(|| PageWork {
+            map: map.clone(),
+            release,
+            populate,
+        })
+    }
+
+    /// Gives the management of the pages to whoever reads the frames after the reader (a
+    /// parallel run's workers): the reader from now on maps nothing ahead and releases only what
+    /// is more than `keep_behind` bytes behind it (a bound for when nobody else gets to: a long
+    /// damaged stretch has no frames). `None` without a map.
+    pub fn hand_over(&mut self, keep_behind: usize) -> Option<Pages> {
+        let map = self.map.clone()?;
+        self.keep_behind = keep_behind;
+        self.map_ahead = false;
+        Some(Pages {
+            released: self.released,
+            populated: self.populated,
+            ..Pages::new(Some(map), self.window)
+        })
     }
 }
 

@@ -598,7 +598,7 @@ fn a_mapped_file_reads_as_the_same_bytes_streamed() {
     // A regular file is mapped; the same bytes from a reader (a pipe, a decompressor) are not.
     let orig = Path::new(PCAPS).join("zeek-tls1.2.pcap");
     let bytes = std::fs::read(&orig).unwrap();
-    assert!(FileSource::open(&orig).unwrap().mapped(0).is_some());
+    assert!(FileSource::open(&orig).unwrap().hand_over_map(0).is_some());
     let streamed = |data: &[u8]| {
         let reader = Trickle {
             data: data.to_vec(),
@@ -607,7 +607,7 @@ fn a_mapped_file_reads_as_the_same_bytes_streamed() {
         };
         FileSource::from_reader(&orig, Box::new(reader), 0).unwrap()
     };
-    assert!(streamed(&bytes).mapped(0).is_none());
+    assert!(streamed(&bytes).hand_over_map(0).is_none());
     // Whole, cut short in its last record, and with a corrupt record header midway: the same
     // packets, the same cut, the same damage.
     let offsets = record_offsets(&bytes);
@@ -677,6 +677,61 @@ fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
     );
     // The first packet's pages were released long ago: touching them maps the same bytes again.
     assert!(first.data.iter().all(|&b| b == 0));
+}
+
+#[test]
+fn handed_over_pages_are_mapped_and_released_by_whoever_runs_the_planned_work() {
+    // 40 MiB of 60 KB records, as above.
+    let records: Vec<Vec<u8>> = (0..700u32).map(|i| vec![(i % 251) as u8; 60_000]).collect();
+    let list: Vec<(u32, u32, &[u8])> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i as u32, 0, &r[..]))
+        .collect();
+    let mut file = pcap_file(false, false, 101, &list);
+    file[16..20].copy_from_slice(&262_144u32.to_le_bytes());
+    let path = write("mapped-handed-over.pcap", &file);
+    let mut src = FileSource::open(&path).unwrap();
+    const MIB: usize = 1 << 20;
+    let (bytes, mut pages) = src.hand_over_map(16 * MIB).unwrap();
+    assert_eq!(bytes.len(), file.len());
+    let at = bytes.as_ptr() as usize;
+    let kib = |n: usize| (n / 1024) as u64;
+    // Planned work maps what it names, once.
+    let work = pages.plan(0, 0..12 * MIB).expect("12 MiB to map");
+    work.run();
+    let mapped = resident_kib_of_map(at);
+    assert!(mapped >= kib(12 * MIB), "{mapped} KiB mapped");
+    assert!(pages.plan(0, 4 * MIB..12 * MIB).is_none(), "mapped twice");
+    // The reader now maps nothing ahead and keeps 16 MiB behind it.
+    let mut n = 0;
+    let mut peak = 0;
+    while let Some(f) = src.next_frame().unwrap() {
+        assert!(f.data.iter().all(|&b| b == (n % 251) as u8), "record {n}");
+        n += 1;
+        peak = peak.max(resident_kib_of_map(at));
+    }
+    assert_eq!(n, 700);
+    let window = mapped::WINDOW;
+    assert!(
+        peak >= kib(16 * MIB) && peak <= kib(16 * MIB + 4 * window),
+        "{peak} KiB of the map resident"
+    );
+    // What the reader kept (16 MiB behind where it last moved its window) is released by
+    // whoever runs the planned work.
+    let left = resident_kib_of_map(at);
+    assert!(left >= kib(8 * MIB), "{left} KiB left");
+    pages
+        .plan(file.len(), 0..0)
+        .expect("pages to release")
+        .run();
+    let left = resident_kib_of_map(at);
+    assert!(left <= 4, "{left} KiB left after the release");
+    assert!(pages.plan(file.len(), 0..0).is_none(), "released twice");
+    // A file read into a buffer has no pages to hand over.
+    let mut streamed =
+        FileSource::from_reader(&path, Box::new(std::io::Cursor::new(file)), 0).unwrap();
+    assert!(streamed.hand_over_map(0).is_none());
 }
 
 /// Resident memory of the map holding address `at` (its `Rss` in `/proc/self/smaps`), KiB.
