@@ -2,7 +2,8 @@
 //! byte for byte and in the same order, and the same summary (issue 12).
 //!
 //! Runs the real binary with `--threads 1` (no worker thread) and with 2, 3 and 4 threads (1, 2
-//! and 3 workers behind the reader) on
+//! and 3 workers behind the reader; with 2, the reader analyses a share of the connections
+//! itself) on
 //! - the 60 public captures of `../shared/validation` (`--any-port`), and
 //! - a generated capture that crosses every place where order is decided: several epochs of
 //!   frames (more than `parallel::EPOCH_FRAMES`), idle sweeps that close flows of every worker

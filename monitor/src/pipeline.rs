@@ -185,6 +185,19 @@ impl Pipeline {
     /// some frames and is told the sweeps ([`Pipeline::tick_indexed`]).
     #[inline]
     pub fn frame_at(&mut self, pkt: Frame<'_>, index: u64, out: &mut impl FnMut(Connection)) {
+        self.decoded_at(&pkt, decode::decode(&pkt), index, out);
+    }
+
+    /// As [`Pipeline::frame_at`], with the frame already decoded (`decoded` is
+    /// `decode::decode(pkt)`): a parallel run's reader decodes every frame to route it.
+    #[inline]
+    pub fn decoded_at(
+        &mut self,
+        pkt: &Frame<'_>,
+        decoded: Result<TcpSegment<'_>, Skip>,
+        index: u64,
+        out: &mut impl FnMut(Connection),
+    ) {
         let stats = &mut self.ctx.stats;
         stats.packets += 1;
         stats.bytes += pkt.data.len() as u64;
@@ -192,7 +205,7 @@ impl Pipeline {
         if self.first_ts.is_none_or(|f| pkt.ts < f) {
             self.first_ts = Some(pkt.ts);
         }
-        match decode::decode(&pkt) {
+        match decoded {
             Ok(mut seg) => {
                 seg.index = index;
                 if let Some(Some(conn)) = self.table.segment(

@@ -14,7 +14,7 @@ pub mod table;
 
 use std::net::SocketAddr;
 
-pub use table::{FlowTable, shard_count, shard_of, worker_of};
+pub use table::{FlowTable, flow_point, shard_count, shard_of};
 
 pub use crate::base::Side;
 use crate::base::Timestamp;

@@ -47,12 +47,11 @@ pub fn shard_of(seg: &TcpSegment<'_>, shards: usize) -> usize {
     FlowKey::of(seg).0.shard(shards)
 }
 
-/// The worker (of `workers`) that analyses a segment's connection in a parallel run: the same
-/// for both directions and in every run, and independent of [`shard_of`] (other bits of the
-/// mix), so each worker's flows still spread over all of its table's shards.
-pub fn worker_of(seg: &TcpSegment<'_>, workers: usize) -> usize {
-    let x = FlowKey::of(seg).0.mix();
-    ((u64::from(x as u32) * workers as u64) >> 32) as usize
+/// The connection's point on `0..2³²` that decides which pipeline of a parallel run analyses
+/// it: the same for both directions and in every run, and independent of [`shard_of`] (other
+/// bits of the mix), so each pipeline's flows still spread over all of its table's shards.
+pub fn flow_point(seg: &TcpSegment<'_>) -> u32 {
+    FlowKey::of(seg).0.mix() as u32
 }
 
 /// One end of a connection, packed for cheap comparison and hashing: the address as a 128-bit

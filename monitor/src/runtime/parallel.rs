@@ -1,15 +1,18 @@
 //! Parallel offline analysis (`analyze --threads N`, N ≥ 2): the connections of one capture
 //! shared out over N − 1 pipelines behind the reading thread (N busy threads, one per core: a
-//! worker more than that was measured slower on 2 cores, the three threads taking turns), their
-//! records put back in the order one pipeline gives them.
+//! worker more than that was measured slower on 2 cores, the three threads taking turns), and
+//! with one worker also a pipeline of the reader's own, their records put back in the order one
+//! pipeline gives them.
 //!
 //! Consumes the frames of a capture, in order, on the calling thread; produces what the
 //! [`Monitor`] produces from them single-threaded — the same records and events, in the same
 //! order — because everything that decides an order is decided where all frames pass:
 //!
-//! - The reader (the calling thread) numbers every packet and hands it to the worker of its
-//!   connection ([`worker_of`]: both directions go to the same worker; frames that are not TCP
-//!   go to worker 0, which only counts them; with one worker, every frame goes there undecoded).
+//! - The reader (the calling thread) numbers every packet and hands it to the pipeline of its
+//!   connection ([`Routes`] by [`flow_point`]: both directions go to the same pipeline): a
+//!   worker's, or with one worker for about a sixth of the connections its own
+//!   ([`READER_PARTS_ONE_WORKER`]), which analyses the frame at once. Frames that are not TCP stay
+//!   with the reader, which only counts them.
 //!   A mapped capture file's frames are handed over as offsets into the map, which the worker
 //!   reads in place; other frames are copied into the worker's batch, so the reader's buffer is
 //!   free for the next read at once (measured: packets sharing the reader's buffers, one
@@ -36,12 +39,12 @@
 //!   the records: done by the reader alone, it left the worker waiting (measured on 1 GiB of
 //!   1500-byte segments, 2 threads: 72% of the samples on the reader, 0.195 s → 0.169 s).
 //!
-//! The limits are shared out: each of the W workers gets a Wth of `--max-flows`, `--cert-cache`
-//! and the flow and certificate memory budgets, so the whole run stays within them. Records and
-//! events are identical to a single-threaded run's unless a limit sheds or evicts state (one full
-//! table evicts other flows than W tables with a Wth each: the counters say when it happened).
-//! Counters are the sums of the workers' (the certificate cache's hits and parsed certificates,
-//! per worker cache, can be higher).
+//! The limits are shared out: each pipeline gets the share of `--max-flows`, `--cert-cache` and
+//! the flow and certificate memory budgets that it gets of the connections, so the whole run
+//! stays within them. Records and events are identical to a single-threaded run's unless a limit
+//! sheds or evicts state (one full table evicts other flows than several tables with a share
+//! each: the counters say when it happened). Counters are the sums of the pipelines' (the
+//! certificate cache's hits and parsed certificates, per pipeline cache, can be higher).
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
@@ -55,7 +58,7 @@ use crate::capture::file::{PageWork, Pages};
 use crate::capture::{Frame, LinkType};
 use crate::config::{Limits, Services};
 use crate::decode;
-use crate::flow::worker_of;
+use crate::flow::flow_point;
 use crate::handshake::Connection;
 use crate::pipeline::{Disorder, Pipeline, SweepSchedule};
 
@@ -64,7 +67,7 @@ pub const EPOCH_FRAMES: usize = 16_384;
 /// Most frame bytes in one epoch (all workers together).
 pub const EPOCH_BYTES: usize = 4 << 20;
 /// Epochs sent to the workers and not yet judged.
-pub const IN_FLIGHT: usize = 2;
+pub const IN_FLIGHT: usize = 3;
 /// How many steps ahead a worker fetches a packet's bytes into its cache.
 const AHEAD: usize = 12;
 /// Bytes of a mapped capture mapped ahead of the reader at each epoch it sends.
@@ -164,13 +167,62 @@ struct Worker {
     spent: Spent,
 }
 
-/// Limits for one of `n` workers: an `n`th of every bound that adds up across tables.
-fn share(limits: &Limits, n: usize) -> Limits {
+/// The [`Item::Record`] worker of the reader's own pipeline's records.
+const READER: usize = usize::MAX;
+
+/// Which pipeline analyses a connection, by its [`flow_point`]: the reader's own for points
+/// below `reader_below`, the workers evenly for the rest.
+#[derive(Clone, Copy, Debug)]
+struct Routes {
+    reader_below: u32,
+    workers: usize,
+}
+
+impl Routes {
+    /// The reader takes `reader_parts` (fewer than [`PARTS`]) of [`PARTS`] of the connections,
+    /// `workers` workers the rest.
+    fn new(reader_parts: u32, workers: usize) -> Self {
+        Routes {
+            reader_below: ((u64::from(reader_parts.min(PARTS)) << 32) / u64::from(PARTS))
+                .min(u64::from(u32::MAX)) as u32,
+            workers,
+        }
+    }
+
+    /// The worker of the connection at `point`, `None` for the reader.
+    #[inline]
+    fn of(&self, point: u32) -> Option<usize> {
+        let rest = u64::from(point.checked_sub(self.reader_below)?);
+        match self.workers {
+            1 => Some(0),
+            n => {
+                let span = (1u64 << 32) - u64::from(self.reader_below);
+                Some((rest * n as u64 / span) as usize)
+            }
+        }
+    }
+}
+
+/// The unit of [`Routes::new`]'s shares.
+const PARTS: u32 = 1024;
+/// The reader's share of the connections beside one worker (2 threads): about a sixth. With
+/// its own share the reader is as busy as the worker on handshakes, where analysing a flow costs
+/// far more than reading and judging it (measured on 100,000 mutual-TLS handshakes: with none,
+/// the reader waited 78–97 ms of a 0.38 s run for the worker; with 128–192 parts, 3–16 ms, and
+/// the run took 0.34–0.35 s). With more workers the reader is the busiest already and takes
+/// none. On bulk, where reading is most of the work, the page work evens it out
+/// ([`Parallel::send_epoch`]).
+const READER_PARTS_ONE_WORKER: u32 = 160;
+
+/// Limits for a pipeline that gets `parts` of [`PARTS`] of the connections: that share of every
+/// bound that adds up across tables.
+fn share(limits: &Limits, parts: u32) -> Limits {
+    let part = |n: usize| (n as u128 * u128::from(parts) / u128::from(PARTS)) as usize;
     Limits {
-        max_flows: (limits.max_flows / n).max(1),
-        cert_cache: (limits.cert_cache / n).max(1),
-        flow_memory: limits.flow_memory / n,
-        cert_memory: limits.cert_memory / n,
+        max_flows: part(limits.max_flows).max(1),
+        cert_cache: part(limits.cert_cache).max(1),
+        flow_memory: part(limits.flow_memory),
+        cert_memory: part(limits.cert_memory),
         ..limits.clone()
     }
 }
@@ -263,6 +315,9 @@ fn work(
 pub struct Parallel<'m> {
     monitor: &'m mut Monitor,
     workers: Vec<Worker>,
+    /// The reader's own pipeline, for its share of the connections ([`Routes`]).
+    local: Pipeline,
+    routes: Routes,
     /// The epoch being filled: one batch per worker, and the ticks.
     batches: Vec<Batch>,
     ticks: Tagged,
@@ -307,12 +362,14 @@ impl<'m> Parallel<'m> {
         limits: &Limits,
     ) -> std::io::Result<Self> {
         let n = threads.saturating_sub(1).max(1);
-        let part = share(limits, n);
+        let reader_parts = if n == 1 { READER_PARTS_ONE_WORKER } else { 0 };
+        let routes = Routes::new(reader_parts, n);
+        let worker_parts = (PARTS - reader_parts) / n as u32;
         let workers = (0..n)
             .map(|i| {
                 let (work_tx, work_rx) = sync_channel(IN_FLIGHT);
                 let (done_tx, done_rx) = sync_channel(IN_FLIGHT);
-                let pipeline = Pipeline::new(services.clone(), part.clone());
+                let pipeline = Pipeline::new(services.clone(), share(limits, worker_parts));
                 let thread = std::thread::Builder::new()
                     .name(format!("analyze-{i}"))
                     .spawn(move || work(pipeline, i, work_rx, done_tx))?;
@@ -331,6 +388,8 @@ impl<'m> Parallel<'m> {
         Ok(Parallel {
             monitor,
             workers,
+            local: Pipeline::new(services.clone(), share(limits, reader_parts)),
+            routes,
             batches: (0..n).map(|_| Batch::default()).collect(),
             ticks: Vec::new(),
             frames: 0,
@@ -369,10 +428,60 @@ impl<'m> Parallel<'m> {
             ticks.push(((index, step::TICK_BEFORE, order), Item::Tick(t)));
             order += 1;
         });
-        let worker = match self.workers.len() {
-            1 => 0,
-            n => decode::decode(&frame).map_or(0, |seg| worker_of(&seg, n)),
+        let decoded = decode::decode(&frame);
+        let worker = match &decoded {
+            Ok(seg) => self.routes.of(flow_point(seg)),
+            // Counted, nothing more: by the reader.
+            Err(_) => None,
         };
+        self.disorder.see(ts);
+        let sweep = self.sweeps.due(ts);
+        match worker {
+            None => self.analyse_here(&frame, decoded, index),
+            Some(worker) => self.hand_over(worker, index, frame),
+        }
+        if sweep {
+            let disorder_us = self.disorder.back_us();
+            for b in &mut self.batches {
+                b.steps.push(Step::Sweep {
+                    index,
+                    now: ts,
+                    disorder_us,
+                });
+            }
+            let ticks = &mut self.ticks;
+            self.local.tick_indexed(ts, disorder_us, &mut |last, c| {
+                ticks.push(((index, step::SWEEP, last), reader_record(c)));
+            });
+        }
+        if self.tick_schedule.after(ts) {
+            self.ticks
+                .push(((index, step::TICK_AFTER, 0), Item::Tick(ts)));
+        }
+        self.frames += 1;
+        if self.frames >= EPOCH_FRAMES || self.bytes >= EPOCH_BYTES {
+            self.send_epoch();
+        }
+    }
+
+    /// Frame number `index`, of a connection of the reader's share: analysed at once, its
+    /// records held with the epoch's ticks.
+    fn analyse_here(
+        &mut self,
+        frame: &Frame<'_>,
+        decoded: Result<decode::TcpSegment<'_>, decode::Skip>,
+        index: u64,
+    ) {
+        let ticks = &mut self.ticks;
+        let mut order = 0;
+        self.local.decoded_at(frame, decoded, index, &mut |c| {
+            ticks.push(((index, step::FRAME, order), reader_record(c)));
+            order += 1;
+        });
+    }
+
+    /// Frame number `index` into `worker`'s batch of the epoch being filled.
+    fn hand_over(&mut self, worker: usize, index: u64, frame: Frame<'_>) {
         self.bytes += frame.data.len();
         let batch = &mut self.batches[worker];
         let (mapped, start) = match self
@@ -392,30 +501,12 @@ impl<'m> Parallel<'m> {
         };
         batch.steps.push(Step::Packet {
             index,
-            ts,
+            ts: frame.ts,
             linktype: frame.linktype,
             mapped,
             start,
             len: frame.data.len(),
         });
-        self.disorder.see(ts);
-        if self.sweeps.due(ts) {
-            for b in &mut self.batches {
-                b.steps.push(Step::Sweep {
-                    index,
-                    now: ts,
-                    disorder_us: self.disorder.back_us(),
-                });
-            }
-        }
-        if self.tick_schedule.after(ts) {
-            self.ticks
-                .push(((index, step::TICK_AFTER, 0), Item::Tick(ts)));
-        }
-        self.frames += 1;
-        if self.frames >= EPOCH_FRAMES || self.bytes >= EPOCH_BYTES {
-            self.send_epoch();
-        }
     }
 
     /// A sink failed (e.g. a closed pipe): reading on would produce nothing.
@@ -500,7 +591,9 @@ impl<'m> Parallel<'m> {
                 Item::Tick(t) => self.monitor.advance(t),
                 Item::Record { mut conn, worker } => {
                     self.monitor.on_connection(&mut conn);
-                    self.workers[worker].spent.push(conn);
+                    if let Some(w) = self.workers.get_mut(worker) {
+                        w.spent.push(conn);
+                    }
                 }
             }
         }
@@ -522,6 +615,9 @@ impl<'m> Parallel<'m> {
                 worker_died();
             }
         }
+        self.local.finish_indexed(&mut |last, c| {
+            items.push(((END, step::SWEEP, last), reader_record(c)));
+        });
         for w in &self.workers {
             match w.done.recv() {
                 Ok((out, _)) => items.extend(out),
@@ -529,6 +625,7 @@ impl<'m> Parallel<'m> {
             }
         }
         self.judge(items);
+        self.monitor.pipeline.absorb(&self.local);
         for w in self.workers.drain(..) {
             drop(w.work);
             match w.thread.join() {
@@ -539,8 +636,57 @@ impl<'m> Parallel<'m> {
     }
 }
 
+/// A record of the reader's own pipeline, to judge.
+fn reader_record(conn: Connection) -> Item {
+    Item::Record {
+        conn: Box::new(conn),
+        worker: READER,
+    }
+}
+
 /// A worker's channel closed: it panicked (a bug); its thread's panic was printed, and the
 /// run cannot give the records one pipeline would.
 fn worker_died() -> ! {
     panic!("an analysis thread stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The share of `0..2³²` (sampled every 2²⁰) each pipeline gets: the reader's first.
+    fn shares(routes: Routes) -> Vec<u32> {
+        let mut n = vec![0u32; routes.workers + 1];
+        for i in 0..4096u32 {
+            let point = i << 20 | 0x5_5555;
+            n[routes.of(point).map_or(0, |w| w + 1)] += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn connections_are_routed_in_the_shares_the_limits_are_split_in() {
+        // 160 of 1024 parts to the reader: 640 of 4096 points; the rest to the one worker.
+        assert_eq!(shares(Routes::new(160, 1)), [640, 3456]);
+        // None to the reader: three workers evenly, the last one up to the top of the range.
+        assert_eq!(shares(Routes::new(0, 3)), [0, 1366, 1365, 1365]);
+        assert_eq!(Routes::new(0, 3).of(u32::MAX), Some(2));
+        assert_eq!(Routes::new(160, 2).of(0), None);
+        assert_eq!(shares(Routes::new(256, 2)), [1024, 1536, 1536]);
+        // Limits in the same shares, adding up to the whole (but for rounding down).
+        let limits = Limits::default();
+        let reader = share(&limits, 160);
+        let worker = share(&limits, 1024 - 160);
+        assert_eq!(
+            reader.max_flows,
+            limits.max_flows * 160 / 1024,
+            "{}",
+            limits.max_flows
+        );
+        assert!(reader.max_flows + worker.max_flows <= limits.max_flows);
+        assert!(reader.max_flows + worker.max_flows + 1 >= limits.max_flows);
+        assert!(reader.flow_memory + worker.flow_memory <= limits.flow_memory);
+        assert!(reader.flow_memory + worker.flow_memory + 1 >= limits.flow_memory);
+        assert_eq!(reader.handshake_window, limits.handshake_window);
+    }
 }
