@@ -28,6 +28,8 @@ mod format;
 mod lookahead;
 mod mapped;
 
+#[cfg(test)]
+pub(crate) use mapped::resident_kib_of_map;
 pub use mapped::{PageWork, Pages};
 
 use std::fs::File;

@@ -76,6 +76,10 @@ const MAP_AHEAD: usize = 2 * EPOCH_BYTES;
 /// bound while no epoch is sent (a long damaged stretch has no frames). The workers' page work
 /// releases what they are done with much sooner.
 pub const READER_KEEPS: usize = 8 * EPOCH_BYTES;
+const _: () = assert!(
+    READER_KEEPS > (IN_FLIGHT + 1) * EPOCH_BYTES + MAP_AHEAD,
+    "the reader's own release must leave the epochs in flight and the pages mapped ahead alone"
+);
 
 /// Where one pipeline and one monitor would have produced something: (frame number, step,
 /// order within the step). Finishing the capture comes after every frame.
@@ -213,6 +217,11 @@ const PARTS: u32 = 1024;
 /// none. On bulk, where reading is most of the work, the page work evens it out
 /// ([`Parallel::send_epoch`]).
 const READER_PARTS_ONE_WORKER: u32 = 160;
+
+/// Each of `workers` workers' share of the connections when the reader takes `reader_parts`.
+fn worker_parts(reader_parts: u32, workers: usize) -> u32 {
+    (PARTS - reader_parts) / workers as u32
+}
 
 /// Limits for a pipeline that gets `parts` of [`PARTS`] of the connections: that share of every
 /// bound that adds up across tables.
@@ -364,7 +373,7 @@ impl<'m> Parallel<'m> {
         let n = threads.saturating_sub(1).max(1);
         let reader_parts = if n == 1 { READER_PARTS_ONE_WORKER } else { 0 };
         let routes = Routes::new(reader_parts, n);
-        let worker_parts = (PARTS - reader_parts) / n as u32;
+        let worker_parts = worker_parts(reader_parts, n);
         let workers = (0..n)
             .map(|i| {
                 let (work_tx, work_rx) = sync_channel(IN_FLIGHT);
@@ -652,7 +661,148 @@ fn worker_died() -> ! {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use trustwatch_testkit::hostile::{self, Pcap};
+    use trustwatch_testkit::pki::Pki;
+
     use super::*;
+    use crate::capture::file::{FileSource, resident_kib_of_map};
+    use crate::detect::{DetectConfig, Detector};
+    use crate::export::json::JsonLines;
+    use crate::runtime::sinks::JsonSink;
+    use crate::runtime::{Clock, OFFLINE_TICK_US};
+    use crate::stats::Stats;
+    use crate::trust::TrustedReference;
+
+    /// JSON Lines written where the test reads them back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The capture's JSON Lines and counters (without the per-pipeline certificate cache's),
+    /// analysed on `threads` threads, the file mapped or read through a reader.
+    fn analyse(path: &Path, threads: usize, mapped: bool) -> (String, Stats, usize) {
+        let services = Services::default();
+        let limits = Limits::default();
+        let detector = Detector::new(
+            DetectConfig {
+                services: services.clone(),
+                ..DetectConfig::default()
+            },
+            TrustedReference::default(),
+        );
+        let out = Shared::default();
+        let clock = Clock::PacketTime {
+            every_us: OFFLINE_TICK_US,
+        };
+        let mut monitor = Monitor::new(
+            Pipeline::new(services.clone(), limits.clone()),
+            detector,
+            clock,
+        )
+        .with_sink(JsonSink(JsonLines::new(out.clone(), false)));
+        let mut src = if mapped {
+            FileSource::open(path).unwrap()
+        } else {
+            let file = std::fs::File::open(path).unwrap();
+            FileSource::from_reader(path, Box::new(file), 0).unwrap()
+        };
+        let mut epochs = 0;
+        if threads == 1 {
+            while let Some(f) = src.next_frame().unwrap() {
+                monitor.on_frame(f);
+            }
+        } else {
+            let mut parallel = Parallel::start(&mut monitor, threads, &services, &limits).unwrap();
+            if let Some((bytes, pages)) = src.hand_over_map(READER_KEEPS) {
+                parallel = parallel.with_mapped(bytes, pages);
+            }
+            while let Some(f) = src.next_frame().unwrap() {
+                parallel.on_frame(f);
+            }
+            if parallel.frames > 0 {
+                epochs = 1;
+            }
+            epochs += parallel.epochs;
+            parallel.finish();
+        }
+        let end = monitor.pipeline().last_ts();
+        monitor.finish(end).unwrap();
+        let mut stats = monitor.pipeline().stats();
+        (stats.certificates, stats.cert_cache_hits) = (0, 0);
+        drop(monitor);
+        let json = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        (json, stats, epochs)
+    }
+
+    #[test]
+    fn every_thread_count_gives_one_pipelines_records_events_and_counters() {
+        // Several epochs of frames; flows that idle sweeps close, hundreds per sweep; failures
+        // under one CA, then a collapse when another is presented.
+        let pki = Pki::new().unwrap();
+        let (ca_a, ca_b) = (pki.kubeedge_ca().unwrap(), pki.kubeedge_ca().unwrap());
+        let chain_a = pki.server_leaf(&ca_a).unwrap().chain_der();
+        let chain_b = pki.server_leaf(&ca_b).unwrap().chain_der();
+        let a: Vec<&[u8]> = chain_a.iter().map(Vec::as_slice).collect();
+        let b: Vec<&[u8]> = chain_b.iter().map(Vec::as_slice).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parallel.pcap");
+        let mut p = Pcap::create(&path).unwrap();
+        let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10), 10000);
+        let t0 = Duration::from_secs(1_700_000_000);
+        let s = Duration::from_secs;
+        hostile::syn_flood(&mut p, server, 1_000, t0, s(60)).unwrap();
+        hostile::partial_records(&mut p, server, 1_000, 300, t0, s(60)).unwrap();
+        hostile::alert_storm(&mut p, server, 300, 3, t0 + s(10), s(40)).unwrap();
+        hostile::failing_clients(&mut p, server, 2_500, &a, t0 + s(90), s(60)).unwrap();
+        let start = t0 + s(200);
+        let times = (start, start + s(40), start + s(100));
+        hostile::incident(&mut p, server, 24, (&a, &b), times, s(2)).unwrap();
+        let frames = p.frames;
+        p.finish().unwrap();
+        assert!(frames > 2 * EPOCH_FRAMES as u64, "{frames} frames");
+
+        let (one, one_stats, _) = analyse(&path, 1, true);
+        assert!(one.contains("\"trust_collapse\""), "no collapse");
+        assert!(one.lines().count() > 4_000, "{} lines", one.lines().count());
+        assert_eq!(one_stats.packets, frames);
+        for (threads, mapped) in [(2, true), (3, true), (2, false)] {
+            let (json, stats, epochs) = analyse(&path, threads, mapped);
+            let first = one
+                .lines()
+                .zip(json.lines())
+                .position(|(x, y)| x != y)
+                .map(|i| {
+                    format!(
+                        "line {i}: {}",
+                        &one.lines().nth(i).unwrap()[..120.min(one.len())]
+                    )
+                });
+            assert!(json == one, "{threads} threads, mapped {mapped}: {first:?}");
+            assert_eq!(stats, one_stats, "{threads} threads, mapped {mapped}");
+            // An epoch ends at EPOCH_FRAMES frames or EPOCH_BYTES bytes, whichever comes first.
+            let (f, b) = (stats.packets as usize, stats.bytes as usize);
+            let most = f.div_ceil(EPOCH_FRAMES) + b.div_ceil(EPOCH_BYTES);
+            assert!(
+                (f.div_ceil(EPOCH_FRAMES)..=most).contains(&epochs),
+                "{epochs} epochs for {f} frames, {b} bytes"
+            );
+        }
+    }
 
     /// The share of `0..2³²` (sampled every 2²⁰) each pipeline gets: the reader's first.
     fn shares(routes: Routes) -> Vec<u32> {
@@ -662,6 +812,58 @@ mod tests {
             n[routes.of(point).map_or(0, |w| w + 1)] += 1;
         }
         n
+    }
+
+    #[test]
+    fn a_mapped_capture_stays_mapped_only_around_the_epochs_in_flight() {
+        // 64 MiB of 60 KB segments over 32 connections (some the reader's own).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bulk.pcap");
+        let mut p = Pcap::create(&path).unwrap();
+        let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10), 10000);
+        let payload = vec![0x17; 60_000];
+        for i in 0..1_120u32 {
+            let client = SocketAddrV4::new(hostile::attacker(i % 32), 40000);
+            let seq = 1 + (i / 32) * 60_000;
+            let ts = Duration::from_millis(1_700_000_000_000 + u64::from(i));
+            p.tcp(ts, (client, server), (seq, 1), 0x18, &payload)
+                .unwrap();
+        }
+        p.finish().unwrap();
+        let services = Services::default();
+        let limits = Limits::default();
+        let detector = Detector::new(DetectConfig::default(), TrustedReference::default());
+        let clock = Clock::PacketTime {
+            every_us: OFFLINE_TICK_US,
+        };
+        let mut monitor = Monitor::new(
+            Pipeline::new(services.clone(), limits.clone()),
+            detector,
+            clock,
+        );
+        let mut src = FileSource::open(&path).unwrap();
+        let mut parallel = Parallel::start(&mut monitor, 2, &services, &limits).unwrap();
+        let (bytes, pages) = src.hand_over_map(READER_KEEPS).unwrap();
+        let at = bytes.as_ptr() as usize;
+        parallel = parallel.with_mapped(bytes, pages);
+        let mut peak = 0;
+        let mut n = 0;
+        while let Some(f) = src.next_frame().unwrap() {
+            parallel.on_frame(f);
+            n += 1;
+            if n % 16 == 0 {
+                peak = peak.max(resident_kib_of_map(at));
+            }
+        }
+        parallel.finish();
+        assert_eq!(n, 1_120);
+        // The epochs in flight and the one being read, the pages mapped ahead: well under what
+        // the reader keeps on its own (the bound when nobody else releases).
+        let bound = ((IN_FLIGHT + 1) * EPOCH_BYTES + MAP_AHEAD) / 1024;
+        assert!(
+            peak > (EPOCH_BYTES / 1024) as u64 && peak <= bound as u64,
+            "{peak} KiB of the map resident, bound {bound} KiB"
+        );
     }
 
     #[test]
@@ -688,5 +890,15 @@ mod tests {
         assert!(reader.flow_memory + worker.flow_memory <= limits.flow_memory);
         assert!(reader.flow_memory + worker.flow_memory + 1 >= limits.flow_memory);
         assert_eq!(reader.handshake_window, limits.handshake_window);
+        assert_eq!(reader.cert_cache, limits.cert_cache * 160 / 1024);
+        assert_eq!(reader.cert_memory, limits.cert_memory * 160 / 1024);
+        assert_eq!(worker.cert_memory, limits.cert_memory * 864 / 1024);
+        // The workers' parts: the rest, evenly.
+        assert_eq!(worker_parts(160, 1), 864);
+        assert_eq!(worker_parts(0, 3), 341);
+        assert_eq!(
+            worker_parts(READER_PARTS_ONE_WORKER, 1) + READER_PARTS_ONE_WORKER,
+            PARTS
+        );
     }
 }

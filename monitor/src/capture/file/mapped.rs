@@ -221,3 +221,28 @@ extern "C" fn on_sigbus(_: libc::c_int) {
         libc::_exit(2);
     }
 }
+
+#[cfg(test)]
+/// Resident memory of the map holding address `at` (its `Rss` in `/proc/self/smaps`), KiB.
+pub(crate) fn resident_kib_of_map(at: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line
+            .split_whitespace()
+            .next()
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some((
+                    usize::from_str_radix(a, 16).ok()?,
+                    usize::from_str_radix(b, 16).ok()?,
+                ))
+            });
+        if let Some((from, to)) = range.filter(|_| !line.starts_with(char::is_uppercase)) {
+            inside = (from..to).contains(&at);
+        } else if inside && let Some(v) = line.strip_prefix("Rss:") {
+            return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+        }
+    }
+    panic!("no map holds {at:#x}");
+}

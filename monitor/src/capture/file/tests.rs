@@ -666,7 +666,7 @@ fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
     while let Some(p) = src.next_packet().unwrap() {
         assert!(p.data.iter().all(|&b| b == (n % 251) as u8), "record {n}");
         n += 1;
-        peak = peak.max(resident_kib_of_map(at));
+        peak = peak.max(mapped::resident_kib_of_map(at));
     }
     assert_eq!(n, 700);
     // The reader touched 40 MiB of the map; what stayed resident is a few windows.
@@ -700,16 +700,26 @@ fn handed_over_pages_are_mapped_and_released_by_whoever_runs_the_planned_work() 
     // Planned work maps what it names, once.
     let work = pages.plan(0, 0..12 * MIB).expect("12 MiB to map");
     work.run();
-    let mapped = resident_kib_of_map(at);
+    let mapped = mapped::resident_kib_of_map(at);
     assert!(mapped >= kib(12 * MIB), "{mapped} KiB mapped");
     assert!(pages.plan(0, 4 * MIB..12 * MIB).is_none(), "mapped twice");
+    // Past a gap, mapping starts where it is asked to, not where the last range ended.
+    pages
+        .plan(0, 20 * MIB..24 * MIB)
+        .expect("4 MiB to map")
+        .run();
+    let mapped = mapped::resident_kib_of_map(at);
+    assert!(
+        mapped >= kib(16 * MIB) && mapped < kib(20 * MIB),
+        "{mapped} KiB mapped"
+    );
     // The reader now maps nothing ahead and keeps 16 MiB behind it.
     let mut n = 0;
     let mut peak = 0;
     while let Some(f) = src.next_frame().unwrap() {
         assert!(f.data.iter().all(|&b| b == (n % 251) as u8), "record {n}");
         n += 1;
-        peak = peak.max(resident_kib_of_map(at));
+        peak = peak.max(mapped::resident_kib_of_map(at));
     }
     assert_eq!(n, 700);
     let window = mapped::WINDOW;
@@ -719,41 +729,17 @@ fn handed_over_pages_are_mapped_and_released_by_whoever_runs_the_planned_work() 
     );
     // What the reader kept (16 MiB behind where it last moved its window) is released by
     // whoever runs the planned work.
-    let left = resident_kib_of_map(at);
+    let left = mapped::resident_kib_of_map(at);
     assert!(left >= kib(8 * MIB), "{left} KiB left");
     pages
         .plan(file.len(), 0..0)
         .expect("pages to release")
         .run();
-    let left = resident_kib_of_map(at);
+    let left = mapped::resident_kib_of_map(at);
     assert!(left <= 4, "{left} KiB left after the release");
     assert!(pages.plan(file.len(), 0..0).is_none(), "released twice");
     // A file read into a buffer has no pages to hand over.
     let mut streamed =
         FileSource::from_reader(&path, Box::new(std::io::Cursor::new(file)), 0).unwrap();
     assert!(streamed.hand_over_map(0).is_none());
-}
-
-/// Resident memory of the map holding address `at` (its `Rss` in `/proc/self/smaps`), KiB.
-fn resident_kib_of_map(at: usize) -> u64 {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-    let mut inside = false;
-    for line in smaps.lines() {
-        let range = line
-            .split_whitespace()
-            .next()
-            .and_then(|r| r.split_once('-'))
-            .and_then(|(a, b)| {
-                Some((
-                    usize::from_str_radix(a, 16).ok()?,
-                    usize::from_str_radix(b, 16).ok()?,
-                ))
-            });
-        if let Some((from, to)) = range.filter(|_| !line.starts_with(char::is_uppercase)) {
-            inside = (from..to).contains(&at);
-        } else if inside && let Some(v) = line.strip_prefix("Rss:") {
-            return v.trim().trim_end_matches("kB").trim().parse().unwrap();
-        }
-    }
-    panic!("no map holds {at:#x}");
 }

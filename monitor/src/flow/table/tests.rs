@@ -744,6 +744,33 @@ fn shards_hold_both_directions_and_share_max_flows() {
 }
 
 #[test]
+fn flow_points_are_the_same_both_ways_and_spread_apart_from_the_shards() {
+    // How many connections fall in each sixteenth of 0..2³², and in which shards.
+    let mut sixteenths = [0u32; 16];
+    let mut shards = vec![std::collections::HashSet::new(); 16];
+    for port in 1000..5000 {
+        let out = seg_from(C, port, 1, 0, F::Ack, b"x", 1);
+        let back = seg_from(S, port, 1, 0, F::Ack, b"x", 1);
+        let point = flow_point(&out);
+        assert_eq!(point, flow_point(&back), "port {port}");
+        let i = (point >> 28) as usize;
+        sixteenths[i] += 1;
+        shards[i].insert(shard_of(&out, 64));
+    }
+    // 250 connections per sixteenth on average: each gets some, none a crowd.
+    assert!(
+        sixteenths.iter().all(|&n| (150..350).contains(&n)),
+        "{sixteenths:?}"
+    );
+    // The connections of any share of the points (a parallel run's pipeline) use every shard.
+    assert!(
+        shards.iter().all(|s| s.len() > 56),
+        "{:?}",
+        shards.iter().map(|s| s.len()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_full_shard_evicts_its_own_least_recently_active_flow() {
     let mut t = Harness::new(Limits {
         max_flows: 4096,
