@@ -143,12 +143,12 @@ enum Work {
 }
 
 /// Something to judge, in tag order (a record boxed: the epoch's items are sorted), with the
-/// worker a record goes back to.
+/// worker a record goes back to (`None`: the reader's own pipeline made it; it is freed here).
 enum Item {
     Tick(Timestamp),
     Record {
         conn: Box<Connection>,
-        worker: usize,
+        worker: Option<usize>,
     },
 }
 
@@ -170,9 +170,6 @@ struct Worker {
     /// Judged records, to go back with the next epoch.
     spent: Spent,
 }
-
-/// The [`Item::Record`] worker of the reader's own pipeline's records.
-const READER: usize = usize::MAX;
 
 /// Which pipeline analyses a connection, by its [`flow_point`]: the reader's own for points
 /// below `reader_below`, the workers evenly for the rest.
@@ -245,7 +242,7 @@ fn work(
     let record = |tag: Tag, c: Connection| {
         let item = Item::Record {
             conn: Box::new(c),
-            worker: me,
+            worker: Some(me),
         };
         (tag, item)
     };
@@ -600,7 +597,7 @@ impl<'m> Parallel<'m> {
                 Item::Tick(t) => self.monitor.advance(t),
                 Item::Record { mut conn, worker } => {
                     self.monitor.on_connection(&mut conn);
-                    if let Some(w) = self.workers.get_mut(worker) {
+                    if let Some(w) = worker.and_then(|i| self.workers.get_mut(i)) {
                         w.spent.push(conn);
                     }
                 }
@@ -649,7 +646,7 @@ impl<'m> Parallel<'m> {
 fn reader_record(conn: Connection) -> Item {
     Item::Record {
         conn: Box::new(conn),
-        worker: READER,
+        worker: None,
     }
 }
 
