@@ -211,17 +211,18 @@ fn capture(ctx: &TcContext) -> Option<()> {
     let payload_len = l3.end.saturating_sub(payload_off);
     let syn = off_flags & TCP_SYN != 0;
     let control = off_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0;
+    if payload_len == 0 && !control {
+        // A pure acknowledgement: nothing to copy and no state to look at (half the packets of
+        // a bulk transfer), so no key either.
+        return None;
+    }
 
     let (key, dir) = ConnKey::new(l3.family, l3.src, sport, l3.dst, dport);
     let dir_bit = 1u32 << dir;
     if syn {
         // A SYN may start a new connection on a 5-tuple this CPU remembers as spent.
         cpu.last_skip = 0;
-    } else if !control
-        && payload_len > 0
-        && cpu.last_skip & dir_bit != 0
-        && key_eq(&cpu.last_key, &key)
-    {
+    } else if !control && cpu.last_skip & dir_bit != 0 && key_eq(&cpu.last_key, &key) {
         // A bulk packet of a spent connection: no connection-table lookup.
         cpu.counters.skipped_bytes += u64::from(payload_len);
         return None;
