@@ -26,7 +26,8 @@
 //!   the other core), and tags every record with where one
 //!   pipeline would have produced it: the frame, then the step — ticks a gap owed before it, the
 //!   frame's own records, the records an idle sweep at that frame closed (ordered by their flows'
-//!   last packets, as one table sweeps), the tick after it — then the order within the step.
+//!   last packets, as one table sweeps), the tick after it — then, for a sweep, the flow's last
+//!   packet (the items of other steps keep the order they were made in).
 //! - Packets go in epochs of at most [`EPOCH_FRAMES`] packets or [`EPOCH_BYTES`] bytes, at most
 //!   [`IN_FLIGHT`] epochs at a time: while the workers analyse one, the reader reads the next and
 //!   judges the records of the one before — sorted by tag, the ticks between them — in the
@@ -64,7 +65,7 @@ use crate::pipeline::{Disorder, Pipeline, SweepSchedule};
 
 /// Most frames in one epoch.
 pub const EPOCH_FRAMES: usize = 16_384;
-/// Most frame bytes in one epoch (all workers together).
+/// Most frame bytes in one epoch (all pipelines together).
 pub const EPOCH_BYTES: usize = 4 << 20;
 /// Epochs sent to the workers and not yet judged.
 pub const IN_FLIGHT: usize = 3;
@@ -75,14 +76,17 @@ const MAP_AHEAD: usize = 2 * EPOCH_BYTES;
 /// Bytes of a mapped capture the reader itself keeps behind it, whatever the workers do: the
 /// bound while no epoch is sent (a long damaged stretch has no frames). The workers' page work
 /// releases what they are done with much sooner.
-pub const READER_KEEPS: usize = 8 * EPOCH_BYTES;
+pub const READER_KEEPS: usize = 12 * EPOCH_BYTES;
 const _: () = assert!(
     READER_KEEPS > (IN_FLIGHT + 1) * EPOCH_BYTES + MAP_AHEAD,
     "the reader's own release must leave the epochs in flight and the pages mapped ahead alone"
 );
 
 /// Where one pipeline and one monitor would have produced something: (frame number, step,
-/// order within the step). Finishing the capture comes after every frame.
+/// order within the step: for a sweep, the index of the flow's last packet, as one table sweeps;
+/// else 0, the items of one step keeping the order they were made in, which the stable sort
+/// keeps: one pipeline makes a frame's records, one reader its ticks). Finishing the capture
+/// comes after every frame.
 type Tag = (u64, u8, u64);
 
 /// [`Tag`] steps, in the order a monitor takes them for one frame.
@@ -291,10 +295,8 @@ fn work(
                         linktype,
                         data: &from[start..start + len],
                     };
-                    let mut order = 0;
                     pipeline.frame_at(frame, index, &mut |c| {
-                        out.push(record((index, step::FRAME, order), c));
-                        order += 1;
+                        out.push(record((index, step::FRAME, 0), c));
                     });
                 }
                 Step::Sweep {
@@ -429,11 +431,10 @@ impl<'m> Parallel<'m> {
         let index = self.index;
         let ts = frame.ts;
         let ticks = &mut self.ticks;
-        let mut order = 0;
         self.tick_schedule.catch_up(ts, |t| {
-            ticks.push(((index, step::TICK_BEFORE, order), Item::Tick(t)));
-            order += 1;
+            ticks.push(((index, step::TICK_BEFORE, 0), Item::Tick(t)));
         });
+        self.bytes += frame.data.len();
         let decoded = decode::decode(&frame);
         let worker = match &decoded {
             Ok(seg) => self.routes.of(flow_point(seg)),
@@ -479,16 +480,13 @@ impl<'m> Parallel<'m> {
         index: u64,
     ) {
         let ticks = &mut self.ticks;
-        let mut order = 0;
         self.local.decoded_at(frame, decoded, index, &mut |c| {
-            ticks.push(((index, step::FRAME, order), reader_record(c)));
-            order += 1;
+            ticks.push(((index, step::FRAME, 0), reader_record(c)));
         });
     }
 
     /// Frame number `index` into `worker`'s batch of the epoch being filled.
     fn hand_over(&mut self, worker: usize, index: u64, frame: Frame<'_>) {
-        self.bytes += frame.data.len();
         let batch = &mut self.batches[worker];
         let (mapped, start) = match self
             .mapped
@@ -591,7 +589,9 @@ impl<'m> Parallel<'m> {
     }
 
     fn judge(&mut self, mut items: Tagged) {
-        items.sort_unstable_by_key(|(tag, _)| *tag);
+        // Stable: a frame's records come from one pipeline, pushed in the order it made them,
+        // so that order holds even where their tags are equal.
+        items.sort_by_key(|(tag, _)| *tag);
         for (_, item) in items {
             match item {
                 Item::Tick(t) => self.monitor.advance(t),
@@ -735,6 +735,13 @@ mod tests {
                 epochs = 1;
             }
             epochs += parallel.epochs;
+            // With one worker the reader analyses a share of the connections; with more, none.
+            let flows = parallel.local.stats().flows_opened;
+            if threads == 2 {
+                assert!(flows > 0, "the reader opened no flow");
+            } else {
+                assert_eq!(flows, 0, "{threads} threads: the reader opened flows");
+            }
             parallel.finish();
         }
         let end = monitor.pipeline().last_ts();
@@ -854,9 +861,11 @@ mod tests {
         }
         parallel.finish();
         assert_eq!(n, 1_120);
-        // The epochs in flight and the one being read, the pages mapped ahead: well under what
-        // the reader keeps on its own (the bound when nobody else releases).
-        let bound = ((IN_FLIGHT + 1) * EPOCH_BYTES + MAP_AHEAD) / 1024;
+        // The epochs in flight and the one being read, one more while a busy worker holds the
+        // work that releases it, the pages mapped ahead: well under what the reader keeps on its
+        // own (the bound when nobody else releases).
+        let bound = ((IN_FLIGHT + 2) * EPOCH_BYTES + MAP_AHEAD + 2 * (1 << 20)) / 1024;
+        const { assert!((IN_FLIGHT + 2) * EPOCH_BYTES + MAP_AHEAD + (4 << 20) < READER_KEEPS) };
         assert!(
             peak > (EPOCH_BYTES / 1024) as u64 && peak <= bound as u64,
             "{peak} KiB of the map resident, bound {bound} KiB"
