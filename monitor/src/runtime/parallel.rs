@@ -690,9 +690,8 @@ mod tests {
         }
     }
 
-    /// The capture's JSON Lines and counters (without the per-pipeline certificate cache's),
-    /// analysed on `threads` threads, the file mapped or read through a reader.
-    fn analyse(path: &Path, threads: usize, mapped: bool) -> (String, Stats, usize) {
+    /// A monitor as `analyze` makes one (default services and limits, packet time), no sinks.
+    fn offline_monitor() -> (Monitor, Services, Limits) {
         let services = Services::default();
         let limits = Limits::default();
         let detector = Detector::new(
@@ -702,16 +701,19 @@ mod tests {
             },
             TrustedReference::default(),
         );
-        let out = Shared::default();
         let clock = Clock::PacketTime {
             every_us: OFFLINE_TICK_US,
         };
-        let mut monitor = Monitor::new(
-            Pipeline::new(services.clone(), limits.clone()),
-            detector,
-            clock,
-        )
-        .with_sink(JsonSink(JsonLines::new(out.clone(), false)));
+        let pipeline = Pipeline::new(services.clone(), limits.clone());
+        (Monitor::new(pipeline, detector, clock), services, limits)
+    }
+
+    /// The capture's JSON Lines and counters (without the per-pipeline certificate cache's),
+    /// analysed on `threads` threads, the file mapped or read through a reader.
+    fn analyse(path: &Path, threads: usize, mapped: bool) -> (String, Stats, usize) {
+        let (monitor, services, limits) = offline_monitor();
+        let out = Shared::default();
+        let mut monitor = monitor.with_sink(JsonSink(JsonLines::new(out.clone(), false)));
         let mut src = if mapped {
             FileSource::open(path).unwrap()
         } else {
@@ -834,17 +836,7 @@ mod tests {
                 .unwrap();
         }
         p.finish().unwrap();
-        let services = Services::default();
-        let limits = Limits::default();
-        let detector = Detector::new(DetectConfig::default(), TrustedReference::default());
-        let clock = Clock::PacketTime {
-            every_us: OFFLINE_TICK_US,
-        };
-        let mut monitor = Monitor::new(
-            Pipeline::new(services.clone(), limits.clone()),
-            detector,
-            clock,
-        );
+        let (mut monitor, services, limits) = offline_monitor();
         let mut src = FileSource::open(&path).unwrap();
         let mut parallel = Parallel::start(&mut monitor, 2, &services, &limits).unwrap();
         let (bytes, pages) = src.hand_over_map(READER_KEEPS).unwrap();

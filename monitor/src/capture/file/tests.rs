@@ -646,9 +646,9 @@ fn a_mapped_file_reads_as_the_same_bytes_streamed() {
     );
 }
 
-#[test]
-fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
-    // 40 MiB of 60 KB records, each filled with its own number: far more than the window.
+/// 40 MiB of 60 KB records, record `i` filled with `i % 251`: far more than the window; its
+/// bytes and where they were written as `name`.
+fn long_file(name: &str) -> (Vec<u8>, std::path::PathBuf) {
     let records: Vec<Vec<u8>> = (0..700u32).map(|i| vec![(i % 251) as u8; 60_000]).collect();
     let list: Vec<(u32, u32, &[u8])> = records
         .iter()
@@ -657,7 +657,13 @@ fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
         .collect();
     let mut file = pcap_file(false, false, 101, &list);
     file[16..20].copy_from_slice(&262_144u32.to_le_bytes());
-    let path = write("mapped-long.pcap", &file);
+    let path = write(name, &file);
+    (file, path)
+}
+
+#[test]
+fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
+    let (_, path) = long_file("mapped-long.pcap");
     let mut src = FileSource::open(&path).unwrap();
     let first = src.next_packet().unwrap().unwrap();
     let at = first.data.as_ptr() as usize;
@@ -681,16 +687,7 @@ fn pages_behind_the_reader_are_released_and_held_packets_stay_valid() {
 
 #[test]
 fn handed_over_pages_are_mapped_and_released_by_whoever_runs_the_planned_work() {
-    // 40 MiB of 60 KB records, as above.
-    let records: Vec<Vec<u8>> = (0..700u32).map(|i| vec![(i % 251) as u8; 60_000]).collect();
-    let list: Vec<(u32, u32, &[u8])> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i as u32, 0, &r[..]))
-        .collect();
-    let mut file = pcap_file(false, false, 101, &list);
-    file[16..20].copy_from_slice(&262_144u32.to_le_bytes());
-    let path = write("mapped-handed-over.pcap", &file);
+    let (file, path) = long_file("mapped-handed-over.pcap");
     let mut src = FileSource::open(&path).unwrap();
     const MIB: usize = 1 << 20;
     let (bytes, mut pages) = src.hand_over_map(16 * MIB).unwrap();
