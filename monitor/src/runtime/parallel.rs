@@ -531,18 +531,19 @@ impl<'m> Parallel<'m> {
             .pages
             .as_mut()
             .and_then(|p| p.plan(self.judged_reach, self.reach..self.reach + MAP_AHEAD));
-        let (mut pages, mut to) = (pages, None);
-        if self.workers_ahead {
-            to = Some(self.epochs % self.workers.len());
-        } else if let Some(work) = pages.take() {
-            work.run();
-        }
+        // The reader's, once the workers have their epoch: they are the side behind.
+        let (mut given, kept) = if self.workers_ahead {
+            (pages, None)
+        } else {
+            (None, pages)
+        };
+        let to = self.epochs % self.workers.len();
         self.epochs += 1;
         for (i, (w, batch)) in self.workers.iter_mut().zip(&mut self.batches).enumerate() {
             let next = w.spare.pop().unwrap_or_default();
             batch.mapped.clone_from(&self.mapped);
-            if to == Some(i) {
-                batch.pages = pages.take();
+            if i == to {
+                batch.pages = given.take();
             }
             let work = Work::Epoch {
                 batch: std::mem::replace(batch, next),
@@ -551,6 +552,9 @@ impl<'m> Parallel<'m> {
             if w.work.send(work).is_err() {
                 worker_died();
             }
+        }
+        if let Some(work) = kept {
+            work.run();
         }
         self.in_flight
             .push_back((std::mem::take(&mut self.ticks), self.reach));
