@@ -246,7 +246,6 @@ fn inputs(generator: &Path, dir: &Path, quick: bool) -> Result<Vec<Input>, Strin
     Ok(out)
 }
 
-/// `trustwatch analyze --json FILE | bench-data check FILE.manifest`.
 /// Drops `path` from the page cache (GNU dd's documented way: `iflag=nocache count=0`), so the
 /// next read brings it back as the kernel reads a file from disk. Without this, every run saw the
 /// file as it was last brought in: in small folios as the generator wrote it, or in large ones
@@ -258,6 +257,7 @@ fn evict(path: &Path) -> Result<(), String> {
     run(Command::new("dd").args([arg.as_str(), "iflag=nocache", "count=0", "status=none"]))
 }
 
+/// `trustwatch analyze --json FILE | bench-data check FILE.manifest`.
 fn check(tw: &Path, generator: &Path, input: &Input) -> Result<(), String> {
     eprintln!(
         "xtask bench: checking the analyzer's records for {}",

@@ -181,30 +181,30 @@ struct Worker {
 struct Routes {
     reader_below: u32,
     workers: usize,
+    /// `workers / (2³² − reader_below)` in 64.64 fixed point: the rest of the range onto the
+    /// workers by a multiplication, not a division per packet.
+    scale: u128,
 }
 
 impl Routes {
     /// The reader takes `reader_parts` (fewer than [`PARTS`]) of [`PARTS`] of the connections,
     /// `workers` workers the rest.
     fn new(reader_parts: u32, workers: usize) -> Self {
+        let reader_below =
+            ((u64::from(reader_parts.min(PARTS - 1)) << 32) / u64::from(PARTS)) as u32;
+        let span = (1u128 << 32) - u128::from(reader_below);
         Routes {
-            reader_below: ((u64::from(reader_parts.min(PARTS)) << 32) / u64::from(PARTS))
-                .min(u64::from(u32::MAX)) as u32,
+            reader_below,
             workers,
+            scale: ((workers as u128) << 64) / span,
         }
     }
 
     /// The worker of the connection at `point`, `None` for the reader.
     #[inline]
     fn of(&self, point: u32) -> Option<usize> {
-        let rest = u64::from(point.checked_sub(self.reader_below)?);
-        match self.workers {
-            1 => Some(0),
-            n => {
-                let span = (1u64 << 32) - u64::from(self.reader_below);
-                Some((rest * n as u64 / span) as usize)
-            }
-        }
+        let rest = u128::from(point.checked_sub(self.reader_below)?);
+        Some(((rest * self.scale) >> 64).min(self.workers as u128 - 1) as usize)
     }
 }
 
@@ -212,10 +212,11 @@ impl Routes {
 const PARTS: u32 = 1024;
 /// The reader's share of the connections beside one worker (2 threads): about a sixth. With
 /// its own share the reader is as busy as the worker on handshakes, where analysing a flow costs
-/// far more than reading and judging it (measured on 100,000 mutual-TLS handshakes: with none,
-/// the reader waited 78–97 ms of a 0.38 s run for the worker; with 128–192 parts, 3–16 ms, and
-/// the run took 0.34–0.35 s). With more workers the reader is the busiest already and takes
-/// none. On bulk, where reading is most of the work, the page work evens it out
+/// far more than reading and judging it (measured on 100,000 mutual-TLS handshakes, two rounds:
+/// with none, the reader waited 78–97 ms of a 0.38–0.39 s run for the worker; with 192 parts
+/// 3–8 ms, the worker 33–35 ms, runs of 0.35 s; with 128, 16–23 ms and 17–62 ms, 0.34–0.42 s;
+/// with 256–320 the worker waited 75–117 ms). With more workers the reader is the busiest
+/// already and takes none. On bulk, where reading is most of the work, the page work evens it out
 /// ([`Parallel::send_epoch`]).
 const READER_PARTS_ONE_WORKER: u32 = 160;
 
@@ -795,12 +796,11 @@ mod tests {
             let first = one
                 .lines()
                 .zip(json.lines())
-                .position(|(x, y)| x != y)
-                .map(|i| {
-                    format!(
-                        "line {i}: {}",
-                        &one.lines().nth(i).unwrap()[..120.min(one.len())]
-                    )
+                .enumerate()
+                .find(|(_, (x, y))| x != y)
+                .map(|(i, (x, y))| {
+                    let cut = |l: &str| l.chars().take(160).collect::<String>();
+                    format!("line {i}: {} against {}", cut(x), cut(y))
                 });
             assert!(json == one, "{threads} threads, mapped {mapped}: {first:?}");
             assert_eq!(stats, one_stats, "{threads} threads, mapped {mapped}");

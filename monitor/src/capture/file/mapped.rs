@@ -222,8 +222,8 @@ extern "C" fn on_sigbus(_: libc::c_int) {
     }
 }
 
-#[cfg(test)]
 /// Resident memory of the map holding address `at` (its `Rss` in `/proc/self/smaps`), KiB.
+#[cfg(test)]
 pub(crate) fn resident_kib_of_map(at: usize) -> u64 {
     let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
     let mut inside = false;
