@@ -349,6 +349,27 @@ impl<H: StreamHandler> FlowTable<H> {
         let shard_index = key.shard(self.shards.len());
         let window = self.limits.handshake_window;
         let shard = &mut self.shards[shard_index];
+
+        // The shard's most recently active flow, found without hashing and already at the back of
+        // the activity order: a transfer's segments mostly follow one another. (A SYN that may
+        // reuse the ports takes the general path below.)
+        if !(seg.flags.syn && !seg.flags.ack)
+            && let Some((back, flow)) = shard.flows.cursor_back_mut().current()
+            && *back == key
+        {
+            return match Self::feed(flow, &seg, sender_is_lo, window, &mut self.bytes, ctx) {
+                Outcome::Open if self.bytes <= self.limits.flow_memory => {
+                    Some(poll(&mut flow.handler))
+                }
+                Outcome::Open => self.shed_and_poll(shard_index, key, ctx, closed, poll),
+                Outcome::Closed(reason) => {
+                    let flow = self.remove(shard_index, &key)?;
+                    closed.push(flow.close(reason, ctx));
+                    None
+                }
+            };
+        }
+
         // Hashed once; the lookups below reuse it.
         let hash = shard.flows.hasher().hash_one(key);
 
