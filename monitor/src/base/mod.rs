@@ -11,6 +11,6 @@ mod time;
 
 pub use counters::{Counter, CounterKind};
 pub use key_id::KeyId;
-pub use prefetch::prefetch;
+pub use prefetch::{prefetch, prefetch_far};
 pub use side::{PerSide, Side};
 pub use time::Timestamp;
