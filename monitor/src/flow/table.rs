@@ -353,7 +353,7 @@ impl<H: StreamHandler> FlowTable<H> {
         // The shard's most recently active flow, found without hashing and already at the back of
         // the activity order: a transfer's segments mostly follow one another. (A SYN that may
         // reuse the ports takes the general path below.)
-        if !(seg.flags.syn && !seg.flags.ack)
+        if (!seg.flags.syn || seg.flags.ack)
             && let Some((back, flow)) = shard.flows.cursor_back_mut().current()
             && *back == key
         {
