@@ -49,9 +49,7 @@ impl Lookahead {
             prefetch(buf, next + 2 * b);
         }
     }
-}
 
-impl Lookahead {
     /// Asks for the lines not asked for yet up to [`STREAM_AHEAD`] past `next`; from `next` on
     /// when the reader moved back (a read buffer refilled from its start) or jumped ahead.
     #[inline(always)]
@@ -62,7 +60,7 @@ impl Lookahead {
         }
         while self.streamed < to {
             prefetch_far(buf, self.streamed);
-            self.streamed += 64;
+            self.streamed = self.streamed.saturating_add(64);
         }
     }
 }
