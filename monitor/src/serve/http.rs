@@ -16,8 +16,8 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use prometheus::IntCounter;
-use tokio::sync::Semaphore;
+use prometheus::{IntCounter, IntGauge};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bounds on HTTP clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,13 +46,46 @@ impl Default for HttpLimits {
     }
 }
 
+/// What one listener reports.
+pub struct Counters {
+    /// Connections closed at once (cap and reserve full); shared by the listeners.
+    pub rejected: IntCounter,
+    /// Connections served from the general pool.
+    pub general: IntGauge,
+    /// Connections served from the health reserve.
+    pub reserve: IntGauge,
+}
+
+/// A served connection's place in its pool: counted while held, given back on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: IntGauge,
+}
+
+impl Slot {
+    fn take(pool: &Arc<Semaphore>, open: &IntGauge) -> Option<Slot> {
+        let permit = pool.clone().try_acquire_owned().ok()?;
+        open.inc();
+        Some(Slot {
+            _permit: permit,
+            open: open.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown`; `health` answers connections over the cap.
 pub async fn serve(
     listener: std::net::TcpListener,
     app: Router,
     health: Router,
     limits: HttpLimits,
-    rejected: IntCounter,
+    counters: Counters,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -72,12 +105,12 @@ pub async fn serve(
                 }
             },
         };
-        let (permit, routes) = match general.clone().try_acquire_owned() {
-            Ok(p) => (p, app.clone()),
-            Err(_) => match reserve.clone().try_acquire_owned() {
-                Ok(p) => (p, health.clone()),
-                Err(_) => {
-                    rejected.inc();
+        let (slot, routes) = match Slot::take(&general, &counters.general) {
+            Some(s) => (s, app.clone()),
+            None => match Slot::take(&reserve, &counters.reserve) {
+                Some(s) => (s, health.clone()),
+                None => {
+                    counters.rejected.inc();
                     continue;
                 }
             },
@@ -91,7 +124,7 @@ pub async fn serve(
                 .max_buf_size(limits.max_request_bytes.max(8192))
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(routes));
             let _ = tokio::time::timeout(limits.lifetime, conn).await;
-            drop(permit);
+            drop(slot);
         });
     }
 }

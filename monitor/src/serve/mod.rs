@@ -26,7 +26,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus::{Encoder as _, IntCounter, Registry, TextEncoder};
+use prometheus::{Encoder as _, IntCounter, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use http::HttpLimits;
 pub use state::StatePage;
@@ -91,6 +91,8 @@ pub struct Shared {
     liveness: Liveness,
     /// Connections refused because the connection cap and its health reserve were full.
     pub http_rejected: IntCounter,
+    /// Connections being served, by listener and pool.
+    http_open: IntGaugeVec,
 }
 
 fn now_ms() -> u64 {
@@ -107,6 +109,15 @@ impl Shared {
         )
         .expect("a valid metric name");
         let _ = registry.register(Box::new(http_rejected.clone()));
+        let http_open = IntGaugeVec::new(
+            Opts::new(
+                "trustwatch_http_connections_open",
+                "HTTP connections being served, by listener and pool (general, or the health reserve).",
+            ),
+            &["listener", "pool"],
+        )
+        .expect("a valid metric name");
+        let _ = registry.register(Box::new(http_open.clone()));
         Shared {
             registry,
             state: Mutex::new(Arc::new(StatePage::default())),
@@ -117,6 +128,7 @@ impl Shared {
             down: Mutex::new(None),
             liveness,
             http_rejected,
+            http_open,
         }
     }
 
@@ -169,6 +181,17 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The connection counters of one listener (`metrics` or `status`).
+    fn http_counters(&self, listener: &str) -> http::Counters {
+        http::Counters {
+            rejected: self.http_rejected.clone(),
+            general: self.http_open.with_label_values(&[listener, "general"]),
+            reserve: self
+                .http_open
+                .with_label_values(&[listener, "health_reserve"]),
+        }
     }
 
     /// `Ok` when ready, else why not.
@@ -236,7 +259,7 @@ pub async fn serve(
             routes,
             busy.clone(),
             limits,
-            shared.http_rejected.clone(),
+            shared.http_counters("status"),
             wait(stopped.clone()),
         ))
     });
@@ -245,7 +268,7 @@ pub async fn serve(
         router(shared.clone(), status),
         busy,
         limits,
-        shared.http_rejected.clone(),
+        shared.http_counters("metrics"),
         wait(stopped),
     );
     tokio::pin!(main);
