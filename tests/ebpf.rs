@@ -14,6 +14,8 @@
 //!   detach, theirs stays.
 //! - A second instance does not disturb the first; a panic or SIGTERM detaches.
 //! - Without the capabilities `auto` falls back to libpcap saying why, `ebpf` exits 2.
+//! - Every load-time configuration passes the verifier with at least half its instruction limit
+//!   to spare.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -1306,5 +1308,183 @@ fn any_interface_includes_loopback_and_new_interfaces() -> Result<()> {
     assert_same(&seen[0], &seen[1], &services);
     assert_eq!(attached("lo", false)?, 0);
     assert_eq!(attached(&pair.server_if, false)?, 0);
+    Ok(())
+}
+
+/// The verifier's limit on instructions processed per program load (kernel ≥ 5.2).
+const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// Every configuration the program can be loaded in (link kinds, buffers, the header-copy path,
+/// any port, more ports than `CONFIG` lists) is accepted, and the verifier's work for each stays
+/// under half its limit: the number depends on the kernel version, so a program that only just
+/// fits here would be refused on another kernel. Each load-time constant prunes branches, so
+/// the configurations are verified one by one.
+#[test]
+fn every_configuration_verifies_with_headroom() -> Result<()> {
+    use trustwatch::capture::ebpf::load;
+    use trustwatch_ebpf::{LINK_ETHERNET, LINK_PER_IFACE, LINK_RAW_IP, MAX_LISTED_PORTS, names};
+    let few = services_of(&ports4()?);
+    let many: Services = (0..=MAX_LISTED_PORTS as u16)
+        .map(|i| (20_000 + i).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+        .parse()?;
+    let mut most = (0, String::new());
+    for link in [LINK_ETHERNET, LINK_RAW_IP, LINK_PER_IFACE] {
+        for buffer in [BufferKind::Ring, BufferKind::Perf] {
+            for copy_headers in [false, true] {
+                for (ports, any_port) in [(&few, false), (&many, false), (&few, true)] {
+                    let mut services = ports.clone();
+                    services.any_port = any_port;
+                    let opts = EbpfOptions {
+                        buffer,
+                        copy_headers,
+                        ..ebpf_opts()
+                    };
+                    let what = format!(
+                        "link {link}, {buffer:?}, copy_headers {copy_headers}, any_port \
+                         {any_port}, {} ports",
+                        services.ports().count()
+                    );
+                    let ebpf =
+                        load::load(&opts, &services, link).map_err(|e| format!("{what}: {e}"))?;
+                    let program: &aya::programs::SchedClassifier = ebpf
+                        .program(names::PROGRAM)
+                        .ok_or("no program")?
+                        .try_into()?;
+                    let n = program
+                        .info()?
+                        .verified_instruction_count()
+                        .ok_or("the kernel does not report verified instructions")?;
+                    if n > most.0 {
+                        most = (n, what);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("most instructions verified: {} ({})", most.0, most.1);
+    assert!(
+        most.0 < VERIFIER_LIMIT / 2,
+        "{} of {VERIFIER_LIMIT} instructions verified ({})",
+        most.0,
+        most.1
+    );
+    Ok(())
+}
+
+/// An Ethernet/IPv6 frame from port `sport` to port 10000 with the extension headers `ext`
+/// (each: its type and its bytes, the next-header field filled in here), then a TCP segment
+/// (PSH+ACK) with 100 bytes of payload.
+fn ipv6_frame(sport: u16, ext: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut tail = Vec::new();
+    for (i, (_, bytes)) in ext.iter().enumerate() {
+        let mut h = bytes.clone();
+        h[0] = ext.get(i + 1).map_or(6, |(t, _)| *t);
+        tail.extend(h);
+    }
+    let mut tcp = vec![0u8; 20];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&10000u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&7u32.to_be_bytes());
+    tcp[12] = 0x50;
+    tcp[13] = 0x18;
+    tail.extend(tcp);
+    tail.extend([0x16u8; 100]);
+    let mut f = vec![0u8; 12];
+    f.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend(u16::try_from(tail.len()).expect("short").to_be_bytes());
+    f.push(ext.first().map_or(6, |(t, _)| *t));
+    f.push(64);
+    f.extend([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f.extend([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend(tail);
+    f
+}
+
+/// The IPv6 extension-header walk, run by the kernel on synthetic frames (`BPF_PROG_TEST_RUN`,
+/// nothing attached), headers read in place and through the copy path: each kind of extension
+/// header is stepped over to the TCP segment, which is copied whole; a later fragment, a fifth
+/// extension header and a header past the frame's end are not.
+#[test]
+fn ipv6_extension_headers_are_walked_to_tcp() -> Result<()> {
+    use std::ops::ControlFlow;
+
+    use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+    use trustwatch::capture::ebpf::buffers::Buffers;
+    use trustwatch::capture::ebpf::load;
+    use trustwatch_ebpf::{LINK_ETHERNET, names};
+    let opt = |len_units: u8, n: usize| {
+        let mut h = vec![0u8; n];
+        h[1] = len_units;
+        h
+    };
+    let fragment = |offset: u16| {
+        let mut h = vec![0u8; 8];
+        h[2..4].copy_from_slice(&(offset << 3 | 1).to_be_bytes());
+        h
+    };
+    /// What the frame carries, its extension headers, whether it is copied.
+    type Case = (&'static str, Vec<(u8, Vec<u8>)>, bool);
+    let cases: Vec<Case> = vec![
+        ("none", vec![], true),
+        ("hop-by-hop", vec![(0, opt(0, 8))], true),
+        (
+            "routing 24 B, destination options",
+            vec![(43, opt(2, 24)), (60, opt(0, 8))],
+            true,
+        ),
+        ("AH 24 B", vec![(51, opt(4, 24))], true),
+        ("first fragment", vec![(44, fragment(0))], true),
+        ("later fragment", vec![(44, fragment(185))], false),
+        (
+            "four",
+            vec![
+                (0, opt(0, 8)),
+                (60, opt(1, 16)),
+                (43, opt(0, 8)),
+                (51, opt(1, 12)),
+            ],
+            true,
+        ),
+        (
+            "five",
+            vec![
+                (0, opt(0, 8)),
+                (60, opt(0, 8)),
+                (60, opt(0, 8)),
+                (60, opt(0, 8)),
+                (60, opt(0, 8)),
+            ],
+            false,
+        ),
+        ("hop-by-hop claiming 2 KiB", vec![(0, opt(255, 8))], false),
+    ];
+    let services: Services = "10000".parse()?;
+    for copy_headers in [false, true] {
+        let opts = EbpfOptions {
+            copy_headers,
+            ..ebpf_opts()
+        };
+        let mut ebpf = load::load(&opts, &services, LINK_ETHERNET)?;
+        let mut buffers = Buffers::open(&mut ebpf, opts.buffer, opts.buffer_size)?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(names::PROGRAM)
+            .ok_or("no program")?
+            .try_into()?;
+        for (i, (what, ext, copied)) in cases.iter().enumerate() {
+            let frame = ipv6_frame(40_000 + i as u16, ext);
+            let mut o = TestRunOptions::new();
+            o.data_in = Some(&frame);
+            program.test_run(o)?;
+            let mut records = Vec::new();
+            let _ = buffers.drain(u64::MAX, &mut |_, parts| {
+                records.push(parts.concat());
+                ControlFlow::Continue(())
+            });
+            let want = if *copied { vec![frame] } else { vec![] };
+            assert_eq!(records, want, "{what}, copy_headers {copy_headers}");
+        }
+    }
     Ok(())
 }
