@@ -128,3 +128,26 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_is_counted_while_held_and_given_back_on_drop() {
+        let pool = Arc::new(Semaphore::new(2));
+        let open = IntGauge::new("open", "test").unwrap();
+        let a = Slot::take(&pool, &open).expect("a free slot");
+        let b = Slot::take(&pool, &open).expect("a free slot");
+        assert_eq!(open.get(), 2);
+        // A full pool gives no slot and counts nothing.
+        assert!(Slot::take(&pool, &open).is_none());
+        assert_eq!(open.get(), 2);
+        drop(a);
+        assert_eq!((open.get(), pool.available_permits()), (1, 1));
+        let c = Slot::take(&pool, &open).expect("the slot given back");
+        assert_eq!((open.get(), pool.available_permits()), (2, 0));
+        drop((b, c));
+        assert_eq!((open.get(), pool.available_permits()), (0, 2));
+    }
+}
