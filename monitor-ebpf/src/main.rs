@@ -56,8 +56,13 @@ static RING_RECORDS: RingBuf = RingBuf::with_byte_size(4_096, 0);
 #[map]
 static SCRATCH: PerCpuArray<[u64; SCRATCH_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
-/// The largest header [`read`] copies: an IPv6 header (40 bytes), rounded up.
+/// The largest header [`read`] copies, an IPv6 header (40 bytes), rounded up; the last word
+/// is [`forget`]'s.
 const SCRATCH_WORDS: usize = 8;
+const _: () = assert!(
+    40 <= (SCRATCH_WORDS - 1) * 8,
+    "forget's word lies past every header"
+);
 
 /// Set by user space before loading (`.rodata`: the verifier sees constants).
 #[unsafe(no_mangle)]
@@ -371,9 +376,14 @@ const MAX_L4_V6: u32 = 22 + 40 + 4 * 2048;
 /// with it (`tests/ebpf.rs`, kernel 6.18).
 #[inline(always)]
 fn forget(v: u32) -> Option<u32> {
-    let slot = SCRATCH.get_ptr_mut(0)?.cast::<u32>();
-    // SAFETY: the scratch value holds SCRATCH_WORDS * 8 bytes, 8-byte aligned; volatile so the
-    // compiler does not pass `v` on in a register.
+    // The last word: past the largest header `read` copies there (40 of 64 bytes).
+    let slot = SCRATCH
+        .get_ptr_mut(0)?
+        .cast::<u64>()
+        .wrapping_add(SCRATCH_WORDS - 1)
+        .cast::<u32>();
+    // SAFETY: the scratch value holds SCRATCH_WORDS * 8 bytes, 8-byte aligned, and this is its
+    // last word; volatile so the compiler does not pass `v` on in a register.
     let v = unsafe {
         core::ptr::write_volatile(slot, v);
         core::ptr::read_volatile(slot)
