@@ -349,90 +349,80 @@ impl<H: StreamHandler> FlowTable<H> {
         let shard_index = key.shard(self.shards.len());
         let window = self.limits.handshake_window;
         let shard = &mut self.shards[shard_index];
-
-        // The shard's most recently active flow, found without hashing and already at the back of
-        // the activity order: a transfer's segments mostly follow one another. (A SYN that may
-        // reuse the ports takes the general path below.)
-        if (!seg.flags.syn || seg.flags.ack)
-            && let Some((back, flow)) = shard.flows.cursor_back_mut().current()
-            && *back == key
-        {
-            return match Self::feed(flow, &seg, sender_is_lo, window, &mut self.bytes, ctx) {
-                Outcome::Open if self.bytes <= self.limits.flow_memory => {
-                    Some(poll(&mut flow.handler))
+        // The shard's most recently active flow is found without hashing and is already at the
+        // back of the activity order: a transfer's segments mostly follow one another. (A SYN
+        // that may reuse the ports takes the general path.)
+        let bare_syn = seg.flags.syn && !seg.flags.ack;
+        let mut back = shard.flows.cursor_back_mut();
+        let flow = match back.current() {
+            Some((back, flow)) if !bare_syn && *back == key => flow,
+            _ => {
+                // Hashed once; the lookups below reuse it.
+                let hash = shard.flows.hasher().hash_one(key);
+                self.close_on_port_reuse(shard_index, hash, &key, &seg, ctx, closed);
+                match self.shards[shard_index]
+                    .flows
+                    .raw_entry_mut()
+                    .from_key_hashed_nocheck(hash, &key)
+                {
+                    RawEntryMut::Occupied(mut entry) => {
+                        entry.to_back();
+                        entry.into_mut()
+                    }
+                    RawEntryMut::Vacant(_) => {
+                        return self.open_and_feed(
+                            seg,
+                            key,
+                            hash,
+                            shard_index,
+                            sender_is_lo,
+                            factory,
+                            ctx,
+                            closed,
+                            poll,
+                        );
+                    }
                 }
-                Outcome::Open => self.shed_and_poll(shard_index, key, ctx, closed, poll),
-                Outcome::Closed(reason) => {
-                    let flow = self.remove(shard_index, &key)?;
-                    closed.push(flow.close(reason, ctx));
-                    None
-                }
-            };
+            }
+        };
+        match Self::feed(flow, &seg, sender_is_lo, window, &mut self.bytes, ctx) {
+            Outcome::Open if self.bytes <= self.limits.flow_memory => Some(poll(&mut flow.handler)),
+            Outcome::Open => self.shed_and_poll(shard_index, key, ctx, closed, poll),
+            Outcome::Closed(reason) => {
+                let flow = self.remove(shard_index, &key)?;
+                closed.push(flow.close(reason, ctx));
+                None
+            }
         }
+    }
 
-        // Hashed once; the lookups below reuse it.
-        let hash = shard.flows.hasher().hash_one(key);
-
-        // A new SYN on a finished connection (or with another ISN) is a new connection: port reuse.
-        if seg.flags.syn
+    /// A new SYN on a finished connection (or with another ISN) is a new connection: port reuse.
+    /// The old flow is closed.
+    fn close_on_port_reuse(
+        &mut self,
+        shard_index: usize,
+        hash: u64,
+        key: &FlowKey,
+        seg: &TcpSegment<'_>,
+        ctx: &mut H::Ctx,
+        closed: &mut Vec<ClosedFlow<H>>,
+    ) {
+        let reused = seg.flags.syn
             && !seg.flags.ack
-            && let RawEntryMut::Occupied(entry) = shard
+            && self.shards[shard_index]
                 .flows
-                .raw_entry_mut()
-                .from_key_hashed_nocheck(hash, &key)
-            && (entry.get().any_fin() || entry.get().client_isn.is_some_and(|isn| isn != seg.seq))
-        {
-            let flow = entry.remove();
-            self.len -= 1;
-            self.bytes -= flow.cost;
+                .raw_entry()
+                .from_key_hashed_nocheck(hash, key)
+                .is_some_and(|(_, old)| {
+                    old.any_fin() || old.client_isn.is_some_and(|isn| isn != seg.seq)
+                });
+        if let Some(flow) = reused.then(|| self.remove(shard_index, key)).flatten() {
             let reason = if flow.any_fin() {
                 CloseReason::Fin
             } else {
                 CloseReason::IdleTimeout
             };
             closed.push(flow.close(reason, ctx));
-        }
-
-        let shard = &mut self.shards[shard_index];
-        match shard
-            .flows
-            .raw_entry_mut()
-            .from_key_hashed_nocheck(hash, &key)
-        {
-            RawEntryMut::Occupied(mut entry) => {
-                entry.to_back();
-                match Self::feed(
-                    entry.get_mut(),
-                    &seg,
-                    sender_is_lo,
-                    window,
-                    &mut self.bytes,
-                    ctx,
-                ) {
-                    Outcome::Open if self.bytes <= self.limits.flow_memory => {
-                        Some(poll(&mut entry.into_mut().handler))
-                    }
-                    Outcome::Open => self.shed_and_poll(shard_index, key, ctx, closed, poll),
-                    Outcome::Closed(reason) => {
-                        let flow = entry.remove();
-                        self.len -= 1;
-                        self.bytes -= flow.cost;
-                        closed.push(flow.close(reason, ctx));
-                        None
-                    }
-                }
-            }
-            RawEntryMut::Vacant(_) => self.open_and_feed(
-                seg,
-                key,
-                hash,
-                shard_index,
-                sender_is_lo,
-                factory,
-                ctx,
-                closed,
-                poll,
-            ),
         }
     }
 

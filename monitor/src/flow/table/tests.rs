@@ -606,6 +606,18 @@ fn port_reuse_starts_a_new_flow() {
 }
 
 #[test]
+fn a_syn_after_a_fin_starts_a_new_flow_even_with_the_old_isn() {
+    let mut t = h();
+    t.handshake(100, 500);
+    t.feed(seg(C, 101, 501, F::Fin, b""));
+    t.feed(seg(C, 100, 0, F::Syn, b""));
+    assert_eq!(t.stats.flows_opened, 2);
+    assert_eq!(t.closed.len(), 1);
+    assert_eq!(t.closed[0].reason, CloseReason::Fin);
+    assert_eq!(t.table.len(), 1);
+}
+
+#[test]
 fn ack_beyond_a_hole_skips_it_early() {
     let mut t = h();
     t.handshake(100, 500);
