@@ -1488,3 +1488,61 @@ fn ipv6_extension_headers_are_walked_to_tcp() -> Result<()> {
     }
     Ok(())
 }
+
+/// An Ethernet/IPv4 SYN from 10.9.0.2:`sport` to 10.9.0.1:10000.
+fn ipv4_syn(sport: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend([0x08, 0x00]);
+    f.extend([0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+    f.extend([10, 9, 0, 2, 10, 9, 0, 1]);
+    f.extend(sport.to_be_bytes());
+    f.extend(10000u16.to_be_bytes());
+    f.extend(1u32.to_be_bytes());
+    f.extend([0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+/// The ring buffer's reader is woken once per `wakeup_bytes` written — by the record that takes
+/// the bytes waiting to the next multiple — not by every record once that much waits, which
+/// while the reader lags cost an inter-processor interrupt per record. Run by the kernel on
+/// synthetic SYNs (`BPF_PROG_TEST_RUN`) with nobody reading, so the bytes waiting only grow.
+#[test]
+fn ring_reader_is_woken_once_per_wakeup_bytes() -> Result<()> {
+    use aya::maps::PerCpuArray;
+    use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+    use trustwatch::capture::ebpf::load::{self, RING_WAKEUP_FRACTION};
+    use trustwatch_ebpf::{CpuState, LINK_ETHERNET, RECORD_HEADER_LEN, RING_BUCKETS, names};
+    let opts = EbpfOptions {
+        buffer_size: 256 << 10,
+        ..ebpf_opts()
+    };
+    let services: Services = "10000".parse()?;
+    let mut ebpf = load::load(&opts, &services, LINK_ETHERNET)?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(names::PROGRAM)
+        .ok_or("no program")?
+        .try_into()?;
+    // A SYN's record: the ring's 8-byte header, ours, the smallest bucket (54 frame bytes).
+    let record = 8 + RECORD_HEADER_LEN + RING_BUCKETS[0] as usize;
+    let every = load::ring_bytes(opts.buffer_size) / RING_WAKEUP_FRACTION;
+    // Ten and a half marks' worth, well short of a full ring.
+    let n = every * 21 / 2 / record;
+    for i in 0..n {
+        let frame = ipv4_syn(20_000 + i as u16);
+        let mut o = TestRunOptions::new();
+        o.data_in = Some(&frame);
+        program.test_run(o)?;
+    }
+    let counters: PerCpuArray<_, CpuState> =
+        PerCpuArray::try_from(ebpf.map(names::COUNTERS).ok_or("no counters")?)?;
+    let per_cpu = counters.get(&0, 0)?;
+    let sum = |f: fn(&CpuState) -> u64| per_cpu.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|c| c.counters.records), n as u64, "records written");
+    assert_eq!(sum(|c| c.counters.ring_full), 0, "records lost");
+    assert_eq!(
+        sum(|c| c.counters.wakeups),
+        (n * record / every) as u64,
+        "wakeups for {n} records of {record} bytes, one per {every} bytes"
+    );
+    Ok(())
+}

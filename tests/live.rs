@@ -480,11 +480,49 @@ fn real_prometheus_scrapes_the_monitor() -> Result<()> {
     let stalled = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], free_port()?)))?;
     let stalled_port = stalled.local_addr()?.port();
     let ports = format!("{port}=certsvc,{stalled_port}=stream");
-    let m = Monitor::start(&["--ports", &ports, "--memory-limit", "64MiB"])?;
+    // The eBPF source, as the DaemonSet runs it (its program's own counters are on /metrics).
+    let m = Monitor::start(&[
+        "--ports",
+        &ports,
+        "--memory-limit",
+        "64MiB",
+        "--source",
+        "ebpf",
+    ])?;
     assert_eq!(round(addr, &leaf, &ca, 4)?, 4);
     m.wait_metrics("4 handshakes", Duration::from_secs(5), |s| {
         sum(s, "trustwatch_handshakes_total", &[("service", "certsvc")]) >= 4.0
     })?;
+    // The program's counters arrive about once a second. Each handshake is at least a SYN, a
+    // ClientHello and the server's flight, copied; the pipeline marks each one decided.
+    let src = ("source", "ebpf:lo");
+    let stage = |s: &[Sample], stage: &str| {
+        sum(s, "trustwatch_ebpf_packets_total", &[src, ("stage", stage)])
+    };
+    let decided = |s: &[Sample]| {
+        sum(
+            s,
+            "trustwatch_ebpf_events_total",
+            &[src, ("event", "connection_decided")],
+        )
+    };
+    let s = m.wait_metrics("the program's counters", Duration::from_secs(5), |s| {
+        stage(s, "copied") >= 12.0 && decided(s) >= 4.0
+    })?;
+    assert!(
+        stage(&s, "seen") >= stage(&s, "matched") && stage(&s, "matched") >= stage(&s, "copied"),
+        "seen {} matched {} copied {}",
+        stage(&s, "seen"),
+        stage(&s, "matched"),
+        stage(&s, "copied")
+    );
+    let bytes = |kind: &str| sum(&s, "trustwatch_ebpf_bytes_total", &[src, ("kind", kind)]);
+    assert!(
+        bytes("copied") > bytes("payload_copied") && bytes("payload_copied") > 2000.0,
+        "copied {} payload {}",
+        bytes("copied"),
+        bytes("payload_copied")
+    );
     let mut half = TcpStream::connect(stalled.local_addr()?)?;
     let mut hello = vec![0x16, 0x03, 0x01, 0x10, 0x00, 0x01, 0x00, 0x0f, 0xfc];
     hello.resize(1200, 0x42);
@@ -562,6 +600,21 @@ fn real_prometheus_scrapes_the_monitor() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // The program's counters, as Prometheus stores them.
+    let (_, body) = http_get(
+        prom_addr,
+        "/api/v1/query?query=trustwatch_ebpf_packets_total%7Bstage%3D%22copied%22%7D",
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let copied: f64 = v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no trustwatch_ebpf_packets_total in Prometheus: {body}"))?;
+    assert!(copied >= 12.0, "{body}");
+    assert_eq!(
+        v["data"]["result"][0]["metric"]["source"], "ebpf:lo",
+        "{body}"
+    );
     // The target is up, as Prometheus sees it.
     let (_, body) = http_get(
         prom_addr,

@@ -192,8 +192,9 @@ pub struct Config {
     /// Non-zero: every TCP port is watched (`--any-port`).
     pub any_port: u32,
     /// Ring buffer: records are submitted without waking the reader (it polls on a short timer)
-    /// until this many bytes wait; then the reader is woken. Saves a wakeup (an inter-processor
-    /// interrupt, a VM exit in a VM) per record.
+    /// but for the record that takes the bytes waiting to a multiple of this many (0: every
+    /// record wakes it). Saves a wakeup (an inter-processor interrupt, a VM exit in a VM) per
+    /// record, also while the reader lags.
     pub wakeup_bytes: u32,
     /// Non-zero: every header is copied out with `bpf_skb_load_bytes` as if it lay outside the
     /// skb's linear data, the path real traffic rarely takes; tests set it to run that path on
@@ -245,6 +246,8 @@ pub struct Counters {
     /// Headers copied out with `bpf_skb_load_bytes` because they were not in the skb's linear
     /// data (or `Config::copy_headers` asked for it).
     pub header_copies: u64,
+    /// Times the program woke the ring buffer's reader (see `Config::wakeup_bytes`).
+    pub wakeups: u64,
 }
 
 /// The per-CPU map value: the counters, and the last connection whose payload this CPU found it
@@ -282,5 +285,5 @@ const _: () = assert!(RECORD_HEADER_LEN == 32);
 const _: () = assert!(core::mem::size_of::<ConnKey>() == 40);
 const _: () = assert!(core::mem::size_of::<ConnState>() == 24);
 const _: () = assert!(core::mem::size_of::<Config>() == 60);
-const _: () = assert!(core::mem::size_of::<CpuState>() == 80 + 40 + 8);
+const _: () = assert!(core::mem::size_of::<CpuState>() == 88 + 40 + 8);
 const _: () = assert!(RING_BUCKETS[RING_BUCKETS.len() - 1] >= MAX_CAPLEN);

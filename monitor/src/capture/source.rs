@@ -185,7 +185,8 @@ impl SourceCounters {
             line.push_str(&format!(
                 "; kernel program: {} packets seen, {} matched, {} copied ({} bytes, {} of them \
                  payload), {} payload bytes left in the kernel, {} truncated, {} fragments \
-                 skipped, {} headers copied out (not in the linear data), {} connections marked decided",
+                 skipped, {} headers copied out (not in the linear data), {} connections marked \
+                 decided, {} reader wakeups",
                 k.seen.load(r),
                 k.matched.load(r),
                 k.copied.load(r),
@@ -196,6 +197,7 @@ impl SourceCounters {
                 k.fragments.load(r),
                 k.header_copies.load(r),
                 k.decided.load(r),
+                k.wakeups.load(r),
             ));
             let (ns, runs) = (k.run_time_ns.load(r), k.run_count.load(r));
             if runs > 0 {
@@ -248,10 +250,51 @@ pub struct KernelCounters {
     /// Connections the pipeline reported decided ([`FlowFeedback::decided`]) and the source
     /// passed to the kernel.
     pub decided: AtomicU64,
+    /// Times the program woke the ring buffer's reader (the rest it finds on its timer).
+    pub wakeups: AtomicU64,
     /// Total run time of the program in nanoseconds and its number of runs, as the kernel
     /// counts them while `kernel.bpf_stats_enabled` is 1 (both stay 0 otherwise).
     pub run_time_ns: AtomicU64,
     pub run_count: AtomicU64,
+}
+
+/// The metric family a [`KernelCounters`] total goes to (`trustwatch_ebpf_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// `trustwatch_ebpf_packets_total{stage}`.
+    Packets,
+    /// `trustwatch_ebpf_bytes_total{kind}`.
+    Bytes,
+    /// `trustwatch_ebpf_events_total{event}`.
+    Events,
+    /// `trustwatch_ebpf_runs_total` (no second label).
+    Runs,
+    /// `trustwatch_ebpf_run_seconds_total`, from nanoseconds (no second label).
+    RunNanoseconds,
+}
+
+impl KernelCounters {
+    /// Every total, with the metric family and label value it is exported under: the one
+    /// place a new kernel counter is added to the metrics.
+    pub fn series(&self) -> [(KernelFamily, &'static str, u64); 13] {
+        use KernelFamily::{Bytes, Events, Packets, RunNanoseconds, Runs};
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            (Packets, "seen", r(&self.seen)),
+            (Packets, "matched", r(&self.matched)),
+            (Packets, "copied", r(&self.copied)),
+            (Bytes, "copied", r(&self.copied_bytes)),
+            (Bytes, "payload_copied", r(&self.payload_bytes)),
+            (Bytes, "payload_left_in_kernel", r(&self.skipped_bytes)),
+            (Events, "truncated", r(&self.truncated)),
+            (Events, "fragment_skipped", r(&self.fragments)),
+            (Events, "header_copied_out", r(&self.header_copies)),
+            (Events, "connection_decided", r(&self.decided)),
+            (Events, "reader_wakeup", r(&self.wakeups)),
+            (Runs, "", r(&self.run_count)),
+            (RunNanoseconds, "", r(&self.run_time_ns)),
+        ]
+    }
 }
 
 /// Why a sink refused a packet.

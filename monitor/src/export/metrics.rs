@@ -14,10 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    CounterVec, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::base::{Counter, KeyId};
-use crate::capture::{DropReason, SourceCounters};
+use crate::capture::source::KernelFamily;
+use crate::capture::{Backend, DropReason, SourceCounters};
 use crate::detect::ReferenceCa;
 use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
 use crate::handshake::{Alert, Connection};
@@ -89,6 +92,11 @@ pub struct Metrics {
     capture_errors: IntCounterVec,
     capture_restarts: IntCounterVec,
     source_up: IntGaugeVec,
+    ebpf_packets: IntCounterVec,
+    ebpf_bytes: IntCounterVec,
+    ebpf_events: IntCounterVec,
+    ebpf_runs: IntCounterVec,
+    ebpf_run_seconds: CounterVec,
     probe_errors: IntCounterVec,
     probe_success: IntGaugeVec,
     probe_duration: GaugeVec,
@@ -175,6 +183,14 @@ impl Metrics {
             &["target", "kind"],
         )?;
         r.register(Box::new(probe_duration.clone()))?;
+        let ebpf_run_seconds = CounterVec::new(
+            Opts::new(
+                "trustwatch_ebpf_run_seconds_total",
+                "Time the eBPF TC program ran, by source, while kernel.bpf_stats_enabled is 1 (divided by trustwatch_ebpf_runs_total: the mean per packet).",
+            ),
+            &["source"],
+        )?;
+        r.register(Box::new(ebpf_run_seconds.clone()))?;
         let ca_consistent = IntGauge::new(
             "trustwatch_ca_consistent",
             "1 while every presented CA agrees with the trusted reference and the replicas agree with each other, else 0.",
@@ -237,6 +253,31 @@ impl Metrics {
                 "Packets lost before analysis: queue_full (pipeline queue), kernel (libpcap buffer), interface (driver), ring_full (eBPF buffer).",
                 &["source", "reason"],
             )?,
+            ebpf_packets: counter_vec(
+                &r,
+                "trustwatch_ebpf_packets_total",
+                "Packets the eBPF TC program ran on (seen), that were TCP on a watched port (matched), and that it copied to user space (copied), by source.",
+                &["source", "stage"],
+            )?,
+            ebpf_bytes: counter_vec(
+                &r,
+                "trustwatch_ebpf_bytes_total",
+                "Bytes the eBPF TC program copied to user space (copied: headers and payload; payload_copied) and payload it left in the kernel (payload_left_in_kernel: past the budget or decided), by source.",
+                &["source", "kind"],
+            )?,
+            ebpf_events: counter_vec(
+                &r,
+                "trustwatch_ebpf_events_total",
+                "eBPF TC program events by source: truncated records, fragment_skipped, header_copied_out (not in the linear data), connection_decided (passed down by user space), reader_wakeup (ring buffer).",
+                &["source", "event"],
+            )?,
+            ebpf_runs: counter_vec(
+                &r,
+                "trustwatch_ebpf_runs_total",
+                "Runs of the eBPF TC program, by source, while kernel.bpf_stats_enabled is 1.",
+                &["source"],
+            )?,
+            ebpf_run_seconds,
             capture_errors: counter_vec(
                 &r,
                 "trustwatch_capture_errors_total",
@@ -529,6 +570,35 @@ impl Metrics {
         self.source_up
             .with_label_values(&[name])
             .set(i64::from(c.running()));
+        if name.starts_with(Backend::Ebpf.as_str()) {
+            self.kernel(name, c);
+        }
+    }
+
+    /// The eBPF program's own counters of one source.
+    fn kernel(&self, name: &str, c: &SourceCounters) {
+        for (family, label, total) in c.kernel.series() {
+            match family {
+                KernelFamily::Packets => {
+                    advance(&self.ebpf_packets.with_label_values(&[name, label]), total);
+                }
+                KernelFamily::Bytes => {
+                    advance(&self.ebpf_bytes.with_label_values(&[name, label]), total);
+                }
+                KernelFamily::Events => {
+                    advance(&self.ebpf_events.with_label_values(&[name, label]), total);
+                }
+                KernelFamily::Runs => advance(&self.ebpf_runs.with_label_values(&[name]), total),
+                KernelFamily::RunNanoseconds => {
+                    let seconds = self.ebpf_run_seconds.with_label_values(&[name]);
+                    let total = total as f64 / 1e9;
+                    let cur = seconds.get();
+                    if total > cur {
+                        seconds.inc_by(total - cur);
+                    }
+                }
+            }
+        }
     }
 
     /// The latest result of every probe target (targets come from the configuration and the
@@ -763,6 +833,66 @@ mod tests {
         assert_eq!(m.service("b"), "b");
         assert_eq!(m.service("c"), OTHER_SERVICE);
         assert_eq!(m.service("a"), "a");
+    }
+
+    /// An eBPF source's program counters are exported under its source label, each under its
+    /// own family and label; a libpcap source gets none of them.
+    #[test]
+    fn ebpf_program_counters_are_exported_per_source() {
+        let m = Metrics::new(MetricsLimits::default()).unwrap();
+        let ebpf = crate::capture::SourceCounters::default();
+        let pcap = crate::capture::SourceCounters::default();
+        let k = &ebpf.kernel;
+        let totals = [
+            (&k.seen, 1000),
+            (&k.matched, 900),
+            (&k.copied, 70),
+            (&k.copied_bytes, 50_000),
+            (&k.payload_bytes, 40_000),
+            (&k.skipped_bytes, 7_000_000),
+            (&k.truncated, 3),
+            (&k.fragments, 4),
+            (&k.header_copies, 5),
+            (&k.decided, 6),
+            (&k.wakeups, 7),
+            (&k.run_count, 1000),
+            (&k.run_time_ns, 2_500_000),
+        ];
+        for (c, v) in totals {
+            c.store(v, Ordering::Relaxed);
+        }
+        m.source("ebpf:lo", &ebpf);
+        m.source("pcap:lo", &pcap);
+        // Totals only grow: a second poll adds the growth.
+        k.run_time_ns.store(3_000_000, Ordering::Relaxed);
+        k.wakeups.store(9, Ordering::Relaxed);
+        m.source("ebpf:lo", &ebpf);
+        let t = text(&m);
+        for line in [
+            "trustwatch_ebpf_packets_total{source=\"ebpf:lo\",stage=\"seen\"} 1000",
+            "trustwatch_ebpf_packets_total{source=\"ebpf:lo\",stage=\"matched\"} 900",
+            "trustwatch_ebpf_packets_total{source=\"ebpf:lo\",stage=\"copied\"} 70",
+            "trustwatch_ebpf_bytes_total{kind=\"copied\",source=\"ebpf:lo\"} 50000",
+            "trustwatch_ebpf_bytes_total{kind=\"payload_copied\",source=\"ebpf:lo\"} 40000",
+            "trustwatch_ebpf_bytes_total{kind=\"payload_left_in_kernel\",source=\"ebpf:lo\"} 7000000",
+            "trustwatch_ebpf_events_total{event=\"truncated\",source=\"ebpf:lo\"} 3",
+            "trustwatch_ebpf_events_total{event=\"fragment_skipped\",source=\"ebpf:lo\"} 4",
+            "trustwatch_ebpf_events_total{event=\"header_copied_out\",source=\"ebpf:lo\"} 5",
+            "trustwatch_ebpf_events_total{event=\"connection_decided\",source=\"ebpf:lo\"} 6",
+            "trustwatch_ebpf_events_total{event=\"reader_wakeup\",source=\"ebpf:lo\"} 9",
+            "trustwatch_ebpf_runs_total{source=\"ebpf:lo\"} 1000",
+            "trustwatch_ebpf_run_seconds_total{source=\"ebpf:lo\"} 0.003",
+        ] {
+            assert!(t.contains(line), "{line}\n{t}");
+        }
+        assert!(
+            !t.contains("trustwatch_ebpf_packets_total{source=\"pcap:lo\""),
+            "{t}"
+        );
+        assert!(
+            !t.contains("trustwatch_ebpf_runs_total{source=\"pcap:lo\""),
+            "{t}"
+        );
     }
 
     #[test]

@@ -17,8 +17,9 @@ use crate::config::Services;
 /// The TC program, built by `build.rs` (aya-build) from `monitor-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustwatch-ebpf"));
 
-/// The program wakes the ring buffer's reader once this fraction of the ring is waiting (the
-/// reader also polls every [`RING_POLL`](super::buffers::RING_POLL)).
+/// The program wakes the ring buffer's reader each time the bytes waiting reach a multiple of
+/// this fraction of the ring (the reader also polls every
+/// [`RING_POLL`](super::buffers::RING_POLL)).
 pub const RING_WAKEUP_FRACTION: usize = 16;
 
 /// The system page size (buffer sizes are multiples of it).

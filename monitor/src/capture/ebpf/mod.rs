@@ -255,6 +255,8 @@ struct Open {
     clock: Clock,
     /// Kernel counter totals at the last poll (this load).
     last: Counters,
+    /// The program's run time (ns) and run count at the last poll (this load).
+    last_run: (u64, u64),
 }
 
 impl EbpfSource {
@@ -344,6 +346,7 @@ impl Open {
             hook: Hook::Tcx,
             clock: Clock::new(),
             last: Counters::default(),
+            last_run: (0, 0),
         };
         match target {
             Target::Iface(iface) => {
@@ -421,6 +424,7 @@ impl Open {
             now.truncated += v.truncated;
             now.fragments += v.fragments;
             now.header_copies += v.header_copies;
+            now.wakeups += v.wakeups;
         }
         let last = self.last;
         let k = &counters.kernel;
@@ -436,6 +440,7 @@ impl Open {
         add(&k.truncated, now.truncated, last.truncated);
         add(&k.fragments, now.fragments, last.fragments);
         add(&k.header_copies, now.header_copies, last.header_copies);
+        add(&k.wakeups, now.wakeups, last.wakeups);
         counters.count_drop(
             DropReason::RingFull,
             now.ring_full.saturating_sub(last.ring_full),
@@ -446,9 +451,12 @@ impl Open {
             .program(names::PROGRAM)
             .and_then(|p| p.try_into().ok());
         if let Some(info) = program.and_then(|p| p.info().ok()) {
+            // Totals of this load: added as growth, so they sum over restarts.
             let ns = u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
-            k.run_time_ns.store(ns, Ordering::Relaxed);
-            k.run_count.store(info.run_count(), Ordering::Relaxed);
+            let runs = info.run_count();
+            add(&k.run_time_ns, ns, self.last_run.0);
+            add(&k.run_count, runs, self.last_run.1);
+            self.last_run = (ns, runs);
         }
     }
 
