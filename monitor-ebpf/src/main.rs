@@ -653,11 +653,11 @@ const RING_RECORD_OVERHEAD: u64 = 8;
 /// Whether the record of `size` bytes (ring header included) just reserved took the bytes
 /// waiting for the reader (`waiting`, this record included) to a multiple of
 /// `CONFIG.wakeup_bytes` or past one: then the reader is woken. It also reads on a short timer,
-/// so between those points nobody is woken, and while it lags, one record per `wakeup_bytes`
-/// wakes it, not every record past the mark (each wakeup is an inter-processor interrupt, a VM exit in a VM;
-/// in the storm benchmark with a 256 KiB ring, waking for every record past the mark cost
-/// 1,946–2,020 ns per packet and lost records, this 980–1,060 ns and none).
-/// A mark two CPUs cross at once may wake nobody; the next mark or the timer does.
+/// so between those points nobody is woken, and while it lags one record per `wakeup_bytes`
+/// wakes it, not every record past the mark. Each wakeup is an inter-processor interrupt (a VM
+/// exit in a VM): in the storm benchmark with a 256 KiB ring, waking for every record past the
+/// mark cost 1,946–2,020 ns per packet and lost records, this rule 980–1,060 ns and none. A
+/// mark two CPUs cross at once may wake nobody; the next mark or the timer does.
 #[inline(always)]
 fn crosses(waiting: u64, size: u64) -> bool {
     let every = u64::from(config!(wakeup_bytes));

@@ -258,41 +258,41 @@ pub struct KernelCounters {
     pub run_count: AtomicU64,
 }
 
-/// The metric family a [`KernelCounters`] total goes to (`trustwatch_ebpf_*`).
+/// The metric series a [`KernelCounters`] total goes to (`trustwatch_ebpf_*`), with its label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KernelFamily {
+pub enum KernelSeries {
     /// `trustwatch_ebpf_packets_total{stage}`.
-    Packets,
+    Packets(&'static str),
     /// `trustwatch_ebpf_bytes_total{kind}`.
-    Bytes,
+    Bytes(&'static str),
     /// `trustwatch_ebpf_events_total{event}`.
-    Events,
-    /// `trustwatch_ebpf_runs_total` (no second label).
+    Events(&'static str),
+    /// `trustwatch_ebpf_runs_total`.
     Runs,
-    /// `trustwatch_ebpf_run_seconds_total`, from nanoseconds (no second label).
+    /// `trustwatch_ebpf_run_seconds_total`, from nanoseconds.
     RunNanoseconds,
 }
 
 impl KernelCounters {
-    /// Every total, with the metric family and label value it is exported under: the one
-    /// place a new kernel counter is added to the metrics.
-    pub fn series(&self) -> [(KernelFamily, &'static str, u64); 13] {
-        use KernelFamily::{Bytes, Events, Packets, RunNanoseconds, Runs};
+    /// Every total, with the metric series it is exported as: the one place a new kernel
+    /// counter is added to the metrics.
+    pub fn series(&self) -> [(KernelSeries, u64); 13] {
+        use KernelSeries::{Bytes, Events, Packets, RunNanoseconds, Runs};
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
-            (Packets, "seen", r(&self.seen)),
-            (Packets, "matched", r(&self.matched)),
-            (Packets, "copied", r(&self.copied)),
-            (Bytes, "copied", r(&self.copied_bytes)),
-            (Bytes, "payload_copied", r(&self.payload_bytes)),
-            (Bytes, "payload_left_in_kernel", r(&self.skipped_bytes)),
-            (Events, "truncated", r(&self.truncated)),
-            (Events, "fragment_skipped", r(&self.fragments)),
-            (Events, "header_copied_out", r(&self.header_copies)),
-            (Events, "connection_decided", r(&self.decided)),
-            (Events, "reader_wakeup", r(&self.wakeups)),
-            (Runs, "", r(&self.run_count)),
-            (RunNanoseconds, "", r(&self.run_time_ns)),
+            (Packets("seen"), r(&self.seen)),
+            (Packets("matched"), r(&self.matched)),
+            (Packets("copied"), r(&self.copied)),
+            (Bytes("copied"), r(&self.copied_bytes)),
+            (Bytes("payload_copied"), r(&self.payload_bytes)),
+            (Bytes("payload_left_in_kernel"), r(&self.skipped_bytes)),
+            (Events("truncated"), r(&self.truncated)),
+            (Events("fragment_skipped"), r(&self.fragments)),
+            (Events("header_copied_out"), r(&self.header_copies)),
+            (Events("connection_decided"), r(&self.decided)),
+            (Events("reader_wakeup"), r(&self.wakeups)),
+            (Runs, r(&self.run_count)),
+            (RunNanoseconds, r(&self.run_time_ns)),
         ]
     }
 }

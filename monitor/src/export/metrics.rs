@@ -14,12 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
+use prometheus::core::{Atomic, GenericCounter};
 use prometheus::{
     CounterVec, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::base::{Counter, KeyId};
-use crate::capture::source::KernelFamily;
+use crate::capture::source::KernelSeries;
 use crate::capture::{Backend, DropReason, SourceCounters};
 use crate::detect::ReferenceCa;
 use crate::detect::{Class, DetectStats, RejectingSide, Snapshot, TrustState, classify};
@@ -163,10 +164,12 @@ fn gauge_vec(
 }
 
 /// Raises a counter to a cumulative total kept elsewhere (never lowers it).
-fn advance(c: &IntCounter, total: u64) {
+fn advance<P: Atomic>(c: &GenericCounter<P>, total: P::T) {
     let cur = c.get();
     if total > cur {
-        c.inc_by(total - cur);
+        let mut growth = total;
+        growth -= cur;
+        c.inc_by(growth);
     }
 }
 
@@ -577,26 +580,22 @@ impl Metrics {
 
     /// The eBPF program's own counters of one source.
     fn kernel(&self, name: &str, c: &SourceCounters) {
-        for (family, label, total) in c.kernel.series() {
-            match family {
-                KernelFamily::Packets => {
-                    advance(&self.ebpf_packets.with_label_values(&[name, label]), total);
+        for (series, total) in c.kernel.series() {
+            match series {
+                KernelSeries::Packets(stage) => {
+                    advance(&self.ebpf_packets.with_label_values(&[name, stage]), total);
                 }
-                KernelFamily::Bytes => {
-                    advance(&self.ebpf_bytes.with_label_values(&[name, label]), total);
+                KernelSeries::Bytes(kind) => {
+                    advance(&self.ebpf_bytes.with_label_values(&[name, kind]), total);
                 }
-                KernelFamily::Events => {
-                    advance(&self.ebpf_events.with_label_values(&[name, label]), total);
+                KernelSeries::Events(event) => {
+                    advance(&self.ebpf_events.with_label_values(&[name, event]), total);
                 }
-                KernelFamily::Runs => advance(&self.ebpf_runs.with_label_values(&[name]), total),
-                KernelFamily::RunNanoseconds => {
-                    let seconds = self.ebpf_run_seconds.with_label_values(&[name]);
-                    let total = total as f64 / 1e9;
-                    let cur = seconds.get();
-                    if total > cur {
-                        seconds.inc_by(total - cur);
-                    }
-                }
+                KernelSeries::Runs => advance(&self.ebpf_runs.with_label_values(&[name]), total),
+                KernelSeries::RunNanoseconds => advance(
+                    &self.ebpf_run_seconds.with_label_values(&[name]),
+                    total as f64 / 1e9,
+                ),
             }
         }
     }
@@ -863,9 +862,11 @@ mod tests {
         }
         m.source("ebpf:lo", &ebpf);
         m.source("pcap:lo", &pcap);
-        // Totals only grow: a second poll adds the growth.
+        // A second poll adds the growth; a total below the counter (not possible from one
+        // source, but a counter never goes down) leaves it.
         k.run_time_ns.store(3_000_000, Ordering::Relaxed);
         k.wakeups.store(9, Ordering::Relaxed);
+        k.copied.store(50, Ordering::Relaxed);
         m.source("ebpf:lo", &ebpf);
         let t = text(&m);
         for line in [
