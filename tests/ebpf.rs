@@ -1511,7 +1511,9 @@ fn ring_reader_is_woken_once_per_wakeup_bytes() -> Result<()> {
     use aya::maps::PerCpuArray;
     use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
     use trustwatch::capture::ebpf::load::{self, RING_WAKEUP_FRACTION};
-    use trustwatch_ebpf::{CpuState, LINK_ETHERNET, RECORD_HEADER_LEN, RING_BUCKETS, names};
+    use trustwatch_ebpf::{
+        CpuState, LINK_ETHERNET, RECORD_HEADER_LEN, RING_BUCKETS, RING_RECORD_OVERHEAD, names,
+    };
     let opts = EbpfOptions {
         buffer_size: 256 << 10,
         ..ebpf_opts()
@@ -1522,8 +1524,8 @@ fn ring_reader_is_woken_once_per_wakeup_bytes() -> Result<()> {
         .program_mut(names::PROGRAM)
         .ok_or("no program")?
         .try_into()?;
-    // A SYN's record: the ring's 8-byte header, ours, the smallest bucket (54 frame bytes).
-    let record = 8 + RECORD_HEADER_LEN + RING_BUCKETS[0] as usize;
+    // A SYN's record: the ring's header, ours, the smallest bucket (54 frame bytes).
+    let record = RING_RECORD_OVERHEAD + RECORD_HEADER_LEN + RING_BUCKETS[0] as usize;
     let every = load::ring_bytes(opts.buffer_size) / RING_WAKEUP_FRACTION;
     // Ten and a half marks' worth, well short of a full ring.
     let n = every * 21 / 2 / record;

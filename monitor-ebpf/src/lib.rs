@@ -56,6 +56,10 @@ pub const MAX_CAPLEN: u32 = 65_024;
 /// bucket that holds its bytes. The last one holds [`MAX_CAPLEN`].
 pub const RING_BUCKETS: [u32; 7] = [128, 512, 2048, 4096, 8192, 16384, 65536];
 
+/// The ring buffer's own header in front of each record (length, flags, page offset: the
+/// kernel's `BPF_RINGBUF_HDR_SZ`); it counts in the bytes waiting for the reader.
+pub const RING_RECORD_OVERHEAD: usize = 8;
+
 /// Record flags ([`RecordHeader::flags`]).
 pub mod flags {
     /// The skb carried a VLAN tag in its metadata (stripped from the data): `vlan_tci` and

@@ -37,7 +37,7 @@ use aya_ebpf::programs::TcContext;
 use trustwatch_ebpf::{
     BUFFER_RING, CONN_BASE0, CONN_BASE1, CONN_DECIDED, Config, ConnKey, ConnState, Counters,
     CpuState, LINK_ETHERNET, LINK_PER_IFACE, LINK_RAW_IP, MAX_CAPLEN, MAX_LISTED_PORTS,
-    RECORD_HEADER_LEN, RecordHeader, flags,
+    RECORD_HEADER_LEN, RING_RECORD_OVERHEAD, RecordHeader, flags,
 };
 
 #[map]
@@ -636,7 +636,7 @@ fn ring_bucket<const N: u32>(
         return false;
     }
     let waiting = RING_RECORDS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = RING_RECORD_OVERHEAD + RECORD_HEADER_LEN as u64 + u64::from(N);
+    let size = (RING_RECORD_OVERHEAD + RECORD_HEADER_LEN) as u64 + u64::from(N);
     let wake = if crosses(waiting, size) {
         c.wakeups += 1;
         BPF_RB_FORCE_WAKEUP
@@ -646,9 +646,6 @@ fn ring_bucket<const N: u32>(
     entry.submit(wake as u64);
     true
 }
-
-/// The ring buffer's own header in front of each record (length and flags, page offset).
-const RING_RECORD_OVERHEAD: u64 = 8;
 
 /// Whether the record of `size` bytes (ring header included) just reserved took the bytes
 /// waiting for the reader (`waiting`, this record included) to a multiple of
