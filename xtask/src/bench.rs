@@ -13,8 +13,9 @@
 //! `--threads 2` on CPUs 0–1, two `--threads 1` at once (one on CPU 0, one on CPU 1: the most
 //! two threads could gain on this machine), and tshark, output to /dev/null; checks that one and
 //! two threads write the same bytes; and prints throughput as a share of `dd`, handshakes/s, the
-//! scaling and that ceiling, the ratio to tshark and peak RSS (from `/usr/bin/time -v`) against
-//! the targets. Files are read from the page cache, in the same state in every run: dropped from
+//! scaling and that ceiling, the cost of sharing (the CPU time two threads spend against one's,
+//! and the most that leaves two balanced threads), the ratio to tshark and peak RSS (from
+//! `/usr/bin/time -v`) against the targets. Files are read from the page cache, in the same state in every run: dropped from
 //! it, then read back by the check run, as from disk.
 
 use std::path::{Path, PathBuf};
@@ -92,7 +93,8 @@ fn get(m: &[(String, u64)], key: &str) -> u64 {
     m.iter().find(|(k, _)| k == key).map_or(0, |(_, v)| *v)
 }
 
-/// What `/usr/bin/time -v` and the wall clock said about one run.
+/// What the wall clock, `getrusage` (CPU time) and `/usr/bin/time -v` (peak RSS) said about one
+/// run.
 #[derive(Clone, Copy, Debug)]
 struct Measured {
     wall_s: f64,
@@ -104,6 +106,19 @@ fn time_field(text: &str, label: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(label))
         .and_then(|v| v.trim().trim_start_matches(':').trim().parse().ok())
+}
+
+/// User and system CPU time of every child process waited for so far, in seconds, to the
+/// microsecond (`/usr/bin/time` prints hundredths: a tenth of a 0.1 s run).
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage writes one rusage into the zeroed value it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(usage.ru_utime) + s(usage.ru_stime)
 }
 
 /// Runs `cmd` under `/usr/bin/time -v`, pinned to `cpus` (taskset's list), stdout to /dev/null.
@@ -118,23 +133,22 @@ fn measure(program: &Path, args: &[&str], cpus: &str, tmp: &Path) -> Result<Meas
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let started = Instant::now();
+    let (started, cpu_before) = (Instant::now(), children_cpu_s());
     let status = cmd
         .status()
         .map_err(|e| format!("{cmd:?} could not start: {e}"))?;
     let wall_s = started.elapsed().as_secs_f64();
+    let cpu_s = children_cpu_s() - cpu_before;
     if !status.success() {
         return Err(format!("{cmd:?} failed ({status})"));
     }
     let text =
         std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
-    let user = time_field(&text, "User time (seconds)").unwrap_or(0.0);
-    let sys = time_field(&text, "System time (seconds)").unwrap_or(0.0);
     let rss = time_field(&text, "Maximum resident set size (kbytes)")
         .ok_or("no maximum RSS in /usr/bin/time output")?;
     Ok(Measured {
         wall_s,
-        cpu_s: user + sys,
+        cpu_s,
         max_rss_kib: rss as u64,
     })
 }
@@ -361,6 +375,14 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// What sharing the work over two threads costs: the CPU time the two spent against one
+/// thread's on the same file (median of the runs' ratios), and the speed-up that leaves two
+/// perfectly balanced threads that never wait (twice the work rate, divided by that cost).
+fn sharing_cost(one: &[Measured], two: &[Measured]) -> (f64, f64) {
+    let cost = median(one.iter().zip(two).map(|(a, b)| b.cpu_s / a.cpu_s));
+    (cost, 2.0 / cost)
+}
+
 fn best(runs: &[Measured]) -> Measured {
     let mut b = runs[0];
     for r in runs {
@@ -453,6 +475,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         // moment with a slow one.
         let scaling = median(one.iter().zip(&two).map(|(a, b)| a.wall_s / b.wall_s));
         let ceiling = median(one.iter().zip(&pair).map(|(a, p)| 2.0 * a.wall_s / p));
+        let (cost, bound) = sharing_cost(&one, &two);
         let (dd, t, t2) = (best(&dd), best(&one), best(&two));
         let hps = input.handshakes as f64 / t.wall_s;
         let share = dd.wall_s / t.wall_s;
@@ -478,6 +501,11 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "  ceiling: two 1-thread runs at once on CPUs 0 and 1 do twice the work at \
              {ceiling:.2}× one thread's speed (median of the runs' ratios): the most 2 threads \
              could reach here"
+        );
+        println!(
+            "  cost of sharing: 2 threads spent {:+.0}% CPU time against 1 thread (median of the \
+             runs' ratios): balanced and never waiting, they would reach at most {bound:.2}×",
+            (cost - 1.0) * 100.0
         );
         let mut targets: Vec<(String, bool)> = Vec::new();
         if input.label.starts_with("(a)") {
@@ -537,7 +565,22 @@ pub fn bench(args: &[String]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{Measured, median, sharing_cost};
+
+    #[test]
+    fn sharing_cost_is_the_median_cpu_ratio_and_its_bound() {
+        let run = |cpu_s| Measured {
+            wall_s: 1.0,
+            cpu_s,
+            max_rss_kib: 0,
+        };
+        let one = [run(0.5), run(0.6), run(0.4)];
+        // Ratios 1.5, 1.25, 1.0: the median 1.25 leaves at most 1.6×.
+        let two = [run(0.75), run(0.75), run(0.4)];
+        let (cost, bound) = sharing_cost(&one, &two);
+        assert!((cost - 1.25).abs() < 1e-9, "{cost}");
+        assert!((bound - 1.6).abs() < 1e-9, "{bound}");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
