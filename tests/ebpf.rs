@@ -1548,3 +1548,113 @@ fn ring_reader_is_woken_once_per_wakeup_bytes() -> Result<()> {
     );
     Ok(())
 }
+
+/// Perf buffers wake their reader once more than `perf_wakeup_bytes` wait, not on every record
+/// (aya 0.14's perf buffers did: an interrupt per packet, inside the program's run). Run by the
+/// kernel on synthetic SYNs (`BPF_PROG_TEST_RUN`) on one CPU; `poll(2)` reports a wakeup since
+/// the last poll.
+#[test]
+fn perf_reader_is_woken_only_past_the_watermark() -> Result<()> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+
+    use aya::maps::Map;
+    use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+    use trustwatch::capture::ebpf::buffers::{perf_wakeup_bytes, sample};
+    use trustwatch::capture::ebpf::load;
+    use trustwatch::capture::ebpf::perf::PerfBuffer;
+    use trustwatch_ebpf::{LINK_ETHERNET, RECORD_HEADER_LEN, names};
+
+    // The program writes to the buffer of the CPU it runs on: keep this thread on one.
+    let cpu = aya::util::online_cpus().map_err(|(what, e)| format!("{what}: {e}"))?[0];
+    // SAFETY: a zeroed cpu_set_t is the empty set; this thread's affinity is changed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let opts = EbpfOptions {
+        buffer: BufferKind::Perf,
+        ..ebpf_opts()
+    };
+    let services: Services = "10000".parse()?;
+    let mut ebpf = load::load(&opts, &services, LINK_ETHERNET)?;
+    let Some(Map::PerfEventArray(array)) = ebpf.take_map(names::PERF) else {
+        return Err("no perf event array".into());
+    };
+    let pages = 16;
+    let wakeup = perf_wakeup_bytes(pages) as usize;
+    let mut buf = PerfBuffer::open(array.fd().as_fd(), cpu, pages, wakeup as u32)?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(names::PROGRAM)
+        .ok_or("no program")?
+        .try_into()?;
+    let mut sport = 20_000u16;
+    let mut run = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            let frame = ipv4_syn(sport);
+            sport += 1;
+            let mut o = TestRunOptions::new();
+            o.data_in = Some(&frame);
+            program.test_run(o)?;
+        }
+        Ok(())
+    };
+    let woken = |buf: &PerfBuffer| {
+        let mut fd = libc::pollfd {
+            fd: buf.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut fd, 1, 0) == 1 && fd.revents & libc::POLLIN != 0 }
+    };
+    // A SYN's sample: perf's header (8 bytes) and size (4), ours, the 54 frame bytes, padded to 8.
+    let record = (8 + 4 + RECORD_HEADER_LEN + 54).next_multiple_of(8);
+    // As many as fit within the watermark: the kernel wakes once more than it waits.
+    let below = wakeup / record;
+    assert!(below >= 8, "{wakeup} bytes, {record}-byte records");
+    run(below)?;
+    assert!(buf.readable(), "no records");
+    assert!(
+        !woken(&buf),
+        "woken with {} bytes waiting, watermark {wakeup}",
+        below * record
+    );
+    run(1)?;
+    assert!(woken(&buf), "{} bytes waiting", (below + 1) * record);
+    let mut frames = Vec::new();
+    let broken = buf.drain(|head, tail| {
+        let (hdr, [a, b]) = sample(head, tail).expect("a whole record");
+        frames.push((hdr.caplen, [a, b].concat()));
+    });
+    assert_eq!(broken, 0);
+    assert_eq!(frames.len(), below + 1, "samples drained");
+    for (i, (caplen, frame)) in frames.iter().enumerate() {
+        assert_eq!(*caplen, 54);
+        assert_eq!(frame, &ipv4_syn(20_000 + i as u16), "sample {i}");
+    }
+    assert!(!buf.readable(), "records left after the drain");
+    // Around the end of the buffer and back: every record whole, in order, some in two pieces.
+    let size = pages * load::page_size();
+    let (mut next, mut wrapped) = (frames.len(), 0);
+    for _ in 0..(2 * size).div_ceil(record * 300) {
+        run(300)?;
+        let broken = buf.drain(|head, tail| {
+            wrapped += usize::from(!tail.is_empty());
+            let (_, [a, b]) = sample(head, tail).expect("a whole record");
+            assert_eq!(
+                [a, b].concat(),
+                ipv4_syn(20_000 + next as u16),
+                "record {next}"
+            );
+            next += 1;
+        });
+        assert_eq!(broken, 0);
+    }
+    assert_eq!(next, below + 1 + 300 * (2 * size).div_ceil(record * 300));
+    assert!(wrapped >= 1, "no record wrapped in {next}");
+    Ok(())
+}

@@ -1,9 +1,9 @@
 //! The buffer between the TC program and user space: one ring buffer, or one perf buffer per
 //! CPU.
 //!
-//! The program wakes a ring buffer's reader only when 1/16 of the ring is waiting, so the reader
-//! also polls every [`RING_POLL`]; perf buffers wake their reader on every record (aya 0.14
-//! offers no watermark).
+//! The reader is woken only when 1/16 of a buffer is waiting — by the program for the ring
+//! buffer, by the kernel's watermark for the perf buffers ([`perf`](super::perf)) — so it also
+//! looks every [`RING_POLL`].
 //!
 //! Consumes the loaded program's buffer map; produces each record's header and frame bytes in
 //! the order the packets passed the program. The ring buffer is one queue for all CPUs, in
@@ -19,18 +19,20 @@
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd as _;
 
+use std::os::fd::AsFd as _;
+
 use aya::Ebpf;
-use aya::maps::perf::{PerfEvent, PerfEventArray, PerfEventArrayBuffer};
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{Map, MapData, RingBuf};
 use trustwatch_ebpf::{RECORD_HEADER_LEN, RecordHeader, names};
 
 use super::BufferKind;
-use super::load::perf_pages_per_cpu;
+use super::load::{RING_WAKEUP_FRACTION, page_size, perf_pages_per_cpu};
+use super::perf::PerfBuffer;
 use super::record::{self, BadRecord};
 
-/// How often the ring buffer is looked at when the program did not wake the reader (it does
-/// so only once 1/16 of the ring is waiting, to save a wakeup per record): the most a record
-/// waits in the kernel.
+/// How often a buffer is looked at when nothing woke the reader (the program wakes it for the
+/// ring, the kernel for a perf buffer, only once 1/16 of the buffer is waiting, to save a wakeup
+/// per record): the most a record waits in the kernel.
 pub const RING_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How long perf records wait to be merged with the other CPUs' records, nanoseconds.
@@ -49,7 +51,9 @@ pub struct Held {
 pub enum Buffers {
     Ring(RingBuf<MapData>),
     Perf {
-        bufs: Vec<PerfEventArrayBuffer<MapData>>,
+        /// The program's perf event array, holding `bufs`.
+        _array: MapData,
+        bufs: Vec<PerfBuffer>,
         held: Vec<Held>,
         held_bytes: usize,
     },
@@ -79,23 +83,22 @@ impl Buffers {
                 ))
             }
             BufferKind::Perf => {
-                let map = ebpf
-                    .take_map(names::PERF)
-                    .ok_or("the eBPF object has no perf event array")?;
-                let mut array =
-                    PerfEventArray::try_from(map).map_err(|e| format!("perf array: {e}"))?;
+                let Some(Map::PerfEventArray(array)) = ebpf.take_map(names::PERF) else {
+                    return Err("the eBPF object has no perf event array".into());
+                };
                 let cpus = aya::util::online_cpus()
                     .map_err(|(what, e)| format!("online CPUs ({what}): {e}"))?;
                 let pages = perf_pages_per_cpu(size, cpus.len());
+                let wakeup = perf_wakeup_bytes(pages);
                 let mut bufs = Vec::with_capacity(cpus.len());
                 for cpu in cpus {
                     bufs.push(
-                        array
-                            .open(cpu, Some(pages))
+                        PerfBuffer::open(array.fd().as_fd(), cpu, pages, wakeup)
                             .map_err(|e| format!("perf buffer of CPU {cpu}: {e}"))?,
                     );
                 }
                 Ok(Buffers::Perf {
+                    _array: array,
                     bufs,
                     held: Vec::new(),
                     held_bytes: 0,
@@ -112,7 +115,7 @@ impl Buffers {
             Buffers::Perf { bufs, held, .. } => (
                 bufs.iter().map(|b| pollfd(b.as_raw_fd())).collect(),
                 if held.is_empty() {
-                    timeout_ms
+                    timeout_ms.min(ring_ms)
                 } else {
                     timeout_ms.min(1 + (PERF_HOLD_NS / 1_000_000) as i32)
                 },
@@ -146,6 +149,7 @@ impl Buffers {
                 bufs,
                 held,
                 held_bytes,
+                ..
             } => {
                 // Taken before any buffer is read: a record released below was written before
                 // the drain began, and so was anything it answered (its causal predecessors were
@@ -156,20 +160,18 @@ impl Buffers {
                     if !buf.readable() {
                         continue;
                     }
-                    buf.for_each(|ev| match ev {
-                        PerfEvent::Sample { head, tail } => match sample(head, tail) {
-                            Ok((hdr, [a, b])) => {
-                                let mut frame = Vec::with_capacity(a.len() + b.len());
-                                frame.extend_from_slice(a);
-                                frame.extend_from_slice(b);
-                                *held_bytes += frame.len();
-                                held.push(Held { hdr, frame });
-                            }
-                            Err(BadRecord::Short) => d.bad += 1,
-                        },
-                        // The program counts every failed output itself (ring_full).
-                        PerfEvent::Lost { .. } => {}
+                    let mut short = 0;
+                    let broken = buf.drain(|head, tail| match sample(head, tail) {
+                        Ok((hdr, [a, b])) => {
+                            let mut frame = Vec::with_capacity(a.len() + b.len());
+                            frame.extend_from_slice(a);
+                            frame.extend_from_slice(b);
+                            *held_bytes += frame.len();
+                            held.push(Held { hdr, frame });
+                        }
+                        Err(BadRecord::Short) => short += 1,
                     });
+                    d.bad += short + broken;
                 }
                 if held.is_empty() {
                     return (d, ControlFlow::Continue(()));
@@ -202,6 +204,12 @@ impl Buffers {
         }
         (d, ControlFlow::Continue(()))
     }
+}
+
+/// Bytes waiting in a perf buffer of `pages` pages that wake its reader: the same fraction of
+/// the buffer as for the ring ([`RING_WAKEUP_FRACTION`]).
+pub fn perf_wakeup_bytes(pages: usize) -> u32 {
+    u32::try_from(pages * page_size() / RING_WAKEUP_FRACTION).unwrap_or(u32::MAX)
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

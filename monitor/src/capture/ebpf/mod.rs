@@ -11,6 +11,7 @@
 //! - [`load`]: the embedded program, configured and verified;
 //! - [`attach`]: TCX first in the chain (kernel ≥ 6.6) or clsact, and the interfaces' link kinds;
 //! - [`buffers`]: the ring buffer or per-CPU perf buffers, drained after `poll(2)`;
+//! - [`perf`]: the per-CPU perf buffers, opened with a wakeup watermark;
 //! - [`record`]: one record → one `Packet` (VLAN tags from the skb metadata put back);
 //! - [`clock`]: kernel monotonic time → wall time.
 //!
@@ -27,6 +28,7 @@ pub mod attach;
 pub mod buffers;
 pub mod clock;
 pub mod load;
+pub mod perf;
 pub mod preflight;
 pub mod record;
 
