@@ -10,6 +10,10 @@
 //! [`pipeline::Pipeline`] wires the stages; every source (pcap file, live libpcap, eBPF) produces the
 //! same [`capture::Packet`], and nothing downstream knows which one did.
 
+// The module docs are written for whoever works on the code and name private items too:
+// `cargo doc --document-private-items` renders them.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod base;
 pub mod capture;
 pub mod cert;

@@ -6,7 +6,8 @@
 //!   `setup --build`: only what the release build needs (libpcap headers and the eBPF toolchain).
 //! - `dist`: the release binary as the image ships it, in `target/dist/trustwatch` (the image's
 //!   builder stage runs exactly this; `--print` shows the cargo command).
-//! - `test`: setup, then `cargo fmt --check`, clippy with `-D warnings`, and every test.
+//! - `test`: setup, then `cargo fmt --check`, clippy and rustdoc with `-D warnings`, and every
+//!   test.
 //! - `demo`: setup, build, and run the incident demo.
 //! - `mutants`: mutation testing of the decision code with cargo-mutants (see `mutants.rs`):
 //!   every decision file, `--file F` for one, `--in-diff [BASE]` for the lines a branch changed.
@@ -115,6 +116,17 @@ fn test(extra: &[String]) -> Result<(), String> {
         "--",
         "-D",
         "warnings",
+    ]))?;
+    // The docs build without a warning: a broken or ambiguous link fails here.
+    run(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "--no-deps",
+        "-p",
+        "trustwatch",
+        "-p",
+        "xtask",
+        "-p",
+        "trustwatch-testkit",
     ]))?;
     // Every test binary runs even after a failure, so one run reports every failing test.
     run(cargo()

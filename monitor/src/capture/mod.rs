@@ -1,7 +1,7 @@
 //! Capture: sources that yield [`Packet`]s.
 //!
 //! Consumes files, standard input or interfaces; produces `Packet { ts, linktype, data }`. Every
-//! source — a capture file ([`file`]), libpcap on an interface ([`pcap`]), the eBPF TC program
+//! source — a capture file ([`file`](mod@file)), libpcap on an interface ([`pcap`]), the eBPF TC program
 //! ([`ebpf`]) — implements one interface, [`Source`], and meets at this type, so decode and
 //! everything after it never know where a packet came from. Offline, [`input`] opens each argument
 //! (standard input, gzip, zstd) and [`merge`] makes several inputs one capture, merged by

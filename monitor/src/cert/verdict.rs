@@ -2,10 +2,10 @@
 //! in order and linked, and — when trusted CAs are given — does it verify against one of them by
 //! signature.
 //!
-//! Consumes a presented [`Chain`] (parsed certificates with their DER), the handshake time and the
-//! trusted CAs; produces a [`ChainVerdict`]. The signature check turns "the issuer name matches"
-//! into "an edge holding that CA would accept this chain": KubeEdge's competing CAs share name and
-//! serial, only the key differs. It is exact where the whole chain is on the wire (TLS 1.2, probes);
+//! Consumes a presented chain ([`Presented`] certificates: parsed, with their DER), the handshake
+//! time and the trusted CAs; produces a [`ChainVerdict`]. The signature check turns "the issuer
+//! name matches" into "an edge holding that CA would accept this chain": KubeEdge's competing CAs
+//! share name and serial, only the key differs. It is exact where the whole chain is on the wire (TLS 1.2, probes);
 //! TLS 1.3 encrypts it. Signature checks are remembered per chain (bounded), so a fleet presenting
 //! the same chain costs one check.
 

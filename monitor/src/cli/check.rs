@@ -23,7 +23,7 @@ const MAX_ADDRESSES: usize = 16;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The replica's certificate service, https://HOST[:PORT] (GET /ca.crt).
+    /// The replica's certificate service, `https://HOST[:PORT]` (GET /ca.crt).
     #[arg(long, value_name = "URL", default_value = "https://127.0.0.1:10002")]
     pub ca_url: String,
     /// Also check the issuer of the chain presented on HOST:PORT (cloudhub, 10000); CloudCore

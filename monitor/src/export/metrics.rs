@@ -1,8 +1,8 @@
 //! Prometheus metrics of the live monitor.
 //!
-//! Consumes connection records, detector events and, at every publish, the runtime's [`View`]
-//! (detector snapshot, the pipeline's and detector's counters, capture sources, probes), all on the
-//! pipeline thread; produces a [`prometheus::Registry`] that the HTTP server encodes on `/metrics`
+//! Consumes connection records, detector events and, at every publish, the runtime's
+//! [`View`](crate::runtime::View) (detector snapshot, the pipeline's and detector's counters,
+//! capture sources, probes), all on the pipeline thread; produces a [`prometheus::Registry`] that the HTTP server encodes on `/metrics`
 //! (prometheus types are thread-safe, so scrapes never block the packet path). Every counter of
 //! [`Stats`] and [`DetectStats`] is registered from their declared lists, so everything the
 //! summary report counts is exported too.

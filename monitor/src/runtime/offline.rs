@@ -48,7 +48,7 @@ pub struct Analysis {
     /// `--report FILE` and its format.
     pub report: Option<(PathBuf, Format)>,
     /// `--threads`: pipelines analysing the capture's connections in parallel (1: on the
-    /// reading thread; see [`parallel`](super::parallel)).
+    /// reading thread; see [`parallel`]).
     pub threads: usize,
 }
 

@@ -150,7 +150,7 @@ pub struct VethPair {
     /// The server namespace's end (where the monitor attaches).
     pub server_if: String,
     pub client_if: String,
-    /// Subnet number: addresses are 10.<net>.x.y and fd00:<net>::/64.
+    /// Subnet number: addresses are `10.<net>.x.y` and `fd00:<net>::/64`.
     pub net: u8,
     pub server: Side,
     pub client: Side,

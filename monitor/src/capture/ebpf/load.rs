@@ -1,6 +1,6 @@
 //! Loading the TC program.
 //!
-//! Consumes the [`EbpfOptions`](super::EbpfOptions), the watched ports and the link kind of the
+//! Consumes the [`EbpfOptions`], the watched ports and the link kind of the
 //! interfaces; produces an [`aya::Ebpf`] whose program is loaded (verified) but not attached,
 //! with its configuration global set (budget, buffer kind, link kind, up to 16 watched ports, the
 //! ring's wakeup threshold), its maps sized and `PORTS` filled (used beyond 16 ports). The object is the one
