@@ -15,8 +15,8 @@
 //! two threads write the same bytes; and prints throughput as a share of `dd`, handshakes/s, the
 //! scaling and that ceiling, the cost of sharing (the CPU time two threads spend against one's,
 //! and the most that leaves two balanced threads), the ratio to tshark and peak RSS (from
-//! `/usr/bin/time -v`) against the targets. Files are read from the page cache, in the same state in every run: dropped from
-//! it, then read back by the check run, as from disk.
+//! `/usr/bin/time -v`) against the targets. Files are read from the page cache, in the same
+//! state in every run: dropped from it, then read back by the check run, as from disk.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

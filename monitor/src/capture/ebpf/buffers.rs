@@ -17,9 +17,7 @@
 //! capture thread notices a stop promptly.
 
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd as _;
-
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::Ebpf;
 use aya::maps::{Map, MapData, RingBuf};
