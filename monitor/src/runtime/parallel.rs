@@ -10,9 +10,12 @@
 //!
 //! - The reader (the calling thread) numbers every packet and hands it to the pipeline of its
 //!   connection ([`Routes`] by [`flow_point`]: both directions go to the same pipeline): a
-//!   worker's, or with one worker for about a sixth of the connections its own
-//!   ([`READER_PARTS_ONE_WORKER`]), which analyses the frame at once. Frames that are not TCP stay
-//!   with the reader, which only counts them.
+//!   worker's, or its own for a share of the connections ([`READER_PARTS_ONE_WORKER`]), which it
+//!   analyses at once; frames that are not TCP then stay with the reader, which only counts them.
+//!   The reader takes that share only beside one worker and only where analysing is the larger
+//!   part of the work: in a capture whose first epoch is handshakes ([`Parallel::end_warmup`]).
+//!   Otherwise — bulk transfers, established connections — reading is the larger part, and the
+//!   reader hands every frame to the one worker without decoding it.
 //!   A mapped capture file's frames are handed over as offsets into the map, which the worker
 //!   reads in place; other frames are copied into the worker's batch, so the reader's buffer is
 //!   free for the next read at once (measured: packets sharing the reader's buffers, one
@@ -166,9 +169,12 @@ type Spent = Vec<Box<Connection>>;
 type Done = (Tagged, Batch);
 
 struct Worker {
+    /// Its pipeline, sent once the shares are decided ([`Parallel::decide`]).
+    start: Option<SyncSender<Pipeline>>,
     work: SyncSender<Work>,
     done: Receiver<Done>,
-    thread: JoinHandle<Pipeline>,
+    /// Its pipeline at the end (`None`: it never got one).
+    thread: JoinHandle<Option<Pipeline>>,
     /// Emptied batches, to fill again.
     spare: Vec<Batch>,
     /// Judged records, to go back with the next epoch.
@@ -216,9 +222,20 @@ const PARTS: u32 = 1024;
 /// with none, the reader waited 78–97 ms of a 0.38–0.39 s run for the worker; with 192 parts
 /// 3–8 ms, the worker 33–35 ms, runs of 0.35 s; with 128, 16–23 ms and 17–62 ms, 0.34–0.42 s;
 /// with 256–320 the worker waited 75–117 ms). With more workers the reader is the busiest
-/// already and takes none. On bulk, where reading is most of the work, the page work evens it out
-/// ([`Parallel::send_epoch`]).
+/// already and takes none; nor with one worker on bulk, where reading is most of the work
+/// ([`HANDSHAKE_FRAMES_DIV`]).
 const READER_PARTS_ONE_WORKER: u32 = 160;
+
+/// With one worker, the reader takes [`READER_PARTS_ONE_WORKER`] when at least one frame in
+/// this many of the first epoch starts a TLS handshake record (the capture is mostly
+/// handshakes, whose analysis outweighs reading them); else it takes none and decodes nothing,
+/// every frame going to the worker. Measured on the bench files' first epochs: 21.2% of the
+/// frames of 100,000 mutual-TLS handshakes start one, 2.9% of the bulk capture's. Two threads on
+/// the bulk capture (1 GiB, medians of 7 interleaved runs): 1.27× with the share, 1.42× with none
+/// but still decoding to route, 1.61× with none and no decoding.
+const HANDSHAKE_FRAMES_DIV: usize = 10;
+/// The content type of a TLS handshake record (RFC 8446 §5.1), its first byte.
+const TLS_HANDSHAKE: u8 = 22;
 
 /// Each of `workers` workers' share of the connections when the reader takes `reader_parts`.
 fn worker_parts(reader_parts: u32, workers: usize) -> u32 {
@@ -239,11 +256,12 @@ fn share(limits: &Limits, parts: u32) -> Limits {
 }
 
 fn work(
-    mut pipeline: Pipeline,
+    start: Receiver<Pipeline>,
     me: usize,
     work: Receiver<Work>,
     done: SyncSender<Done>,
-) -> Pipeline {
+) -> Option<Pipeline> {
+    let mut pipeline = start.recv().ok()?;
     let record = |tag: Tag, c: Connection| {
         let item = Item::Record {
             conn: Box::new(c),
@@ -316,7 +334,7 @@ fn work(
             break;
         }
     }
-    pipeline
+    Some(pipeline)
 }
 
 /// The reader's side of a parallel run; feed it every frame with [`Parallel::on_frame`], then
@@ -327,6 +345,14 @@ pub struct Parallel<'m> {
     /// The reader's own pipeline, for its share of the connections ([`Routes`]).
     local: Pipeline,
     routes: Routes,
+    /// With one worker, the first epoch's frames and sweeps until the shares are decided from
+    /// them ([`Parallel::end_warmup`]), and how many of its frames start a TLS handshake record.
+    warmup: Option<(Batch, usize)>,
+    /// The reader's share decided in advance (tests), else from the first epoch.
+    forced_parts: Option<u32>,
+    /// What the pipelines are made with once the shares are decided.
+    services: Services,
+    limits: Limits,
     /// The epoch being filled: one batch per worker, and the ticks.
     batches: Vec<Batch>,
     ticks: Tagged,
@@ -371,18 +397,16 @@ impl<'m> Parallel<'m> {
         limits: &Limits,
     ) -> std::io::Result<Self> {
         let n = threads.saturating_sub(1).max(1);
-        let reader_parts = if n == 1 { READER_PARTS_ONE_WORKER } else { 0 };
-        let routes = Routes::new(reader_parts, n);
-        let worker_parts = worker_parts(reader_parts, n);
         let workers = (0..n)
             .map(|i| {
+                let (start_tx, start_rx) = sync_channel(1);
                 let (work_tx, work_rx) = sync_channel(IN_FLIGHT);
                 let (done_tx, done_rx) = sync_channel(IN_FLIGHT);
-                let pipeline = Pipeline::new(services.clone(), share(limits, worker_parts));
                 let thread = std::thread::Builder::new()
                     .name(format!("analyze-{i}"))
-                    .spawn(move || work(pipeline, i, work_rx, done_tx))?;
+                    .spawn(move || work(start_rx, i, work_rx, done_tx))?;
                 Ok(Worker {
+                    start: Some(start_tx),
                     work: work_tx,
                     done: done_rx,
                     thread,
@@ -394,11 +418,15 @@ impl<'m> Parallel<'m> {
         let tick_schedule = monitor
             .ticks
             .expect("parallel analysis runs offline, in packet time");
-        Ok(Parallel {
+        let mut parallel = Parallel {
             monitor,
             workers,
-            local: Pipeline::new(services.clone(), share(limits, reader_parts)),
-            routes,
+            local: Pipeline::new(services.clone(), share(limits, 0)),
+            routes: Routes::new(0, n),
+            warmup: (n == 1).then(|| (Batch::default(), 0)),
+            forced_parts: None,
+            services: services.clone(),
+            limits: limits.clone(),
             batches: (0..n).map(|_| Batch::default()).collect(),
             ticks: Vec::new(),
             frames: 0,
@@ -414,7 +442,81 @@ impl<'m> Parallel<'m> {
             judged_reach: 0,
             workers_ahead: false,
             epochs: 0,
-        })
+        };
+        if n > 1 {
+            // Several workers: the reader, the busiest already, only reads and judges.
+            parallel.decide(0);
+        }
+        Ok(parallel)
+    }
+
+    /// The reader takes `reader_parts` of [`PARTS`] of the connections, the workers the rest:
+    /// each pipeline is made with that share of the limits, and the workers start.
+    fn decide(&mut self, reader_parts: u32) {
+        let n = self.workers.len();
+        self.routes = Routes::new(reader_parts, n);
+        self.local = Pipeline::new(self.services.clone(), share(&self.limits, reader_parts));
+        let parts = worker_parts(reader_parts, n);
+        for w in &mut self.workers {
+            let pipeline = Pipeline::new(self.services.clone(), share(&self.limits, parts));
+            let started = w.start.take().is_some_and(|s| s.send(pipeline).is_ok());
+            if !started {
+                worker_died();
+            }
+        }
+    }
+
+    /// With one worker, at the end of the first epoch (or of a shorter capture): the reader's
+    /// share is decided from that epoch ([`HANDSHAKE_FRAMES_DIV`]), then its frames and sweeps
+    /// go where that puts them, as they would have from the start.
+    fn end_warmup(&mut self) {
+        let Some((mut pending, handshakes)) = self.warmup.take() else {
+            return;
+        };
+        let frames = pending
+            .steps
+            .iter()
+            .filter(|s| matches!(s, Step::Packet { .. }))
+            .count();
+        let parts = self.forced_parts.unwrap_or(
+            if frames > 0 && handshakes * HANDSHAKE_FRAMES_DIV >= frames {
+                READER_PARTS_ONE_WORKER
+            } else {
+                0
+            },
+        );
+        self.decide(parts);
+        let file = self.mapped.clone();
+        let Batch { steps, bytes, .. } = &mut pending;
+        for step in steps.drain(..) {
+            match step {
+                Step::Packet {
+                    index,
+                    ts,
+                    linktype,
+                    mapped,
+                    start,
+                    len,
+                } => {
+                    let from = if mapped {
+                        file.as_deref().unwrap_or_default()
+                    } else {
+                        &bytes[..]
+                    };
+                    let frame = Frame {
+                        ts,
+                        linktype,
+                        data: &from[start..start + len],
+                    };
+                    self.dispatch(frame, index);
+                }
+                Step::Sweep {
+                    index,
+                    now,
+                    disorder_us,
+                } => self.dispatch_sweep(index, now, disorder_us),
+            }
+        }
     }
 
     /// The frames will be slices of `file` (a mapped capture file): the workers read them there
@@ -436,31 +538,11 @@ impl<'m> Parallel<'m> {
             ticks.push(((index, step::TICK_BEFORE, 0), Item::Tick(t)));
         });
         self.bytes += frame.data.len();
-        let decoded = decode::decode(&frame);
-        let worker = match &decoded {
-            Ok(seg) => self.routes.of(flow_point(seg)),
-            // Counted, nothing more: by the reader.
-            Err(_) => None,
-        };
         self.disorder.see(ts);
         let sweep = self.sweeps.due(ts);
-        match worker {
-            None => self.analyse_here(&frame, decoded, index),
-            Some(worker) => self.hand_over(worker, index, frame),
-        }
+        self.dispatch(frame, index);
         if sweep {
-            let disorder_us = self.disorder.back_us();
-            for b in &mut self.batches {
-                b.steps.push(Step::Sweep {
-                    index,
-                    now: ts,
-                    disorder_us,
-                });
-            }
-            let ticks = &mut self.ticks;
-            self.local.tick_indexed(ts, disorder_us, &mut |last, c| {
-                ticks.push(((index, step::SWEEP, last), reader_record(c)));
-            });
+            self.dispatch_sweep(index, ts, self.disorder.back_us());
         }
         if self.tick_schedule.after(ts) {
             self.ticks
@@ -468,8 +550,58 @@ impl<'m> Parallel<'m> {
         }
         self.frames += 1;
         if self.frames >= EPOCH_FRAMES || self.bytes >= EPOCH_BYTES {
+            self.end_warmup();
             self.send_epoch();
         }
+    }
+
+    /// Frame number `index` to the pipeline of its connection (kept aside while the shares are
+    /// undecided).
+    fn dispatch(&mut self, frame: Frame<'_>, index: u64) {
+        let file = self.mapped.as_deref();
+        if let Some((pending, handshakes)) = &mut self.warmup {
+            let decoded = decode::decode(&frame);
+            let starts = |s: decode::TcpSegment<'_>| s.payload.first() == Some(&TLS_HANDSHAKE);
+            *handshakes += usize::from(decoded.is_ok_and(starts));
+            push_packet(pending, file, &mut self.reach, index, frame);
+            return;
+        }
+        if self.routes.reader_below == 0 && self.workers.len() == 1 {
+            // Everything to the one worker, which decodes it.
+            push_packet(&mut self.batches[0], file, &mut self.reach, index, frame);
+            return;
+        }
+        let decoded = decode::decode(&frame);
+        let worker = match &decoded {
+            Ok(seg) => self.routes.of(flow_point(seg)),
+            // Counted, nothing more: by the reader.
+            Err(_) => None,
+        };
+        match worker {
+            None => self.analyse_here(&frame, decoded, index),
+            Some(w) => push_packet(&mut self.batches[w], file, &mut self.reach, index, frame),
+        }
+    }
+
+    /// The idle sweep due after frame number `index`, at `now`, to every pipeline (kept aside
+    /// while the shares are undecided).
+    fn dispatch_sweep(&mut self, index: u64, now: Timestamp, disorder_us: i64) {
+        let sweep = Step::Sweep {
+            index,
+            now,
+            disorder_us,
+        };
+        if let Some((pending, _)) = &mut self.warmup {
+            pending.steps.push(sweep);
+            return;
+        }
+        for b in &mut self.batches {
+            b.steps.push(sweep);
+        }
+        let ticks = &mut self.ticks;
+        self.local.tick_indexed(now, disorder_us, &mut |last, c| {
+            ticks.push(((index, step::SWEEP, last), reader_record(c)));
+        });
     }
 
     /// Frame number `index`, of a connection of the reader's share: analysed at once, its
@@ -483,34 +615,6 @@ impl<'m> Parallel<'m> {
         let ticks = &mut self.ticks;
         self.local.decoded_at(frame, decoded, index, &mut |c| {
             ticks.push(((index, step::FRAME, 0), reader_record(c)));
-        });
-    }
-
-    /// Frame number `index` into `worker`'s batch of the epoch being filled.
-    fn hand_over(&mut self, worker: usize, index: u64, frame: Frame<'_>) {
-        let batch = &mut self.batches[worker];
-        let (mapped, start) = match self
-            .mapped
-            .as_deref()
-            .and_then(|f| offset_in(f, frame.data))
-        {
-            Some(at) => {
-                self.reach = self.reach.max(at + frame.data.len());
-                (true, at)
-            }
-            None => {
-                let start = batch.bytes.len();
-                batch.bytes.extend_from_slice(frame.data);
-                (false, start)
-            }
-        };
-        batch.steps.push(Step::Packet {
-            index,
-            ts: frame.ts,
-            linktype: frame.linktype,
-            mapped,
-            start,
-            len: frame.data.len(),
         });
     }
 
@@ -614,6 +718,7 @@ impl<'m> Parallel<'m> {
     /// last packets); the workers' counters and time span go into the monitor's pipeline, which
     /// the caller then finishes as usual ([`Monitor::finish`]).
     pub fn finish(mut self) {
+        self.end_warmup();
         if self.frames > 0 {
             self.send_epoch();
         }
@@ -640,11 +745,42 @@ impl<'m> Parallel<'m> {
         for w in self.workers.drain(..) {
             drop(w.work);
             match w.thread.join() {
-                Ok(pipeline) => self.monitor.pipeline.absorb(&pipeline),
+                Ok(Some(pipeline)) => self.monitor.pipeline.absorb(&pipeline),
+                Ok(None) => worker_died(),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
     }
+}
+
+/// Frame number `index` into `batch`: as an offset into `file` (the mapped capture) when it
+/// lies there, which `reach` then covers, else copied.
+fn push_packet(
+    batch: &mut Batch,
+    file: Option<&[u8]>,
+    reach: &mut usize,
+    index: u64,
+    frame: Frame<'_>,
+) {
+    let (mapped, start) = match file.and_then(|f| offset_in(f, frame.data)) {
+        Some(at) => {
+            *reach = (*reach).max(at + frame.data.len());
+            (true, at)
+        }
+        None => {
+            let start = batch.bytes.len();
+            batch.bytes.extend_from_slice(frame.data);
+            (false, start)
+        }
+    };
+    batch.steps.push(Step::Packet {
+        index,
+        ts: frame.ts,
+        linktype: frame.linktype,
+        mapped,
+        start,
+        len: frame.data.len(),
+    });
 }
 
 /// A record of the reader's own pipeline, to judge.
@@ -714,8 +850,14 @@ mod tests {
     }
 
     /// The capture's JSON Lines and counters (without the per-pipeline certificate cache's),
-    /// analysed on `threads` threads, the file mapped or read through a reader.
-    fn analyse(path: &Path, threads: usize, mapped: bool) -> (String, Stats, usize) {
+    /// analysed on `threads` threads, the file mapped or read through a reader, the reader's
+    /// share of the connections forced to `reader_parts` (else decided from the first epoch).
+    fn analyse(
+        path: &Path,
+        threads: usize,
+        mapped: bool,
+        reader_parts: Option<u32>,
+    ) -> (String, Stats, usize) {
         let (monitor, services, limits) = offline_monitor();
         let out = Shared::default();
         let mut monitor = monitor.with_sink(JsonSink(JsonLines::new(out.clone(), false)));
@@ -732,6 +874,7 @@ mod tests {
             }
         } else {
             let mut parallel = Parallel::start(&mut monitor, threads, &services, &limits).unwrap();
+            parallel.forced_parts = reader_parts;
             if let Some((bytes, pages)) = src.hand_over_map(READER_KEEPS) {
                 parallel = parallel.with_mapped(bytes, pages);
             }
@@ -742,12 +885,15 @@ mod tests {
                 epochs = 1;
             }
             epochs += parallel.epochs;
-            // With one worker the reader analyses a share of the connections; with more, none.
+            // With one worker the reader analyses the share it was given; with more, none.
             let flows = parallel.local.stats().flows_opened;
-            if threads == 2 {
-                assert!(flows > 0, "the reader opened no flow");
-            } else {
-                assert_eq!(flows, 0, "{threads} threads: the reader opened flows");
+            match reader_parts {
+                Some(p) if p > 0 => assert!(flows > 0, "the reader opened no flow"),
+                Some(_) => assert_eq!(flows, 0, "no share: the reader opened flows"),
+                None if threads > 2 => {
+                    assert_eq!(flows, 0, "{threads} threads: the reader opened flows")
+                }
+                None => {}
             }
             parallel.finish();
         }
@@ -787,12 +933,20 @@ mod tests {
         p.finish().unwrap();
         assert!(frames > 2 * EPOCH_FRAMES as u64, "{frames} frames");
 
-        let (one, one_stats, _) = analyse(&path, 1, true);
+        let (one, one_stats, _) = analyse(&path, 1, true, None);
         assert!(one.contains("\"trust_collapse\""), "no collapse");
         assert!(one.lines().count() > 4_000, "{} lines", one.lines().count());
         assert_eq!(one_stats.packets, frames);
-        for (threads, mapped) in [(2, true), (3, true), (2, false)] {
-            let (json, stats, epochs) = analyse(&path, threads, mapped);
+        let share = Some(READER_PARTS_ONE_WORKER);
+        for (threads, mapped, parts) in [
+            (2, true, share),
+            (2, true, Some(0)),
+            (2, true, None),
+            (3, true, None),
+            (2, false, share),
+            (2, false, Some(0)),
+        ] {
+            let (json, stats, epochs) = analyse(&path, threads, mapped, parts);
             let first = one
                 .lines()
                 .zip(json.lines())
@@ -802,8 +956,9 @@ mod tests {
                     let cut = |l: &str| l.chars().take(160).collect::<String>();
                     format!("line {i}: {} against {}", cut(x), cut(y))
                 });
-            assert!(json == one, "{threads} threads, mapped {mapped}: {first:?}");
-            assert_eq!(stats, one_stats, "{threads} threads, mapped {mapped}");
+            let run = format!("{threads} threads, mapped {mapped}, reader parts {parts:?}");
+            assert!(json == one, "{run}: {first:?}");
+            assert_eq!(stats, one_stats, "{run}");
             // An epoch ends at EPOCH_FRAMES frames or EPOCH_BYTES bytes, whichever comes first.
             let (f, b) = (stats.packets as usize, stats.bytes as usize);
             let most = f.div_ceil(EPOCH_FRAMES) + b.div_ceil(EPOCH_BYTES);
@@ -866,6 +1021,59 @@ mod tests {
             peak > (EPOCH_BYTES / 1024) as u64 && peak <= bound as u64,
             "{peak} KiB of the map resident, bound {bound} KiB"
         );
+    }
+
+    #[test]
+    fn the_reader_takes_a_share_of_a_capture_of_handshakes_and_none_of_bulk() {
+        let pki = Pki::new().unwrap();
+        let ca = pki.kubeedge_ca().unwrap();
+        let chain = pki.server_leaf(&ca).unwrap().chain_der();
+        let chain: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let server = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 10), 10000);
+        let t0 = Duration::from_secs(1_700_000_000);
+        let handshakes = dir.path().join("handshakes.pcap");
+        let mut p = Pcap::create(&handshakes).unwrap();
+        hostile::failing_clients(&mut p, server, 4_000, &chain, t0, Duration::from_secs(60))
+            .unwrap();
+        p.finish().unwrap();
+        // The first epoch of a bulk transfer after its handshake.
+        let bulk = dir.path().join("bulk.pcap");
+        let mut p = Pcap::create(&bulk).unwrap();
+        hostile::failing_clients(&mut p, server, 1, &chain, t0, Duration::from_secs(1)).unwrap();
+        let client = SocketAddrV4::new(hostile::attacker(9), 40000);
+        for i in 0..200u32 {
+            let ts = t0 + Duration::from_millis(1_000 + u64::from(i));
+            p.tcp(
+                ts,
+                (client, server),
+                (1 + i * 30_000, 1),
+                0x18,
+                &[0x17; 30_000],
+            )
+            .unwrap();
+        }
+        p.finish().unwrap();
+        for (path, share) in [(&handshakes, true), (&bulk, false)] {
+            let (mut monitor, services, limits) = offline_monitor();
+            let mut src = FileSource::open(path).unwrap();
+            let mut parallel = Parallel::start(&mut monitor, 2, &services, &limits).unwrap();
+            let mut decided = None;
+            while let Some(f) = src.next_frame().unwrap() {
+                parallel.on_frame(f);
+                if decided.is_none() && parallel.warmup.is_none() {
+                    decided = Some(parallel.routes.reader_below > 0);
+                }
+            }
+            assert_eq!(decided, Some(share), "{}", path.display());
+            assert_eq!(
+                parallel.local.stats().flows_opened > 0,
+                share,
+                "{}",
+                path.display()
+            );
+            parallel.finish();
+        }
     }
 
     #[test]
