@@ -110,16 +110,8 @@ const END: u64 = u64::MAX;
 /// What a worker does, in order.
 #[derive(Clone, Copy)]
 enum Step {
-    /// Analyse packet number `index`, whose bytes are `len` bytes at `start` in the batch's
-    /// [`Batch::bytes`], or in the mapped file ([`Batch::mapped`]) when `mapped`.
-    Packet {
-        index: u64,
-        ts: Timestamp,
-        linktype: LinkType,
-        mapped: bool,
-        start: usize,
-        len: usize,
-    },
+    /// Analyse a packet.
+    Packet(Packet),
     /// Close the flows idle at `now` (after packet `index`), packet times having gone back by
     /// up to `disorder_us` so far.
     Sweep {
@@ -127,6 +119,33 @@ enum Step {
         now: Timestamp,
         disorder_us: i64,
     },
+}
+
+/// Packet number `index`, whose bytes are `len` bytes at `start` in its batch's
+/// [`Batch::bytes`], or in the mapped file ([`Batch::mapped`]) when `mapped`.
+#[derive(Clone, Copy)]
+struct Packet {
+    index: u64,
+    ts: Timestamp,
+    linktype: LinkType,
+    mapped: bool,
+    start: usize,
+    len: usize,
+}
+
+impl Packet {
+    /// The bytes it lies in: `file` (the mapped capture) or `copies` (its batch's).
+    fn source<'a>(&self, file: &'a [u8], copies: &'a [u8]) -> &'a [u8] {
+        if self.mapped { file } else { copies }
+    }
+
+    fn frame<'a>(&self, file: &'a [u8], copies: &'a [u8]) -> Frame<'a> {
+        Frame {
+            ts: self.ts,
+            linktype: self.linktype,
+            data: &self.source(file, copies)[self.start..self.start + self.len],
+        }
+    }
 }
 
 /// One epoch's work for one worker: its steps and its packets' bytes. A worker returns it
@@ -296,25 +315,13 @@ fn work(
         for i in 0..steps.len() {
             // The packet AHEAD steps on, fetched while this one is analysed: the reader only
             // read its record header, on the other core.
-            if let Some(Step::Packet { mapped, start, .. }) = steps.get(i + AHEAD) {
-                prefetch(if *mapped { file } else { &bytes[..] }, *start);
+            if let Some(Step::Packet(p)) = steps.get(i + AHEAD) {
+                prefetch(p.source(file, bytes), p.start);
             }
             match steps[i] {
-                Step::Packet {
-                    index,
-                    ts,
-                    linktype,
-                    mapped,
-                    start,
-                    len,
-                } => {
-                    let from = if mapped { file } else { &bytes[..] };
-                    let frame = Frame {
-                        ts,
-                        linktype,
-                        data: &from[start..start + len],
-                    };
-                    pipeline.frame_at(frame, index, &mut |c| {
+                Step::Packet(p) => {
+                    let index = p.index;
+                    pipeline.frame_at(p.frame(file, bytes), index, &mut |c| {
                         out.push(record((index, step::FRAME, 0), c));
                     });
                 }
@@ -476,7 +483,7 @@ impl<'m> Parallel<'m> {
         let frames = pending
             .steps
             .iter()
-            .filter(|s| matches!(s, Step::Packet { .. }))
+            .filter(|s| matches!(s, Step::Packet(_)))
             .count();
         let parts = self.forced_parts.unwrap_or(
             if frames > 0 && handshakes * HANDSHAKE_FRAMES_DIV >= frames {
@@ -487,29 +494,11 @@ impl<'m> Parallel<'m> {
         );
         self.decide(parts);
         let file = self.mapped.clone();
+        let file = file.as_deref().unwrap_or_default();
         let Batch { steps, bytes, .. } = &mut pending;
         for step in steps.drain(..) {
             match step {
-                Step::Packet {
-                    index,
-                    ts,
-                    linktype,
-                    mapped,
-                    start,
-                    len,
-                } => {
-                    let from = if mapped {
-                        file.as_deref().unwrap_or_default()
-                    } else {
-                        &bytes[..]
-                    };
-                    let frame = Frame {
-                        ts,
-                        linktype,
-                        data: &from[start..start + len],
-                    };
-                    self.dispatch(frame, index);
-                }
+                Step::Packet(p) => self.dispatch(p.frame(file, bytes), p.index),
                 Step::Sweep {
                     index,
                     now,
@@ -773,14 +762,14 @@ fn push_packet(
             (false, start)
         }
     };
-    batch.steps.push(Step::Packet {
+    batch.steps.push(Step::Packet(Packet {
         index,
         ts: frame.ts,
         linktype: frame.linktype,
         mapped,
         start,
         len: frame.data.len(),
-    });
+    }));
 }
 
 /// A record of the reader's own pipeline, to judge.
