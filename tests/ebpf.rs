@@ -1549,7 +1549,7 @@ fn ring_reader_is_woken_once_per_wakeup_bytes() -> Result<()> {
     Ok(())
 }
 
-/// Perf buffers wake their reader once more than `perf_wakeup_bytes` wait, not on every record
+/// Perf buffers wake their reader once more than `load::wakeup_bytes` wait, not on every record
 /// (aya 0.14's perf buffers did: an interrupt per packet, inside the program's run). Run by the
 /// kernel on synthetic SYNs (`BPF_PROG_TEST_RUN`) on one CPU; `poll(2)` reports a wakeup since
 /// the last poll.
@@ -1559,7 +1559,7 @@ fn perf_reader_is_woken_only_past_the_watermark() -> Result<()> {
 
     use aya::maps::Map;
     use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-    use trustwatch::capture::ebpf::buffers::{perf_wakeup_bytes, sample};
+    use trustwatch::capture::ebpf::buffers::sample;
     use trustwatch::capture::ebpf::load;
     use trustwatch::capture::ebpf::perf::PerfBuffer;
     use trustwatch_ebpf::{LINK_ETHERNET, RECORD_HEADER_LEN, names};
@@ -1585,7 +1585,7 @@ fn perf_reader_is_woken_only_past_the_watermark() -> Result<()> {
         return Err("no perf event array".into());
     };
     let pages = 16;
-    let wakeup = perf_wakeup_bytes(pages) as usize;
+    let wakeup = load::wakeup_bytes(pages * load::page_size()) as usize;
     let mut buf = PerfBuffer::open(array.fd().as_fd(), cpu, pages, wakeup as u32)?;
     let program: &mut SchedClassifier = ebpf
         .program_mut(names::PROGRAM)

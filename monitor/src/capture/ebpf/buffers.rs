@@ -24,7 +24,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use trustwatch_ebpf::{RECORD_HEADER_LEN, RecordHeader, names};
 
 use super::BufferKind;
-use super::load::{RING_WAKEUP_FRACTION, page_size, perf_pages_per_cpu};
+use super::load::{page_size, perf_pages_per_cpu, wakeup_bytes};
 use super::perf::PerfBuffer;
 use super::record::{self, BadRecord};
 
@@ -87,7 +87,7 @@ impl Buffers {
                 let cpus = aya::util::online_cpus()
                     .map_err(|(what, e)| format!("online CPUs ({what}): {e}"))?;
                 let pages = perf_pages_per_cpu(size, cpus.len());
-                let wakeup = perf_wakeup_bytes(pages);
+                let wakeup = wakeup_bytes(pages * page_size());
                 let mut bufs = Vec::with_capacity(cpus.len());
                 for cpu in cpus {
                     bufs.push(
@@ -202,12 +202,6 @@ impl Buffers {
         }
         (d, ControlFlow::Continue(()))
     }
-}
-
-/// Bytes waiting in a perf buffer of `pages` pages that wake its reader: the same fraction of
-/// the buffer as for the ring ([`RING_WAKEUP_FRACTION`]).
-pub fn perf_wakeup_bytes(pages: usize) -> u32 {
-    u32::try_from(pages * page_size() / RING_WAKEUP_FRACTION).unwrap_or(u32::MAX)
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

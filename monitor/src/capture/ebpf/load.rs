@@ -18,9 +18,15 @@ use crate::config::Services;
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trustwatch-ebpf"));
 
 /// The program wakes the ring buffer's reader each time the bytes waiting reach a multiple of
-/// this fraction of the ring (the reader also polls every
-/// [`RING_POLL`](super::buffers::RING_POLL)).
+/// this fraction of the ring, and the kernel a perf buffer's once more than this fraction of it
+/// waits (the reader also polls every [`RING_POLL`](super::buffers::RING_POLL)).
 pub const RING_WAKEUP_FRACTION: usize = 16;
+
+/// Bytes waiting in a buffer of `buffer` bytes (the ring, or one CPU's perf buffer) that wake
+/// its reader: [`RING_WAKEUP_FRACTION`] of it.
+pub fn wakeup_bytes(buffer: usize) -> u32 {
+    u32::try_from(buffer / RING_WAKEUP_FRACTION).unwrap_or(u32::MAX)
+}
 
 /// The system page size (buffer sizes are multiples of it).
 pub fn page_size() -> usize {
@@ -70,7 +76,7 @@ pub fn load(opts: &EbpfOptions, services: &Services, link: u32) -> Result<Ebpf, 
         },
         link,
         any_port: u32::from(services.any_port),
-        wakeup_bytes: u32::try_from(ring / RING_WAKEUP_FRACTION).unwrap_or(u32::MAX),
+        wakeup_bytes: wakeup_bytes(ring),
         copy_headers: u32::from(opts.copy_headers),
         nports: u32::try_from(watched.len()).unwrap_or(u32::MAX),
         ports,
